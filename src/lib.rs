@@ -1,0 +1,1 @@
+//! airback: back up Airtable bases into a content-addressed, deduplicating repository.
