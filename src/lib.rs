@@ -2,7 +2,15 @@
 //! restores them into a new base.
 //!
 //! The library does all the work; `main.rs` only parses arguments and maps errors to exit codes.
-//! See `docs/ARCHITECTURE.md` for the codemap and the invariants each module keeps.
+//! See `docs/ARCHITECTURE.md` for the codemap and the invariants each module keeps, and
+//! `docs/FORMAT.md` for the repository format.
 
 pub mod airtable;
+pub mod backend;
+pub mod check;
+pub mod chunker;
+pub mod cli;
+pub mod codec;
 pub mod fake;
+pub mod id;
+pub mod repo;

@@ -1,1 +1,4 @@
 //! The integration tests, in one binary so they link once. One module per area.
+
+mod repo;
+mod support;

@@ -1,0 +1,350 @@
+//! Storage backends: a repository location string turned into an opendal `Operator` with retry,
+//! timeout and concurrency layers, behind a small async API that speaks in repository paths.
+//!
+//! Locations: a local path (the default), `file:///abs/path`, `memory://` (tests),
+//! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
+//! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
+//! to the opendal service (`?endpoint=…&region=…`); for S3 the standard `AWS_*` variables fill
+//! in what the URI leaves out. Secrets in a location never reach `Display`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+
+use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator, services};
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The location string could not be understood.
+    #[error("invalid repository location `{location}`: {reason}")]
+    InvalidLocation {
+        /// The location, with secrets removed.
+        location: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+    /// The object does not exist.
+    #[error("`{path}` does not exist in {location}")]
+    NotFound {
+        /// Repository path.
+        path: String,
+        /// Where the repository is.
+        location: String,
+    },
+    /// Any other storage failure, after opendal's retries.
+    #[error("storage operation `{op}` on `{path}` in {location} failed")]
+    Storage {
+        /// What was attempted.
+        op: &'static str,
+        /// Repository path.
+        path: String,
+        /// Where the repository is.
+        location: String,
+        /// The service's error (boxed: opendal errors carry a lot of context).
+        #[source]
+        source: Box<opendal::Error>,
+    },
+}
+
+/// Tuning for every backend.
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    /// Requests in flight at once.
+    pub connections: usize,
+    /// Retries of a failed request (jittered exponential backoff).
+    pub retries: usize,
+    /// Time limit of one request without I/O progress.
+    pub timeout: Duration,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        BackendOptions {
+            connections: 8,
+            retries: 5,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A repository's storage. Cheap to clone.
+#[derive(Clone)]
+pub struct Backend {
+    op: Operator,
+    display: String,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("location", &self.display)
+            .finish()
+    }
+}
+
+/// One object found by [`Backend::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListEntry {
+    /// Path relative to the listed directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+const SECRET_KEYS: &[&str] = &[
+    "secret_access_key",
+    "session_token",
+    "account_key",
+    "application_key",
+    "password",
+    "credential",
+    "sas_token",
+    "token",
+];
+
+/// The location with the values of secret query options replaced by `***`.
+pub fn redact_location(location: &str) -> String {
+    let Some((head, query)) = location.split_once('?') else {
+        return location.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if SECRET_KEYS.contains(&k) => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", parts.join("&"))
+}
+
+impl Backend {
+    /// Opens the storage at `location`. Nothing is read or written yet.
+    pub fn open(location: &str, options: &BackendOptions) -> Result<Backend, BackendError> {
+        let display = redact_location(location);
+        let invalid = |reason: String| BackendError::InvalidLocation {
+            location: display.clone(),
+            reason,
+        };
+        let storage = |source| BackendError::Storage {
+            op: "open",
+            path: String::new(),
+            location: display.clone(),
+            source: Box::new(source),
+        };
+        let op = match location.split_once("://") {
+            None => Self::fs_operator(location).map_err(storage)?,
+            Some(("file", path)) => Self::fs_operator(path).map_err(storage)?,
+            Some(("memory", _)) => Operator::new(services::Memory::default()).map_err(storage)?,
+            Some((scheme, rest)) => {
+                let (authority_and_path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let (authority, path) = authority_and_path
+                    .split_once('/')
+                    .unwrap_or((authority_and_path, ""));
+                if authority.is_empty() {
+                    return Err(invalid(format!(
+                        "`{scheme}://` needs a bucket or host, as in `{scheme}://name/prefix`"
+                    )));
+                }
+                let mut opts: BTreeMap<String, String> = query
+                    .split('&')
+                    .filter(|kv| !kv.is_empty())
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect();
+                opts.insert("root".into(), format!("/{path}"));
+                let service = match scheme {
+                    "s3" => {
+                        opts.insert("bucket".into(), authority.into());
+                        fill_from_env(
+                            &mut opts,
+                            &[
+                                ("endpoint", "AWS_ENDPOINT_URL"),
+                                ("region", "AWS_REGION"),
+                                ("region", "AWS_DEFAULT_REGION"),
+                                ("access_key_id", "AWS_ACCESS_KEY_ID"),
+                                ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                                ("session_token", "AWS_SESSION_TOKEN"),
+                            ],
+                        );
+                        opts.entry("region".into()).or_insert("us-east-1".into());
+                        "s3"
+                    }
+                    "gcs" => {
+                        opts.insert("bucket".into(), authority.into());
+                        "gcs"
+                    }
+                    "azblob" => {
+                        opts.insert("container".into(), authority.into());
+                        "azblob"
+                    }
+                    "b2" => {
+                        opts.insert("bucket".into(), authority.into());
+                        "b2"
+                    }
+                    "webdav" | "webdavs" => {
+                        let http = if scheme == "webdavs" { "https" } else { "http" };
+                        opts.insert("endpoint".into(), format!("{http}://{authority}"));
+                        "webdav"
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "unknown scheme `{other}`; use a local path, s3://, gcs://, \
+                             azblob://, b2://, webdav://, webdavs:// or memory://"
+                        )));
+                    }
+                };
+                Operator::via_iter(service, opts).map_err(storage)?
+            }
+        };
+        let op = op
+            .layer(TimeoutLayer::new().with_io_timeout(options.timeout))
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(options.retries)
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10)),
+            )
+            .layer(ConcurrentLimitLayer::new(options.connections.max(1)));
+        Ok(Backend { op, display })
+    }
+
+    fn fs_operator(path: &str) -> opendal::Result<Operator> {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.into());
+        let root = abs.to_string_lossy().to_string();
+        // Writes go to a temporary file first and are renamed into place, so a crash never
+        // leaves a half-written object under its final name.
+        let tmp = abs.join("tmp").to_string_lossy().to_string();
+        Operator::new(services::Fs::default().root(&root).atomic_write_dir(&tmp))
+    }
+
+    /// The location, safe to print.
+    pub fn location(&self) -> &str {
+        &self.display
+    }
+
+    fn err(&self, op: &'static str, path: &str, source: opendal::Error) -> BackendError {
+        if source.kind() == ErrorKind::NotFound {
+            BackendError::NotFound {
+                path: path.to_string(),
+                location: self.display.clone(),
+            }
+        } else {
+            BackendError::Storage {
+                op,
+                path: path.to_string(),
+                location: self.display.clone(),
+                source: Box::new(source),
+            }
+        }
+    }
+
+    /// Writes a whole object in one request.
+    pub async fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), BackendError> {
+        self.op
+            .write(path, bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("write", path, e))
+    }
+
+    /// Reads a whole object.
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, BackendError> {
+        self.op
+            .read(path)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", path, e))
+    }
+
+    /// Reads the bytes `range` of an object.
+    pub async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Vec<u8>, BackendError> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.op
+            .read_with(path)
+            .range(range)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err("read", path, e))
+    }
+
+    /// The size of an object, or `None` when it does not exist.
+    pub async fn size(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        match self.op.stat(path).await {
+            Ok(meta) => Ok(Some(meta.content_length())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err("stat", path, e)),
+        }
+    }
+
+    /// Every object below the directory `dir` (which ends with `/`), recursively, with paths
+    /// relative to `dir`. Directories themselves are not listed.
+    pub async fn list(&self, dir: &str) -> Result<Vec<ListEntry>, BackendError> {
+        let entries = match self.op.list_with(dir).recursive(true).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", dir, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.path();
+            if path.ends_with('/') {
+                continue;
+            }
+            let name = path.strip_prefix(dir).unwrap_or(path).to_string();
+            let size = if entry.metadata().content_length() > 0 || !entry.metadata().is_file() {
+                entry.metadata().content_length()
+            } else {
+                self.size(path).await?.unwrap_or(0)
+            };
+            out.push(ListEntry { name, size });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Deletes an object; deleting a missing object is not an error.
+    pub async fn delete(&self, path: &str) -> Result<(), BackendError> {
+        self.op
+            .delete(path)
+            .await
+            .map_err(|e| self.err("delete", path, e))
+    }
+}
+
+fn fill_from_env(opts: &mut BTreeMap<String, String>, pairs: &[(&str, &str)]) {
+    for (key, var) in pairs {
+        if !opts.contains_key(*key)
+            && let Ok(value) = std::env::var(var)
+            && !value.is_empty()
+        {
+            opts.insert((*key).to_string(), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted() {
+        let loc = "s3://b/p?endpoint=http://x&secret_access_key=SECRET&access_key_id=AK";
+        let shown = redact_location(loc);
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("access_key_id=AK"));
+    }
+
+    #[test]
+    fn unknown_scheme_says_what_is_supported() {
+        let err = Backend::open("ftp2://x/y", &BackendOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown scheme `ftp2`"), "{err}");
+    }
+}

@@ -1,0 +1,35 @@
+//! Documented exit codes (README, "Exit codes"). Scripts may rely on them; any other code means
+//! failure.
+
+/// Success.
+pub const OK: u8 = 0;
+/// A failure not covered below.
+pub const ERROR: u8 = 1;
+/// Wrong usage (unknown flag, bad value); printed by clap.
+pub const USAGE: u8 = 2;
+/// Partial success: the snapshot was saved but some content could not be read, or `check`
+/// found problems.
+pub const PARTIAL: u8 = 3;
+/// No repository at the given location.
+pub const NO_REPOSITORY: u8 = 10;
+/// The repository is locked by another process.
+pub const LOCKED: u8 = 11;
+/// Wrong password (reserved for encrypted repositories).
+pub const WRONG_PASSWORD: u8 = 12;
+/// Interrupted (Ctrl-C).
+pub const INTERRUPTED: u8 = 130;
+
+/// The exit code for an error.
+pub fn for_error(err: &anyhow::Error) -> u8 {
+    use crate::repo::RepoError;
+    for cause in err.chain() {
+        if let Some(repo_err) = cause.downcast_ref::<RepoError>() {
+            return match repo_err {
+                RepoError::NoRepository { .. } => NO_REPOSITORY,
+                RepoError::Locked { .. } => LOCKED,
+                _ => ERROR,
+            };
+        }
+    }
+    ERROR
+}

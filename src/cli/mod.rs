@@ -1,0 +1,226 @@
+//! The command line: argument definitions (clap), one function per command, output and exit
+//! codes. The only module that prints or knows about clap.
+
+pub mod exit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::backend::{Backend, BackendOptions};
+use crate::check::{CheckOptions, Subset};
+use crate::repo::config::InitOptions;
+use crate::repo::{CacheChoice, Repository};
+
+/// Back up Airtable bases into a deduplicating repository, and restore them.
+#[derive(Debug, Parser)]
+#[command(name = "airback", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// Repository location: a local path, or s3://bucket/prefix, gcs://, azblob://, b2://, webdav://
+    #[arg(
+        short = 'r',
+        long,
+        env = "AIRBACK_REPO",
+        global = true,
+        hide_env_values = true
+    )]
+    repo: Option<String>,
+    /// Directory for the local cache (default: $AIRBACK_CACHE_DIR or ~/.cache/airback)
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Keep the local cache in memory only
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Print one JSON object instead of text
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Verify the repository's structure, and with --read-data its contents
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Target pack size in MiB
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pack_size_mib: u32,
+    /// zstd compression level (1-19)
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression_level: i32,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Also download every pack and verify every blob's hash
+    #[arg(long)]
+    read_data: bool,
+    /// Read only slice N of M of the packs (M runs with N = 1..M cover everything)
+    #[arg(long, value_name = "N/M", value_parser = clap::value_parser!(Subset))]
+    read_data_subset: Option<Subset>,
+}
+
+impl clap::builder::ValueParserFactory for Subset {
+    type Parser = clap::builder::ValueParser;
+    fn value_parser() -> Self::Parser {
+        clap::builder::ValueParser::new(|s: &str| s.parse::<Subset>())
+    }
+}
+
+/// Parses the command line, runs the command and returns the documented exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit::for_error(&err))
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRBACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init(args) => init(g, args).await,
+        Command::Check(args) => check(g, args).await,
+    }
+}
+
+fn backend(g: &GlobalArgs) -> anyhow::Result<Backend> {
+    let Some(location) = &g.repo else {
+        bail!("no repository given: pass --repo LOCATION or set AIRBACK_REPO");
+    };
+    Ok(Backend::open(location, &BackendOptions::default())?)
+}
+
+fn cache_choice(g: &GlobalArgs) -> CacheChoice {
+    match (&g.cache_dir, g.no_cache) {
+        (_, true) => CacheChoice::Memory,
+        (Some(dir), false) => CacheChoice::Dir(dir.clone()),
+        (None, false) => CacheChoice::Default,
+    }
+}
+
+async fn open_repo(g: &GlobalArgs) -> anyhow::Result<Repository> {
+    let backend = backend(g)?;
+    Ok(Repository::open(backend, cache_choice(g)).await?)
+}
+
+async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
+    let backend = backend(g)?;
+    let options = InitOptions {
+        pack_size: args.pack_size_mib * 1024 * 1024,
+        compression_level: args.compression_level,
+        ..InitOptions::default()
+    };
+    let config = Repository::init(&backend, &options)
+        .await
+        .context("cannot create the repository")?;
+    if g.json {
+        println!(
+            "{}",
+            json!({"repository_id": config.id, "location": backend.location(), "version": config.version})
+        );
+    } else if !g.quiet {
+        println!(
+            "created airback repository {} at {}",
+            config.id.short(),
+            backend.location()
+        );
+    }
+    Ok(exit::OK)
+}
+
+async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
+    let repo = open_repo(g).await?;
+    let lock = repo.lock(false, "check").await?;
+    let options = CheckOptions {
+        read_data: args.read_data,
+        subset: args.read_data_subset,
+    };
+    let report = crate::check::check(&repo, &options).await;
+    lock.release().await?;
+    let report = report?;
+    if g.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        for w in &report.warnings {
+            if !g.quiet {
+                println!("warning: {w}");
+            }
+        }
+        for e in &report.errors {
+            println!("error: {e}");
+        }
+        if !g.quiet {
+            println!(
+                "checked {} snapshots, {} index files, {} packs, {} blobs{}",
+                report.snapshots,
+                report.index_files,
+                report.packs,
+                report.blobs,
+                if report.packs_read > 0 {
+                    format!(
+                        "; read {} packs ({} bytes)",
+                        report.packs_read, report.bytes_read
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            if report.is_ok() {
+                println!("no errors were found");
+            }
+        }
+    }
+    if report.is_ok() {
+        Ok(exit::OK)
+    } else {
+        bail!("check found {} errors", report.errors.len())
+    }
+}

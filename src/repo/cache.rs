@@ -1,0 +1,236 @@
+//! The local cache: a SQLite database per repository (keyed by repository id) that mirrors the
+//! repository's index, so that deduplication and blob lookups cost no round trip and the index
+//! need not live in memory. It is only a cache: deleting it costs time, never data. On open, the
+//! repository lists `index/` and brings the cache up to date, which is how it notices writes
+//! from other machines.
+//!
+//! rusqlite is synchronous: the connection sits behind a mutex and is never held across `.await`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::codec::Compression;
+use crate::id::{BlobId, IndexId, PackId, RepoId};
+use crate::repo::index::IndexFile;
+use crate::repo::pack::BlobKind;
+
+/// Bumped when the cache's tables change; an older cache is rebuilt.
+const CACHE_SCHEMA_VERSION: i32 = 1;
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Its kind.
+    pub kind: BlobKind,
+    /// Offset in the pack.
+    pub offset: u32,
+    /// Stored length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+    /// Encoding.
+    pub compression: Compression,
+}
+
+/// The cache database.
+#[derive(Debug)]
+pub struct Cache {
+    conn: Mutex<Connection>,
+    path: Option<PathBuf>,
+}
+
+/// Where the cache of repository `id` lives: `$AIRBACK_CACHE_DIR`, else the user's cache
+/// directory (`~/.cache/airback` on Linux), then `<repo id>/cache.sqlite`.
+pub fn default_cache_path(cache_dir: Option<&Path>, id: &RepoId) -> Option<PathBuf> {
+    let base = match cache_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => match std::env::var_os("AIRBACK_CACHE_DIR") {
+            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+            _ => dirs::cache_dir()?.join("airback"),
+        },
+    };
+    Some(base.join(id.to_hex()).join("cache.sqlite"))
+}
+
+fn kind_to_int(kind: BlobKind) -> i64 {
+    match kind {
+        BlobKind::Data => 0,
+        BlobKind::Meta => 1,
+    }
+}
+
+fn kind_from_int(v: i64) -> BlobKind {
+    if v == 0 {
+        BlobKind::Data
+    } else {
+        BlobKind::Meta
+    }
+}
+
+fn id32(bytes: Vec<u8>) -> [u8; 32] {
+    bytes.try_into().unwrap_or([0; 32])
+}
+
+impl Cache {
+    /// Opens (creating) the cache at `path`, or an in-memory one for `None`.
+    pub fn open(path: Option<&Path>) -> rusqlite::Result<Cache> {
+        let conn = match path {
+            Some(p) => {
+                if let Some(dir) = p.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let conn = Connection::open(p)?;
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+                conn
+            }
+            None => Connection::open_in_memory()?,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(60))?;
+        let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != CACHE_SCHEMA_VERSION {
+            conn.execute_batch(
+                "DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS packs;
+                 DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS kv;",
+            )?;
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, kind INTEGER NOT NULL,
+                 size INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL,
+                 kind INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+                 raw_length INTEGER NOT NULL, compression INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+        )?;
+        conn.pragma_update(None, "user_version", CACHE_SCHEMA_VERSION)?;
+        Ok(Cache {
+            conn: Mutex::new(conn),
+            path: path.map(Path::to_path_buf),
+        })
+    }
+
+    /// The database file, if not in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Index files already loaded.
+    pub fn index_files(&self) -> rusqlite::Result<HashSet<IndexId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM index_files")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| r.map(|b| IndexId(id32(b)))).collect()
+    }
+
+    /// Packs known from loaded index files.
+    pub fn packs(&self) -> rusqlite::Result<HashSet<PackId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM packs")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| r.map(|b| PackId(id32(b)))).collect()
+    }
+
+    /// Loads one index file's entries. A blob already known keeps its first location.
+    pub fn add_index_file(&self, id: &IndexId, file: &IndexFile) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut pack_stmt =
+                tx.prepare("INSERT OR IGNORE INTO packs (id, kind, size) VALUES (?1, ?2, ?3)")?;
+            let mut blob_stmt = tx.prepare(
+                "INSERT OR IGNORE INTO blobs (id, pack, kind, offset, length, raw_length, compression)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for pack in &file.packs {
+                let kind = kind_to_int(pack.kind);
+                pack_stmt.execute(params![&pack.id.0[..], kind, pack.size as i64])?;
+                for b in &pack.blobs {
+                    blob_stmt.execute(params![
+                        &b.id.0[..],
+                        &pack.id.0[..],
+                        kind,
+                        b.offset,
+                        b.length,
+                        b.raw_length,
+                        b.compression.to_byte()
+                    ])?;
+                }
+            }
+            tx.execute(
+                "INSERT OR IGNORE INTO index_files (id) VALUES (?1)",
+                params![&id.0[..]],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// Forgets everything (used when an index file disappeared, e.g. after a prune).
+    pub fn clear(&self) -> rusqlite::Result<()> {
+        self.conn()
+            .execute_batch("DELETE FROM index_files; DELETE FROM packs; DELETE FROM blobs;")
+    }
+
+    /// Whether the index has the blob.
+    pub fn has_blob(&self, id: &BlobId) -> rusqlite::Result<bool> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
+        stmt.exists(params![&id.0[..]])
+    }
+
+    /// Where the blob is stored.
+    pub fn lookup(&self, id: &BlobId) -> rusqlite::Result<Option<BlobLocation>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT pack, kind, offset, length, raw_length, compression FROM blobs WHERE id = ?1",
+        )?;
+        stmt.query_row(params![&id.0[..]], |r| {
+            Ok(BlobLocation {
+                pack: PackId(id32(r.get(0)?)),
+                kind: kind_from_int(r.get(1)?),
+                offset: r.get(2)?,
+                length: r.get(3)?,
+                raw_length: r.get(4)?,
+                compression: Compression::from_byte(r.get::<_, u8>(5)?)
+                    .unwrap_or(Compression::Zstd),
+            })
+        })
+        .optional()
+    }
+
+    /// Number of blobs known.
+    pub fn blob_count(&self) -> rusqlite::Result<u64> {
+        self.conn()
+            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+    }
+
+    /// A free-form value stored by a layer above (for example attachment bookkeeping).
+    pub fn get_value(&self, key: &str) -> rusqlite::Result<Option<String>> {
+        self.conn()
+            .query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()
+    }
+
+    /// Stores a free-form value.
+    pub fn set_value(&self, key: &str, value: &str) -> rusqlite::Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO kv (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+    }
+}

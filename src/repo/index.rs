@@ -1,0 +1,58 @@
+//! Index files: which pack holds which blob. Written after the packs they describe and before
+//! any snapshot that needs them; each file lists at most [`MAX_BLOBS_PER_INDEX_FILE`] blobs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{IndexId, PackId};
+use crate::repo::pack::{BlobKind, PackedBlob};
+
+/// An index file holds at most this many blobs; a long run writes several.
+pub const MAX_BLOBS_PER_INDEX_FILE: usize = 50_000;
+
+/// The content of one `index/<id>` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexFile {
+    /// Format version, 1.
+    pub version: u32,
+    /// Index files this one replaces (written by repair or prune; empty otherwise).
+    #[serde(default)]
+    pub supersedes: Vec<IndexId>,
+    /// The packs described.
+    pub packs: Vec<IndexPack>,
+}
+
+/// One pack in an index file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexPack {
+    /// The pack.
+    pub id: PackId,
+    /// The kind of all its blobs.
+    pub kind: BlobKind,
+    /// Size of the pack object in bytes.
+    pub size: u64,
+    /// Its blobs, in pack order.
+    pub blobs: Vec<PackedBlob>,
+}
+
+impl IndexFile {
+    /// An index file for `packs`.
+    pub fn new(packs: Vec<IndexPack>) -> Self {
+        IndexFile {
+            version: 1,
+            supersedes: Vec::new(),
+            packs,
+        }
+    }
+
+    /// Number of blobs listed.
+    pub fn blob_count(&self) -> usize {
+        self.packs.iter().map(|p| p.blobs.len()).sum()
+    }
+}
+
+/// The storage path of an index file.
+pub fn index_path(id: &IndexId) -> String {
+    format!("index/{id}")
+}

@@ -1,0 +1,407 @@
+//! The repository: a content-addressed, deduplicating store of blobs on a [`Backend`].
+//!
+//! Layout (docs/FORMAT.md): `config`, `data/<xx>/<pack id>`, `index/<id>`, `snapshots/<id>`,
+//! `locks/<id>`, `keys/` (reserved). Every object but `config` is immutable and named by the
+//! BLAKE3 hash of its bytes. Writes go packs → index → snapshot; the snapshot is the only
+//! commit point, so a crash at any moment leaves a repository that `check` accepts.
+//!
+//! This module knows nothing about Airtable or HTTP.
+
+pub mod cache;
+pub mod config;
+pub mod index;
+pub mod lock;
+pub mod pack;
+pub mod snapshot;
+pub mod writer;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendError};
+use crate::chunker::Chunker;
+use crate::codec::{self, DecodeError};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use cache::Cache;
+use config::{InitOptions, RepoConfig};
+use index::{IndexFile, IndexPack, index_path};
+use pack::{BlobKind, FOOTER_LEN, PackedBlob, pack_path};
+use snapshot::{Snapshot, Tree, snapshot_path};
+
+pub use writer::{BlobWriter, FileSaver, WriterStats};
+
+/// Why a repository operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// There is no repository at the location.
+    #[error("no airback repository at {location}; create one with `airback init`")]
+    NoRepository {
+        /// Where we looked.
+        location: String,
+    },
+    /// `init` found a repository already.
+    #[error(
+        "a repository already exists at {location}; nothing was changed (choose another location to create a new one)"
+    )]
+    AlreadyExists {
+        /// Where.
+        location: String,
+    },
+    /// The config exists but this build cannot use it.
+    #[error("cannot use the repository at {location}: {reason}")]
+    BadConfig {
+        /// Where.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The local cache failed.
+    #[error("the local cache failed (it is safe to delete it, airback rebuilds it): {0}")]
+    Cache(#[from] rusqlite::Error),
+    /// Something stored is damaged or inconsistent.
+    #[error(
+        "{what} is damaged: {detail}; run `airback check --read-data` to see everything affected"
+    )]
+    Corrupt {
+        /// The object.
+        what: String,
+        /// How.
+        detail: String,
+    },
+    /// A blob that should exist is not in any index.
+    #[error("blob {0} is not in the repository index; run `airback check`")]
+    MissingBlob(BlobId),
+    /// Another process holds a conflicting lock.
+    #[error(
+        "the repository is locked by {holder}; wait for it to finish (stale locks expire after 30 minutes)"
+    )]
+    Locked {
+        /// Who holds the lock.
+        holder: String,
+    },
+    /// An internal task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand.
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
+
+/// Where the local cache lives.
+#[derive(Debug, Clone, Default)]
+pub enum CacheChoice {
+    /// `$AIRBACK_CACHE_DIR` or the user's cache directory.
+    #[default]
+    Default,
+    /// Under this directory.
+    Dir(PathBuf),
+    /// In memory only (slower next time, nothing left on disk).
+    Memory,
+}
+
+/// An open repository. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    inner: Arc<RepoInner>,
+}
+
+#[derive(Debug)]
+struct RepoInner {
+    backend: Backend,
+    config: RepoConfig,
+    cache: Cache,
+    data_chunker: Chunker,
+    meta_chunker: Chunker,
+}
+
+/// What [`Repository::sync_index`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Index files read from the repository.
+    pub index_files_loaded: usize,
+    /// Whether the cache was rebuilt from scratch (an index file it knew is gone).
+    pub rebuilt: bool,
+}
+
+fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> RepoError {
+    RepoError::Corrupt {
+        what: what.into(),
+        detail: detail.into(),
+    }
+}
+
+impl Repository {
+    /// Creates a repository at the backend's location. Fails if one exists.
+    pub async fn init(backend: &Backend, options: &InitOptions) -> Result<RepoConfig> {
+        if backend.size("config").await?.is_some() {
+            return Err(RepoError::AlreadyExists {
+                location: backend.location().to_string(),
+            });
+        }
+        let config = RepoConfig::new(options);
+        config.validate().map_err(|reason| RepoError::BadConfig {
+            location: backend.location().to_string(),
+            reason,
+        })?;
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        backend.write("config", json).await?;
+        Ok(config)
+    }
+
+    /// Opens the repository: reads `config`, opens the local cache and brings it up to date
+    /// with the repository's index files.
+    pub async fn open(backend: Backend, cache: CacheChoice) -> Result<Repository> {
+        let location = backend.location().to_string();
+        let bytes = match backend.read("config").await {
+            Ok(b) => b,
+            Err(BackendError::NotFound { .. }) => return Err(RepoError::NoRepository { location }),
+            Err(e) => return Err(e.into()),
+        };
+        let config: RepoConfig =
+            serde_json::from_slice(&bytes).map_err(|e| RepoError::BadConfig {
+                location: location.clone(),
+                reason: format!("`config` is not a valid airback config: {e}"),
+            })?;
+        config
+            .validate()
+            .map_err(|reason| RepoError::BadConfig { location, reason })?;
+        let cache_path = match &cache {
+            CacheChoice::Default => cache::default_cache_path(None, &config.id),
+            CacheChoice::Dir(dir) => cache::default_cache_path(Some(dir), &config.id),
+            CacheChoice::Memory => None,
+        };
+        let cache = tokio::task::spawn_blocking(move || Cache::open(cache_path.as_deref()))
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??;
+        let repo = Repository {
+            inner: Arc::new(RepoInner {
+                data_chunker: Chunker::new(config.chunker.data, config.chunker.seed),
+                meta_chunker: Chunker::new(config.chunker.meta, config.chunker.seed),
+                backend,
+                config,
+                cache,
+            }),
+        };
+        repo.sync_index().await?;
+        Ok(repo)
+    }
+
+    /// The storage.
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// The repository's parameters.
+    pub fn config(&self) -> &RepoConfig {
+        &self.inner.config
+    }
+
+    /// The local cache.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// The chunker for a blob kind.
+    pub fn chunker(&self, kind: BlobKind) -> &Chunker {
+        match kind {
+            BlobKind::Data => &self.inner.data_chunker,
+            BlobKind::Meta => &self.inner.meta_chunker,
+        }
+    }
+
+    /// Ids of the index files in the repository.
+    pub async fn list_index_files(&self) -> Result<Vec<IndexId>> {
+        let entries = self.backend().list("index/").await?;
+        Ok(entries.iter().filter_map(|e| e.name.parse().ok()).collect())
+    }
+
+    /// Reads an index file and verifies that it hashes to its name.
+    pub async fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let bytes = self.backend().read(&index_path(id)).await?;
+        if IndexId::of(&bytes) != *id {
+            return Err(corrupt(
+                format!("index file {id}"),
+                "content does not hash to its name",
+            ));
+        }
+        codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("index file {id}"), e))
+    }
+
+    /// Brings the local cache up to date with the repository's index files. If an index file the
+    /// cache knew has disappeared (prune, repair), the cache is rebuilt from scratch.
+    pub async fn sync_index(&self) -> Result<SyncStats> {
+        let in_repo: HashSet<IndexId> = self.list_index_files().await?.into_iter().collect();
+        let cache_ref = self.clone();
+        let known = tokio::task::spawn_blocking(move || cache_ref.cache().index_files())
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??;
+        let mut stats = SyncStats::default();
+        if !known.is_subset(&in_repo) {
+            self.cache().clear()?;
+            stats.rebuilt = true;
+        }
+        let known = if stats.rebuilt { HashSet::new() } else { known };
+        let mut missing: Vec<IndexId> = in_repo.difference(&known).copied().collect();
+        missing.sort();
+        for id in missing {
+            let file = self.load_index_file(&id).await?;
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.cache().add_index_file(&id, &file))
+                .await
+                .map_err(|e| RepoError::Internal(e.to_string()))??;
+            stats.index_files_loaded += 1;
+        }
+        Ok(stats)
+    }
+
+    /// Reads a pack's header with range requests and checks it is well formed.
+    pub async fn read_pack_header(
+        &self,
+        id: &PackId,
+        size: u64,
+    ) -> Result<(BlobKind, Vec<PackedBlob>)> {
+        let path = pack_path(id);
+        let what = || format!("pack {id}");
+        if size < FOOTER_LEN as u64 {
+            return Err(corrupt(what(), "too short to be a pack"));
+        }
+        // One read usually gets footer and header together.
+        let tail_len = size.min(64 * 1024);
+        let tail = self
+            .backend()
+            .read_range(&path, size - tail_len..size)
+            .await?;
+        let header_len = pack::parse_footer(&tail[tail.len() - FOOTER_LEN..], size)
+            .map_err(|e| corrupt(what(), e))? as u64;
+        let needed = header_len + FOOTER_LEN as u64;
+        let header = if needed <= tail_len {
+            tail[(tail_len - needed) as usize..tail.len() - FOOTER_LEN].to_vec()
+        } else {
+            self.backend()
+                .read_range(&path, size - needed..size - FOOTER_LEN as u64)
+                .await?
+        };
+        pack::parse_header(&header, size).map_err(|e| corrupt(what(), e))
+    }
+
+    /// Finds packs that no index file lists (left by a run that crashed after uploading them)
+    /// and writes an index file for the valid ones, so their blobs are reused instead of
+    /// uploaded again. Unreadable leftovers are ignored here and reported by `check`.
+    pub async fn adopt_unindexed_packs(&self) -> Result<usize> {
+        let this = self.clone();
+        let known = tokio::task::spawn_blocking(move || this.cache().packs())
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??;
+        let mut adopted = Vec::new();
+        for entry in self.backend().list("data/").await? {
+            let Some(id) = entry
+                .name
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.parse::<PackId>().ok())
+            else {
+                continue;
+            };
+            if known.contains(&id) {
+                continue;
+            }
+            match self.read_pack_header(&id, entry.size).await {
+                Ok((kind, blobs)) => adopted.push(IndexPack {
+                    id,
+                    kind,
+                    size: entry.size,
+                    blobs,
+                }),
+                Err(e) => tracing::warn!("ignoring unreadable pack {id}: {e}"),
+            }
+        }
+        let count = adopted.len();
+        if count > 0 {
+            self.write_index_file(IndexFile::new(adopted)).await?;
+        }
+        Ok(count)
+    }
+
+    /// Writes an index file and loads it into the cache.
+    pub async fn write_index_file(&self, file: IndexFile) -> Result<IndexId> {
+        let bytes = codec::encode_json_file(&file);
+        let id = IndexId::of(&bytes);
+        self.backend().write(&index_path(&id), bytes).await?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.cache().add_index_file(&id, &file))
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??;
+        Ok(id)
+    }
+
+    /// A writer for new blobs; see [`BlobWriter`].
+    pub fn writer(&self) -> BlobWriter {
+        BlobWriter::new(self.clone())
+    }
+
+    /// Reads one blob and verifies its hash.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let this = self.clone();
+        let blob = *id;
+        let location = tokio::task::spawn_blocking(move || this.cache().lookup(&blob))
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??
+            .ok_or(RepoError::MissingBlob(*id))?;
+        let start = u64::from(location.offset);
+        let stored = self
+            .backend()
+            .read_range(
+                &pack_path(&location.pack),
+                start..start + u64::from(location.length),
+            )
+            .await?;
+        let id = *id;
+        tokio::task::spawn_blocking(move || {
+            codec::decode(&id, &stored, location.compression, location.raw_length)
+        })
+        .await
+        .map_err(|e| RepoError::Internal(e.to_string()))?
+        .map_err(|e: DecodeError| {
+            corrupt(
+                format!("blob {id} in pack {}", location.pack),
+                e.to_string(),
+            )
+        })
+    }
+
+    /// Stores a snapshot manifest: the commit point. Call only after [`BlobWriter::flush`].
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let bytes = codec::encode_json_file(snapshot);
+        let id = SnapshotId::of(&bytes);
+        self.backend().write(&snapshot_path(&id), bytes).await?;
+        Ok(id)
+    }
+
+    /// Ids of all snapshots.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotId>> {
+        let entries = self.backend().list("snapshots/").await?;
+        Ok(entries.iter().filter_map(|e| e.name.parse().ok()).collect())
+    }
+
+    /// Reads a snapshot manifest and verifies its hash.
+    pub async fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let bytes = self.backend().read(&snapshot_path(id)).await?;
+        if SnapshotId::of(&bytes) != *id {
+            return Err(corrupt(
+                format!("snapshot {id}"),
+                "content does not hash to its name",
+            ));
+        }
+        codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("snapshot {id}"), e))
+    }
+
+    /// Reads a tree blob.
+    pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(id).await?;
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("tree {id}"), e.to_string()))
+    }
+}

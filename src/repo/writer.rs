@@ -1,0 +1,396 @@
+//! Writing blobs: chunk, hash, deduplicate, compress, pack, upload, index.
+//!
+//! CPU work (chunking, BLAKE3, zstd, pack hashing) runs on the rayon pool; the async side only
+//! moves finished packs to storage. Uploads are bounded, so memory stays at a few packs whatever
+//! the input size. Packs are uploaded first; an index file describing them is written every
+//! [`WriterOptions::index_flush_blobs`] blobs or [`WriterOptions::index_flush_interval`], and
+//! by [`BlobWriter::flush`]. A snapshot may only be saved after `flush` returned.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::index::{IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE};
+use super::pack::{BlobKind, FinishedPack, PackBuilder, pack_path};
+use super::{RepoError, Repository, Result};
+use crate::codec::{self, EncodedBlob};
+use crate::id::BlobId;
+
+/// Tuning of a writer.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Packs uploading at once (each holds up to one pack in memory).
+    pub uploads: usize,
+    /// Write an index file once this many new blobs are uploaded.
+    pub index_flush_blobs: usize,
+    /// ... or once this much time passed since the last one.
+    pub index_flush_interval: Duration,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            uploads: 3,
+            index_flush_blobs: MAX_BLOBS_PER_INDEX_FILE,
+            index_flush_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a writer did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriterStats {
+    /// Blobs passed in (new or not).
+    pub blobs_seen: u64,
+    /// Their plaintext bytes.
+    pub bytes_seen: u64,
+    /// Blobs that were new.
+    pub blobs_new: u64,
+    /// Plaintext bytes of new blobs.
+    pub bytes_new_raw: u64,
+    /// Stored (compressed) bytes of new blobs.
+    pub bytes_new_stored: u64,
+    /// Pack files uploaded.
+    pub packs_written: u64,
+    /// Bytes of pack files uploaded.
+    pub pack_bytes_written: u64,
+    /// Index files written.
+    pub index_files_written: u64,
+    /// Bytes of index files written.
+    pub index_bytes_written: u64,
+}
+
+/// Writes blobs into a repository. Cheap to clone; clones share packs and statistics, so many
+/// tasks can save concurrently and one `flush` finishes them all.
+#[derive(Clone, Debug)]
+pub struct BlobWriter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    repo: Repository,
+    options: WriterOptions,
+    permits: Arc<Semaphore>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    data: PackBuilder,
+    meta: PackBuilder,
+    /// Blobs given to a pack during this run.
+    added: HashSet<BlobId>,
+    /// Uploaded packs that no index file lists yet.
+    unindexed: Vec<IndexPack>,
+    unindexed_blobs: usize,
+    last_index: Instant,
+    uploads: Vec<JoinHandle<Result<()>>>,
+    stats: WriterStats,
+}
+
+impl BlobWriter {
+    pub(super) fn new(repo: Repository) -> Self {
+        Self::with_options(repo, WriterOptions::default())
+    }
+
+    /// A writer with explicit tuning.
+    pub fn with_options(repo: Repository, options: WriterOptions) -> Self {
+        BlobWriter {
+            inner: Arc::new(Inner {
+                repo,
+                permits: Arc::new(Semaphore::new(options.uploads.max(1))),
+                options,
+                state: Mutex::new(State {
+                    data: PackBuilder::new(BlobKind::Data),
+                    meta: PackBuilder::new(BlobKind::Meta),
+                    added: HashSet::new(),
+                    unindexed: Vec::new(),
+                    unindexed_blobs: 0,
+                    last_index: Instant::now(),
+                    uploads: Vec::new(),
+                    stats: WriterStats::default(),
+                }),
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> WriterStats {
+        self.state().stats.clone()
+    }
+
+    /// Whether the blob is stored (in the index) or was given to a pack by this writer.
+    pub fn is_known(&self, id: &BlobId) -> bool {
+        if self.state().added.contains(id) {
+            return true;
+        }
+        self.inner.repo.cache().has_blob(id).unwrap_or_else(|e| {
+            tracing::warn!("cache lookup failed, storing blob again: {e}");
+            false
+        })
+    }
+
+    /// Saves `bytes` as one blob (not chunked), e.g. a tree.
+    pub async fn save_blob(&self, kind: BlobKind, bytes: Vec<u8>) -> Result<BlobId> {
+        let (ids, _) = self.process(kind, bytes, Cut::Whole).await?;
+        Ok(ids[0])
+    }
+
+    /// Saves a whole byte string, chunked; returns its blob ids in order.
+    pub async fn save_bytes(&self, kind: BlobKind, bytes: Vec<u8>) -> Result<Vec<BlobId>> {
+        Ok(self.process(kind, bytes, Cut::Final).await?.0)
+    }
+
+    /// A saver for a byte stream that arrives piece by piece.
+    pub fn file(&self, kind: BlobKind) -> FileSaver {
+        let max = self.inner.repo.chunker(kind).params().max_size as usize;
+        FileSaver {
+            writer: self.clone(),
+            kind,
+            buf: Vec::new(),
+            threshold: (4 * max).max(8 * 1024 * 1024),
+            ids: Vec::new(),
+            size: 0,
+        }
+    }
+
+    /// Chunks (unless `Cut::Whole`), hashes and compresses on rayon, then packs the new blobs.
+    /// Returns the ids of the chunks cut and the bytes left over (only with `Cut::Ready`).
+    async fn process(
+        &self,
+        kind: BlobKind,
+        buf: Vec<u8>,
+        cut: Cut,
+    ) -> Result<(Vec<BlobId>, Vec<u8>)> {
+        let this = self.clone();
+        let (ids, new_blobs, leftover, seen_bytes) = run_cpu(move || {
+            let repo = &this.inner.repo;
+            let ranges = match cut {
+                Cut::Whole => std::iter::once(0..buf.len()).collect(),
+                Cut::Final => repo.chunker(kind).cut_ready(&buf, true),
+                Cut::Ready => repo.chunker(kind).cut_ready(&buf, false),
+            };
+            let level = repo.config().compression.level;
+            let results: Vec<(BlobId, Option<EncodedBlob>)> = ranges
+                .par_iter()
+                .map(|r| {
+                    let data = &buf[r.clone()];
+                    let id = BlobId::of(data);
+                    let blob = (!this.is_known(&id)).then(|| codec::encode(id, data, level));
+                    (id, blob)
+                })
+                .collect();
+            let consumed = ranges.last().map_or(0, |r| r.end);
+            let ids = results.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+            let new_blobs = results
+                .into_iter()
+                .filter_map(|(_, b)| b)
+                .collect::<Vec<_>>();
+            (ids, new_blobs, buf[consumed..].to_vec(), consumed as u64)
+        })
+        .await?;
+
+        let pack_size = self.inner.repo.config().pack_size as usize;
+        let mut full = Vec::new();
+        {
+            let mut st = self.state();
+            st.stats.blobs_seen += ids.len() as u64;
+            st.stats.bytes_seen += seen_bytes;
+            for blob in &new_blobs {
+                if !st.added.insert(blob.id) {
+                    continue;
+                }
+                st.stats.blobs_new += 1;
+                st.stats.bytes_new_raw += u64::from(blob.raw_length);
+                st.stats.bytes_new_stored += blob.stored.len() as u64;
+                let packer = match kind {
+                    BlobKind::Data => &mut st.data,
+                    BlobKind::Meta => &mut st.meta,
+                };
+                packer.add(blob);
+                if packer.len() >= pack_size {
+                    full.push(std::mem::replace(packer, PackBuilder::new(kind)));
+                }
+            }
+        }
+        for builder in full {
+            self.upload(builder).await?;
+        }
+        self.maybe_write_index().await?;
+        Ok((ids, leftover))
+    }
+
+    /// Finishes a pack on rayon and uploads it in the background once a permit is free.
+    async fn upload(&self, builder: PackBuilder) -> Result<()> {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))?;
+        let pack: FinishedPack = run_cpu(move || builder.finish()).await?;
+        let this = self.clone();
+        let handle = tokio::spawn(async move {
+            let size = pack.bytes.len() as u64;
+            this.inner
+                .repo
+                .backend()
+                .write(&pack_path(&pack.id), pack.bytes)
+                .await?;
+            drop(permit);
+            let mut st = this.state();
+            st.stats.packs_written += 1;
+            st.stats.pack_bytes_written += size;
+            st.unindexed_blobs += pack.blobs.len();
+            st.unindexed.push(IndexPack {
+                id: pack.id,
+                kind: pack.kind,
+                size,
+                blobs: pack.blobs,
+            });
+            Ok(())
+        });
+        self.state().uploads.push(handle);
+        Ok(())
+    }
+
+    async fn maybe_write_index(&self) -> Result<()> {
+        let due = {
+            let st = self.state();
+            st.unindexed_blobs >= self.inner.options.index_flush_blobs
+                || (!st.unindexed.is_empty()
+                    && st.last_index.elapsed() >= self.inner.options.index_flush_interval)
+        };
+        if due {
+            self.write_index().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes one index file for the uploaded packs that have none yet.
+    async fn write_index(&self) -> Result<()> {
+        let packs = {
+            let mut st = self.state();
+            st.unindexed_blobs = 0;
+            st.last_index = Instant::now();
+            std::mem::take(&mut st.unindexed)
+        };
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let file = IndexFile::new(packs);
+        let size = codec::encode_json_file(&file).len() as u64;
+        self.inner.repo.write_index_file(file).await?;
+        let mut st = self.state();
+        st.stats.index_files_written += 1;
+        st.stats.index_bytes_written += size;
+        Ok(())
+    }
+
+    /// Uploads the partly filled packs and waits for every upload, without writing an index.
+    /// (`flush` does this and more; tests use it to stop between the two steps.)
+    pub async fn finish_packs(&self) -> Result<()> {
+        let partial: Vec<PackBuilder> = {
+            let mut st = self.state();
+            [BlobKind::Data, BlobKind::Meta]
+                .into_iter()
+                .filter_map(|kind| {
+                    let packer = match kind {
+                        BlobKind::Data => &mut st.data,
+                        BlobKind::Meta => &mut st.meta,
+                    };
+                    (!packer.is_empty()).then(|| std::mem::replace(packer, PackBuilder::new(kind)))
+                })
+                .collect()
+        };
+        for builder in partial {
+            self.upload(builder).await?;
+        }
+        let uploads = std::mem::take(&mut self.state().uploads);
+        let mut first_error = None;
+        for handle in uploads {
+            let result = handle.await.map_err(|e| RepoError::Internal(e.to_string()));
+            if let Err(e) | Ok(Err(e)) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Makes everything saved so far durable: uploads the open packs, waits for all uploads,
+    /// then writes the index. After it returns, a snapshot may refer to every blob saved.
+    pub async fn flush(&self) -> Result<WriterStats> {
+        self.finish_packs().await?;
+        self.write_index().await?;
+        Ok(self.stats())
+    }
+}
+
+/// How `process` cuts its buffer.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// One blob.
+    Whole,
+    /// Chunk everything: the buffer is the end of the stream.
+    Final,
+    /// Chunk what is final; return the rest.
+    Ready,
+}
+
+/// Saves a stream of bytes as a chunked file. Memory stays at about [`FileSaver`]'s threshold
+/// (4 × the maximum chunk size, at least 8 MiB) whatever the stream's length.
+#[derive(Debug)]
+pub struct FileSaver {
+    writer: BlobWriter,
+    kind: BlobKind,
+    buf: Vec<u8>,
+    threshold: usize,
+    ids: Vec<BlobId>,
+    size: u64,
+}
+
+impl FileSaver {
+    /// Appends bytes to the stream.
+    pub async fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(bytes);
+        self.size += bytes.len() as u64;
+        if self.buf.len() >= self.threshold {
+            let buf = std::mem::take(&mut self.buf);
+            let (ids, leftover) = self.writer.process(self.kind, buf, Cut::Ready).await?;
+            self.ids.extend(ids);
+            self.buf = leftover;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream; returns its blob ids in order and its length.
+    pub async fn finish(mut self) -> Result<(Vec<BlobId>, u64)> {
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            let (ids, _) = self.writer.process(self.kind, buf, Cut::Final).await?;
+            self.ids.extend(ids);
+        }
+        Ok((self.ids, self.size))
+    }
+}
+
+/// Runs CPU-bound work on the rayon pool and waits for it without blocking the async thread.
+pub async fn run_cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(work());
+    });
+    rx.await
+        .map_err(|_| RepoError::Internal("a worker thread panicked".into()))
+}

@@ -1,0 +1,72 @@
+//! Helpers shared by the integration tests.
+
+pub mod s3;
+
+use std::path::{Path, PathBuf};
+
+/// Runs the `airback` binary with `args`, a private cache dir, and returns (code, stdout, stderr).
+pub async fn airback(cache: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+        .args(args)
+        .env("AIRBACK_CACHE_DIR", cache)
+        .env_remove("AIRBACK_REPO")
+        .output()
+        .await
+        .expect("the airback binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out = vec![0u8; len];
+    rng.fill(&mut out);
+    out
+}
+
+/// Deterministic JSON lines that look like Airtable records.
+pub fn json_lines(records: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out = Vec::new();
+    for i in 0..records {
+        let status = ["Todo", "Doing", "Done"][rng.usize(..3)];
+        let line = serde_json::json!({
+            "id": format!("rec{:014}", i),
+            "createdTime": "2026-01-01T00:00:00.000Z",
+            "fields": {
+                "fldName0000000001": format!("Customer {} {}", i, rng.u32(..)),
+                "fldStatus00000001": status,
+                "fldAmount00000001": rng.u32(..100_000) as f64 / 100.0,
+                "fldNotes000000001": "lorem ipsum dolor sit amet ".repeat(rng.usize(1..8)),
+            }
+        });
+        out.extend(serde_json::to_vec(&line).unwrap());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Every file below `dir`, relative, sorted.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,61 @@
+//! A real S3-compatible server (s3s-fs) started in-process on 127.0.0.1 with an OS-chosen
+//! port. It lives as long as the test's runtime, so it stops by itself.
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+/// A running server with one bucket.
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    /// The bucket created for the test.
+    pub bucket: String,
+    _root: tempfile::TempDir,
+}
+
+pub const ACCESS_KEY: &str = "airbacktest";
+pub const SECRET_KEY: &str = "airbacktestsecret";
+
+impl S3Server {
+    /// Starts a server with an empty bucket `airback-test`.
+    pub async fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        let bucket = "airback-test".to_string();
+        std::fs::create_dir(root.path().join(&bucket)).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut builder = S3ServiceBuilder::new(fs);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let http = ConnBuilder::new(TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        S3Server {
+            endpoint,
+            bucket,
+            _root: root,
+        }
+    }
+
+    /// A repository location in the bucket, with credentials in the query.
+    pub fn location(&self, prefix: &str) -> String {
+        format!(
+            "s3://{}/{prefix}?endpoint={}&region=us-east-1&access_key_id={ACCESS_KEY}&secret_access_key={SECRET_KEY}",
+            self.bucket, self.endpoint
+        )
+    }
+}
