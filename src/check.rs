@@ -101,6 +101,13 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     }
     report.snapshots = snapshots.len();
 
+    // Dictionaries: each must hash to its name (damaged ones were left out when opening).
+    for id in repo.load_dictionaries().await? {
+        report.errors.push(format!(
+            "zstd dictionary {id} is damaged: its blobs cannot be decoded"
+        ));
+    }
+
     // 2. The index, read from the repository (not trusted from the cache).
     let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
     let mut blobs: HashMap<BlobId, (PackId, BlobKind)> = HashMap::new();
@@ -328,6 +335,7 @@ async fn read_pack(repo: &Repository, indexed: &IndexPack, report: &mut CheckRep
     report.packs_read += 1;
     report.bytes_read += bytes.len() as u64;
     let blobs = indexed.blobs.clone();
+    let dicts = repo.dictionaries();
     let problems = crate::repo::writer::run_cpu(move || {
         let mut problems = Vec::new();
         if PackId::of(&bytes) != id {
@@ -346,7 +354,7 @@ async fn read_pack(repo: &Repository, indexed: &IndexPack, report: &mut CheckRep
                 problems.push(format!("pack {id}: blob {} lies outside the pack", b.id));
                 continue;
             };
-            if let Err(e) = codec::decode(&b.id, stored, b.compression, b.raw_length) {
+            if let Err(e) = codec::decode(&b.id, stored, b.compression, b.raw_length, &dicts) {
                 problems.push(format!("pack {id}: blob {}: {e}", b.id));
             }
         }

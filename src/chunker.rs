@@ -33,9 +33,9 @@ impl ChunkerParams {
     /// Table data (canonical JSON lines) and other metadata: small chunks so that a nightly
     /// change to a few records rewrites only a few KiB around each record.
     pub const META: ChunkerParams = ChunkerParams {
-        min_size: 2 * 1024,
-        avg_size: 8 * 1024,
-        max_size: 32 * 1024,
+        min_size: 1024,
+        avg_size: 4 * 1024,
+        max_size: 16 * 1024,
     };
 
     /// Checks the limits FastCDC needs.

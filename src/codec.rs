@@ -1,7 +1,13 @@
-//! Blob encoding: zstd compression of one blob on its own, and its inverse with the hash check.
-//! Pure and synchronous: callers run it on the rayon pool, never on an async worker thread.
+//! Blob encoding: zstd compression of one blob on its own (optionally with a repository
+//! dictionary, which small metadata blobs need to compress as well as large ones), and its
+//! inverse with the hash check. Pure and synchronous: callers run it on the rayon pool, never on
+//! an async worker thread.
 
-use crate::id::BlobId;
+use std::cell::RefCell;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use crate::id::{BlobId, DictId};
 
 /// How a blob's stored bytes are encoded. Stored in pack headers and index entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -11,6 +17,10 @@ pub enum Compression {
     None,
     /// One zstd frame.
     Zstd,
+    /// One zstd frame compressed with a repository dictionary; the frame header carries the
+    /// dictionary's zstd id.
+    #[serde(rename = "zstd-dict")]
+    ZstdDict,
 }
 
 impl Compression {
@@ -19,6 +29,7 @@ impl Compression {
         match self {
             Compression::None => 0,
             Compression::Zstd => 1,
+            Compression::ZstdDict => 2,
         }
     }
 
@@ -27,6 +38,7 @@ impl Compression {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
+            2 => Some(Compression::ZstdDict),
             _ => None,
         }
     }
@@ -65,16 +77,132 @@ pub enum DecodeError {
         /// What the content hashes to.
         actual: BlobId,
     },
+    /// The blob needs a dictionary the repository does not have.
+    #[error("blob needs zstd dictionary {0}, which is not in the repository")]
+    MissingDictionary(u32),
 }
 
-/// Compresses `plain` with zstd at `level`; keeps it uncompressed when that is not smaller.
-pub fn encode(id: BlobId, plain: &[u8], level: i32) -> EncodedBlob {
+/// A zstd dictionary stored in the repository under `dicts/<id>`.
+#[derive(Debug, Clone)]
+pub struct Dictionary {
+    /// BLAKE3 of `bytes`; the object's name.
+    pub id: DictId,
+    /// The id zstd writes into frames compressed with it.
+    pub zstd_id: u32,
+    /// The dictionary.
+    pub bytes: Arc<Vec<u8>>,
+}
+
+impl Dictionary {
+    /// Wraps dictionary bytes; `None` if they are not a zstd dictionary with an id.
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<Dictionary> {
+        let zstd_id = zstd::zstd_safe::get_dict_id_from_dict(&bytes)?.get();
+        Some(Dictionary {
+            id: DictId::of(&bytes),
+            zstd_id,
+            bytes: Arc::new(bytes),
+        })
+    }
+}
+
+/// The repository's dictionaries. Writers compress with the first (smallest id).
+#[derive(Debug, Clone, Default)]
+pub struct Dictionaries {
+    list: Vec<Dictionary>,
+}
+
+impl Dictionaries {
+    /// A set of dictionaries.
+    pub fn new(mut list: Vec<Dictionary>) -> Self {
+        list.sort_by_key(|d| d.id);
+        list.dedup_by_key(|d| d.id);
+        Dictionaries { list }
+    }
+
+    /// The dictionary new metadata blobs are compressed with.
+    pub fn for_encoding(&self) -> Option<&Dictionary> {
+        self.list.first()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// All of them.
+    pub fn iter(&self) -> impl Iterator<Item = &Dictionary> {
+        self.list.iter()
+    }
+}
+
+/// Trains a dictionary of at most `size` bytes from sample blobs; `None` when zstd finds too
+/// little to learn from.
+pub fn train_dictionary(samples: &[&[u8]], size: usize) -> Option<Dictionary> {
+    let bytes = zstd::dict::from_samples(samples, size).ok()?;
+    Dictionary::from_bytes(bytes)
+}
+
+type CompressorKey = (i32, Option<DictId>);
+type DecompressorKey = Option<DictId>;
+
+thread_local! {
+    /// One zstd context per (rayon) thread: creating a context, and loading a dictionary into
+    /// it, costs more than compressing a 4 KiB blob.
+    static COMPRESSOR: RefCell<Option<(CompressorKey, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<(DecompressorKey, zstd::bulk::Decompressor<'static>)>> =
+        const { RefCell::new(None) };
+}
+
+fn compress(plain: &[u8], level: i32, dict: Option<&Dictionary>) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let key = (level, dict.map(|d| d.id));
+        if slot.as_ref().is_none_or(|(k, _)| *k != key) {
+            let compressor = match dict {
+                Some(d) => zstd::bulk::Compressor::with_dictionary(level, &d.bytes)?,
+                None => zstd::bulk::Compressor::new(level)?,
+            };
+            *slot = Some((key, compressor));
+        }
+        let (_, compressor) = slot.as_mut().expect("set above");
+        compressor.compress(plain)
+    })
+}
+
+fn decompress(
+    stored: &[u8],
+    capacity: usize,
+    dict: Option<&Dictionary>,
+) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let key = dict.map(|d| d.id);
+        if slot.as_ref().is_none_or(|(k, _)| *k != key) {
+            let decompressor = match dict {
+                Some(d) => zstd::bulk::Decompressor::with_dictionary(&d.bytes)?,
+                None => zstd::bulk::Decompressor::new()?,
+            };
+            *slot = Some((key, decompressor));
+        }
+        let (_, decompressor) = slot.as_mut().expect("set above");
+        decompressor.decompress(stored, capacity)
+    })
+}
+
+/// Compresses `plain` with zstd at `level` (with `dict` when given); keeps it uncompressed when
+/// that is not smaller.
+pub fn encode(id: BlobId, plain: &[u8], level: i32, dict: Option<&Dictionary>) -> EncodedBlob {
     let raw_length = u32::try_from(plain.len()).expect("blobs are at most a few MiB");
-    match zstd::bulk::compress(plain, level) {
+    match compress(plain, level, dict) {
         Ok(compressed) if compressed.len() < plain.len() => EncodedBlob {
             id,
             raw_length,
-            compression: Compression::Zstd,
+            compression: if dict.is_some() {
+                Compression::ZstdDict
+            } else {
+                Compression::Zstd
+            },
             stored: compressed,
         },
         _ => EncodedBlob {
@@ -86,9 +214,9 @@ pub fn encode(id: BlobId, plain: &[u8], level: i32) -> EncodedBlob {
     }
 }
 
-/// Hashes and compresses `plain`.
+/// Hashes and compresses `plain` without a dictionary.
 pub fn hash_and_encode(plain: &[u8], level: i32) -> EncodedBlob {
-    encode(BlobId::of(plain), plain, level)
+    encode(BlobId::of(plain), plain, level, None)
 }
 
 /// Decodes stored bytes and verifies length and hash against `id`.
@@ -97,13 +225,32 @@ pub fn decode(
     stored: &[u8],
     compression: Compression,
     raw_length: u32,
+    dicts: &Dictionaries,
 ) -> Result<Vec<u8>, DecodeError> {
+    let capacity = raw_length as usize;
     let plain = match compression {
         Compression::None => stored.to_vec(),
-        Compression::Zstd => {
-            zstd::bulk::decompress(stored, raw_length as usize).map_err(DecodeError::Decompress)?
+        Compression::Zstd => decompress(stored, capacity, None).map_err(DecodeError::Decompress)?,
+        Compression::ZstdDict => {
+            let zstd_id =
+                zstd::zstd_safe::get_dict_id_from_frame(stored).map_or(0, NonZeroU32::get);
+            // zstd ids are 32 bits: should two dictionaries share one, the hash decides.
+            let mut last = Err(DecodeError::MissingDictionary(zstd_id));
+            for dict in dicts.iter().filter(|d| d.zstd_id == zstd_id) {
+                last = decompress(stored, capacity, Some(dict))
+                    .map_err(DecodeError::Decompress)
+                    .and_then(|plain| verify(id, plain, raw_length));
+                if last.is_ok() {
+                    break;
+                }
+            }
+            return last;
         }
     };
+    verify(id, plain, raw_length)
+}
+
+fn verify(id: &BlobId, plain: Vec<u8>, raw_length: u32) -> Result<Vec<u8>, DecodeError> {
     if plain.len() != raw_length as usize {
         return Err(DecodeError::Length {
             expected: raw_length,
@@ -153,7 +300,14 @@ mod tests {
         let text = b"{\"a\":1}\n".repeat(1000);
         for plain in [&random[..], &text[..]] {
             let blob = hash_and_encode(plain, 3);
-            let back = decode(&blob.id, &blob.stored, blob.compression, blob.raw_length).unwrap();
+            let back = decode(
+                &blob.id,
+                &blob.stored,
+                blob.compression,
+                blob.raw_length,
+                &Dictionaries::default(),
+            )
+            .unwrap();
             assert_eq!(back, plain);
         }
         assert_eq!(hash_and_encode(&text, 3).compression, Compression::Zstd);
@@ -165,6 +319,49 @@ mod tests {
         let mut blob = hash_and_encode(&text, 3);
         let last = blob.stored.len() - 1;
         blob.stored[last] ^= 0x40;
-        assert!(decode(&blob.id, &blob.stored, blob.compression, blob.raw_length).is_err());
+        assert!(
+            decode(
+                &blob.id,
+                &blob.stored,
+                blob.compression,
+                blob.raw_length,
+                &Dictionaries::default()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn dictionary_blobs_need_their_dictionary() {
+        let lines: Vec<Vec<u8>> = (0..2000)
+            .map(|i| format!("{{\"id\":\"rec{i:014}\",\"fields\":{{\"fldName\":\"name {i}\",\"fldN\":{}}}}}\n", i * 7).into_bytes())
+            .collect();
+        let owned: Vec<Vec<u8>> = lines.chunks(8).map(|c| c.concat()).collect();
+        let samples: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
+        let dict = train_dictionary(&samples, 4096).expect("enough samples");
+        let plain = lines[100..108].concat();
+        let blob = encode(BlobId::of(&plain), &plain, 3, Some(&dict));
+        assert_eq!(blob.compression, Compression::ZstdDict);
+        assert!(blob.stored.len() < hash_and_encode(&plain, 3).stored.len());
+        let dicts = Dictionaries::new(vec![dict]);
+        assert_eq!(
+            decode(
+                &blob.id,
+                &blob.stored,
+                blob.compression,
+                blob.raw_length,
+                &dicts
+            )
+            .unwrap(),
+            plain
+        );
+        let missing = decode(
+            &blob.id,
+            &blob.stored,
+            blob.compression,
+            blob.raw_length,
+            &Dictionaries::default(),
+        );
+        assert!(matches!(missing, Err(DecodeError::MissingDictionary(_))));
     }
 }

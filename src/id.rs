@@ -90,6 +90,10 @@ define_id!(
     /// A repository: 32 random bytes chosen by `init`.
     RepoId
 );
+define_id!(
+    /// A zstd dictionary object: BLAKE3 of the dictionary bytes.
+    DictId
+);
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], ParseIdError> {
     let mut out = [0u8; 32];

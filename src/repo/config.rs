@@ -70,6 +70,9 @@ pub struct InitOptions {
     pub compression_level: i32,
     /// Pack target size in bytes.
     pub pack_size: u32,
+    /// The chunker's gear seed; random when `None`. Two repositories with the same chunker
+    /// parameters and seed cut identical chunks.
+    pub chunker_seed: Option<u64>,
 }
 
 impl Default for InitOptions {
@@ -79,6 +82,7 @@ impl Default for InitOptions {
             meta_chunker: ChunkerParams::META,
             compression_level: 3,
             pack_size: DEFAULT_PACK_SIZE,
+            chunker_seed: None,
         }
     }
 }
@@ -96,7 +100,7 @@ impl RepoConfig {
             id: RepoId(id),
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             chunker: ChunkerConfig {
-                seed: u64::from_le_bytes(seed),
+                seed: options.chunker_seed.unwrap_or(u64::from_le_bytes(seed)),
                 data: options.data_chunker,
                 meta: options.meta_chunker,
             },

@@ -17,12 +17,12 @@ pub mod writer;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::backend::{Backend, BackendError};
 use crate::chunker::Chunker;
-use crate::codec::{self, DecodeError};
-use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::codec::{self, DecodeError, Dictionaries, Dictionary};
+use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
 use cache::Cache;
 use config::{InitOptions, RepoConfig};
 use index::{IndexFile, IndexPack, index_path};
@@ -116,6 +116,12 @@ struct RepoInner {
     cache: Cache,
     data_chunker: Chunker,
     meta_chunker: Chunker,
+    dicts: RwLock<Arc<Dictionaries>>,
+}
+
+/// The storage path of a dictionary.
+pub fn dict_path(id: &DictId) -> String {
+    format!("dicts/{id}")
 }
 
 /// What [`Repository::sync_index`] did.
@@ -184,10 +190,56 @@ impl Repository {
                 backend,
                 config,
                 cache,
+                dicts: RwLock::new(Arc::default()),
             }),
         };
+        repo.load_dictionaries().await?;
         repo.sync_index().await?;
         Ok(repo)
+    }
+
+    /// Reads the dictionaries in `dicts/`, verifying each against its name. Damaged ones are
+    /// left out (and reported by `check`); returns their ids.
+    pub async fn load_dictionaries(&self) -> Result<Vec<DictId>> {
+        let mut good = Vec::new();
+        let mut damaged = Vec::new();
+        for entry in self.backend().list("dicts/").await? {
+            let Ok(id) = entry.name.parse::<DictId>() else {
+                continue;
+            };
+            let bytes = self.backend().read(&dict_path(&id)).await?;
+            match Dictionary::from_bytes(bytes) {
+                Some(dict) if dict.id == id => good.push(dict),
+                _ => {
+                    tracing::warn!("zstd dictionary {id} is damaged; run `airback check`");
+                    damaged.push(id);
+                }
+            }
+        }
+        *self.inner.dicts.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(Dictionaries::new(good));
+        Ok(damaged)
+    }
+
+    /// The repository's zstd dictionaries.
+    pub fn dictionaries(&self) -> Arc<Dictionaries> {
+        self.inner
+            .dicts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stores a new dictionary. It is durable before any blob compressed with it is packed.
+    pub async fn add_dictionary(&self, dict: Dictionary) -> Result<()> {
+        self.backend()
+            .write(&dict_path(&dict.id), dict.bytes.to_vec())
+            .await?;
+        let mut guard = self.inner.dicts.write().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<Dictionary> = guard.iter().cloned().collect();
+        list.push(dict);
+        *guard = Arc::new(Dictionaries::new(list));
+        Ok(())
     }
 
     /// The storage.
@@ -360,8 +412,15 @@ impl Repository {
             )
             .await?;
         let id = *id;
+        let dicts = self.dictionaries();
         tokio::task::spawn_blocking(move || {
-            codec::decode(&id, &stored, location.compression, location.raw_length)
+            codec::decode(
+                &id,
+                &stored,
+                location.compression,
+                location.raw_length,
+                &dicts,
+            )
         })
         .await
         .map_err(|e| RepoError::Internal(e.to_string()))?

@@ -252,8 +252,14 @@ mod tests {
         assert_eq!(blobs, pack.blobs);
         for (blob, text) in blobs.iter().zip(&texts) {
             let stored = &pack.bytes[blob.offset as usize..(blob.offset + blob.length) as usize];
-            let plain =
-                crate::codec::decode(&blob.id, stored, blob.compression, blob.raw_length).unwrap();
+            let plain = crate::codec::decode(
+                &blob.id,
+                stored,
+                blob.compression,
+                blob.raw_length,
+                &Default::default(),
+            )
+            .unwrap();
             assert_eq!(&plain, text);
         }
         let truncated = &pack.bytes[..pack.bytes.len() - 3];

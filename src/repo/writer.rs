@@ -77,7 +77,16 @@ struct Inner {
     options: WriterOptions,
     permits: Arc<Semaphore>,
     state: Mutex<State>,
+    /// Set once this writer has tried to train a metadata dictionary.
+    dict_attempt: tokio::sync::OnceCell<()>,
 }
+
+/// A repository without a dictionary trains one from the first metadata buffer at least this big.
+const DICT_MIN_SAMPLE: usize = 256 * 1024;
+/// Size of a trained dictionary (docs/BENCHMARKS.md, "Chunk sizes": 16 KiB did best).
+const DICT_SIZE: usize = 16 * 1024;
+/// Training reads at most this much of the buffer.
+const DICT_MAX_SAMPLE: usize = 4 * 1024 * 1024;
 
 #[derive(Debug)]
 struct State {
@@ -105,6 +114,7 @@ impl BlobWriter {
                 repo,
                 permits: Arc::new(Semaphore::new(options.uploads.max(1))),
                 options,
+                dict_attempt: tokio::sync::OnceCell::new(),
                 state: Mutex::new(State {
                     data: PackBuilder::new(BlobKind::Data),
                     meta: PackBuilder::new(BlobKind::Meta),
@@ -171,6 +181,15 @@ impl BlobWriter {
         buf: Vec<u8>,
         cut: Cut,
     ) -> Result<(Vec<BlobId>, Vec<u8>)> {
+        let buf = if kind == BlobKind::Meta && buf.len() >= DICT_MIN_SAMPLE {
+            self.train_dictionary_once(buf).await?
+        } else {
+            buf
+        };
+        let dict = match kind {
+            BlobKind::Meta => self.inner.repo.dictionaries().for_encoding().cloned(),
+            BlobKind::Data => None,
+        };
         let this = self.clone();
         let (ids, new_blobs, leftover, seen_bytes) = run_cpu(move || {
             let repo = &this.inner.repo;
@@ -185,7 +204,8 @@ impl BlobWriter {
                 .map(|r| {
                     let data = &buf[r.clone()];
                     let id = BlobId::of(data);
-                    let blob = (!this.is_known(&id)).then(|| codec::encode(id, data, level));
+                    let blob = (!this.is_known(&id))
+                        .then(|| codec::encode(id, data, level, dict.as_ref()));
                     (id, blob)
                 })
                 .collect();
@@ -227,6 +247,38 @@ impl BlobWriter {
         }
         self.maybe_write_index().await?;
         Ok((ids, leftover))
+    }
+
+    /// If the repository has no dictionary yet, trains one from the chunks of `buf` and stores
+    /// it before anything is compressed with it. Tried once per writer. Returns `buf`.
+    async fn train_dictionary_once(&self, buf: Vec<u8>) -> Result<Vec<u8>> {
+        if !self.inner.repo.dictionaries().is_empty() || self.inner.dict_attempt.initialized() {
+            return Ok(buf);
+        }
+        let mut buf = Some(buf);
+        self.inner
+            .dict_attempt
+            .get_or_try_init(|| async {
+                let repo = self.inner.repo.clone();
+                let sample = buf.take().expect("taken once");
+                let (sample, dict) = run_cpu(move || {
+                    let limit = sample.len().min(DICT_MAX_SAMPLE);
+                    let ranges = repo
+                        .chunker(BlobKind::Meta)
+                        .cut_ready(&sample[..limit], true);
+                    let samples: Vec<&[u8]> = ranges.iter().map(|r| &sample[r.clone()]).collect();
+                    let dict = codec::train_dictionary(&samples, DICT_SIZE);
+                    (sample, dict)
+                })
+                .await?;
+                buf = Some(sample);
+                if let Some(dict) = dict {
+                    self.inner.repo.add_dictionary(dict).await?;
+                }
+                Ok::<(), RepoError>(())
+            })
+            .await?;
+        Ok(buf.expect("returned by the training job"))
     }
 
     /// Finishes a pack on rayon and uploads it in the background once a permit is free.

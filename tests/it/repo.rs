@@ -36,6 +36,7 @@ fn small_options() -> InitOptions {
         },
         compression_level: 3,
         pack_size: 1024 * 1024,
+        chunker_seed: None,
     }
 }
 

@@ -1,0 +1,235 @@
+//! Ingest throughput: chunk, hash, compress, pack and write to a local repository, on
+//! incompressible data and on JSON lines, side by side with `restic backup` on the same files
+//! in the same run (when `restic` is on PATH; `benches/compare_restic.sh` installs it).
+//!
+//! Run: `cargo bench --bench ingest` (size with `AIRBACK_BENCH_MB`, default 256 per data set).
+//! Prints a markdown table for docs/BENCHMARKS.md.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use airback::backend::{Backend, BackendOptions};
+use airback::repo::config::InitOptions;
+use airback::repo::pack::BlobKind;
+use airback::repo::{CacheChoice, Repository};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+struct DataSet {
+    name: &'static str,
+    dir: PathBuf,
+    kind: BlobKind,
+    bytes: u64,
+}
+
+const STATUSES: [&str; 4] = ["Todo", "In progress", "Done", "Blocked"];
+
+fn generate(root: &Path, mb: u64) -> Vec<DataSet> {
+    let random_dir = root.join("incompressible");
+    let json_dir = root.join("jsonl");
+    std::fs::create_dir_all(&random_dir).unwrap();
+    std::fs::create_dir_all(&json_dir).unwrap();
+    let mut rng = fastrand::Rng::with_seed(42);
+    // Attachments: sizes from 10 KB to 8 MB, log-uniform.
+    let mut total = 0u64;
+    let mut i = 0;
+    while total < mb * 1024 * 1024 {
+        let size = (10_000f64 * (800f64).powf(rng.f64())) as usize;
+        let mut buf = vec![0u8; size];
+        rng.fill(&mut buf);
+        std::fs::write(random_dir.join(format!("att{i:05}.bin")), &buf).unwrap();
+        total += size as u64;
+        i += 1;
+    }
+    let random_total = total;
+    // Tables: JSON lines shaped like Airtable records, 8 MiB to 32 MiB per table.
+    let mut total = 0u64;
+    let mut t = 0;
+    while total < mb * 1024 * 1024 {
+        let mut out = Vec::new();
+        let target = rng.usize(8..32) * 1024 * 1024;
+        let mut r = 0;
+        while out.len() < target {
+            let line = serde_json::json!({
+                "id": format!("rec{t:03}{r:011}"),
+                "createdTime": format!("2026-0{}-1{}T10:00:00.000Z", 1 + rng.u8(..9), rng.u8(..9)),
+                "fields": {
+                    "fldName": format!("Customer {} {}", r, rng.u32(..)),
+                    "fldEmail": format!("user{}@example.com", rng.u32(..1_000_000)),
+                    "fldStatus": STATUSES[rng.usize(..4)],
+                    "fldAmount": f64::from(rng.u32(..10_000_000)) / 100.0,
+                    "fldTags": (0..rng.usize(0..4)).map(|k| format!("tag{k}")).collect::<Vec<_>>(),
+                    "fldNotes": "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(rng.usize(0..6)),
+                    "fldLinks": (0..rng.usize(0..3)).map(|_| format!("rec{:014}", rng.u32(..))).collect::<Vec<_>>(),
+                }
+            });
+            out.extend(serde_json::to_vec(&line).unwrap());
+            out.push(b'\n');
+            r += 1;
+        }
+        std::fs::write(json_dir.join(format!("tbl{t:03}.jsonl")), &out).unwrap();
+        total += out.len() as u64;
+        t += 1;
+    }
+    vec![
+        DataSet {
+            name: "incompressible (attachments)",
+            dir: random_dir,
+            kind: BlobKind::Data,
+            bytes: random_total,
+        },
+        DataSet {
+            name: "JSON lines (tables)",
+            dir: json_dir,
+            kind: BlobKind::Meta,
+            bytes: total,
+        },
+    ]
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Returns seconds, repository size, and the bytes of it that are index files and pack headers.
+async fn ingest(set: &DataSet, repo_dir: &Path, cache_dir: &Path) -> (f64, u64, u64) {
+    let backend = Backend::open(repo_dir.to_str().unwrap(), &BackendOptions::default()).unwrap();
+    Repository::init(&backend, &InitOptions::default())
+        .await
+        .unwrap();
+    let repo = Repository::open(backend, CacheChoice::Dir(cache_dir.to_path_buf()))
+        .await
+        .unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&set.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let start = Instant::now();
+    let writer = repo.writer();
+    let kind = set.kind;
+    futures::stream::iter(files)
+        .map(|path| {
+            let writer = writer.clone();
+            async move {
+                let mut file = tokio::fs::File::open(&path).await.unwrap();
+                let mut saver = writer.file(kind);
+                let mut buf = vec![0u8; 1024 * 1024];
+                loop {
+                    let n = file.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    saver.push(&buf[..n]).await.unwrap();
+                }
+                saver.finish().await.unwrap()
+            }
+        })
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await;
+    let stats = writer.flush().await.unwrap();
+    let overhead = stats.index_bytes_written + stats.pack_bytes_written - stats.bytes_new_stored;
+    (start.elapsed().as_secs_f64(), dir_size(repo_dir), overhead)
+}
+
+fn restic(set: &DataSet, repo_dir: &Path, cache_dir: &Path) -> Option<(f64, u64)> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("restic")
+            .args(args)
+            .env("RESTIC_PASSWORD", "bench")
+            .env("RESTIC_CACHE_DIR", cache_dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .ok()
+            .filter(|s| s.success())
+    };
+    let repo = repo_dir.to_str().unwrap();
+    run(&["init", "-r", repo])?;
+    let start = Instant::now();
+    run(&["backup", "-r", repo, "--quiet", set.dir.to_str().unwrap()])?;
+    Some((start.elapsed().as_secs_f64(), dir_size(repo_dir)))
+}
+
+fn restic_version() -> Option<String> {
+    let out = std::process::Command::new("restic")
+        .arg("version")
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn main() {
+    let mb: u64 = std::env::var("AIRBACK_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let scratch = tempfile::tempdir().unwrap();
+    let sets = generate(scratch.path(), mb);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    println!(
+        "ingest benchmark, {} cores, restic: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        restic_version().unwrap_or_else(|| "not installed".into())
+    );
+    println!();
+    println!(
+        "| data set | input | airback MB/s | airback repo (index + pack headers) | restic MB/s | restic repo | speed ratio | size ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (i, set) in sets.iter().enumerate() {
+        let ours_dir = scratch.path().join(format!("airback-{i}"));
+        let (secs, size, overhead) = rt.block_on(ingest(
+            set,
+            &ours_dir,
+            &scratch.path().join(format!("cache-{i}")),
+        ));
+        let ours_mbs = set.bytes as f64 / 1e6 / secs;
+        let theirs = restic(
+            set,
+            &scratch.path().join(format!("restic-{i}")),
+            &scratch.path().join(format!("rcache-{i}")),
+        );
+        let (theirs_mbs, theirs_size) =
+            theirs.map_or((f64::NAN, 0), |(s, sz)| (set.bytes as f64 / 1e6 / s, sz));
+        println!(
+            "| {} | {:.1} MB | {:.0} | {:.1} MB ({:.1} MB) | {:.0} | {:.1} MB | {:.2}x | {:.3} |",
+            set.name,
+            set.bytes as f64 / 1e6,
+            ours_mbs,
+            size as f64 / 1e6,
+            overhead as f64 / 1e6,
+            theirs_mbs,
+            theirs_size as f64 / 1e6,
+            ours_mbs / theirs_mbs,
+            size as f64 / theirs_size as f64,
+        );
+    }
+    println!();
+    println!(
+        "airback peak RSS (whole bench process, before restic ran as a child): {:.0} MiB",
+        peak_rss_mib()
+    );
+}
