@@ -115,7 +115,14 @@ fn peak_rss_mib() -> f64 {
 
 /// Returns seconds, repository size, and the bytes of it that are index files and pack headers.
 async fn ingest(set: &DataSet, repo_dir: &Path, cache_dir: &Path) -> (f64, u64, u64) {
-    let backend = Backend::open(repo_dir.to_str().unwrap(), &BackendOptions::default()).unwrap();
+    let backend = Backend::open(
+        repo_dir.to_str().unwrap(),
+        &BackendOptions {
+            create: true,
+            ..BackendOptions::default()
+        },
+    )
+    .unwrap();
     Repository::init(&backend, &InitOptions::default())
         .await
         .unwrap();

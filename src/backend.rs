@@ -58,6 +58,9 @@ pub struct BackendOptions {
     pub retries: usize,
     /// Time limit of one request without I/O progress.
     pub timeout: Duration,
+    /// Create a local directory that does not exist yet (only `init` does; other commands
+    /// must not leave empty folders behind a mistyped path).
+    pub create: bool,
 }
 
 impl Default for BackendOptions {
@@ -66,6 +69,7 @@ impl Default for BackendOptions {
             connections: 8,
             retries: 5,
             timeout: Duration::from_secs(120),
+            create: false,
         }
     }
 }
@@ -134,9 +138,18 @@ impl Backend {
             location: display.clone(),
             source: Box::new(source),
         };
+        let local = |path: &str| {
+            if !options.create && !std::path::Path::new(path).is_dir() {
+                return Err(BackendError::NotFound {
+                    path: String::new(),
+                    location: display.clone(),
+                });
+            }
+            Self::fs_operator(path).map_err(storage)
+        };
         let op = match location.split_once("://") {
-            None => Self::fs_operator(location).map_err(storage)?,
-            Some(("file", path)) => Self::fs_operator(path).map_err(storage)?,
+            None => local(location)?,
+            Some(("file", path)) => local(path)?,
             Some(("memory", _)) => Operator::new(services::Memory::default()).map_err(storage)?,
             Some((scheme, rest)) => {
                 let (authority_and_path, query) = rest.split_once('?').unwrap_or((rest, ""));

@@ -131,11 +131,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn backend(g: &GlobalArgs) -> anyhow::Result<Backend> {
-    let Some(location) = &g.repo else {
-        bail!("no repository given: pass --repo LOCATION or set AIRBACK_REPO");
-    };
-    Ok(Backend::open(location, &BackendOptions::default())?)
+fn location(g: &GlobalArgs) -> anyhow::Result<&str> {
+    match &g.repo {
+        Some(location) => Ok(location),
+        None => bail!("no repository given: pass --repo LOCATION or set AIRBACK_REPO"),
+    }
 }
 
 fn cache_choice(g: &GlobalArgs) -> CacheChoice {
@@ -147,12 +147,16 @@ fn cache_choice(g: &GlobalArgs) -> CacheChoice {
 }
 
 async fn open_repo(g: &GlobalArgs) -> anyhow::Result<Repository> {
-    let backend = backend(g)?;
+    let backend = Repository::backend_for(location(g)?, &BackendOptions::default())?;
     Ok(Repository::open(backend, cache_choice(g)).await?)
 }
 
 async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
-    let backend = backend(g)?;
+    let options = BackendOptions {
+        create: true,
+        ..BackendOptions::default()
+    };
+    let backend = Backend::open(location(g)?, &options)?;
     let options = InitOptions {
         pack_size: args.pack_size_mib * 1024 * 1024,
         compression_level: args.compression_level,

@@ -158,6 +158,20 @@ impl Repository {
         Ok(config)
     }
 
+    /// Opens the storage at `location` for an existing repository, mapping a local path that
+    /// does not exist to [`RepoError::NoRepository`].
+    pub fn backend_for(
+        location: &str,
+        options: &crate::backend::BackendOptions,
+    ) -> Result<Backend> {
+        match Backend::open(location, options) {
+            Err(BackendError::NotFound { location, .. }) => {
+                Err(RepoError::NoRepository { location })
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Opens the repository: reads `config`, opens the local cache and brings it up to date
     /// with the repository's index files.
     pub async fn open(backend: Backend, cache: CacheChoice) -> Result<Repository> {

@@ -18,7 +18,11 @@ use crate::support::s3::S3Server;
 use crate::support::{airback, files_below, json_lines, random_bytes};
 
 fn open_backend(location: &str) -> Backend {
-    Backend::open(location, &BackendOptions::default()).unwrap()
+    let options = BackendOptions {
+        create: true,
+        ..BackendOptions::default()
+    };
+    Backend::open(location, &options).unwrap()
 }
 
 /// Small chunks and packs so that tests exercise many of each quickly.
