@@ -924,13 +924,12 @@ pub(crate) fn zoo(world: &mut World) -> usize {
         Some(json!({"isReversed": false})),
     );
     let barcode = b.field(everything, "Barcode", FieldType::Barcode, None);
-    let manual_sort = b.field(
+    b.field(
         everything,
         "Record Sort",
         FieldType::ManualSort,
         Some(Value::Null),
     );
-    let _ = manual_sort;
 
     // Table "Links / Refs": a formula primary over a code.
     let ref_code_id = b.world.ids.next(IdKind::Field);
@@ -963,7 +962,7 @@ pub(crate) fn zoo(world: &mut World) -> usize {
         FieldType::MultipleAttachments,
         Some(json!({"isReversed": false})),
     );
-    let (partner, partner_inverse) = b.link(everything, "Partner ⇄", refs, "Everything 🦓");
+    let (partner, _) = b.link(everything, "Partner ⇄", refs, "Everything 🦓");
     let parent = b.self_link(everything, "Parent (self-link)");
     b.describe(
         everything,
@@ -1293,7 +1292,6 @@ pub(crate) fn zoo(world: &mut World) -> usize {
             b.set_attachments(everything, &id, &files, attachments);
         }
     }
-    let _ = partner_inverse;
 
     for (index, (ru, ja, ar)) in [
         ("Иван", "山田 太郎\n二行目", "محمد"),

@@ -451,7 +451,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     }
     let method = request.method().clone();
     let query = request.uri().query().map(str::to_owned);
-    let url_length = request.uri().to_string().len();
+    let url_length = shared.base_url.len() + request.uri().to_string().len();
     let Some(endpoint) = match_endpoint(&method, &path) else {
         shared.counters.request(Route::Unknown, None);
         return error_response(&ApiError::route_not_found());

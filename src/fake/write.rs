@@ -249,8 +249,7 @@ pub(crate) fn delete_records(
         return Err(too_many_records("deleted", ids.len()));
     }
     let table = &world.bases[base_index].tables[table_index];
-    if let Some(missing) = ids.iter().find(|id| table.record(id).is_none()) {
-        let _ = missing;
+    if ids.iter().any(|id| table.record(id).is_none()) {
         return Err(ApiError::record_not_found());
     }
     let context = WriteContext {

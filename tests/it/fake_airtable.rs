@@ -1937,3 +1937,53 @@ async fn large_preset_streams_generated_attachments() {
         2 * first.len() as u64
     );
 }
+
+#[tokio::test]
+async fn shutdown_releases_the_port() {
+    let api = Api::unlimited(Preset::Empty).await;
+    let url = format!("{}/v0/meta/bases", api.fake.url());
+    let token = api.fake.token();
+    assert_eq!(
+        api.http
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    api.fake.shutdown().await;
+    let fresh = reqwest::Client::new();
+    assert!(fresh.get(&url).bearer_auth(&token).send().await.is_err());
+}
+
+#[tokio::test]
+async fn standalone_serves_with_the_seeds_token() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let options = FakeOptions {
+        seed: 9,
+        ..FakeOptions::unlimited(Preset::Empty)
+    };
+    let server = tokio::spawn(airback::fake::serve_standalone(addr, options.clone()));
+    let twin = FakeAirtable::start(options).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/v0/meta/bases");
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(response) = http.get(&url).bearer_auth(twin.token()).send().await {
+            answer = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = answer.expect("the standalone server answers");
+    assert_eq!(
+        answer["bases"][0]["id"],
+        json!(twin.bases()[0].id),
+        "same seed, same world"
+    );
+    server.abort();
+}
