@@ -413,6 +413,12 @@ impl FakeAirtable {
         self.shared.signer.expire_all();
     }
 
+    /// Puts a base into its rate-limit penalty now: every request to it gets 429 until the
+    /// penalty ends, even when rate limits are off.
+    pub fn trigger_rate_limit(&self, base_id: &str) {
+        lock(&self.shared.limiter).punish_base(base_id, std::time::Instant::now());
+    }
+
     /// While on, data routes answer 429 `PUBLIC_API_BILLING_LIMIT_EXCEEDED` (meta routes work).
     pub fn set_billing_limit_exceeded(&self, exceeded: bool) {
         self.shared

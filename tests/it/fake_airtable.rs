@@ -866,6 +866,26 @@ async fn rate_limit_locks_the_base_for_the_penalty() {
 }
 
 #[tokio::test]
+async fn a_triggered_penalty_locks_a_base_even_with_limits_off() {
+    let options = FakeOptions {
+        penalty: Duration::from_millis(300),
+        ..FakeOptions::unlimited(Preset::Demo)
+    };
+    let api = Api::start(options).await;
+    let base = api.base();
+    api.fake.trigger_rate_limit(&base);
+    assert_eq!(
+        api.get(&format!("/v0/{base}/Projects")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(
+        api.get(&format!("/v0/{base}/Projects")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn the_token_limit_spans_bases() {
     let options = FakeOptions {
         preset: Preset::Empty,
