@@ -929,15 +929,14 @@ fn list(shared: &Shared, base: &str, table: &str, params: &ListParams) -> Outcom
     let world = read(&shared.world);
     let (base_index, table_index) = base_and_table(&world, base, table)?;
     let reader = shared.reader(&world, base_index);
-    let mut iterators = lock(&shared.iterators);
     if params.offset.is_some() && lock(&shared.faults).offset_request_expires_iterators() {
-        iterators.expire_all();
+        lock(&shared.iterators).expire_all();
     }
     let page = listing::list_page(
         &reader,
         table_index,
         params,
-        &mut iterators,
+        &shared.iterators,
         shared.settings.iterator_ttl,
         Instant::now(),
     )?;
