@@ -1,4 +1,5 @@
 //! The integration tests, in one binary so they link once. One module per area.
 
+mod fake_airtable;
 mod repo;
 mod support;
