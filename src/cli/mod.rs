@@ -57,6 +57,37 @@ enum Command {
     Init(InitArgs),
     /// Verify the repository's structure, and with --read-data its contents
     Check(CheckArgs),
+    /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
+    #[command(hide = true)]
+    FakeAirtable(FakeAirtableArgs),
+}
+
+#[derive(Debug, Args)]
+struct FakeAirtableArgs {
+    /// Address to listen on (port 0: the OS picks one)
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Which base to serve: empty, demo, zoo or large
+    #[arg(long, default_value = "demo")]
+    preset: crate::fake::Preset,
+    /// Seed of the generated data and of the faults
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Requests per second per base before 429 (0: no limit)
+    #[arg(long, default_value_t = 5)]
+    rate: u32,
+    /// How long a base stays blocked after a 429
+    #[arg(long, default_value_t = 30)]
+    penalty_secs: u64,
+    /// How long attachment URLs stay valid
+    #[arg(long, default_value_t = 7200)]
+    url_ttl_secs: u64,
+    /// Faults to inject, e.g. 503=0.05,502=0.02,reset=0.02,iterexpire=3,urlexpire=5,seed=7
+    #[arg(long, default_value = "")]
+    faults: crate::fake::Faults,
+    /// Sizes of the large preset, e.g. tables=4,records=25000,attachments=2000
+    #[arg(long)]
+    large: Option<crate::fake::LargeParams>,
 }
 
 #[derive(Debug, Args)]
@@ -128,7 +159,23 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Init(args) => init(g, args).await,
         Command::Check(args) => check(g, args).await,
+        Command::FakeAirtable(args) => fake_airtable(args).await,
     }
+}
+
+async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
+    let options = crate::fake::FakeOptions {
+        preset: args.preset,
+        seed: args.seed,
+        rate_limit: (args.rate > 0).then_some(args.rate),
+        penalty: std::time::Duration::from_secs(args.penalty_secs),
+        url_ttl: std::time::Duration::from_secs(args.url_ttl_secs),
+        faults: args.faults.clone(),
+        large: args.large.clone().unwrap_or_default(),
+        ..crate::fake::FakeOptions::default()
+    };
+    crate::fake::serve_standalone(args.listen, options).await?;
+    Ok(exit::OK)
 }
 
 fn location(g: &GlobalArgs) -> anyhow::Result<&str> {
