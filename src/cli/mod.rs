@@ -59,7 +59,7 @@ enum Command {
     Check(CheckArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
-    FakeAirtable(FakeAirtableArgs),
+    FakeAirtable(Box<FakeAirtableArgs>),
 }
 
 #[derive(Debug, Args)]
