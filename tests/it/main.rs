@@ -1,1 +1,3 @@
 //! The integration tests, in one binary so they link once. One module per area.
+
+mod airtable_client;
