@@ -29,7 +29,8 @@ use super::retry;
 
 type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
 
-/// A download in progress: the size, if the host said it, and the bytes as a stream.
+/// A download in progress: the size, if the host said it, and the bytes as a stream that
+/// resumes by itself when the connection breaks (see [`Client::download`]).
 pub struct Download {
     content_length: Option<u64>,
     content_type: Option<String>,
@@ -97,8 +98,11 @@ struct Transfer {
 }
 
 impl Client {
-    /// Starts downloading `url` (an attachment or thumbnail URL). Retries until the host
-    /// answers with the file; see the [module docs](self).
+    /// Starts downloading `url` (an attachment or thumbnail URL), without the token and outside
+    /// the API pacing. Connection failures, timeouts, 429 and 5xx answers are retried with the
+    /// client's backoff; if the body breaks off later, the [`Download`] stream resumes it (with a
+    /// `Range` request, or by fetching again and skipping what it delivered). An expired URL
+    /// gives [`AirtableError::AttachmentUrlExpired`].
     pub async fn download(&self, url: &str) -> Result<Download, AirtableError> {
         let url = Url::parse(url).map_err(|e| {
             AirtableError::InvalidOptions(format!("attachment url is not an url: {e}"))

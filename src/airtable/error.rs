@@ -111,7 +111,10 @@ pub enum AirtableError {
     },
 
     /// 404: an unknown base, table, field, record or route.
-    #[error("{what} was not found ({api}): check the id or name")]
+    #[error(
+        "{what} was not found ({api}): check the ids and names, and that the token has access \
+         to the base"
+    )]
     NotFound {
         /// What was looked for, e.g. "table `tblX` in base `appY`".
         what: String,

@@ -15,7 +15,7 @@
 //! tasks sharing a base take turns. A request to a base first waits for its base's turn and then
 //! for the token's, and its send time is recorded in both at the same instant.
 //!
-//! A 429 pauses the base (or the token, for requests outside any base) with [`Pacer::penalize`]:
+//! A 429 pauses the base (or the token, for requests outside any base) with `Pacer::penalize`:
 //! nothing is sent there until the penalty is over. Time is `tokio::time`, so the unit tests run on
 //! a paused clock.
 

@@ -215,7 +215,10 @@ impl Client {
     }
 }
 
-/// Lists one table a page at a time; see the [module docs](self).
+/// Lists one table a page at a time, with `returnFieldsByFieldId=true`, pages of 100 and a
+/// `POST …/listRecords` when the `GET` URL would pass [`MAX_URL_LEN`]. When Airtable expires the
+/// listing iterator, the pager lists the table again from the start and skips records it already
+/// returned, so every record comes out once.
 ///
 /// Memory stays bounded by one page plus one record id per record returned (to drop duplicates
 /// after a restart). A failed [`next_page`](RecordPager::next_page) (after the client's own
