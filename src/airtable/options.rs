@@ -40,7 +40,10 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     /// The connection timeout (10 s).
     pub connect_timeout: Duration,
-    /// How often one table's listing may restart after Airtable expires its iterator (5).
+    /// How many times in a row one table's listing may restart after Airtable expires its
+    /// iterator without getting any record it had not returned before (5). Restarts that make
+    /// progress do not count against it: a retried page whose answer was lost finds its
+    /// iterator gone on a strict server, so long listings over flaky networks restart often.
     pub max_listing_restarts: u32,
     /// The `User-Agent` header, `airback/VERSION` by default.
     pub user_agent: String,

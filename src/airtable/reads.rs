@@ -144,6 +144,8 @@ impl Client {
             done: false,
             seen: HashSet::new(),
             restarts: 0,
+            restarts_without_progress: 0,
+            seen_at_restart: 0,
             pages: 0,
         }
     }
@@ -233,6 +235,10 @@ pub struct RecordPager {
     done: bool,
     seen: HashSet<String>,
     restarts: u32,
+    /// Restarts in a row that found no record not returned before.
+    restarts_without_progress: u32,
+    /// `seen.len()` at the last restart.
+    seen_at_restart: usize,
     pages: u64,
 }
 
@@ -277,7 +283,12 @@ impl RecordPager {
 
     fn restart(&mut self) -> Result<(), AirtableError> {
         self.restarts += 1;
-        if self.restarts > self.client.inner.options.max_listing_restarts {
+        if self.seen.len() > self.seen_at_restart {
+            self.restarts_without_progress = 0;
+        }
+        self.restarts_without_progress += 1;
+        self.seen_at_restart = self.seen.len();
+        if self.restarts_without_progress > self.client.inner.options.max_listing_restarts {
             return Err(AirtableError::ListingRestartedTooOften {
                 base: self.base_id.clone(),
                 table: self.table.clone(),
@@ -288,6 +299,7 @@ impl RecordPager {
             base = %self.base_id,
             table = %self.table,
             returned = self.seen.len(),
+            restarts = self.restarts,
             "airtable expired the listing iterator; listing the table again and skipping records already read"
         );
         self.offset = None;
