@@ -1168,3 +1168,87 @@ async fn debug_logs_never_show_the_token() {
     );
     assert!(!logs.contains("patWRONG"), "the wrong token was logged");
 }
+
+#[tokio::test]
+async fn timeouts_are_retried_for_reads_but_not_for_creates() {
+    let fake = small_large_fake(100).await;
+    let (base, table) = first_table(&fake);
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(300),
+        max_retries: 8,
+        ..quick_options("")
+    };
+    let client = fake_client(&fake, options);
+    fake.set_faults("slow=0.3:2s,seed=4".parse::<Faults>().unwrap());
+    let listing = ListRecordsOptions {
+        page_size: Some(10),
+        ..ListRecordsOptions::default()
+    };
+    let records = list_all(client.list_records(&base, &table, listing)).await;
+    assert_same_records(&records, &fake, &base, &table);
+    let counters = client.counters();
+    assert!(fake.counters().slow > 0, "no slow answers were injected");
+    assert_eq!(counters.transport_errors, fake.counters().slow);
+    assert_eq!(counters.retries, fake.counters().slow);
+
+    // A create that timed out may still be applied: it is not sent again.
+    fake.set_faults("slow=1.0:2s".parse::<Faults>().unwrap());
+    let before = fake.counters().requests(Route::CreateRecords);
+    let error = client
+        .create_records(&base, &table, &[NewRecord::default()], false)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, AirtableError::WriteOutcomeUnknown { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("timed out"), "{error}");
+    assert_eq!(fake.counters().requests(Route::CreateRecords), before + 1);
+}
+
+#[tokio::test]
+async fn downloads_complete_through_5xx_and_resets() {
+    let fake = small_large_fake(60).await;
+    let (base, table) = first_table(&fake);
+    let client = fake_client(
+        &fake,
+        ClientOptions {
+            max_retries: 10,
+            ..quick_options("")
+        },
+    );
+    let records = list_all(client.list_records(&base, &table, ListRecordsOptions::default())).await;
+    fake.set_faults("503=0.2,reset=0.3,seed=5".parse::<Faults>().unwrap());
+    let mut checked = 0;
+    let mut total_bytes = 0;
+    for record in &records {
+        for (field, cell) in &record.fields {
+            for attachment in Attachment::list_from_cell(cell) {
+                let download = client
+                    .download_attachment(&base, &table, &record.id, field, &attachment)
+                    .await
+                    .unwrap();
+                let bytes = collect(download).await.unwrap();
+                let expected = fake.attachment_content(&attachment.id).unwrap();
+                assert!(bytes == expected, "bytes of {} differ", attachment.id);
+                assert_eq!(Some(bytes.len() as u64), attachment.size);
+                total_bytes += bytes.len() as u64;
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no attachments");
+    let served = fake.counters();
+    assert!(
+        served.resets + served.faults_503 > 0,
+        "no faults: {served:?}"
+    );
+    let counters = client.counters();
+    assert!(counters.retries > 0);
+    assert_eq!(
+        counters.downloads,
+        served.requests(Route::AttachmentDownload)
+    );
+    assert_eq!(counters.rate_limited, 0);
+    assert_eq!(counters.bytes_downloaded, total_bytes);
+}
