@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -86,6 +86,10 @@ impl Client {
             .connect_timeout(options.connect_timeout)
             // Airtable does not redirect; never carry the token anywhere else.
             .redirect(reqwest::redirect::Policy::none())
+            // Drop idle connections before a server or load balancer is likely to: a request
+            // written into a connection the other side just closed fails after sending, which
+            // for a create means an unknown outcome.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| AirtableError::InvalidOptions(format!("cannot build http client: {e}")))?;
         // Attachment downloads: no token, no total timeout (files can be large), but a read

@@ -31,6 +31,11 @@ type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Sen
 
 /// A download in progress: the size, if the host said it, and the bytes as a stream that
 /// resumes by itself when the connection breaks (see [`Client::download`]).
+///
+/// The stream ends with an error when resuming fails after the client's retries, or when the URL
+/// expires before a resumption ([`AirtableError::AttachmentUrlExpired`]); the bytes already
+/// delivered are then incomplete, and the caller starts over, e.g. with
+/// [`Client::download_attachment`], which fetches a fresh URL.
 pub struct Download {
     content_length: Option<u64>,
     content_type: Option<String>,
