@@ -21,6 +21,9 @@
 //! Example: `503=0.05,502=0.02,reset=0.02,slow=0.01:2s,iterexpire=3,urlexpire=5,seed=7`.
 //! Items may come in any order, each at most once; spaces around items are ignored.
 //!
+//! `slow` delays API requests only; `503`/`502`/`500` and `reset` also hit attachment
+//! downloads unless `downloads=off`. The forced expiries are one-shot triggers.
+//!
 //! 5xx answers are decided before a request is handled, so nothing happens on the server.
 //! A reset is decided before but carried out after handling: the request takes effect and the
 //! connection is then cut mid-response, which is what makes blind retries of writes dangerous.

@@ -382,7 +382,12 @@ impl<'w> Builder<'w> {
         id
     }
 
+    /// Sets a cell; numbers are written as Airtable writes them (`2`, not `2.0`).
     pub(crate) fn set(&mut self, table: usize, record: &str, field: &str, value: Value) {
+        let value = match value.as_f64() {
+            Some(number) if value.is_f64() => formula::number_to_json(number),
+            _ => value,
+        };
         self.set_cell(table, record, field, Cell::Json(value));
     }
 
@@ -486,8 +491,11 @@ impl<'w> Builder<'w> {
         }
     }
 
-    fn user(&self, index: usize) -> Value {
-        self.world.users[index % self.world.users.len()].to_json()
+    /// Sets a collaborator cell to users picked by index (wrapping around).
+    fn set_users(&mut self, table: usize, record: &str, field: &str, users: &[usize]) {
+        let count = self.world.users.len();
+        let users = users.iter().map(|user| (user % count) as u16).collect();
+        self.set_cell(table, record, field, Cell::Users(users));
     }
 }
 
@@ -669,7 +677,7 @@ pub(crate) fn demo(world: &mut World) -> usize {
         let id = b.record(projects);
         b.set(projects, &id, &p_name, json!(name));
         b.set(projects, &id, &p_status, json!(statuses[index % 3]));
-        b.set(projects, &id, &p_owner, b.user(index + 1));
+        b.set_users(projects, &id, &p_owner, &[index + 1]);
         b.set(
             projects,
             &id,
@@ -738,12 +746,7 @@ pub(crate) fn demo(world: &mut World) -> usize {
             );
         }
         if index % 5 != 0 {
-            b.set(
-                tasks,
-                &id,
-                &t_assignees,
-                json!([b.user(index), b.user(index + 2)]),
-            );
+            b.set_users(tasks, &id, &t_assignees, &[index, index + 2]);
         }
     }
     for (index, name) in [
@@ -921,13 +924,12 @@ pub(crate) fn zoo(world: &mut World) -> usize {
         Some(json!({"isReversed": false})),
     );
     let barcode = b.field(everything, "Barcode", FieldType::Barcode, None);
-    let manual_sort = b.field(
+    b.field(
         everything,
         "Record Sort",
         FieldType::ManualSort,
         Some(Value::Null),
     );
-    let _ = manual_sort;
 
     // Table "Links / Refs": a formula primary over a code.
     let ref_code_id = b.world.ids.next(IdKind::Field);
@@ -960,7 +962,7 @@ pub(crate) fn zoo(world: &mut World) -> usize {
         FieldType::MultipleAttachments,
         Some(json!({"isReversed": false})),
     );
-    let (partner, partner_inverse) = b.link(everything, "Partner ⇄", refs, "Everything 🦓");
+    let (partner, _) = b.link(everything, "Partner ⇄", refs, "Everything 🦓");
     let parent = b.self_link(everything, "Parent (self-link)");
     b.describe(
         everything,
@@ -1196,13 +1198,8 @@ pub(crate) fn zoo(world: &mut World) -> usize {
             &multi,
             json!(multi_choices[..(index % 4).min(3)]),
         );
-        b.set(everything, &id, &collaborator, b.user(index + 1));
-        b.set(
-            everything,
-            &id,
-            &collaborators,
-            json!([b.user(index + 2), b.user(index + 3)]),
-        );
+        b.set_users(everything, &id, &collaborator, &[index + 1]);
+        b.set_users(everything, &id, &collaborators, &[index + 2, index + 3]);
         b.set(everything, &id, &barcode, json!({"text": format!("0{index}12345678905"), "type": if index % 2 == 0 { "upce" } else { "code39" }}));
         if index < 4 {
             let linked: Vec<String> = ref_ids
@@ -1295,7 +1292,6 @@ pub(crate) fn zoo(world: &mut World) -> usize {
             b.set_attachments(everything, &id, &files, attachments);
         }
     }
-    let _ = partner_inverse;
 
     for (index, (ru, ja, ar)) in [
         ("Иван", "山田 太郎\n二行目", "محمد"),
@@ -1490,7 +1486,7 @@ pub(crate) fn large(world: &mut World, params: &LargeParams) -> usize {
                 b.set(table, &id, &done, json!(true));
             }
             let user = b.rng.usize(..);
-            b.set(table, &id, &owner, b.user(user));
+            b.set_users(table, &id, &owner, &[user]);
             table_ids.push(id);
         }
         ids.push(table_ids);

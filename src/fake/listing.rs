@@ -9,6 +9,7 @@
 //! `LIST_RECORDS_ITERATOR_NOT_AVAILABLE`.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -492,10 +493,16 @@ pub(crate) fn list_page(
     reader: &Reader,
     table_index: usize,
     params: &ListParams,
-    iterators: &mut Iterators,
+    iterators: &Mutex<Iterators>,
     iterator_ttl: Duration,
     now: Instant,
 ) -> Result<Value, ApiError> {
+    // The iterator lock is held only to take or store an iterator, not while rendering.
+    let lock = || {
+        iterators
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
     let page_size = params.page_size.unwrap_or(MAX_PAGE_SIZE);
     if page_size > MAX_PAGE_SIZE {
         return Err(ApiError::invalid_request(format!(
@@ -513,7 +520,7 @@ pub(crate) fn list_page(
                     format!("The offset {offset} is not a valid offset"),
                 ));
             }
-            let Some(iterator) = iterators.live.remove(iterator_id) else {
+            let Some(iterator) = lock().live.remove(iterator_id) else {
                 return Err(ApiError::iterator_not_available());
             };
             let usable = iterator.base_id == reader.base.id
@@ -526,8 +533,15 @@ pub(crate) fn list_page(
             (iterator_id.to_owned(), iterator.order, iterator.position)
         }
         None => {
-            let order = initial_order(reader, table_index, params, &mut iterators.shuffle)?;
-            (iterators.ids.next(IdKind::Iterator), order, 0)
+            let (iterator_id, mut shuffle) = {
+                let mut iterators = lock();
+                (
+                    iterators.ids.next(IdKind::Iterator),
+                    iterators.shuffle.fork(),
+                )
+            };
+            let order = initial_order(reader, table_index, params, &mut shuffle)?;
+            (iterator_id, order, 0)
         }
     };
     let mut records = Vec::new();
@@ -548,6 +562,7 @@ pub(crate) fn list_page(
     {
         let next_record_id = next.id.clone();
         page["offset"] = json!(format!("{iterator_id}/{next_record_id}"));
+        let mut iterators = lock();
         iterators.collect_garbage(iterator_ttl, now);
         iterators.live.insert(
             iterator_id,

@@ -8,6 +8,37 @@
 //! on `content.airtable.com`. Tests can read and change the state directly, read counters, and
 //! inject faults ([`Faults`]).
 //!
+//! # Routes
+//!
+//! ```text
+//! GET    /v0/meta/whoami
+//! GET    /v0/meta/bases
+//! POST   /v0/meta/bases                                        create base in a workspace
+//! GET    /v0/meta/bases/{base}/tables[?include=visibleFieldIds]
+//! POST   /v0/meta/bases/{base}/tables                          create table
+//! PATCH  /v0/meta/bases/{base}/tables/{tableIdOrName}          update table
+//! POST   /v0/meta/bases/{base}/tables/{tableId}/fields         create field
+//! PATCH  /v0/meta/bases/{base}/tables/{tableId}/fields/{field} update field
+//! GET    /v0/{base}/{tableIdOrName}                            list records
+//! POST   /v0/{base}/{tableIdOrName}/listRecords                list records, options in the body
+//! POST   /v0/{base}/{tableIdOrName}                            create records (≤ 10, or one)
+//! PATCH  /v0/{base}/{tableIdOrName}   PUT likewise             update / upsert records (≤ 10)
+//! DELETE /v0/{base}/{tableIdOrName}?records[]=…                delete records (≤ 10)
+//! GET    /v0/{base}/{tableIdOrName}/{record}                   get record
+//! PATCH  /v0/{base}/{tableIdOrName}/{record}  PUT likewise     update record
+//! DELETE /v0/{base}/{tableIdOrName}/{record}                   delete record
+//! GET    /v0/{base}/{tableIdOrName}/{record}/comments          always empty
+//! POST   /v0/{base}/{record}/{field}/uploadAttachment          the content host's upload route
+//! GET    /attachments/{epoch}/{expires_ms}/{att}/{variant}/{sig}  attachment content (not rate-limited)
+//! ```
+//!
+//! Anything else is 404 `{"error":"NOT_FOUND"}`. Where the real behaviour is unconfirmed the
+//! fake picks the stricter reading: unknown query parameters and body properties are 422, a
+//! missing base is 403 on data routes and 404 `{"error":{"type":"NOT_FOUND"}}` on meta routes,
+//! uploads over 5,000,000 decoded bytes are 413, an expired attachment URL is 410, link fields
+//! cannot be created inline with a table, create-field requires complete write options, and
+//! 429s carry no `Retry-After` unless [`FakeOptions::retry_after_header`] is set.
+//!
 //! Modules: `state` (the world), `generate` (presets), `render` (records and schema as JSON,
 //! computed values), `write` (record writes), `schema` (meta-API writes), `listing` (pages and
 //! iterators), `formula`, `content` (attachment bytes and URLs), `ratelimit`, `faults`,
@@ -380,6 +411,12 @@ impl FakeAirtable {
     /// Makes every attachment URL issued so far expired.
     pub fn expire_attachment_urls(&self) {
         self.shared.signer.expire_all();
+    }
+
+    /// Puts a base into its rate-limit penalty now: every request to it gets 429 until the
+    /// penalty ends, even when rate limits are off.
+    pub fn trigger_rate_limit(&self, base_id: &str) {
+        lock(&self.shared.limiter).punish_base(base_id, std::time::Instant::now());
     }
 
     /// While on, data routes answer 429 `PUBLIC_API_BILLING_LIMIT_EXCEEDED` (meta routes work).

@@ -98,14 +98,10 @@ impl RateLimiter {
         token_owner: &str,
         now: Instant,
     ) -> Result<(), Limited> {
-        let base_window = match (self.per_base, base) {
-            (Some(limit), Some(base)) => {
-                Some((limit, self.bases.entry(base.to_owned()).or_default()))
-            }
-            _ => None,
-        };
-        if let Some((limit, window)) = base_window
-            && let Err(remaining) = window.check(limit, now)
+        // A base can be in its penalty even with the limit off (see `punish_base`).
+        let base_window = base.map(|base| self.bases.entry(base.to_owned()).or_default());
+        if let Some(window) = base_window
+            && let Err(remaining) = window.check(self.per_base.unwrap_or(u32::MAX), now)
         {
             let retry_after = if remaining.is_zero() {
                 window.punish(self.penalty, now)
@@ -138,6 +134,15 @@ impl RateLimiter {
             window.admit(limit, now);
         }
         Ok(())
+    }
+
+    /// Starts `base`'s penalty now, as if it had just gone over its limit.
+    pub(crate) fn punish_base(&mut self, base: &str, now: Instant) {
+        let penalty = self.penalty;
+        self.bases
+            .entry(base.to_owned())
+            .or_default()
+            .punish(penalty, now);
     }
 }
 
@@ -214,5 +219,14 @@ mod tests {
         );
         let mut off = RateLimiter::new(None, None, Duration::from_secs(1));
         assert!((0..1000).all(|_| off.check(Some("appA"), "usr", now).is_ok()));
+        off.punish_base("appA", now);
+        assert_eq!(
+            off.check(Some("appA"), "usr", now).unwrap_err().retry_after,
+            Duration::from_secs(1)
+        );
+        assert!(
+            off.check(Some("appA"), "usr", now + Duration::from_secs(1))
+                .is_ok()
+        );
     }
 }

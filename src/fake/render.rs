@@ -184,6 +184,14 @@ impl Reader<'_> {
             _ => match record.cell(slot)? {
                 Cell::Json(value) => Some(value.clone()),
                 Cell::Links(links) => Some(json!(links)),
+                Cell::Users(users) => {
+                    let mut objects = users.iter().filter_map(|user| self.user_json(*user));
+                    if field.field_type == FieldType::SingleCollaborator {
+                        objects.next()
+                    } else {
+                        Some(Value::Array(objects.collect()))
+                    }
+                }
                 Cell::Attachments(attachments) => Some(Value::Array(
                     attachments
                         .iter()

@@ -52,8 +52,8 @@ fn description_of(object: &Map<String, Value>) -> Result<Option<String>, ApiErro
 }
 
 fn name_of<'a>(object: &'a Map<String, Value>, what: &str) -> Result<&'a str, ApiError> {
-    match object.get("name").and_then(Value::as_str).map(str::trim) {
-        Some(name) if !name.is_empty() => Ok(object["name"].as_str().unwrap_or(name)),
+    match object.get("name").and_then(Value::as_str) {
+        Some(name) if !name.trim().is_empty() => Ok(name),
         _ => Err(ApiError::unprocessable(
             if what == "table" {
                 "INVALID_TABLE_NAME"

@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use super::api_error::ApiError;
 use super::content::{self, CONTENT_PREFIX, Scratch, UrlCheck, UrlSigner};
 use super::counters::{Counters, Route};
-use super::faults::{Decision, FaultInjector};
+use super::faults::FaultInjector;
 use super::listing::{self, Iterators, ListParams};
 use super::ratelimit::RateLimiter;
 use super::render::{self, Reader, RenderOptions, UrlContext};
@@ -443,48 +443,37 @@ fn cut_off(response: Response) -> Response {
     Response::from_parts(parts, Body::from_stream(cut))
 }
 
-/// The single entry point for every request.
-pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    if let Some(rest) = path.strip_prefix(CONTENT_PREFIX) {
-        return download(&shared, rest).await;
-    }
-    let method = request.method().clone();
-    let query = request.uri().query().map(str::to_owned);
-    let url_length = request.uri().to_string().len();
-    let Some(endpoint) = match_endpoint(&method, &path) else {
-        shared.counters.request(Route::Unknown, None);
-        return error_response(&ApiError::route_not_found());
-    };
-    let route = endpoint.route();
+/// Every token belongs to the one fake user, so the per-token limit has one key.
+const TOKEN_OWNER: &str = "owner";
 
-    // Authentication.
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
+/// Authentication, URL length, scope and base access, in that order.
+fn authorize(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    authorization: Option<&str>,
+    url_length: usize,
+) -> Result<TokenGrant, ApiError> {
+    let token = authorization
         .and_then(|value| {
             value
                 .strip_prefix("Bearer ")
                 .or_else(|| value.strip_prefix("bearer "))
         })
-        .map(str::trim)
-        .map(str::to_owned);
+        .map(str::trim);
     let grant = token.and_then(|token| {
         read(&shared.tokens)
             .iter()
             .find(|grant| grant.token == token)
             .cloned()
     });
-    shared.counters.request(route, endpoint.base());
     let Some(grant) = grant else {
         shared
             .counters
             .update(|counters| counters.unauthorized += 1);
-        return error_response(&ApiError::unauthorized());
+        return Err(ApiError::unauthorized());
     };
     if url_length > MAX_URL_CHARS {
-        return error_response(&ApiError::typed(
+        return Err(ApiError::typed(
             StatusCode::URI_TOO_LONG,
             "INVALID_REQUEST_URL_TOO_LONG",
             format!(
@@ -495,62 +484,95 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
     if let Some(scope) = endpoint.scope()
         && !grant.scopes.iter().any(|granted| granted == scope)
     {
-        return error_response(&ApiError::model_not_found_or_forbidden());
+        return Err(ApiError::model_not_found_or_forbidden());
     }
     if let Some(base_id) = endpoint.base() {
         let exists = read(&shared.world).base_index(base_id).is_some();
         if !exists || !grant.may_use_base(base_id) {
-            let error = if endpoint.is_meta() {
+            return Err(if endpoint.is_meta() {
                 ApiError::meta_not_found()
             } else {
                 ApiError::model_not_found_or_forbidden()
-            };
-            return error_response(&error);
+            });
         }
     }
+    Ok(grant)
+}
+
+/// The billing switch, then the rate limits: the refusal, if the request may not proceed.
+fn throttle(shared: &Shared, endpoint: &Endpoint) -> Option<Response> {
     if !endpoint.is_meta() && shared.billing_exceeded.load(Ordering::SeqCst) {
         shared
             .counters
             .update(|counters| counters.billing_limited += 1);
-        return error_response(&ApiError::billing_limited());
+        return Some(error_response(&ApiError::billing_limited()));
     }
-    let limited = lock(&shared.limiter).check(endpoint.base(), "owner", Instant::now());
-    if let Err(limited) = limited {
-        shared
-            .counters
-            .update(|counters| counters.rate_limited += 1);
-        let mut response = error_response(&ApiError::rate_limited());
-        if shared.settings.retry_after_header {
-            let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+    let limited = lock(&shared.limiter).check(endpoint.base(), TOKEN_OWNER, Instant::now());
+    let Err(limited) = limited else {
+        return None;
+    };
+    shared
+        .counters
+        .update(|counters| counters.rate_limited += 1);
+    let mut response = error_response(&ApiError::rate_limited());
+    if shared.settings.retry_after_header {
+        let seconds = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
+    }
+    Some(response)
+}
+
+/// The 5xx answer for an injected fault, counted.
+fn injected_status(shared: &Shared, status: u16) -> ApiError {
+    shared.counters.update(|counters| match status {
+        503 => counters.faults_503 += 1,
+        502 => counters.faults_502 += 1,
+        _ => counters.faults_500 += 1,
+    });
+    match status {
+        503 => ApiError::retriable(),
+        502 => ApiError::bad_gateway(),
+        _ => ApiError::typed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SERVER_ERROR",
+            "Internal server error",
+        ),
+    }
+}
+
+/// The single entry point for every request.
+pub(crate) async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    if let Some(rest) = path.strip_prefix(CONTENT_PREFIX) {
+        return download(&shared, rest).await;
+    }
+    let Some(endpoint) = match_endpoint(request.method(), &path) else {
+        shared.counters.request(Route::Unknown, None);
+        return error_response(&ApiError::route_not_found());
+    };
+    shared.counters.request(endpoint.route(), endpoint.base());
+    let query = request.uri().query().map(str::to_owned);
+    let url_length = shared.base_url.len() + request.uri().to_string().len();
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let grant = match authorize(&shared, &endpoint, authorization, url_length) {
+        Ok(grant) => grant,
+        Err(error) => return error_response(&error),
+    };
+    if let Some(response) = throttle(&shared, &endpoint) {
         return response;
     }
-
-    // Faults.
-    let decision: Decision = lock(&shared.faults).decide(false);
+    let decision = lock(&shared.faults).decide(false);
     if let Some(delay) = decision.delay {
         shared.counters.update(|counters| counters.slow += 1);
         tokio::time::sleep(delay).await;
     }
     if let Some(status) = decision.status {
-        shared.counters.update(|counters| match status {
-            503 => counters.faults_503 += 1,
-            502 => counters.faults_502 += 1,
-            _ => counters.faults_500 += 1,
-        });
-        let error = match status {
-            503 => ApiError::retriable(),
-            502 => ApiError::bad_gateway(),
-            _ => ApiError::typed(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "SERVER_ERROR",
-                "Internal server error",
-            ),
-        };
-        return error_response(&error);
+        return error_response(&injected_status(&shared, status));
     }
 
     let body = match axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES).await {
@@ -907,15 +929,14 @@ fn list(shared: &Shared, base: &str, table: &str, params: &ListParams) -> Outcom
     let world = read(&shared.world);
     let (base_index, table_index) = base_and_table(&world, base, table)?;
     let reader = shared.reader(&world, base_index);
-    let mut iterators = lock(&shared.iterators);
     if params.offset.is_some() && lock(&shared.faults).offset_request_expires_iterators() {
-        iterators.expire_all();
+        lock(&shared.iterators).expire_all();
     }
     let page = listing::list_page(
         &reader,
         table_index,
         params,
-        &mut iterators,
+        &shared.iterators,
         shared.settings.iterator_ttl,
         Instant::now(),
     )?;
@@ -1232,13 +1253,8 @@ async fn download(shared: &Arc<Shared>, rest: &str) -> Response {
         shared.signer.expire_all();
     }
     if let Some(status) = decision.status {
-        shared.counters.update(|counters| match status {
-            503 => counters.faults_503 += 1,
-            502 => counters.faults_502 += 1,
-            _ => counters.faults_500 += 1,
-        });
-        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return plain(code, "Service temporarily unavailable");
+        let error = injected_status(shared, status);
+        return plain(error.status, "Service temporarily unavailable");
     }
     let attachment_id = match shared.signer.check(rest, now_ms()) {
         UrlCheck::Valid { attachment_id } => attachment_id,

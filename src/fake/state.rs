@@ -296,6 +296,8 @@ pub(crate) enum Cell {
     Json(Value),
     /// Linked record ids, in order.
     Links(Vec<String>),
+    /// Collaborators, as indexes into [`World::users`] (compact: large bases have many).
+    Users(Vec<u16>),
     Attachments(Vec<Attachment>),
 }
 
@@ -380,6 +382,7 @@ fn cell_is_empty(cell: &Cell) -> bool {
     match cell {
         Cell::Json(value) => json_is_empty(value),
         Cell::Links(links) => links.is_empty(),
+        Cell::Users(users) => users.is_empty(),
         Cell::Attachments(attachments) => attachments.is_empty(),
     }
 }

@@ -57,6 +57,7 @@ enum Planned {
     Clear,
     Json(Value),
     Links(Vec<LinkTarget>),
+    Users(Vec<u16>),
     Attachments(Vec<PlannedAttachment>),
 }
 
@@ -248,8 +249,7 @@ pub(crate) fn delete_records(
         return Err(too_many_records("deleted", ids.len()));
     }
     let table = &world.bases[base_index].tables[table_index];
-    if let Some(missing) = ids.iter().find(|id| table.record(id).is_none()) {
-        let _ = missing;
+    if ids.iter().any(|id| table.record(id).is_none()) {
         return Err(ApiError::record_not_found());
     }
     let context = WriteContext {
@@ -575,15 +575,16 @@ fn plan_value(
             }
             Planned::Json(json!(unique))
         }
-        FieldType::SingleCollaborator => Planned::Json(
-            collaborator(world, value, typecast)
-                .ok_or_else(|| invalid("expected a collaborator {id} or {email} of this base"))?,
-        ),
+        FieldType::SingleCollaborator => {
+            Planned::Users(vec![collaborator(world, value, typecast).ok_or_else(
+                || invalid("expected a collaborator {id} or {email} of this base"),
+            )?])
+        }
         FieldType::MultipleCollaborators => {
             let items = value
                 .as_array()
                 .ok_or_else(|| invalid("expected an array of collaborators"))?;
-            let mut users: Vec<Value> = Vec::new();
+            let mut users: Vec<u16> = Vec::new();
             for item in items {
                 let user = match item {
                     Value::String(_) => collaborator(world, item, true),
@@ -594,7 +595,7 @@ fn plan_value(
                     users.push(user);
                 }
             }
-            Planned::Json(Value::Array(users))
+            Planned::Users(users)
         }
         FieldType::Barcode => match value {
             Value::Object(object) => {
@@ -640,7 +641,7 @@ fn check_choice(
     ))
 }
 
-fn collaborator(world: &World, value: &Value, typecast: bool) -> Option<Value> {
+fn collaborator(world: &World, value: &Value, typecast: bool) -> Option<u16> {
     let key = match value {
         Value::Object(object) => object
             .get("id")
@@ -650,8 +651,7 @@ fn collaborator(world: &World, value: &Value, typecast: bool) -> Option<Value> {
         Value::String(text) if typecast => text.clone(),
         _ => return None,
     };
-    let user = world.user_index(&key)?;
-    Some(world.users[user as usize].to_json())
+    world.user_index(&key)
 }
 
 fn plan_links(
@@ -858,6 +858,7 @@ impl Applier {
             let new_cell = match cell.planned {
                 Planned::Clear => None,
                 Planned::Json(value) => Some(Cell::Json(value)),
+                Planned::Users(users) => Some(Cell::Users(users)),
                 Planned::Links(targets) => {
                     let linked_index = linked_index.unwrap_or(table_index);
                     let ids = targets

@@ -1,3 +1,4 @@
 //! The integration tests, in one binary so they link once. One module per area.
 
 mod airtable_client;
+mod fake_airtable;
