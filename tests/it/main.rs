@@ -1,5 +1,6 @@
 //! The integration tests, in one binary so they link once. One module per area.
 
+mod airtable_client;
 mod fake_airtable;
 mod repo;
 mod support;
