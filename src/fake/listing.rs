@@ -241,9 +241,11 @@ struct ListIterator {
     base_id: String,
     table_id: String,
     /// Record slots in listing order.
-    order: Vec<u32>,
-    position: usize,
-    next_record_id: String,
+    order: std::sync::Arc<Vec<u32>>,
+    /// Every offset handed out (by the record it resumes at) and its position in `order`.
+    /// An offset can be replayed while the iterator lives (`itr…/rec…` names a position), so a
+    /// client retrying a page after a dropped connection gets the same page again.
+    positions: HashMap<String, usize>,
     last_used: Instant,
 }
 
@@ -520,17 +522,19 @@ pub(crate) fn list_page(
                     format!("The offset {offset} is not a valid offset"),
                 ));
             }
-            let Some(iterator) = lock().live.remove(iterator_id) else {
+            let mut iterators = lock();
+            let Some(iterator) = iterators.live.get_mut(iterator_id) else {
                 return Err(ApiError::iterator_not_available());
             };
+            let position = iterator.positions.get(record_id).copied();
             let usable = iterator.base_id == reader.base.id
                 && iterator.table_id == table.id
-                && iterator.next_record_id == record_id
                 && now.duration_since(iterator.last_used) < iterator_ttl;
-            if !usable {
+            let (true, Some(position)) = (usable, position) else {
                 return Err(ApiError::iterator_not_available());
-            }
-            (iterator_id.to_owned(), iterator.order, iterator.position)
+            };
+            iterator.last_used = now;
+            (iterator_id.to_owned(), iterator.order.clone(), position)
         }
         None => {
             let (iterator_id, mut shuffle) = {
@@ -541,7 +545,7 @@ pub(crate) fn list_page(
                 )
             };
             let order = initial_order(reader, table_index, params, &mut shuffle)?;
-            (iterator_id, order, 0)
+            (iterator_id, std::sync::Arc::new(order), 0)
         }
     };
     let mut records = Vec::new();
@@ -564,17 +568,18 @@ pub(crate) fn list_page(
         page["offset"] = json!(format!("{iterator_id}/{next_record_id}"));
         let mut iterators = lock();
         iterators.collect_garbage(iterator_ttl, now);
-        iterators.live.insert(
-            iterator_id,
-            ListIterator {
+        let iterator = iterators
+            .live
+            .entry(iterator_id)
+            .or_insert_with(|| ListIterator {
                 base_id: reader.base.id.clone(),
                 table_id: table.id.clone(),
                 order,
-                position: at,
-                next_record_id,
+                positions: HashMap::new(),
                 last_used: now,
-            },
-        );
+            });
+        iterator.positions.insert(next_record_id, at);
+        iterator.last_used = now;
     }
     Ok(page)
 }

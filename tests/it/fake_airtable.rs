@@ -319,6 +319,48 @@ async fn page_size_over_100_is_422_and_pages_cover_every_record_once() {
     assert_eq!(default_pages.len(), 250, "pageSize defaults to 100");
 }
 
+/// An offset names a position in a live iterator (`itr…/rec…`): replaying it (a client retrying
+/// after a dropped connection) returns the same page; an offset the iterator never handed out,
+/// or any offset after the iterators expired, is `LIST_RECORDS_ITERATOR_NOT_AVAILABLE`.
+#[tokio::test]
+async fn offsets_can_be_replayed_while_their_iterator_lives() {
+    let mut options = FakeOptions::unlimited(Preset::Large);
+    options.large = "tables=1,records=250,attachments=5".parse().unwrap();
+    let api = Api::start(options).await;
+    let base = api.base();
+    let (table, _) = api.table(&base, "Table 1");
+    let (_, first) = api.get(&format!("/v0/{base}/{table}")).await;
+    let offset = first["offset"].as_str().unwrap().to_owned();
+    let (status, second) = api
+        .get(&format!("/v0/{base}/{table}?offset={offset}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, replayed) = api
+        .get(&format!("/v0/{base}/{table}?offset={offset}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ids(second["records"].as_array().unwrap()),
+        ids(replayed["records"].as_array().unwrap())
+    );
+    assert_eq!(second["offset"], replayed["offset"]);
+
+    let (iterator, _) = offset.split_once('/').unwrap();
+    let first_id = first["records"][0]["id"].as_str().unwrap();
+    let (status, body) = api
+        .get(&format!("/v0/{base}/{table}?offset={iterator}/{first_id}"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_type(&body), "LIST_RECORDS_ITERATOR_NOT_AVAILABLE");
+
+    api.fake.expire_iterators();
+    let (status, body) = api
+        .get(&format!("/v0/{base}/{table}?offset={offset}"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_type(&body), "LIST_RECORDS_ITERATOR_NOT_AVAILABLE");
+}
+
 #[tokio::test]
 async fn order_is_shuffled_without_view_or_sort() {
     let api = Api::unlimited(Preset::Demo).await;
