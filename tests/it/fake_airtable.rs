@@ -2047,3 +2047,48 @@ async fn standalone_serves_with_the_seeds_token() {
     );
     server.abort();
 }
+
+/// `airback fake-airtable` prints one JSON line with its URL, token and bases, then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_airtable_command_prints_one_json_line_and_serves() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+        .args([
+            "fake-airtable",
+            "--listen",
+            "127.0.0.1:0",
+            "--preset",
+            "zoo",
+            "--seed",
+            "3",
+            "--rate",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let banner: Value = serde_json::from_str(&line).unwrap();
+    let url = banner["url"].as_str().unwrap();
+    let token = banner["token"].as_str().unwrap();
+    let base = banner["bases"][0]["id"].as_str().unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(is_airtable_id(base, "app"));
+    let schema: Value = reqwest::Client::new()
+        .get(format!("{url}/v0/meta/bases/{base}/tables"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(schema["tables"].as_array().unwrap().len() > 1, "{schema}");
+    child.kill().await.unwrap();
+}

@@ -663,3 +663,48 @@ async fn locks_conflict_and_stale_locks_are_ignored() {
     guard.release().await.unwrap();
     assert!(repo.backend().list("locks/").await.unwrap().is_empty());
 }
+
+/// Two backups at once into one repository: both commit, overlapping content is stored at
+/// most twice (once per writer that raced for it), and `check` accepts the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_snapshots_at_once_are_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let location = location.to_str().unwrap().to_string();
+    let backend = open_backend(&location);
+    Repository::init(&backend, &small_options()).await.unwrap();
+    let shared = random_bytes(800_000, 77);
+    let run = |seed: u64| {
+        let location = location.clone();
+        let shared = shared.clone();
+        let cache = dir.path().join(format!("cache-{seed}"));
+        async move {
+            let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache))
+                .await
+                .unwrap();
+            let writer = repo.writer();
+            let mut files = sample_files(seed);
+            files.push(("shared.bin", BlobKind::Data, shared));
+            let id = save_snapshot(&repo, &writer, &files).await;
+            (id, files)
+        }
+    };
+    let ((id_a, files_a), (id_b, files_b)) = tokio::join!(run(100), run(200));
+    assert_ne!(id_a, id_b);
+
+    let repo = Repository::open(open_backend(&location), CacheChoice::Memory)
+        .await
+        .unwrap();
+    let report = check_ok(&repo, true).await;
+    assert_eq!(report.snapshots, 2);
+    for (id, files) in [(id_a, files_a), (id_b, files_b)] {
+        let snapshot = repo.load_snapshot(&id).await.unwrap();
+        let root = repo.load_tree(&snapshot.tree).await.unwrap();
+        for node in &root.nodes {
+            if let NodeKind::File { content, .. } = &node.kind {
+                let original = &files.iter().find(|f| f.0 == node.name).unwrap().2;
+                assert_eq!(&read_all(&repo, content).await, original, "{}", node.name);
+            }
+        }
+    }
+}
