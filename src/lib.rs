@@ -7,10 +7,13 @@
 
 pub mod airtable;
 pub mod backend;
+pub mod backup;
 pub mod check;
 pub mod chunker;
 pub mod cli;
 pub mod codec;
+pub mod config;
 pub mod fake;
 pub mod id;
 pub mod repo;
+pub mod snapshots;

@@ -1,7 +1,10 @@
 //! The command line: argument definitions (clap), one function per command, output and exit
 //! codes. The only module that prints or knows about clap.
 
+mod demo;
 pub mod exit;
+mod progress;
+mod snapshot;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,8 +56,16 @@ struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole job against a built-in fake Airtable, in a temporary repository
+    Demo(demo::DemoArgs),
     /// Create a new repository
     Init(InitArgs),
+    /// Back up bases: schema, every record, every attachment
+    Snapshot(snapshot::SnapshotArgs),
+    /// List snapshots
+    Snapshots(snapshot::SnapshotsArgs),
+    /// Describe one snapshot
+    Show(snapshot::ShowArgs),
     /// Verify the repository's structure, and with --read-data its contents
     Check(CheckArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
@@ -157,7 +168,11 @@ fn init_logging(quiet: bool) {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
     match &cli.command {
+        Command::Demo(args) => demo::demo(g, args).await,
         Command::Init(args) => init(g, args).await,
+        Command::Snapshot(args) => snapshot::snapshot(g, args).await,
+        Command::Snapshots(args) => snapshot::list(g, args).await,
+        Command::Show(args) => snapshot::show(g, args).await,
         Command::Check(args) => check(g, args).await,
         Command::FakeAirtable(args) => fake_airtable(args).await,
     }
@@ -194,7 +209,11 @@ fn cache_choice(g: &GlobalArgs) -> CacheChoice {
 }
 
 async fn open_repo(g: &GlobalArgs) -> anyhow::Result<Repository> {
-    let backend = Repository::backend_for(location(g)?, &BackendOptions::default())?;
+    open_repo_at(g, location(g)?).await
+}
+
+async fn open_repo_at(g: &GlobalArgs, location: &str) -> anyhow::Result<Repository> {
+    let backend = Repository::backend_for(location, &BackendOptions::default())?;
     Ok(Repository::open(backend, cache_choice(g)).await?)
 }
 

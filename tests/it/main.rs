@@ -1,6 +1,8 @@
 //! The integration tests, in one binary so they link once. One module per area.
 
 mod airtable_client;
+mod cli;
 mod fake_airtable;
 mod repo;
+mod snapshot;
 mod support;

@@ -1,0 +1,585 @@
+//! Backing up one Airtable base into a snapshot: the schema as the meta API returned it, every
+//! record of every selected table as canonical JSON lines, and every attachment's content.
+//!
+//! A base becomes this tree (docs/FORMAT.md, "Airtable snapshots"):
+//!
+//! ```text
+//! schema.json                      the meta API's answer, verbatim (keys sorted)
+//! tables/<table id>.jsonl          one record per line, sorted by record id
+//! attachments/<c>/<attachment id>  content; <c> is the id's fourth character
+//! ```
+//!
+//! Records are listed page by page (the client paces at the rate limit) and spilled into a
+//! temporary SQLite database, then streamed out in id order, so memory stays flat whatever the
+//! table's size. Attachments are downloaded while the listing goes on, a few at a time, and
+//! streamed through the chunker; one that the previous snapshot of the base already holds
+//! (same id and size) is not downloaded again.
+
+mod records;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::airtable::{AirtableError, Attachment, Client, ListRecordsOptions, Record, TableSchema};
+use crate::id::{BlobId, SnapshotId};
+use crate::repo::pack::BlobKind;
+use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
+use crate::repo::{BlobWriter, RepoError, Repository};
+use records::RecordSpill;
+
+/// What to back up from one base.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// The base (`app…`).
+    pub base_id: String,
+    /// Tables to back up, by name or id; empty means all.
+    pub include_tables: Vec<String>,
+    /// Tables to leave out, by name or id.
+    pub exclude_tables: Vec<String>,
+    /// Fields to leave out, as (table name or id, field name or id).
+    pub exclude_fields: Vec<(String, String)>,
+    /// Download attachment content (otherwise only their metadata is kept).
+    pub attachments: bool,
+    /// Attachment downloads at once.
+    pub attachment_concurrency: usize,
+    /// Tags stored in the snapshot.
+    pub tags: Vec<String>,
+}
+
+impl BackupOptions {
+    /// Everything in `base_id`, attachments included, 8 downloads at once.
+    pub fn new(base_id: impl Into<String>) -> Self {
+        BackupOptions {
+            base_id: base_id.into(),
+            include_tables: Vec::new(),
+            exclude_tables: Vec::new(),
+            exclude_fields: Vec::new(),
+            attachments: true,
+            attachment_concurrency: 8,
+            tags: Vec::new(),
+        }
+    }
+
+    fn wants_table(&self, table: &TableSchema) -> bool {
+        let named = |list: &[String]| list.iter().any(|t| *t == table.id || *t == table.name);
+        (self.include_tables.is_empty() || named(&self.include_tables))
+            && !named(&self.exclude_tables)
+    }
+
+    fn wants_field(&self, table: &TableSchema, field_id: &str, field_name: &str) -> bool {
+        !self.exclude_fields.iter().any(|(t, f)| {
+            (*t == table.id || *t == table.name) && (f == field_id || f == field_name)
+        })
+    }
+}
+
+/// Reports progress; the CLI draws bars with it. Every method has a no-op default.
+pub trait Progress: Send + Sync {
+    /// A table's listing starts.
+    fn table(&self, _name: &str) {}
+    /// `n` more records were read.
+    fn records(&self, _n: u64) {}
+    /// An attachment of `bytes` bytes will be downloaded.
+    fn attachment_queued(&self, _bytes: u64) {}
+    /// `n` more attachment bytes were stored.
+    fn attachment_bytes(&self, _n: u64) {}
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What a backup did; `--json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    /// The new snapshot.
+    pub snapshot_id: SnapshotId,
+    /// The base.
+    pub base_id: String,
+    /// Its name.
+    pub base_name: String,
+    /// Tables backed up.
+    pub tables: usize,
+    /// Records backed up.
+    pub records: u64,
+    /// Distinct attachments referenced by the records.
+    pub attachments: u64,
+    /// Attachments downloaded by this run.
+    pub attachments_downloaded: u64,
+    /// Attachments reused from the previous snapshot without downloading.
+    pub attachments_reused: u64,
+    /// Attachment bytes downloaded.
+    pub attachment_bytes_downloaded: u64,
+    /// Bytes written to the repository (packs, index files, snapshot).
+    pub bytes_added: u64,
+    /// Objects written to the repository.
+    pub objects_written: u64,
+    /// Airtable API requests (retries included, attachment downloads not).
+    pub api_requests: u64,
+    /// Retried requests and downloads.
+    pub retries: u64,
+    /// 429 answers received (should be 0).
+    pub rate_limited: u64,
+    /// Wall time.
+    pub duration_secs: f64,
+    /// Whether some content could not be read.
+    pub partial: bool,
+    /// What could not be read.
+    pub problems: Vec<String>,
+}
+
+/// Why a backup failed. A backup that fails leaves no snapshot (and a valid repository).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// Airtable refused or failed.
+    #[error("base {base}: {source}")]
+    Airtable {
+        /// The base.
+        base: String,
+        /// What went wrong.
+        #[source]
+        source: AirtableError,
+    },
+    /// The repository failed.
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// The temporary record store failed.
+    #[error("temporary record store: {0}")]
+    Spill(String),
+}
+
+/// Shared state of one run's attachment downloads.
+struct Attachments {
+    /// Previous snapshot's attachments: id → (size, content).
+    previous: HashMap<String, (u64, Vec<BlobId>)>,
+    seen: HashSet<String>,
+    nodes: BTreeMap<String, Node>,
+    problems: Vec<String>,
+    downloaded: u64,
+    reused: u64,
+    bytes: u64,
+}
+
+/// Backs up one base and commits a snapshot.
+pub async fn backup_base(
+    repo: &Repository,
+    client: &Client,
+    options: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupSummary, BackupError> {
+    let start = Instant::now();
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    let base = options.base_id.clone();
+    let airtable = |source| BackupError::Airtable {
+        base: base.clone(),
+        source,
+    };
+    let counters_before = client.counters();
+    let writer = repo.writer();
+    let stats_before = writer.stats();
+    repo.adopt_unindexed_packs().await?;
+
+    let base_name = match client.list_bases().await {
+        Ok(bases) => bases.into_iter().find(|b| b.id == base).map(|b| b.name),
+        Err(e) => {
+            tracing::warn!("cannot list bases to learn the base's name: {e}");
+            None
+        }
+    }
+    .unwrap_or_else(|| base.clone());
+    let schema = client.base_schema(&base).await.map_err(airtable)?;
+    let schema_bytes = serde_json::to_vec_pretty(&schema.raw).expect("JSON values serialize");
+    let schema_len = schema_bytes.len() as u64;
+    let schema_content = writer.save_bytes(BlobKind::Meta, schema_bytes).await?;
+
+    let previous = previous_attachments(repo, &base).await;
+    let state = Arc::new(Mutex::new(Attachments {
+        previous,
+        seen: HashSet::new(),
+        nodes: BTreeMap::new(),
+        problems: Vec::new(),
+        downloaded: 0,
+        reused: 0,
+        bytes: 0,
+    }));
+    let permits = Arc::new(Semaphore::new(options.attachment_concurrency.max(1)));
+    let mut downloads: JoinSet<()> = JoinSet::new();
+
+    let mut table_nodes = Vec::new();
+    let mut total_records = 0u64;
+    for table in schema.tables.iter().filter(|t| options.wants_table(t)) {
+        progress.table(&table.name);
+        let fields: Vec<String> = table
+            .fields
+            .iter()
+            .filter(|f| options.wants_field(table, &f.id, &f.name))
+            .map(|f| f.id.clone())
+            .collect();
+        let excluded = fields.len() < table.fields.len();
+        let list_options = ListRecordsOptions {
+            fields: if excluded { fields.clone() } else { Vec::new() },
+            ..ListRecordsOptions::default()
+        };
+        let spill = RecordSpill::new().map_err(BackupError::Spill)?;
+        let mut pager = client.list_records(&base, &table.id, list_options);
+        let mut count = 0u64;
+        while let Some(page) = pager.next_page().await.map_err(airtable)? {
+            count += page.len() as u64;
+            progress.records(page.len() as u64);
+            if options.attachments {
+                for record in &page {
+                    for (field, cell) in &record.fields {
+                        for attachment in records::attachments_in(cell)
+                            .into_iter()
+                            .filter_map(|a| serde_json::from_value::<Attachment>(a.clone()).ok())
+                        {
+                            queue_attachment(
+                                &state,
+                                &permits,
+                                &mut downloads,
+                                client,
+                                repo,
+                                &writer,
+                                &base,
+                                &table.id,
+                                record,
+                                field,
+                                attachment,
+                                &progress,
+                            );
+                        }
+                    }
+                }
+            }
+            let lines: Vec<(String, Vec<u8>)> = page
+                .iter()
+                .map(|r| (r.id.clone(), records::canonical_line(r)))
+                .collect();
+            spill.insert(lines).await.map_err(BackupError::Spill)?;
+        }
+        let mut saver = writer.file(BlobKind::Meta);
+        let size = spill.stream_sorted(&mut saver).await?;
+        let (content, _) = saver.finish().await?;
+        total_records += count;
+        table_nodes.push(Node {
+            name: format!("{}.jsonl", table.id),
+            kind: NodeKind::File {
+                size,
+                blob_kind: BlobKind::Meta,
+                content,
+            },
+            meta: json!({"id": table.id, "name": table.name, "records": count,
+                         "excluded_fields": table.fields.len() - fields.len()}),
+        });
+    }
+    while let Some(joined) = downloads.join_next().await {
+        if let Err(e) = joined {
+            return Err(RepoError::Internal(format!("attachment task failed: {e}")).into());
+        }
+    }
+
+    let (attachment_nodes, problems, downloaded, reused, attachment_bytes) = {
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            std::mem::take(&mut st.nodes),
+            std::mem::take(&mut st.problems),
+            st.downloaded,
+            st.reused,
+            st.bytes,
+        )
+    };
+    let attachment_count = attachment_nodes.len() as u64;
+    let attachment_total: u64 = attachment_nodes
+        .values()
+        .map(|n| match n.kind {
+            NodeKind::File { size, .. } => size,
+            NodeKind::Dir { .. } => 0,
+        })
+        .sum();
+    let table_total: u64 = table_nodes
+        .iter()
+        .map(|n| match n.kind {
+            NodeKind::File { size, .. } => size,
+            NodeKind::Dir { .. } => 0,
+        })
+        .sum();
+    let attachments_dir = save_fanout(&writer, attachment_nodes).await?;
+    let tables_count = table_nodes.len();
+    let tables_dir = save_tree(&writer, Tree::new(table_nodes)).await?;
+    let root = Tree::new(vec![
+        Node {
+            name: "schema.json".into(),
+            kind: NodeKind::File {
+                size: schema_len,
+                blob_kind: BlobKind::Meta,
+                content: schema_content,
+            },
+            meta: Value::Null,
+        },
+        Node {
+            name: "tables".into(),
+            kind: NodeKind::Dir {
+                subtree: tables_dir,
+            },
+            meta: json!({"tables": tables_count}),
+        },
+        Node {
+            name: "attachments".into(),
+            kind: NodeKind::Dir {
+                subtree: attachments_dir,
+            },
+            meta: json!({"attachments": attachment_count}),
+        },
+    ]);
+    let root_id = save_tree(&writer, root).await?;
+    let stats = writer.flush().await?;
+
+    let partial = !problems.is_empty();
+    let summary_json = json!({
+        "tables": tables_count,
+        "records": total_records,
+        "attachments": attachment_count,
+        "attachment_bytes": attachment_total,
+        "size": schema_len + table_total + attachment_total,
+    });
+    let snapshot = Snapshot {
+        version: 1,
+        time,
+        hostname: crate::repo::lock::hostname(),
+        program: format!("airback {}", env!("CARGO_PKG_VERSION")),
+        tree: root_id,
+        source: json!({"kind": "airtable-base", "base_id": base, "base_name": base_name}),
+        tags: options.tags.clone(),
+        partial,
+        problems: problems.clone(),
+        summary: summary_json,
+    };
+    let snapshot_bytes = crate::codec::encode_json_file(&snapshot).len() as u64;
+    let snapshot_id = repo.save_snapshot(&snapshot).await?;
+    let counters = client.counters();
+    // `requests` counts paced API calls only; attachment downloads are counted apart.
+    let requests = counters.requests - counters_before.requests;
+    Ok(BackupSummary {
+        snapshot_id,
+        base_id: base,
+        base_name,
+        tables: tables_count,
+        records: total_records,
+        attachments: attachment_count,
+        attachments_downloaded: downloaded,
+        attachments_reused: reused,
+        attachment_bytes_downloaded: attachment_bytes,
+        bytes_added: stats.pack_bytes_written - stats_before.pack_bytes_written
+            + stats.index_bytes_written
+            - stats_before.index_bytes_written
+            + snapshot_bytes,
+        objects_written: stats.packs_written - stats_before.packs_written
+            + stats.index_files_written
+            - stats_before.index_files_written
+            + 1,
+        api_requests: requests,
+        retries: counters.retries - counters_before.retries,
+        rate_limited: counters.rate_limited - counters_before.rate_limited,
+        duration_secs: start.elapsed().as_secs_f64(),
+        partial,
+        problems,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn queue_attachment(
+    state: &Arc<Mutex<Attachments>>,
+    permits: &Arc<Semaphore>,
+    downloads: &mut JoinSet<()>,
+    client: &Client,
+    repo: &Repository,
+    writer: &BlobWriter,
+    base: &str,
+    table: &str,
+    record: &Record,
+    field: &str,
+    attachment: Attachment,
+    progress: &Arc<dyn Progress>,
+) {
+    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+    if !st.seen.insert(attachment.id.clone()) {
+        return;
+    }
+    if let (Some((size, content)), Some(expected)) =
+        (st.previous.get(&attachment.id), attachment.size)
+        && *size == expected
+        && content
+            .iter()
+            .all(|b| repo.cache().has_blob(b).unwrap_or(false))
+    {
+        let node = attachment_node(&attachment, *size, content.clone());
+        st.nodes.insert(attachment.id.clone(), node);
+        st.reused += 1;
+        return;
+    }
+    drop(st);
+    progress.attachment_queued(attachment.size.unwrap_or(0));
+    let (state, permits, client, writer, progress) = (
+        state.clone(),
+        permits.clone(),
+        client.clone(),
+        writer.clone(),
+        progress.clone(),
+    );
+    let (base, table, record_id, field) = (
+        base.to_owned(),
+        table.to_owned(),
+        record.id.clone(),
+        field.to_owned(),
+    );
+    downloads.spawn(async move {
+        let _permit = permits.acquire_owned().await;
+        let result = download(
+            &client,
+            &writer,
+            &base,
+            &table,
+            &record_id,
+            &field,
+            &attachment,
+            &progress,
+        )
+        .await;
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok((content, size)) => {
+                st.downloaded += 1;
+                st.bytes += size;
+                st.nodes.insert(
+                    attachment.id.clone(),
+                    attachment_node(&attachment, size, content),
+                );
+            }
+            Err(e) => st.problems.push(format!(
+                "attachment {} (`{}`) of record {record_id} in table {table}: {e}",
+                attachment.id, attachment.filename
+            )),
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn download(
+    client: &Client,
+    writer: &BlobWriter,
+    base: &str,
+    table: &str,
+    record_id: &str,
+    field: &str,
+    attachment: &Attachment,
+    progress: &Arc<dyn Progress>,
+) -> Result<(Vec<BlobId>, u64), String> {
+    let body = client
+        .download_attachment(base, table, record_id, field, attachment)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = Box::pin(body.into_stream());
+    let mut saver = writer.file(BlobKind::Data);
+    while let Some(piece) = stream.next().await {
+        let piece = piece.map_err(|e| e.to_string())?;
+        progress.attachment_bytes(piece.len() as u64);
+        saver.push(&piece).await.map_err(|e| e.to_string())?;
+    }
+    saver.finish().await.map_err(|e| e.to_string())
+}
+
+fn attachment_node(attachment: &Attachment, size: u64, content: Vec<BlobId>) -> Node {
+    Node {
+        name: attachment.id.clone(),
+        kind: NodeKind::File {
+            size,
+            blob_kind: BlobKind::Data,
+            content,
+        },
+        meta: json!({"filename": attachment.filename, "type": attachment.content_type}),
+    }
+}
+
+/// Saves a tree as one metadata blob.
+async fn save_tree(writer: &BlobWriter, tree: Tree) -> Result<BlobId, RepoError> {
+    let bytes = serde_json::to_vec(&tree).expect("trees serialize");
+    writer.save_blob(BlobKind::Meta, bytes).await
+}
+
+/// The character of an attachment id that picks its subtree.
+fn fanout_key(id: &str) -> String {
+    id.chars()
+        .nth(3)
+        .map_or_else(|| "_".to_string(), |c| c.to_string())
+}
+
+/// Saves attachment nodes in subtrees keyed by [`fanout_key`], so that a new attachment
+/// rewrites one small subtree, not one tree listing every attachment.
+async fn save_fanout(
+    writer: &BlobWriter,
+    nodes: BTreeMap<String, Node>,
+) -> Result<BlobId, RepoError> {
+    let mut groups: BTreeMap<String, Vec<Node>> = BTreeMap::new();
+    for (id, node) in nodes {
+        groups.entry(fanout_key(&id)).or_default().push(node);
+    }
+    let mut dirs = Vec::new();
+    for (key, nodes) in groups {
+        let count = nodes.len();
+        let subtree = save_tree(writer, Tree::new(nodes)).await?;
+        dirs.push(Node {
+            name: key,
+            kind: NodeKind::Dir { subtree },
+            meta: json!({"attachments": count}),
+        });
+    }
+    save_tree(writer, Tree::new(dirs)).await
+}
+
+/// The attachments of the base's latest snapshot, to skip downloading them again. Reads the
+/// repository itself (not only the cache), so a deleted cache costs no downloads.
+async fn previous_attachments(
+    repo: &Repository,
+    base: &str,
+) -> HashMap<String, (u64, Vec<BlobId>)> {
+    let mut out = HashMap::new();
+    let Ok(Some((_, snapshot))) = crate::snapshots::latest(repo, Some(base)).await else {
+        return out;
+    };
+    let Ok(root) = repo.load_tree(&snapshot.tree).await else {
+        return out;
+    };
+    let Some(NodeKind::Dir { subtree }) = root
+        .nodes
+        .iter()
+        .find(|n| n.name == "attachments")
+        .map(|n| &n.kind)
+    else {
+        return out;
+    };
+    let Ok(dirs) = repo.load_tree(subtree).await else {
+        return out;
+    };
+    for dir in dirs.nodes {
+        let NodeKind::Dir { subtree } = dir.kind else {
+            continue;
+        };
+        let Ok(group) = repo.load_tree(&subtree).await else {
+            continue;
+        };
+        for node in group.nodes {
+            if let NodeKind::File { size, content, .. } = node.kind {
+                out.insert(node.name, (size, content));
+            }
+        }
+    }
+    out
+}

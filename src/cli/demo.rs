@@ -1,0 +1,198 @@
+//! `airback demo`: the whole job against the built-in fake Airtable, in one command and in
+//! plain words. Starts the fake with its demo base, creates a repository, takes a snapshot,
+//! changes a few records and adds an attachment, takes a second snapshot that reuses what did
+//! not change, and checks every byte.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{Map, Value, json};
+
+use super::snapshot::human_bytes;
+use super::{GlobalArgs, exit};
+use crate::airtable::{Client, ClientOptions, Token};
+use crate::backend::{Backend, BackendOptions};
+use crate::backup::{BackupOptions, NoProgress, backup_base};
+use crate::check::{CheckOptions, check};
+use crate::fake::{FakeAirtable, FakeOptions, Preset};
+use crate::repo::config::InitOptions;
+use crate::repo::{CacheChoice, Repository};
+
+/// Arguments of `airback demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo repository in this (new or empty) folder instead of a temporary one
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// Runs `airback demo`.
+pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
+    let temp = tempfile::Builder::new().prefix("airback-demo-").tempdir()?;
+    let repo_dir = args.dir.clone().unwrap_or_else(|| temp.path().join("repo"));
+    let say = |text: String| {
+        if !g.quiet {
+            println!("{text}");
+        }
+    };
+
+    let fake = FakeAirtable::start(FakeOptions {
+        preset: Preset::Demo,
+        ..FakeOptions::default()
+    })
+    .await?;
+    let base = fake
+        .bases()
+        .into_iter()
+        .next()
+        .context("the demo preset has a base")?;
+    say(format!(
+        "airback demo: a built-in fake Airtable at {} serves the base \"{}\" ({}), with Airtable's real limit of 5 requests per second.",
+        fake.url(),
+        base.name,
+        base.id
+    ));
+
+    let backend = Backend::open(
+        repo_dir
+            .to_str()
+            .context("the demo folder's path is not UTF-8")?,
+        &BackendOptions {
+            create: true,
+            ..BackendOptions::default()
+        },
+    )?;
+    Repository::init(&backend, &InitOptions::default()).await?;
+    let repo = Repository::open(backend, CacheChoice::Memory).await?;
+    say(format!(
+        "\n1. Created a repository in {}.",
+        repo_dir.display()
+    ));
+
+    let client = Client::new(
+        Token::new(fake.token())?,
+        ClientOptions::default().with_url(&fake.url()),
+    )?;
+    let options = BackupOptions::new(&base.id);
+    let first = backup_base(&repo, &client, &options, Arc::new(NoProgress)).await?;
+    say(format!(
+        "2. First snapshot {}: {} tables, {} records, {} attachments downloaded; {} written in {} objects; {} API requests, {} rate-limited, {:.1} s.",
+        first.snapshot_id.short(),
+        first.tables,
+        first.records,
+        first.attachments_downloaded,
+        human_bytes(first.bytes_added),
+        first.objects_written,
+        first.api_requests,
+        first.rate_limited,
+        first.duration_secs
+    ));
+
+    let changed = change_the_base(&fake, &base.id)?;
+    say(format!("3. In the fake base: {changed}."));
+
+    let second = backup_base(&repo, &client, &options, Arc::new(NoProgress)).await?;
+    say(format!(
+        "4. Second snapshot {}: {} attachment downloaded, {} reused without downloading; {} written ({:.1} % of the first) in {} objects.",
+        second.snapshot_id.short(),
+        second.attachments_downloaded,
+        second.attachments_reused,
+        human_bytes(second.bytes_added),
+        100.0 * second.bytes_added as f64 / first.bytes_added.max(1) as f64,
+        second.objects_written
+    ));
+
+    let report = check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .await?;
+    say(format!(
+        "5. Checked every byte: {} snapshots, {} packs, {} blobs, {}.",
+        report.snapshots,
+        report.packs,
+        report.blobs,
+        if report.is_ok() {
+            "no errors"
+        } else {
+            "ERRORS FOUND"
+        }
+    ));
+    if args.dir.is_some() {
+        say(format!(
+            "\nThe repository stays in {0}. Look inside with:\n  airback snapshots --repo {0}\n  airback show latest --repo {0}",
+            repo_dir.display()
+        ));
+    } else {
+        say("\nThe repository was temporary; keep one with `airback demo --dir DIR`.".to_string());
+    }
+    if g.json {
+        println!(
+            "{}",
+            json!({"first": first, "second": second, "check_errors": report.errors})
+        );
+    }
+    fake.shutdown().await;
+    if report.is_ok() {
+        Ok(exit::OK)
+    } else {
+        Ok(exit::ERROR)
+    }
+}
+
+/// Edits three records and adds an attachment, directly in the fake; says what it did.
+fn change_the_base(fake: &FakeAirtable, base: &str) -> anyhow::Result<String> {
+    let schema = fake.schema_json(base);
+    let tables = schema["tables"]
+        .as_array()
+        .context("the schema lists tables")?;
+    let mut edited = 0;
+    let mut attached = false;
+    for table in tables {
+        let table_id = table["id"].as_str().unwrap_or_default();
+        let fields = table["fields"].as_array().cloned().unwrap_or_default();
+        let text_field = fields
+            .iter()
+            .find(|f| f["type"] == "singleLineText" || f["type"] == "multilineText")
+            .and_then(|f| f["id"].as_str());
+        let attachment_field = fields
+            .iter()
+            .find(|f| f["type"] == "multipleAttachments")
+            .and_then(|f| f["id"].as_str());
+        let records = fake.records_json(base, table_id);
+        if let Some(field) = text_field {
+            for record in records.iter().take(3 - edited.min(3)) {
+                let record_id = record["id"].as_str().unwrap_or_default();
+                let mut cells = Map::new();
+                cells.insert(
+                    field.to_string(),
+                    Value::String(format!("edited by airback demo ({record_id})")),
+                );
+                fake.update_record_fields(base, table_id, record_id, cells)?;
+                edited += 1;
+            }
+        }
+        if let (false, Some(field), Some(record)) = (attached, attachment_field, records.first()) {
+            let record_id = record["id"].as_str().unwrap_or_default();
+            let content = b"A new file, added between the two snapshots.\n".repeat(2000);
+            fake.add_attachment(base, table_id, record_id, field, "demo-notes.txt", content)?;
+            attached = true;
+        }
+        if edited >= 3 && attached {
+            break;
+        }
+    }
+    Ok(format!(
+        "changed {edited} records{}",
+        if attached {
+            " and added an attachment"
+        } else {
+            ""
+        }
+    ))
+}

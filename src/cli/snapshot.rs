@@ -1,0 +1,325 @@
+//! `airback snapshot`, `airback snapshots` and `airback show`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::json;
+
+use super::{GlobalArgs, exit, open_repo_at, progress};
+use crate::airtable::{Client, ClientOptions, Token};
+use crate::backup::{BackupOptions, BackupSummary, backup_base};
+use crate::config::Config;
+use crate::repo::snapshot::NodeKind;
+use crate::snapshots;
+
+/// Arguments of `airback snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Base to back up (repeat for several)
+    #[arg(long = "base", value_name = "appXXXXXXXXXXXXXX")]
+    bases: Vec<String>,
+    /// YAML configuration: repository, bases, tables, fields (see README)
+    #[arg(short, long, env = "AIRBACK_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Back up every base the token can see
+    #[arg(long)]
+    all_bases: bool,
+    /// Read the Airtable token from this file (default: $AIRTABLE_TOKEN)
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Keep attachment metadata but not their content
+    #[arg(long)]
+    no_attachments: bool,
+    /// Attachment downloads at once
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    attachment_concurrency: Option<u16>,
+    /// Tag the snapshots (repeat for several)
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+}
+
+/// Arguments of `airback snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this base
+    #[arg(long, value_name = "appXXXXXXXXXXXXXX")]
+    base: Option<String>,
+}
+
+/// Arguments of `airback show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A snapshot id, a unique prefix of one, or `latest`
+    snapshot: String,
+    /// With `latest`: the latest of this base
+    #[arg(long, value_name = "appXXXXXXXXXXXXXX")]
+    base: Option<String>,
+}
+
+fn token(args: &SnapshotArgs, config: Option<&Config>) -> anyhow::Result<Token> {
+    let file = args
+        .token_file
+        .clone()
+        .or_else(|| config.and_then(|c| c.token_file.clone()));
+    Ok(match file {
+        Some(path) => Token::from_file(&path)?,
+        None => Token::from_env()?,
+    })
+}
+
+/// Runs `airback snapshot`.
+pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8> {
+    let config = match &args.config {
+        Some(path) => Some(Config::from_path(path)?),
+        None => None,
+    };
+    let location = g
+        .repo
+        .clone()
+        .or_else(|| config.as_ref().and_then(|c| c.repository.clone()));
+    let Some(location) = location else {
+        bail!(
+            "no repository given: pass --repo LOCATION, set AIRBACK_REPO, or add `repository:` to the config"
+        );
+    };
+    let client = Client::new(token(args, config.as_ref())?, ClientOptions::from_env())?;
+
+    // Which bases, with which options.
+    let mut jobs: Vec<BackupOptions> = Vec::new();
+    let defaults = |base: &str| {
+        let mut o = BackupOptions::new(base);
+        o.tags = args.tag.clone();
+        o
+    };
+    for base in &args.bases {
+        jobs.push(defaults(base));
+    }
+    if let Some(config) = &config {
+        for base in &config.bases {
+            let mut o = defaults(&base.id);
+            o.include_tables = base.tables.include.clone();
+            o.exclude_tables = base.tables.exclude.clone();
+            o.exclude_fields = base
+                .exclude_fields
+                .iter()
+                .map(|f| (f.table.clone(), f.field.clone()))
+                .collect();
+            let attachments = config.attachments_for(base);
+            o.attachments = attachments.download;
+            o.attachment_concurrency = attachments.concurrency;
+            jobs.push(o);
+        }
+    }
+    if args.all_bases || config.as_ref().is_some_and(|c| c.all_bases) {
+        for base in client
+            .list_bases()
+            .await
+            .context("cannot list the token's bases")?
+        {
+            if !jobs.iter().any(|j| j.base_id == base.id) {
+                jobs.push(defaults(&base.id));
+            }
+        }
+    }
+    if jobs.is_empty() {
+        bail!("nothing to back up: pass --base appXXXXXXXXXXXXXX, --all-bases, or --config FILE");
+    }
+    for job in &mut jobs {
+        if args.no_attachments {
+            job.attachments = false;
+        }
+        if let Some(n) = args.attachment_concurrency {
+            job.attachment_concurrency = usize::from(n);
+        }
+    }
+
+    let repo = open_repo_at(g, &location).await?;
+    let mut code = exit::OK;
+    for job in &jobs {
+        let progress = progress::for_backup(g.quiet || g.json, &job.base_id);
+        let summary = backup_base(&repo, &client, job, progress).await?;
+        if summary.partial {
+            code = exit::PARTIAL;
+        }
+        print_summary(g, &summary)?;
+    }
+    Ok(code)
+}
+
+fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
+    if g.json {
+        println!("{}", serde_json::to_string(s)?);
+        return Ok(());
+    }
+    if !g.quiet {
+        println!(
+            "snapshot {} of base {} ({}): {} tables, {} records, {} attachments ({} downloaded, {} reused); {} added in {} objects; {} API requests ({} retries, {} rate-limited) in {:.1} s",
+            s.snapshot_id.short(),
+            s.base_id,
+            s.base_name,
+            s.tables,
+            s.records,
+            s.attachments,
+            s.attachments_downloaded,
+            s.attachments_reused,
+            human_bytes(s.bytes_added),
+            s.objects_written,
+            s.api_requests,
+            s.retries,
+            s.rate_limited,
+            s.duration_secs
+        );
+    }
+    if s.partial {
+        eprintln!(
+            "warning: snapshot {} is partial; {} items could not be read:",
+            s.snapshot_id.short(),
+            s.problems.len()
+        );
+        for p in &s.problems {
+            eprintln!("  {p}");
+        }
+    }
+    Ok(())
+}
+
+/// Bytes for people: `1.2 MB`.
+pub fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    match n {
+        n if n >= 1e9 => format!("{:.1} GB", n / 1e9),
+        n if n >= 1e6 => format!("{:.1} MB", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} KB", n / 1e3),
+        n => format!("{n} B"),
+    }
+}
+
+fn summary_u64(s: &crate::repo::snapshot::Snapshot, key: &str) -> u64 {
+    s.summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+/// Runs `airback snapshots`.
+pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
+    let repo = super::open_repo(g).await?;
+    let all = snapshots::list(&repo).await?;
+    let selected: Vec<_> = all
+        .iter()
+        .filter(|(_, s)| {
+            args.base
+                .as_deref()
+                .is_none_or(|b| snapshots::base_id(s) == Some(b))
+        })
+        .collect();
+    if g.json {
+        let rows: Vec<_> = selected
+            .iter()
+            .map(|(id, s)| {
+                json!({
+                    "id": id, "time": s.time, "hostname": s.hostname,
+                    "base_id": snapshots::base_id(s), "base_name": s.source.get("base_name"),
+                    "tables": summary_u64(s, "tables"), "records": summary_u64(s, "records"),
+                    "attachments": summary_u64(s, "attachments"), "size": summary_u64(s, "size"),
+                    "partial": s.partial, "tags": s.tags,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}",
+        "ID", "TIME", "BASE", "NAME", "TABLES", "RECORDS", "ATTACHMENTS", "SIZE"
+    );
+    for (id, s) in &selected {
+        let name = s
+            .source
+            .get("base_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let name: String = name.chars().take(24).collect();
+        println!(
+            "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}{}",
+            id.short(),
+            s.time,
+            snapshots::base_id(s).unwrap_or("-"),
+            name,
+            summary_u64(s, "tables"),
+            summary_u64(s, "records"),
+            summary_u64(s, "attachments"),
+            human_bytes(summary_u64(s, "size")),
+            if s.partial { "  (partial)" } else { "" }
+        );
+    }
+    if !g.quiet {
+        println!("{} snapshots", selected.len());
+    }
+    Ok(exit::OK)
+}
+
+/// Runs `airback show`.
+pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
+    let repo = super::open_repo(g).await?;
+    let (id, s) = snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
+    let root = repo.load_tree(&s.tree).await?;
+    let mut tables = Vec::new();
+    if let Some(NodeKind::Dir { subtree }) = root
+        .nodes
+        .iter()
+        .find(|n| n.name == "tables")
+        .map(|n| &n.kind)
+    {
+        for node in repo.load_tree(subtree).await?.nodes {
+            let size = match node.kind {
+                NodeKind::File { size, .. } => size,
+                NodeKind::Dir { .. } => 0,
+            };
+            tables.push(json!({
+                "id": node.meta.get("id"), "name": node.meta.get("name"),
+                "records": node.meta.get("records"), "size": size,
+            }));
+        }
+    }
+    if g.json {
+        println!("{}", json!({"id": id, "snapshot": s, "tables": tables}));
+        return Ok(exit::OK);
+    }
+    println!("snapshot {id}");
+    println!("  time:      {}", s.time);
+    println!("  host:      {}", s.hostname);
+    println!("  program:   {}", s.program);
+    println!(
+        "  base:      {} ({})",
+        snapshots::base_id(&s).unwrap_or("-"),
+        s.source
+            .get("base_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+    );
+    if !s.tags.is_empty() {
+        println!("  tags:      {}", s.tags.join(", "));
+    }
+    println!(
+        "  contents:  {} records in {} tables, {} attachments ({}), {} in all",
+        summary_u64(&s, "records"),
+        summary_u64(&s, "tables"),
+        summary_u64(&s, "attachments"),
+        human_bytes(summary_u64(&s, "attachment_bytes")),
+        human_bytes(summary_u64(&s, "size"))
+    );
+    for t in &tables {
+        println!(
+            "    {:<32} {:>8} records  {:>9}",
+            t["name"].as_str().unwrap_or(""),
+            t["records"].as_u64().unwrap_or(0),
+            human_bytes(t["size"].as_u64().unwrap_or(0))
+        );
+    }
+    if s.partial {
+        println!("  PARTIAL: {} items could not be read:", s.problems.len());
+        for p in &s.problems {
+            println!("    {p}");
+        }
+    }
+    Ok(exit::OK)
+}

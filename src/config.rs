@@ -1,0 +1,1254 @@
+//! The YAML configuration file for unattended (nightly) runs: which repository to write to,
+//! where the Airtable token lives, which bases, tables and fields to back up, how to treat
+//! attachments, and the retention policy a later `forget` command applies.
+//!
+//! A complete file, with every key:
+//!
+//! ```yaml
+//! # airback.yaml
+//! repository: /srv/backups/airtable       # or s3://bucket/prefix, …; optional (else --repo / AIRBACK_REPO)
+//! token_file: /etc/airback/airtable-token  # optional (else AIRTABLE_TOKEN); a `token:` key is rejected
+//! all_bases: false                         # back up every base the token can see (default false)
+//! attachments:                             # defaults for every base
+//!   download: true                         # false: keep attachment metadata, not content (default true)
+//!   concurrency: 8                         # parallel downloads, 1 to 64 (default 8)
+//! bases:
+//!   - id: appXXXXXXXXXXXXXX                # required: `app` + 14 letters or digits
+//!     name: CRM                            # optional label, informative only
+//!     tables:                              # optional
+//!       include: [Tasks, tblAAAAAAAAAAAAAA] # table names or ids; empty or missing = all tables
+//!       exclude: [Archive]                 # exclude wins over include
+//!     exclude_fields:                      # fields never backed up
+//!       - Tasks.Internal notes
+//!       - tblAAAAAAAAAAAAAA.fldBBBBBBBBBBBBBB
+//!       - { table: Sales.EU, field: Margin }
+//!     attachments: false                   # per-base override: a bool (download) or a map as above
+//! retention:                               # validated now, used by `forget`
+//!   keep_last: 3
+//!   keep_daily: 7
+//!   keep_weekly: 4
+//!   keep_monthly: 12
+//!   keep_yearly: 3
+//! ```
+//!
+//! Rules the parser enforces:
+//!
+//! - Unknown keys and values of the wrong type are errors, at any depth. Every such error names
+//!   the file and the line and column ([`ConfigError::Parse`]). An empty file is an empty mapping.
+//! - The token never lives in the file (configuration files get copied around and checked in): a
+//!   `token:` key is an error pointing at `token_file` and `AIRTABLE_TOKEN`.
+//! - `bases` may be empty (or missing) only with `all_bases: true`. With `all_bases: true`, the
+//!   listed bases are not a limit: they carry per-base settings for bases the token can see.
+//! - A base id is `app` followed by 14 ASCII letters or digits; each base may be listed once.
+//! - `exclude_fields` entries are `<table>.<field>`, table and field each by name or id. Both
+//!   table and field names may contain dots, so the string is split like this: if the part
+//!   before the first `.` is a table id (`tbl` + 14 letters or digits), split there; otherwise
+//!   split at the last `.`. So `Sales.EU.Margin` is field `Margin` of table `Sales.EU`. When that
+//!   is not what you mean (a field name with a dot in a table referred to by name), write the
+//!   unambiguous map form `{table: Sales, field: EU.Margin}`.
+//! - Per-base `attachments` inherits every key it does not set from the top-level
+//!   `attachments`, which in turn defaults to `download: true, concurrency: 8`. A bare bool
+//!   (`attachments: false`) sets only `download`; it is accepted at the top level too.
+//! - `retention` values are non-negative integers, and a `retention` section must keep
+//!   something: at least one rule above zero.
+//!
+//! Relative paths (`token_file`, a local `repository`) are used as written, that is relative to
+//! the working directory of the process; use absolute paths for scheduled jobs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+/// The most attachment downloads a base may run at once.
+pub const MAX_ATTACHMENT_CONCURRENCY: usize = 64;
+
+/// A parsed and validated configuration file.
+///
+/// [`Config::default`] has no bases and is therefore not a valid configuration to run from a
+/// file; it is a starting point for building one in code.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Config {
+    /// Where the repository is (a path or a URL such as `s3://bucket/prefix`); `None` leaves it
+    /// to `--repo` / `AIRBACK_REPO`.
+    pub repository: Option<String>,
+    /// A file holding the Airtable token; `None` leaves it to `AIRTABLE_TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// Back up every base the token can see, not only those under [`Config::bases`].
+    pub all_bases: bool,
+    /// Attachment settings for every base without its own override.
+    pub attachments: AttachmentSettings,
+    /// The listed bases, in file order, each id at most once.
+    pub bases: Vec<BaseConfig>,
+    /// The retention policy, if the file has one.
+    pub retention: Option<Retention>,
+}
+
+/// How attachments are backed up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttachmentSettings {
+    /// Download attachment content; when false only the metadata (name, size, type, URL) is kept.
+    pub download: bool,
+    /// How many attachments to download at once, 1 to [`MAX_ATTACHMENT_CONCURRENCY`].
+    pub concurrency: usize,
+}
+
+impl Default for AttachmentSettings {
+    /// Download, 8 at a time.
+    fn default() -> Self {
+        Self {
+            download: true,
+            concurrency: 8,
+        }
+    }
+}
+
+/// One entry under `bases:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseConfig {
+    /// The base id, `app` + 14 letters or digits.
+    pub id: String,
+    /// A label for people; airback does not use it.
+    pub name: Option<String>,
+    /// Which tables to back up.
+    pub tables: TableFilter,
+    /// Fields never backed up.
+    pub exclude_fields: Vec<FieldRef>,
+    /// This base's own attachment settings, already completed from the top-level ones; `None`
+    /// when the base has no override. Use [`Config::attachments_for`] to get the effective value.
+    pub attachments: Option<AttachmentSettings>,
+}
+
+impl BaseConfig {
+    /// A base entry with only an id and everything else at its default.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: None,
+            tables: TableFilter::default(),
+            exclude_fields: Vec::new(),
+            attachments: None,
+        }
+    }
+
+    /// Whether `exclude_fields` excludes this field (see [`FieldRef::matches`]).
+    pub fn excludes_field(
+        &self,
+        table_id: &str,
+        table_name: &str,
+        field_id: &str,
+        field_name: &str,
+    ) -> bool {
+        self.exclude_fields
+            .iter()
+            .any(|f| f.matches(table_id, table_name, field_id, field_name))
+    }
+}
+
+/// Which tables of a base to back up, by table name or id.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map with `include` and/or `exclude` lists"
+)]
+pub struct TableFilter {
+    /// Only these tables; empty means all tables.
+    pub include: Vec<String>,
+    /// Never these tables, even when included.
+    pub exclude: Vec<String>,
+}
+
+impl TableFilter {
+    /// Whether the table passes the filter: it is included (an empty `include` includes every
+    /// table) and not excluded. Each entry matches the table's id or its exact name.
+    pub fn allows(&self, table_id: &str, table_name: &str) -> bool {
+        let names = |list: &[String]| list.iter().any(|t| t == table_id || t == table_name);
+        (self.include.is_empty() || names(&self.include)) && !names(&self.exclude)
+    }
+}
+
+/// A field of a table, each named by its name or id, as written under `exclude_fields`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRef {
+    /// A table name or id (`tbl…`).
+    pub table: String,
+    /// A field name or id (`fld…`).
+    pub field: String,
+}
+
+impl FieldRef {
+    /// Parses the string form `<table>.<field>`: split after a leading table id
+    /// (`tbl` + 14 letters or digits), otherwise at the last `.`. `None` when there is no `.`
+    /// or either side would be empty.
+    pub fn parse(text: &str) -> Option<FieldRef> {
+        let (table, field) = match text.split_once('.') {
+            Some((table, field)) if is_airtable_id(table, "tbl") => (table, field),
+            _ => text.rsplit_once('.')?,
+        };
+        if table.is_empty() || field.is_empty() {
+            return None;
+        }
+        Some(FieldRef {
+            table: table.to_owned(),
+            field: field.to_owned(),
+        })
+    }
+
+    /// Whether this reference names the field: the table matches its id or exact name, and the
+    /// field matches its id or exact name.
+    pub fn matches(
+        &self,
+        table_id: &str,
+        table_name: &str,
+        field_id: &str,
+        field_name: &str,
+    ) -> bool {
+        (self.table == table_id || self.table == table_name)
+            && (self.field == field_id || self.field == field_name)
+    }
+}
+
+impl fmt::Display for FieldRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.table, self.field)
+    }
+}
+
+/// How many snapshots a later `forget` keeps, restic-style. `None` means the rule is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of keep_last, keep_daily, keep_weekly, keep_monthly, keep_yearly"
+)]
+pub struct Retention {
+    /// The most recent snapshots.
+    #[serde(deserialize_with = "keep_count")]
+    pub keep_last: Option<u32>,
+    /// The last snapshot of each of this many days.
+    #[serde(deserialize_with = "keep_count")]
+    pub keep_daily: Option<u32>,
+    /// The last snapshot of each of this many weeks.
+    #[serde(deserialize_with = "keep_count")]
+    pub keep_weekly: Option<u32>,
+    /// The last snapshot of each of this many months.
+    #[serde(deserialize_with = "keep_count")]
+    pub keep_monthly: Option<u32>,
+    /// The last snapshot of each of this many years.
+    #[serde(deserialize_with = "keep_count")]
+    pub keep_yearly: Option<u32>,
+}
+
+impl Retention {
+    /// Whether some rule keeps at least one snapshot.
+    pub fn keeps_anything(&self) -> bool {
+        [
+            self.keep_last,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ]
+        .into_iter()
+        .any(|n| n.unwrap_or(0) > 0)
+    }
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {}; check the path and its permissions", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not valid YAML, or has an unknown key or a value of the wrong type or form.
+    #[error("cannot parse the configuration file {source_name}: {message}")]
+    Parse {
+        /// The file (or other source) name.
+        source_name: String,
+        /// What is wrong, starting with `line N, column M: ` when the YAML parser knows where.
+        message: String,
+    },
+    /// The file parses, but its settings do not make sense together.
+    #[error("invalid configuration file {source_name}: {message}")]
+    Invalid {
+        /// The file (or other source) name.
+        source_name: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses the file at `path`; errors name the path.
+    pub fn from_path(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates YAML `text`; `source_name` (usually the file path) is used in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|err| {
+            // `token` is an unknown key like any other; look again to explain it specifically.
+            let err = match serde_yaml_ng::from_str::<TokenProbe>(text) {
+                Err(token_err) if token_err.to_string().contains(TOKEN_NOT_ALLOWED) => token_err,
+                _ => err,
+            };
+            ConfigError::Parse {
+                source_name: source_name.to_owned(),
+                message: parse_message(&err),
+            }
+        })?;
+        raw.resolve().map_err(|message| ConfigError::Invalid {
+            source_name: source_name.to_owned(),
+            message,
+        })
+    }
+
+    /// The listed base with this id.
+    pub fn base(&self, id: &str) -> Option<&BaseConfig> {
+        self.bases.iter().find(|b| b.id == id)
+    }
+
+    /// The attachment settings that apply to `base`: its override, else the top-level settings.
+    pub fn attachments_for(&self, base: &BaseConfig) -> AttachmentSettings {
+        base.attachments.unwrap_or(self.attachments)
+    }
+}
+
+/// Whether `s` is an Airtable id: `prefix` (3 characters) then 14 ASCII letters or digits.
+fn is_airtable_id(s: &str, prefix: &str) -> bool {
+    s.len() == 17
+        && s.starts_with(prefix)
+        && s[prefix.len()..].bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// A serde_yaml_ng error as `line N, column M: what`, without the location repeated.
+fn parse_message(err: &serde_yaml_ng::Error) -> String {
+    let text = err.to_string();
+    match err.location() {
+        Some(loc) => {
+            let (line, column) = (loc.line(), loc.column());
+            let text = text.replacen(&format!(" at line {line} column {column}"), "", 1);
+            format!("line {line}, column {column}: {text}")
+        }
+        None => text,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written. Validation that concerns one value happens inside serde visitors, so
+// the YAML deserializer attaches that value's line to the error; checks across values happen in
+// `RawConfig::resolve`.
+
+#[derive(Default, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of settings (`repository`, `bases`, ...)"
+)]
+struct RawConfig {
+    repository: Option<String>,
+    token_file: Option<PathBuf>,
+    all_bases: bool,
+    attachments: Option<RawAttachments>,
+    bases: Vec<RawBase>,
+    retention: Option<Retention>,
+}
+
+/// Looks only for a top-level `token` key, to reject it with its own message and line.
+#[derive(Deserialize)]
+struct TokenProbe {
+    #[serde(default, rename = "token")]
+    _token: ForbiddenToken,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a base: a map with at least `id`")]
+struct RawBase {
+    id: BaseId,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    tables: TableFilter,
+    #[serde(default)]
+    exclude_fields: Vec<FieldRef>,
+    #[serde(default)]
+    attachments: Option<RawAttachments>,
+}
+
+impl RawConfig {
+    fn resolve(self) -> Result<Config, String> {
+        if self
+            .repository
+            .as_deref()
+            .is_some_and(|r| r.trim().is_empty())
+        {
+            return Err("`repository` is empty; give a path or URL, or remove the key".into());
+        }
+        if self
+            .token_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(
+                "`token_file` is empty; give the path of the token file, or remove the key \
+                        and set AIRTABLE_TOKEN"
+                    .into(),
+            );
+        }
+        if self.bases.is_empty() && !self.all_bases {
+            return Err(
+                "nothing to back up: list bases under `bases:` or set `all_bases: true`".into(),
+            );
+        }
+        let mut first_entry: HashMap<&str, usize> = HashMap::new();
+        for (i, base) in self.bases.iter().enumerate() {
+            if let Some(first) = first_entry.insert(&base.id.0, i) {
+                return Err(format!(
+                    "base {} is listed twice under `bases:` (entries {} and {}); merge them into one entry",
+                    base.id.0,
+                    first + 1,
+                    i + 1
+                ));
+            }
+            for (key, list) in [
+                ("include", &base.tables.include),
+                ("exclude", &base.tables.exclude),
+            ] {
+                if list.iter().any(|t| t.trim().is_empty()) {
+                    return Err(format!(
+                        "base {}: `tables.{key}` has an empty table name; remove it or name a table",
+                        base.id.0
+                    ));
+                }
+            }
+        }
+        if self.retention.is_some_and(|r| !r.keeps_anything()) {
+            return Err(
+                "`retention` would keep no snapshots; set at least one of keep_last, \
+                        keep_daily, keep_weekly, keep_monthly, keep_yearly above 0, or remove \
+                        the section"
+                    .into(),
+            );
+        }
+
+        let attachments = self
+            .attachments
+            .map_or_else(AttachmentSettings::default, |a| {
+                a.over(AttachmentSettings::default())
+            });
+        let bases = self
+            .bases
+            .into_iter()
+            .map(|b| BaseConfig {
+                id: b.id.0,
+                name: b.name,
+                tables: b.tables,
+                exclude_fields: b.exclude_fields,
+                attachments: b.attachments.map(|a| a.over(attachments)),
+            })
+            .collect();
+        Ok(Config {
+            repository: self.repository,
+            token_file: self.token_file,
+            all_bases: self.all_bases,
+            attachments,
+            bases,
+            retention: self.retention,
+        })
+    }
+}
+
+/// A validated base id.
+struct BaseId(String);
+
+impl<'de> Deserialize<'de> for BaseId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = BaseId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an Airtable base id (`app` followed by 14 letters or digits)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BaseId, E> {
+                if is_airtable_id(v, "app") {
+                    Ok(BaseId(v.to_owned()))
+                } else {
+                    Err(E::custom(format_args!(
+                        "`{v}` is not an Airtable base id: expected `app` followed by 14 letters \
+                         or digits, like appXXXXXXXXXXXXXX (copy it from the base's URL)"
+                    )))
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `attachments` as written: either a bool (download only) or a map with optional keys.
+#[derive(Default)]
+struct RawAttachments {
+    download: Option<bool>,
+    concurrency: Option<Concurrency>,
+}
+
+impl RawAttachments {
+    /// Fills the keys this one does not set from `defaults`.
+    fn over(self, defaults: AttachmentSettings) -> AttachmentSettings {
+        AttachmentSettings {
+            download: self.download.unwrap_or(defaults.download),
+            concurrency: self.concurrency.map_or(defaults.concurrency, |c| c.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawAttachments {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            deny_unknown_fields,
+            expecting = "a map with `download` and/or `concurrency`"
+        )]
+        struct Map {
+            #[serde(default)]
+            download: Option<bool>,
+            #[serde(default)]
+            concurrency: Option<Concurrency>,
+        }
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAttachments;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false, or a map with `download` and/or `concurrency`")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawAttachments, E> {
+                Ok(RawAttachments {
+                    download: Some(v),
+                    concurrency: None,
+                })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<RawAttachments, E> {
+                Ok(RawAttachments::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawAttachments, A::Error> {
+                let m = Map::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(RawAttachments {
+                    download: m.download,
+                    concurrency: m.concurrency,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A validated attachment concurrency.
+struct Concurrency(usize);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Concurrency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "an integer from 1 to {MAX_ATTACHMENT_CONCURRENCY}")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Concurrency, E> {
+                match usize::try_from(v) {
+                    Ok(n) if (1..=MAX_ATTACHMENT_CONCURRENCY).contains(&n) => Ok(Concurrency(n)),
+                    _ => Err(E::custom(format_args!(
+                        "attachment concurrency {v} is out of range: use a number from 1 to \
+                         {MAX_ATTACHMENT_CONCURRENCY}"
+                    ))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Concurrency, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format_args!(
+                        "attachment concurrency {v} is out of range: use a number from 1 to \
+                         {MAX_ATTACHMENT_CONCURRENCY}"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
+/// A `retention` count: a whole number from 0 up, or empty for "rule not used".
+fn keep_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<u32>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number of snapshots, 0 or more")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Option<u32>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<u32>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<u32>, D::Error> {
+            d.deserialize_u64(self)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<u32>, E> {
+            u32::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom(format_args!("{v} is too large for a retention count")))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<u32>, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format_args!(
+                    "retention count {v} is negative: use 0 or more, or leave the rule out"
+                ))),
+            }
+        }
+    }
+    d.deserialize_option(V)
+}
+
+impl<'de> Deserialize<'de> for FieldRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, expecting = "a map with `table` and `field`")]
+        struct Map {
+            table: String,
+            field: String,
+        }
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`<table>.<field>` or a map `{table: ..., field: ...}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldRef, E> {
+                FieldRef::parse(v).ok_or_else(|| {
+                    E::custom(format_args!(
+                        "`{v}` does not name a field: write `<table>.<field>` (each by name or \
+                         id, like `Tasks.Notes`) or the map form `{{table: ..., field: ...}}`"
+                    ))
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldRef, A::Error> {
+                let m = Map::deserialize(MapAccessDeserializer::new(map))?;
+                if m.table.is_empty() || m.field.is_empty() {
+                    return Err(de::Error::custom(
+                        "`table` and `field` must both be non-empty names or ids",
+                    ));
+                }
+                Ok(FieldRef {
+                    table: m.table,
+                    field: m.field,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Why a `token` key is rejected, and what to do instead.
+const TOKEN_NOT_ALLOWED: &str = "a `token` key is not allowed: secrets must not live in \
+     configuration files, which get copied around; put the token in a file and name it with \
+     `token_file`, or set the AIRTABLE_TOKEN environment variable";
+
+/// The `token` key: present means an error, whatever its value (even empty).
+#[derive(Default)]
+struct ForbiddenToken;
+
+impl ForbiddenToken {
+    fn error<E: de::Error>() -> E {
+        E::custom(TOKEN_NOT_ALLOWED)
+    }
+}
+
+impl<'de> Deserialize<'de> for ForbiddenToken {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ForbiddenToken;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("no `token` key")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ForbiddenToken, E> {
+                Err(ForbiddenToken::error())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ForbiddenToken, E> {
+                Err(ForbiddenToken::error())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ForbiddenToken, E> {
+                Err(ForbiddenToken::error())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ForbiddenToken, E> {
+                Err(ForbiddenToken::error())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<ForbiddenToken, E> {
+                Err(ForbiddenToken::error())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<ForbiddenToken, E> {
+                Err(ForbiddenToken::error())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<ForbiddenToken, A::Error> {
+                Err(ForbiddenToken::error())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<ForbiddenToken, A::Error> {
+                Err(ForbiddenToken::error())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "appABCDEFGHIJ1234";
+    const BASE2: &str = "appZYXWVUTSRQ9876";
+
+    const FULL: &str = "\
+# airback.yaml
+repository: /srv/backups/airtable
+token_file: /etc/airback/airtable-token
+all_bases: false
+attachments:
+  download: true
+  concurrency: 8
+bases:
+  - id: appXXXXXXXXXXXXXX
+    name: CRM
+    tables:
+      include: [Tasks, tblAAAAAAAAAAAAAA]
+      exclude: [Archive]
+    exclude_fields: [\"Tasks.Internal notes\", \"tblAAAAAAAAAAAAAA.fldBBBBBBBBBBBBBB\"]
+    attachments: false
+retention:
+  keep_last: 3
+  keep_daily: 7
+  keep_weekly: 4
+  keep_monthly: 12
+  keep_yearly: 3
+";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.yaml")
+    }
+
+    /// The message of an error that must be a `Parse` error, checked to name the source.
+    fn parse_err(text: &str) -> String {
+        match parse(text) {
+            Err(e @ ConfigError::Parse { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("test.yaml"), "{msg}");
+                msg
+            }
+            other => panic!("expected a parse error, got {other:?}"),
+        }
+    }
+
+    fn invalid_err(text: &str) -> String {
+        match parse(text) {
+            Err(e @ ConfigError::Invalid { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("test.yaml"), "{msg}");
+                msg
+            }
+            other => panic!("expected an invalid-config error, got {other:?}"),
+        }
+    }
+
+    fn fref(table: &str, field: &str) -> FieldRef {
+        FieldRef {
+            table: table.into(),
+            field: field.into(),
+        }
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let config = parse(FULL).unwrap();
+        let expected = Config {
+            repository: Some("/srv/backups/airtable".into()),
+            token_file: Some(PathBuf::from("/etc/airback/airtable-token")),
+            all_bases: false,
+            attachments: AttachmentSettings {
+                download: true,
+                concurrency: 8,
+            },
+            bases: vec![BaseConfig {
+                id: "appXXXXXXXXXXXXXX".into(),
+                name: Some("CRM".into()),
+                tables: TableFilter {
+                    include: vec!["Tasks".into(), "tblAAAAAAAAAAAAAA".into()],
+                    exclude: vec!["Archive".into()],
+                },
+                exclude_fields: vec![
+                    fref("Tasks", "Internal notes"),
+                    fref("tblAAAAAAAAAAAAAA", "fldBBBBBBBBBBBBBB"),
+                ],
+                attachments: Some(AttachmentSettings {
+                    download: false,
+                    concurrency: 8,
+                }),
+            }],
+            retention: Some(Retention {
+                keep_last: Some(3),
+                keep_daily: Some(7),
+                keep_weekly: Some(4),
+                keep_monthly: Some(12),
+                keep_yearly: Some(3),
+            }),
+        };
+        assert_eq!(config, expected);
+        let base = config.base("appXXXXXXXXXXXXXX").unwrap();
+        assert!(!config.attachments_for(base).download);
+        assert!(config.base(BASE).is_none());
+    }
+
+    #[test]
+    fn module_doc_example_parses() {
+        let doc = include_str!("config.rs");
+        let start = doc.find("//! ```yaml\n").unwrap() + "//! ```yaml\n".len();
+        let end = start + doc[start..].find("//! ```\n").unwrap();
+        let yaml: String = doc[start..end]
+            .lines()
+            .map(|l| l.strip_prefix("//! ").or(l.strip_prefix("//!")).unwrap())
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let config = parse(&yaml).unwrap();
+        assert_eq!(
+            config.bases[0].exclude_fields[2],
+            fref("Sales.EU", "Margin")
+        );
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(&format!("bases: [{{id: {BASE}}}]")).unwrap();
+        let mut expected = Config::default();
+        expected.bases.push(BaseConfig::new(BASE));
+        assert_eq!(config, expected);
+        assert_eq!(
+            config.attachments,
+            AttachmentSettings {
+                download: true,
+                concurrency: 8
+            }
+        );
+        assert_eq!(config.attachments_for(&config.bases[0]), config.attachments);
+    }
+
+    #[test]
+    fn all_bases_without_list_is_fine() {
+        let config = parse("all_bases: true\n").unwrap();
+        assert!(config.all_bases);
+        assert!(config.bases.is_empty());
+    }
+
+    #[test]
+    fn unknown_top_level_key_names_key_and_line() {
+        let msg = parse_err(&format!("bases: [{{id: {BASE}}}]\nrepo: /x\n"));
+        assert!(msg.contains("`repo`"), "{msg}");
+        assert!(msg.contains("line 2,"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_hint_does_not_offer_token() {
+        let msg = parse_err(&format!("bases: [{{id: {BASE}}}]\nrepo: /x\n"));
+        assert!(msg.contains("`repository`"), "{msg}");
+        assert!(!msg.contains("`token`"), "{msg}");
+    }
+
+    #[test]
+    fn document_that_is_not_a_map() {
+        let msg = parse_err("- appABCDEFGHIJ1234\n");
+        assert!(
+            msg.contains("a map of settings") && msg.contains("line 1,"),
+            "{msg}"
+        );
+        assert!(!msg.contains("Raw"), "{msg}");
+        let msg = parse_err("bases:\n  - appABCDEFGHIJ1234\n");
+        assert!(msg.contains("a base: a map with at least `id`"), "{msg}");
+        assert!(msg.contains("line 2,"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_first_line_still_has_line() {
+        let msg = parse_err("nope: 1\n");
+        assert!(msg.contains("`nope`") && msg.contains("line 1,"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_base_names_key_and_line() {
+        let text = format!("bases:\n  - id: {BASE}\n    name: CRM\n    tabels: {{}}\n");
+        let msg = parse_err(&text);
+        assert!(msg.contains("`tabels`"), "{msg}");
+        assert!(msg.contains("line 4,"), "{msg}");
+        assert!(msg.contains("bases[0]"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_nested_maps() {
+        let text = format!(
+            "bases:\n  - id: {BASE}\n    tables:\n      inclde: [A]\n    attachments:\n      downlod: true\n"
+        );
+        let msg = parse_err(&text);
+        assert!(msg.contains("`inclde`") && msg.contains("line 4,"), "{msg}");
+        let text = format!("bases:\n  - id: {BASE}\n    attachments:\n      downlod: true\n");
+        let msg = parse_err(&text);
+        assert!(
+            msg.contains("`downlod`") && msg.contains("line 4,"),
+            "{msg}"
+        );
+        let msg = parse_err(&format!(
+            "bases: [{{id: {BASE}}}]\nretention:\n  keep_hourly: 1\n"
+        ));
+        assert!(
+            msg.contains("`keep_hourly`") && msg.contains("line 3,"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_has_line() {
+        let text = format!("bases: [{{id: {BASE}}}]\nattachments:\n  concurrency: many\n");
+        let msg = parse_err(&text);
+        assert!(msg.contains("line 3,"), "{msg}");
+        assert!(msg.contains("1 to 64"), "{msg}");
+        let msg = parse_err(&format!("all_bases: yes please\nbases: [{{id: {BASE}}}]\n"));
+        assert!(msg.contains("line 1,"), "{msg}");
+        let msg = parse_err("bases: appABCDEFGHIJ1234\n");
+        assert!(msg.contains("line 1,"), "{msg}");
+    }
+
+    #[test]
+    fn concurrency_range() {
+        for (value, ok) in [
+            ("0", false),
+            ("1", true),
+            ("64", true),
+            ("65", false),
+            ("-3", false),
+        ] {
+            let text = format!("bases: [{{id: {BASE}}}]\nattachments:\n  concurrency: {value}\n");
+            match parse(&text) {
+                Ok(c) => {
+                    assert!(ok, "{value} accepted");
+                    assert_eq!(c.attachments.concurrency.to_string(), value);
+                }
+                Err(e) => {
+                    assert!(!ok, "{value} rejected: {e}");
+                    let msg = e.to_string();
+                    assert!(msg.contains("line 3,") && msg.contains("1 to 64"), "{msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn retention_must_be_non_negative_and_keep_something() {
+        let msg = parse_err(&format!(
+            "bases: [{{id: {BASE}}}]\nretention:\n  keep_last: 2\n  keep_daily: -1\n"
+        ));
+        assert!(
+            msg.contains("line 4,") && msg.contains("0 or more"),
+            "{msg}"
+        );
+        let msg = parse_err(&format!(
+            "bases: [{{id: {BASE}}}]\nretention:\n  keep_daily: 1.5\n"
+        ));
+        assert!(
+            msg.contains("line 3,") && msg.contains("whole number"),
+            "{msg}"
+        );
+        let msg = invalid_err(&format!(
+            "bases: [{{id: {BASE}}}]\nretention: {{keep_last: 0}}\n"
+        ));
+        assert!(msg.contains("keep no snapshots"), "{msg}");
+        let msg = invalid_err(&format!("bases: [{{id: {BASE}}}]\nretention: {{}}\n"));
+        assert!(msg.contains("keep no snapshots"), "{msg}");
+        let config = parse(&format!("bases: [{{id: {BASE}}}]\nretention:\n")).unwrap();
+        assert_eq!(config.retention, None);
+    }
+
+    #[test]
+    fn token_key_is_rejected_with_advice() {
+        for value in ["patXYZ.secret", "", "{a: 1}"] {
+            let text = format!("bases: [{{id: {BASE}}}]\ntoken: {value}\n");
+            let msg = parse_err(&text);
+            assert!(msg.contains("`token` key is not allowed"), "{msg}");
+            assert!(
+                msg.contains("token_file") && msg.contains("AIRTABLE_TOKEN"),
+                "{msg}"
+            );
+            assert!(msg.contains("line 2,"), "{msg}");
+            assert!(
+                !msg.contains("patXYZ"),
+                "the secret must not be echoed: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_base_id() {
+        for id in [
+            "appABC",
+            "tblABCDEFGHIJ1234",
+            "appABCDEFGHIJ12345",
+            "appABCDEFGHIJ-234",
+            "appABCDEFGHIJ123é",
+        ] {
+            let msg = parse_err(&format!("all_bases: true\nbases:\n  - id: \"{id}\"\n"));
+            assert!(msg.contains("not an Airtable base id"), "{msg}");
+            assert!(msg.contains("line 3,"), "{msg}");
+        }
+        let msg = parse_err("bases:\n  - name: CRM\n");
+        assert!(msg.contains("missing field `id`"), "{msg}");
+        assert!(msg.contains("line 2,"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_base_id() {
+        let text = format!("bases:\n  - id: {BASE}\n  - id: {BASE2}\n  - id: {BASE}\n");
+        let msg = invalid_err(&text);
+        assert!(msg.contains(BASE) && msg.contains("listed twice"), "{msg}");
+        assert!(msg.contains("entries 1 and 3"), "{msg}");
+    }
+
+    #[test]
+    fn empty_bases_without_all_bases() {
+        let expected = "nothing to back up: list bases under `bases:` or set `all_bases: true`";
+        for text in [
+            "",
+            "# nothing\n",
+            "bases: []\n",
+            "bases:\n",
+            "all_bases: false\n",
+        ] {
+            let msg = invalid_err(text);
+            assert!(msg.contains(expected), "{text:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn empty_strings_are_rejected() {
+        let msg = invalid_err(&format!("repository: ''\nbases: [{{id: {BASE}}}]\n"));
+        assert!(msg.contains("`repository` is empty"), "{msg}");
+        let msg = invalid_err(&format!("token_file: ''\nbases: [{{id: {BASE}}}]\n"));
+        assert!(msg.contains("`token_file` is empty"), "{msg}");
+        let msg = invalid_err(&format!(
+            "bases: [{{id: {BASE}, tables: {{exclude: ['']}}}}]\n"
+        ));
+        assert!(msg.contains("tables.exclude"), "{msg}");
+    }
+
+    #[test]
+    fn field_ref_string_forms() {
+        assert_eq!(FieldRef::parse("Tasks.Notes"), Some(fref("Tasks", "Notes")));
+        // A table name with a dot: split at the last dot.
+        assert_eq!(
+            FieldRef::parse("Sales.EU.Margin"),
+            Some(fref("Sales.EU", "Margin"))
+        );
+        // A table id first: split right after it, the field name keeps its dots.
+        assert_eq!(
+            FieldRef::parse("tblAAAAAAAAAAAAAA.v1.2 notes"),
+            Some(fref("tblAAAAAAAAAAAAAA", "v1.2 notes"))
+        );
+        // Something shaped almost like a table id is a name.
+        assert_eq!(
+            FieldRef::parse("tblAAAAAAAAAAAAA.x.y"),
+            Some(fref("tblAAAAAAAAAAAAA.x", "y"))
+        );
+        for bad in ["Tasks", "", ".Notes", "Tasks.", "tblAAAAAAAAAAAAAA."] {
+            assert_eq!(FieldRef::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(fref("Sales.EU", "Margin").to_string(), "Sales.EU.Margin");
+    }
+
+    #[test]
+    fn exclude_fields_in_yaml() {
+        let text = format!(
+            "bases:\n  - id: {BASE}\n    exclude_fields:\n      - Sales.EU.Margin\n      - {{table: Sales, field: EU.Margin}}\n      - tblAAAAAAAAAAAAAA.fldBBBBBBBBBBBBBB\n"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.bases[0].exclude_fields,
+            vec![
+                fref("Sales.EU", "Margin"),
+                fref("Sales", "EU.Margin"),
+                fref("tblAAAAAAAAAAAAAA", "fldBBBBBBBBBBBBBB"),
+            ]
+        );
+
+        let msg = parse_err(&format!(
+            "bases:\n  - id: {BASE}\n    exclude_fields:\n      - Tasks.Notes\n      - Notes\n"
+        ));
+        assert!(msg.contains("`Notes` does not name a field"), "{msg}");
+        assert!(msg.contains("line 5,"), "{msg}");
+
+        let msg = parse_err(&format!(
+            "bases:\n  - id: {BASE}\n    exclude_fields:\n      - {{table: Tasks, fild: Notes}}\n"
+        ));
+        assert!(msg.contains("`fild`") && msg.contains("line 4,"), "{msg}");
+
+        let msg = parse_err(&format!(
+            "bases:\n  - id: {BASE}\n    exclude_fields:\n      - {{table: Tasks, field: ''}}\n"
+        ));
+        assert!(
+            msg.contains("non-empty") && msg.contains("line 4,"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn field_ref_matches_by_name_or_id() {
+        let by_name = fref("Tasks", "Notes");
+        assert!(by_name.matches("tbl1", "Tasks", "fld1", "Notes"));
+        assert!(!by_name.matches("tbl1", "Tasks", "fld1", "notes"));
+        assert!(!by_name.matches("tbl1", "Projects", "fld1", "Notes"));
+        let by_id = fref("tbl1", "fld1");
+        assert!(by_id.matches("tbl1", "Tasks", "fld1", "Notes"));
+        assert!(!by_id.matches("tbl2", "Tasks", "fld1", "Notes"));
+        let mixed = fref("tbl1", "Notes");
+        assert!(mixed.matches("tbl1", "Tasks", "fld9", "Notes"));
+
+        let mut base = BaseConfig::new(BASE);
+        base.exclude_fields = vec![by_name];
+        assert!(base.excludes_field("tbl1", "Tasks", "fld1", "Notes"));
+        assert!(!base.excludes_field("tbl1", "Tasks", "fld2", "Title"));
+    }
+
+    #[test]
+    fn table_filter_allows() {
+        let all = TableFilter::default();
+        assert!(all.allows("tbl1", "Tasks"));
+
+        let include = TableFilter {
+            include: vec!["Tasks".into(), "tbl2".into()],
+            exclude: vec![],
+        };
+        assert!(include.allows("tbl1", "Tasks"));
+        assert!(include.allows("tbl2", "Projects"));
+        assert!(!include.allows("tbl3", "Archive"));
+        assert!(!include.allows("tbl1", "tasks"), "names are exact");
+
+        let exclude = TableFilter {
+            include: vec![],
+            exclude: vec!["Archive".into(), "tbl4".into()],
+        };
+        assert!(exclude.allows("tbl1", "Tasks"));
+        assert!(!exclude.allows("tbl3", "Archive"));
+        assert!(!exclude.allows("tbl4", "Old"));
+
+        let both = TableFilter {
+            include: vec!["Tasks".into(), "Archive".into()],
+            exclude: vec!["tbl3".into()],
+        };
+        assert!(both.allows("tbl1", "Tasks"));
+        assert!(!both.allows("tbl3", "Archive"), "exclude wins");
+    }
+
+    #[test]
+    fn attachments_shorthand_and_override_inherit_defaults() {
+        let text = format!(
+            "attachments:\n  download: false\n  concurrency: 4\nbases:\n  - id: {BASE}\n    attachments: true\n  - id: {BASE2}\n    attachments:\n      concurrency: 16\n  - id: appCCCCCCCCCCCCCC\n"
+        );
+        let config = parse(&text).unwrap();
+        let top = AttachmentSettings {
+            download: false,
+            concurrency: 4,
+        };
+        assert_eq!(config.attachments, top);
+        let [a, b, c] = &config.bases[..] else {
+            panic!("three bases")
+        };
+        let expect_a = AttachmentSettings {
+            download: true,
+            concurrency: 4,
+        };
+        let expect_b = AttachmentSettings {
+            download: false,
+            concurrency: 16,
+        };
+        assert_eq!(a.attachments, Some(expect_a));
+        assert_eq!(b.attachments, Some(expect_b));
+        assert_eq!(c.attachments, None);
+        assert_eq!(config.attachments_for(a), expect_a);
+        assert_eq!(config.attachments_for(b), expect_b);
+        assert_eq!(config.attachments_for(c), top);
+
+        // Top-level partial map and bool shorthand fill from the built-in defaults.
+        let config = parse(&format!(
+            "attachments: {{concurrency: 2}}\nbases: [{{id: {BASE}}}]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.attachments,
+            AttachmentSettings {
+                download: true,
+                concurrency: 2
+            }
+        );
+        let config = parse(&format!("attachments: false\nbases: [{{id: {BASE}}}]\n")).unwrap();
+        assert_eq!(
+            config.attachments,
+            AttachmentSettings {
+                download: false,
+                concurrency: 8
+            }
+        );
+
+        let msg = parse_err(&format!(
+            "bases:\n  - id: {BASE}\n    attachments: sometimes\n"
+        ));
+        assert!(msg.contains("line 3,"), "{msg}");
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_line() {
+        let msg = parse_err(&format!("bases:\n  - id: {BASE}\n   name: [unclosed\n"));
+        assert!(msg.contains("line "), "{msg}");
+        let msg = parse_err("all_bases: true\nbases: [\n");
+        assert!(msg.contains("line "), "{msg}");
+    }
+
+    #[test]
+    fn from_path_reads_file_and_names_path_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-airback.yaml");
+        let err = Config::from_path(&missing).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+
+        let path = dir.path().join("airback.yaml");
+        std::fs::write(&path, FULL).unwrap();
+        assert_eq!(Config::from_path(&path).unwrap(), parse(FULL).unwrap());
+
+        std::fs::write(&path, "all_bases: true\nfoo: 1\n").unwrap();
+        let msg = Config::from_path(&path).unwrap_err().to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("line 2,"), "{msg}");
+    }
+}

@@ -1,0 +1,253 @@
+//! The `airback` binary end to end: `demo`, `snapshot` with `--json` and with a config file,
+//! `snapshots`, `show`, exit codes, and a snapshot killed at random moments.
+
+use std::time::Duration;
+
+use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use serde_json::Value;
+
+use crate::support::airback;
+
+/// Runs the binary against a fake Airtable: `AIRTABLE_API_URL` and `AIRTABLE_TOKEN` set.
+async fn airback_with(
+    fake: &FakeAirtable,
+    cache: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+        .args(args)
+        .env("AIRBACK_CACHE_DIR", cache)
+        .env("AIRTABLE_API_URL", fake.url())
+        .env("AIRTABLE_CONTENT_URL", fake.url())
+        .env("AIRTABLE_TOKEN", fake.token())
+        .env_remove("AIRBACK_REPO")
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_in_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("demo");
+    let (code, out, err) = airback(dir.path(), &["demo", "--dir", repo.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("Second snapshot") && out.contains("no errors"),
+        "{out}"
+    );
+    let (code, out, _) =
+        airback(dir.path(), &["snapshots", "--repo", repo.to_str().unwrap()]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("2 snapshots"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_json_snapshots_and_show() {
+    let fake = FakeAirtable::start(FakeOptions::default()).await.unwrap();
+    let base = fake.bases()[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let (code, _, err) = airback_with(&fake, dir.path(), &["init", "--repo", repo]).await;
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = airback_with(
+        &fake,
+        dir.path(),
+        &["snapshot", "--repo", repo, "--base", &base, "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    for key in [
+        "snapshot_id",
+        "base_id",
+        "tables",
+        "records",
+        "attachments",
+        "attachments_downloaded",
+        "bytes_added",
+        "api_requests",
+        "duration_secs",
+    ] {
+        assert!(
+            summary.get(key).is_some(),
+            "--json lacks `{key}`: {summary}"
+        );
+    }
+    assert_eq!(summary["base_id"], base);
+    assert_eq!(summary["rate_limited"], 0);
+    assert!(
+        !out.contains(&fake.token()) && !err.contains(&fake.token()),
+        "the token leaked"
+    );
+
+    let (code, out, _) =
+        airback_with(&fake, dir.path(), &["snapshots", "--repo", repo, "--json"]).await;
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["records"], summary["records"]);
+
+    let id = summary["snapshot_id"].as_str().unwrap();
+    let (code, out, _) = airback_with(&fake, dir.path(), &["show", &id[..6], "--repo", repo]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(id) && out.contains("records"), "{out}");
+    let (code, _, err) =
+        airback_with(&fake, dir.path(), &["show", "ffffffffff", "--repo", repo]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no snapshot matches"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_drives_the_snapshot_and_bad_keys_name_their_line() {
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let config = dir.path().join("airback.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository: {}\nbases:\n  - id: {base}\n    attachments: false\n",
+            repo.display()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = airback_with(
+        &fake,
+        dir.path(),
+        &["init", "--repo", repo.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = airback_with(
+        &fake,
+        dir.path(),
+        &["snapshot", "--config", config.to_str().unwrap(), "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["attachments_downloaded"], 0, "attachments: false");
+
+    std::fs::write(
+        &config,
+        format!("bases:\n  - id: {base}\n    attachmentz: false\n"),
+    )
+    .unwrap();
+    let (code, _, err) = airback_with(
+        &fake,
+        dir.path(),
+        &["snapshot", "--config", config.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("attachmentz") && err.contains("line 3"),
+        "{err}"
+    );
+}
+
+/// SIGKILL at random moments of a snapshot, then `check` and a new snapshot: the repository is
+/// valid every time, the last snapshot is complete, and packs already uploaded are adopted,
+/// not uploaded again (no blob is stored in two packs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_killed_at_random_moments_resumes() {
+    let mut options = FakeOptions::unlimited(Preset::Large);
+    options.large = "tables=2,records=3000,attachments=120,min=20000,max=2000000"
+        .parse()
+        .unwrap();
+    let fake = FakeAirtable::start(options).await.unwrap();
+    let base = fake.bases()[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap().to_string();
+    assert_eq!(
+        airback_with(&fake, dir.path(), &["init", "--repo", &repo])
+            .await
+            .0,
+        0
+    );
+    let mut rng = fastrand::Rng::with_seed(2026);
+    for round in 0..3 {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+            .args(["snapshot", "--repo", &repo, "--base", &base, "--quiet"])
+            .env("AIRBACK_CACHE_DIR", dir.path())
+            .env("AIRTABLE_API_URL", fake.url())
+            .env("AIRTABLE_CONTENT_URL", fake.url())
+            .env("AIRTABLE_TOKEN", fake.token())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(rng.u64(50..900))).await;
+        child.start_kill().unwrap(); // SIGKILL
+        let _ = child.wait().await;
+        let (code, out, err) = airback_with(
+            &fake,
+            dir.path(),
+            &["check", "--repo", &repo, "--read-data"],
+        )
+        .await;
+        assert_eq!(
+            code, 0,
+            "round {round}: check failed after a kill:\n{out}{err}"
+        );
+    }
+    let (code, out, err) = airback_with(
+        &fake,
+        dir.path(),
+        &["snapshot", "--repo", &repo, "--base", &base, "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["records"], 6000);
+    assert_eq!(summary["attachments"].as_u64().unwrap() as usize, 120);
+
+    // No blob stored twice: what earlier, killed runs uploaded was reused.
+    let backend = airback::backend::Backend::open(&repo, &Default::default()).unwrap();
+    let repository = airback::repo::Repository::open(backend, airback::repo::CacheChoice::Memory)
+        .await
+        .unwrap();
+    let report = airback::check::check(
+        &repository,
+        &airback::check::CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+    let packs_per_blob = count_packs_per_blob(&repository).await;
+    assert!(
+        packs_per_blob.values().all(|&n| n == 1),
+        "a blob was uploaded again"
+    );
+}
+
+async fn count_packs_per_blob(
+    repo: &airback::repo::Repository,
+) -> std::collections::HashMap<airback::id::BlobId, usize> {
+    let mut packs_of: std::collections::HashMap<
+        airback::id::BlobId,
+        std::collections::HashSet<airback::id::PackId>,
+    > = Default::default();
+    for id in repo.list_index_files().await.unwrap() {
+        for pack in repo.load_index_file(&id).await.unwrap().packs {
+            for blob in pack.blobs {
+                packs_of.entry(blob.id).or_default().insert(pack.id);
+            }
+        }
+    }
+    packs_of.into_iter().map(|(k, v)| (k, v.len())).collect()
+}

@@ -1,0 +1,316 @@
+//! `airback snapshot` against the fake Airtable: completeness (every record, every attachment's
+//! bytes), incremental runs, and faults.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airback::airtable::{Client, ClientOptions, Token};
+use airback::backend::{Backend, BackendOptions};
+use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
+use airback::check::{CheckOptions, check};
+use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback::repo::config::InitOptions;
+use airback::repo::snapshot::{NodeKind, Tree};
+use airback::repo::{CacheChoice, Repository};
+use serde_json::Value;
+
+struct Setup {
+    fake: FakeAirtable,
+    repo: Repository,
+    client: Client,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(options: FakeOptions) -> Setup {
+    let fake = FakeAirtable::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let backend = Backend::open(
+        location.to_str().unwrap(),
+        &BackendOptions {
+            create: true,
+            ..BackendOptions::default()
+        },
+    )
+    .unwrap();
+    Repository::init(&backend, &InitOptions::default())
+        .await
+        .unwrap();
+    let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")))
+        .await
+        .unwrap();
+    let mut client_options = ClientOptions::default().with_url(&fake.url());
+    client_options.retry_base_delay = Duration::from_millis(20);
+    client_options.min_penalty = Duration::from_secs(1);
+    let client = Client::new(Token::new(fake.token()).unwrap(), client_options).unwrap();
+    let base = fake.bases()[0].id.clone();
+    Setup {
+        fake,
+        repo,
+        client,
+        base,
+        _dir: dir,
+    }
+}
+
+async fn snapshot(s: &Setup) -> BackupSummary {
+    backup_base(
+        &s.repo,
+        &s.client,
+        &BackupOptions::new(&s.base),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap()
+}
+
+async fn read_file(repo: &Repository, content: &[airback::id::BlobId]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in content {
+        out.extend(repo.read_blob(id).await.unwrap());
+    }
+    out
+}
+
+async fn subtree(repo: &Repository, tree: &Tree, name: &str) -> Tree {
+    match &tree.nodes.iter().find(|n| n.name == name).unwrap().kind {
+        NodeKind::Dir { subtree } => repo.load_tree(subtree).await.unwrap(),
+        NodeKind::File { .. } => panic!("{name} is a file"),
+    }
+}
+
+/// Strips what a snapshot deliberately leaves out: the expiring URLs of attachment objects
+/// (in attachment fields and lookups of them). Other URLs (buttons, URL fields) are data.
+fn without_urls(value: &Value) -> Value {
+    let is_attachment = value
+        .get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| id.starts_with("att"));
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !(is_attachment && (*k == "url" || *k == "thumbnails")))
+                .map(|(k, v)| (k.clone(), without_urls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_urls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Asserts that the snapshot holds exactly the fake's records and every attachment's bytes.
+async fn assert_complete(s: &Setup, summary: &BackupSummary) {
+    let snapshot = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
+    assert!(!snapshot.partial, "{:?}", snapshot.problems);
+    let root = s.repo.load_tree(&snapshot.tree).await.unwrap();
+    let schema = s.fake.schema_json(&s.base);
+    let tables = subtree(&s.repo, &root, "tables").await;
+    let mut attachment_ids = Vec::new();
+    for table in schema["tables"].as_array().unwrap() {
+        let table_id = table["id"].as_str().unwrap();
+        let node = tables
+            .nodes
+            .iter()
+            .find(|n| n.name == format!("{table_id}.jsonl"))
+            .unwrap();
+        let NodeKind::File { content, .. } = &node.kind else {
+            panic!()
+        };
+        let bytes = read_file(&s.repo, content).await;
+        let lines: Vec<Value> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted, "records are sorted by id");
+        let mut expected = s.fake.records_json(&s.base, table_id);
+        expected.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        assert_eq!(lines.len(), expected.len(), "table {table_id}");
+        for (got, want) in lines.iter().zip(&expected) {
+            assert_eq!(got["id"], want["id"]);
+            assert_eq!(got["createdTime"], want["createdTime"]);
+            assert_eq!(
+                got["fields"],
+                without_urls(&want["fields"]),
+                "record {}",
+                want["id"]
+            );
+        }
+        for line in &lines {
+            for cell in line["fields"].as_object().unwrap().values() {
+                for a in cell.as_array().into_iter().flatten() {
+                    if let Some(id) = a["id"].as_str().filter(|id| id.starts_with("att")) {
+                        attachment_ids.push(id.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let by_group = subtree(&s.repo, &root, "attachments").await;
+    let mut stored = std::collections::HashMap::new();
+    for group in &by_group.nodes {
+        let NodeKind::Dir { subtree } = group.kind else {
+            panic!()
+        };
+        for node in s.repo.load_tree(&subtree).await.unwrap().nodes {
+            stored.insert(node.name.clone(), node);
+        }
+    }
+    attachment_ids.sort();
+    attachment_ids.dedup();
+    assert!(!attachment_ids.is_empty());
+    assert_eq!(stored.len(), attachment_ids.len());
+    for id in &attachment_ids {
+        let NodeKind::File { content, .. } = &stored[id].kind else {
+            panic!()
+        };
+        let bytes = read_file(&s.repo, content).await;
+        assert_eq!(
+            Some(bytes),
+            s.fake.attachment_content(id),
+            "attachment {id}"
+        );
+    }
+    let report = check(
+        &s.repo,
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zoo_snapshot_holds_every_record_and_attachment_then_reuses_them() {
+    let s = setup(FakeOptions {
+        preset: Preset::Zoo,
+        penalty: Duration::from_secs(2),
+        ..FakeOptions::default()
+    })
+    .await;
+    let first = snapshot(&s).await;
+    assert_eq!(first.rate_limited, 0);
+    assert!(first.attachments_downloaded > 0);
+    assert_complete(&s, &first).await;
+
+    // Nothing changed: no download, almost nothing written.
+    let second = snapshot(&s).await;
+    assert_eq!(second.attachments_downloaded, 0);
+    assert_eq!(second.attachments_reused, first.attachments_downloaded);
+    assert!(
+        second.objects_written <= 5,
+        "{} objects",
+        second.objects_written
+    );
+    assert!(
+        second.bytes_added * 200 <= first.bytes_added,
+        "{} of {}",
+        second.bytes_added,
+        first.bytes_added
+    );
+    assert_complete(&s, &second).await;
+
+    // A changed record and a new attachment: only that attachment is downloaded.
+    let schema = s.fake.schema_json(&s.base);
+    let (table, field) = schema["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|t| {
+            t["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["type"] == "multipleAttachments")
+                .map(|f| {
+                    (
+                        t["id"].as_str().unwrap().to_string(),
+                        f["id"].as_str().unwrap().to_string(),
+                    )
+                })
+        })
+        .unwrap();
+    let record = s.fake.records_json(&s.base, &table)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fake
+        .add_attachment(
+            &s.base,
+            &table,
+            &record,
+            &field,
+            "new.bin",
+            vec![7u8; 300_000],
+        )
+        .unwrap();
+    let third = snapshot(&s).await;
+    assert_eq!(third.attachments_downloaded, 1);
+    assert_complete(&s, &third).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_survives_faults() {
+    let s = setup(FakeOptions {
+        preset: Preset::Zoo,
+        rate_limit: None,
+        token_rate_limit: None,
+        faults: "503=0.05,502=0.02,reset=0.02,iterexpire=3,urlexpire=4,seed=11"
+            .parse()
+            .unwrap(),
+        ..FakeOptions::default()
+    })
+    .await;
+    let summary = snapshot(&s).await;
+    assert!(summary.retries > 0, "faults were injected");
+    s.fake.set_faults(Default::default());
+    assert_complete(&s, &summary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_tables_and_fields_are_left_out() {
+    let s = setup(FakeOptions::unlimited(Preset::Demo)).await;
+    let schema = s.fake.schema_json(&s.base);
+    let tables = schema["tables"].as_array().unwrap();
+    let (kept, dropped) = (&tables[0], &tables[1]);
+    let field = kept["fields"].as_array().unwrap().last().unwrap();
+    let mut options = BackupOptions::new(&s.base);
+    options.exclude_tables = vec![dropped["name"].as_str().unwrap().to_string()];
+    options.exclude_fields = vec![(
+        kept["name"].as_str().unwrap().to_string(),
+        field["name"].as_str().unwrap().to_string(),
+    )];
+    let summary = backup_base(&s.repo, &s.client, &options, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(summary.tables, tables.len() - 1);
+    let snapshot = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
+    let root = s.repo.load_tree(&snapshot.tree).await.unwrap();
+    let tree = subtree(&s.repo, &root, "tables").await;
+    assert!(
+        !tree
+            .nodes
+            .iter()
+            .any(|n| n.name.starts_with(dropped["id"].as_str().unwrap()))
+    );
+    let node = tree
+        .nodes
+        .iter()
+        .find(|n| n.name.starts_with(kept["id"].as_str().unwrap()))
+        .unwrap();
+    let NodeKind::File { content, .. } = &node.kind else {
+        panic!()
+    };
+    let text = String::from_utf8(read_file(&s.repo, content).await).unwrap();
+    assert!(
+        !text.contains(field["id"].as_str().unwrap()),
+        "excluded field present"
+    );
+}
