@@ -43,9 +43,9 @@ pub enum BackendError {
         path: String,
         /// Where the repository is.
         location: String,
-        /// The service's error (boxed: opendal errors carry a lot of context).
+        /// The service's error, secrets removed.
         #[source]
-        source: Box<opendal::Error>,
+        source: StorageFailure,
     },
 }
 
@@ -98,31 +98,104 @@ pub struct ListEntry {
     pub size: u64,
 }
 
-const SECRET_KEYS: &[&str] = &[
-    "secret_access_key",
-    "session_token",
-    "account_key",
-    "application_key",
-    "password",
-    "credential",
-    "sas_token",
-    "token",
+/// Query options shown as they are; every other option's value is replaced by `***`
+/// (secrets have many names: keys, tokens, SAS signatures, customer encryption keys, ...).
+const SHOWN_OPTIONS: &[&str] = &[
+    "endpoint",
+    "region",
+    "root",
+    "bucket",
+    "container",
+    "account_name",
+    "access_key_id",
+    "enable_virtual_host_style",
+    "default_storage_class",
+    "scope",
 ];
 
-/// The location with the values of secret query options replaced by `***`.
+/// The location with the values of secret query options replaced by `***` and any password
+/// in it (`scheme://user:password@host`) removed.
 pub fn redact_location(location: &str) -> String {
-    let Some((head, query)) = location.split_once('?') else {
-        return location.to_string();
+    let (head, query) = match location.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (location, None),
+    };
+    let head = strip_password(head);
+    let Some(query) = query else {
+        return head;
     };
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if SECRET_KEYS.contains(&k) => format!("{k}=***"),
-            _ => kv.to_string(),
+            Some((k, v)) if SHOWN_OPTIONS.contains(&k) => format!("{k}={v}"),
+            Some((k, _)) => format!("{k}=***"),
+            None => kv.to_string(),
         })
         .collect();
     format!("{head}?{}", parts.join("&"))
 }
+
+fn strip_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Removes the query strings of URLs inside a storage service's error text (signed requests
+/// carry credentials and signatures there).
+fn sanitize_error_text(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            if word.contains("://") {
+                let word = strip_password(word);
+                match word.split_once('?') {
+                    Some((url, _)) => format!("{url}?***"),
+                    None => word,
+                }
+            } else {
+                word.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A storage service's error, with secrets removed from its text.
+#[derive(Debug)]
+pub struct StorageFailure {
+    kind: ErrorKind,
+    text: String,
+}
+
+impl StorageFailure {
+    fn new(error: &opendal::Error) -> Self {
+        StorageFailure {
+            kind: error.kind(),
+            text: sanitize_error_text(&error.to_string()),
+        }
+    }
+
+    /// opendal's classification of the failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for StorageFailure {}
 
 impl Backend {
     /// Opens the storage at `location`. Nothing is read or written yet.
@@ -132,11 +205,11 @@ impl Backend {
             location: display.clone(),
             reason,
         };
-        let storage = |source| BackendError::Storage {
+        let storage = |source: opendal::Error| BackendError::Storage {
             op: "open",
             path: String::new(),
             location: display.clone(),
-            source: Box::new(source),
+            source: StorageFailure::new(&source),
         };
         let local = |path: &str| {
             if !options.create && !std::path::Path::new(path).is_dir() {
@@ -252,7 +325,7 @@ impl Backend {
                 op,
                 path: path.to_string(),
                 location: self.display.clone(),
-                source: Box::new(source),
+                source: StorageFailure::new(&source),
             }
         }
     }
@@ -353,6 +426,24 @@ mod tests {
         let shown = redact_location(loc);
         assert!(!shown.contains("SECRET"), "{shown}");
         assert!(shown.contains("access_key_id=AK"));
+    }
+
+    #[test]
+    fn unknown_options_passwords_and_signed_urls_are_redacted() {
+        let shown = redact_location(
+            "azblob://c/p?account_name=acct&sas_token=sv%3Dx%26sig%3DSECRET&encryption_key=K1",
+        );
+        assert!(
+            !shown.contains("SECRET") && !shown.contains("K1"),
+            "{shown}"
+        );
+        assert!(shown.contains("account_name=acct"), "{shown}");
+        let shown = redact_location("webdavs://alice:hunter2@dav.example.com/backups");
+        assert_eq!(shown, "webdavs://alice:***@dav.example.com/backups");
+        let text = sanitize_error_text(
+            "request to https://host/b/k?X-Amz-Signature=abc&sig=SECRET failed",
+        );
+        assert_eq!(text, "request to https://host/b/k?*** failed");
     }
 
     #[test]

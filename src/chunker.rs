@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// Minimum, average and maximum chunk size in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChunkerParams {
     /// No chunk is smaller, except the last one of a stream.
     pub min_size: u32,

@@ -7,8 +7,7 @@ pub const OK: u8 = 0;
 pub const ERROR: u8 = 1;
 /// Wrong usage (unknown flag, bad value); printed by clap.
 pub const USAGE: u8 = 2;
-/// Partial success: the snapshot was saved but some content could not be read, or `check`
-/// found problems.
+/// Partial success: the snapshot was saved but some content could not be read.
 pub const PARTIAL: u8 = 3;
 /// No repository at the given location.
 pub const NO_REPOSITORY: u8 = 10;

@@ -18,7 +18,7 @@ use crate::repo::index::IndexFile;
 use crate::repo::pack::BlobKind;
 
 /// Bumped when the cache's tables change; an older cache is rebuilt.
-const CACHE_SCHEMA_VERSION: i32 = 1;
+const CACHE_SCHEMA_VERSION: i32 = 2;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +103,10 @@ impl Cache {
             "CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, kind INTEGER NOT NULL,
                  size INTEGER NOT NULL) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS blobs (id BLOB PRIMARY KEY, pack BLOB NOT NULL,
-                 kind INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
-                 raw_length INTEGER NOT NULL, compression INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS blobs (id BLOB NOT NULL, kind INTEGER NOT NULL,
+                 pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
+                 raw_length INTEGER NOT NULL, compression INTEGER NOT NULL,
+                 PRIMARY KEY (id, kind)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
         conn.pragma_update(None, "user_version", CACHE_SCHEMA_VERSION)?;
@@ -174,24 +175,28 @@ impl Cache {
         tx.commit()
     }
 
-    /// Forgets everything (used when an index file disappeared, e.g. after a prune).
+    /// Forgets everything (used when an index file disappeared, e.g. after a prune). One
+    /// transaction, blobs first: an interrupted clear never leaves blobs whose index file is
+    /// forgotten.
     pub fn clear(&self) -> rusqlite::Result<()> {
-        self.conn()
-            .execute_batch("DELETE FROM index_files; DELETE FROM packs; DELETE FROM blobs;")
+        self.conn().execute_batch(
+            "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; COMMIT;",
+        )
     }
 
-    /// Whether the index has the blob.
-    pub fn has_blob(&self, id: &BlobId) -> rusqlite::Result<bool> {
+    /// Whether the index has the blob as a blob of `kind`.
+    pub fn has_blob(&self, id: &BlobId, kind: BlobKind) -> rusqlite::Result<bool> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?;
-        stmt.exists(params![&id.0[..]])
+        let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 AND kind = ?2")?;
+        stmt.exists(params![&id.0[..], kind_to_int(kind)])
     }
 
     /// Where the blob is stored.
     pub fn lookup(&self, id: &BlobId) -> rusqlite::Result<Option<BlobLocation>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT pack, kind, offset, length, raw_length, compression FROM blobs WHERE id = ?1",
+            "SELECT pack, kind, offset, length, raw_length, compression FROM blobs WHERE id = ?1
+             ORDER BY kind LIMIT 1",
         )?;
         stmt.query_row(params![&id.0[..]], |r| {
             Ok(BlobLocation {

@@ -9,9 +9,8 @@ use crate::repo::pack::{BlobKind, PackedBlob};
 /// An index file holds at most this many blobs; a long run writes several.
 pub const MAX_BLOBS_PER_INDEX_FILE: usize = 50_000;
 
-/// The content of one `index/<id>` object.
+/// The content of one `index/<id>` object. Unknown fields are ignored (FORMAT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IndexFile {
     /// Format version, 1.
     pub version: u32,
@@ -24,7 +23,6 @@ pub struct IndexFile {
 
 /// One pack in an index file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IndexPack {
     /// The pack.
     pub id: PackId,

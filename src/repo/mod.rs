@@ -83,6 +83,9 @@ pub enum RepoError {
         /// Who holds the lock.
         holder: String,
     },
+    /// An earlier upload of this run failed, so nothing may be committed.
+    #[error("an earlier upload failed ({0}); nothing was committed, run the command again")]
+    WriterFailed(String),
     /// An internal task failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -294,7 +297,15 @@ impl Repository {
                 "content does not hash to its name",
             ));
         }
-        codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("index file {id}"), e))
+        let file: IndexFile =
+            codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("index file {id}"), e))?;
+        if file.version != 1 {
+            return Err(corrupt(
+                format!("index file {id}"),
+                format!("version {} is not supported; upgrade airback", file.version),
+            ));
+        }
+        Ok(file)
     }
 
     /// Brings the local cache up to date with the repository's index files. If an index file the
@@ -307,14 +318,26 @@ impl Repository {
             .map_err(|e| RepoError::Internal(e.to_string()))??;
         let mut stats = SyncStats::default();
         if !known.is_subset(&in_repo) {
-            self.cache().clear()?;
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.cache().clear())
+                .await
+                .map_err(|e| RepoError::Internal(e.to_string()))??;
             stats.rebuilt = true;
         }
         let known = if stats.rebuilt { HashSet::new() } else { known };
         let mut missing: Vec<IndexId> = in_repo.difference(&known).copied().collect();
         missing.sort();
         for id in missing {
-            let file = self.load_index_file(&id).await?;
+            // A damaged index file is left out (its blobs are simply stored again); `check`
+            // reports it. Failing here would stop every command, `check` included.
+            let file = match self.load_index_file(&id).await {
+                Ok(file) => file,
+                Err(RepoError::Corrupt { what, detail }) => {
+                    tracing::warn!("ignoring {what}: {detail}; run `airback check`");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let this = self.clone();
             tokio::task::spawn_blocking(move || this.cache().add_index_file(&id, &file))
                 .await
@@ -341,6 +364,12 @@ impl Repository {
             .backend()
             .read_range(&path, size - tail_len..size)
             .await?;
+        if tail.len() as u64 != tail_len {
+            return Err(corrupt(
+                what(),
+                format!("read {} bytes of its last {tail_len}", tail.len()),
+            ));
+        }
         let header_len = pack::parse_footer(&tail[tail.len() - FOOTER_LEN..], size)
             .map_err(|e| corrupt(what(), e))? as u64;
         let needed = header_len + FOOTER_LEN as u64;
@@ -375,14 +404,14 @@ impl Repository {
             if known.contains(&id) {
                 continue;
             }
-            match self.read_pack_header(&id, entry.size).await {
+            match self.verify_pack(&id).await {
                 Ok((kind, blobs)) => adopted.push(IndexPack {
                     id,
                     kind,
                     size: entry.size,
                     blobs,
                 }),
-                Err(e) => tracing::warn!("ignoring unreadable pack {id}: {e}"),
+                Err(e) => tracing::warn!("not adopting pack {id}: {e}"),
             }
         }
         let count = adopted.len();
@@ -390,6 +419,35 @@ impl Repository {
             self.write_index_file(IndexFile::new(adopted)).await?;
         }
         Ok(count)
+    }
+
+    /// Downloads a whole pack and checks that it hashes to its name and that every blob in it
+    /// decodes to its id. Adoption uses it: a pack no index vouches for is trusted only after
+    /// this. Packs are at most a few tens of MiB, and adoption is rare (after a crash).
+    pub async fn verify_pack(&self, id: &PackId) -> Result<(BlobKind, Vec<PackedBlob>)> {
+        let bytes = self.backend().read(&pack_path(id)).await?;
+        let dicts = self.dictionaries();
+        let id = *id;
+        writer::run_cpu(move || {
+            if PackId::of(&bytes) != id {
+                return Err(corrupt(
+                    format!("pack {id}"),
+                    "content does not hash to its name",
+                ));
+            }
+            let (kind, blobs) =
+                pack::parse_pack(&bytes).map_err(|e| corrupt(format!("pack {id}"), e))?;
+            for b in &blobs {
+                let start = b.offset as usize;
+                let stored = bytes
+                    .get(start..start + b.length as usize)
+                    .ok_or_else(|| corrupt(format!("pack {id}"), "a blob lies outside the pack"))?;
+                codec::decode(&b.id, stored, b.compression, b.raw_length, &dicts)
+                    .map_err(|e| corrupt(format!("blob {} in pack {id}", b.id), e.to_string()))?;
+            }
+            Ok((kind, blobs))
+        })
+        .await?
     }
 
     /// Writes an index file and loads it into the cache.
@@ -409,14 +467,26 @@ impl Repository {
         BlobWriter::new(self.clone())
     }
 
-    /// Reads one blob and verifies its hash.
-    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+    async fn locate(&self, id: &BlobId) -> Result<Option<cache::BlobLocation>> {
         let this = self.clone();
         let blob = *id;
-        let location = tokio::task::spawn_blocking(move || this.cache().lookup(&blob))
+        tokio::task::spawn_blocking(move || this.cache().lookup(&blob))
             .await
-            .map_err(|e| RepoError::Internal(e.to_string()))??
-            .ok_or(RepoError::MissingBlob(*id))?;
+            .map_err(|e| RepoError::Internal(e.to_string()))?
+            .map_err(RepoError::from)
+    }
+
+    /// Reads one blob and verifies its hash. A blob the cache does not know may have been
+    /// indexed by another process since this one opened the repository: the index is synced
+    /// once before giving up.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let location = match self.locate(id).await? {
+            Some(location) => location,
+            None => {
+                self.sync_index().await?;
+                self.locate(id).await?.ok_or(RepoError::MissingBlob(*id))?
+            }
+        };
         let start = u64::from(location.offset);
         let stored = self
             .backend()
@@ -469,12 +539,31 @@ impl Repository {
                 "content does not hash to its name",
             ));
         }
-        codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("snapshot {id}"), e))
+        let snapshot: Snapshot =
+            codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("snapshot {id}"), e))?;
+        if snapshot.version != 1 {
+            return Err(corrupt(
+                format!("snapshot {id}"),
+                format!(
+                    "version {} is not supported; upgrade airback",
+                    snapshot.version
+                ),
+            ));
+        }
+        Ok(snapshot)
     }
 
     /// Reads a tree blob.
     pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let bytes = self.read_blob(id).await?;
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("tree {id}"), e.to_string()))
+        let tree: Tree = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(format!("tree {id}"), e.to_string()))?;
+        if tree.version != 1 {
+            return Err(corrupt(
+                format!("tree {id}"),
+                format!("version {} is not supported; upgrade airback", tree.version),
+            ));
+        }
+        Ok(tree)
     }
 }

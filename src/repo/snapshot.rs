@@ -42,9 +42,8 @@ pub fn snapshot_path(id: &SnapshotId) -> String {
     format!("snapshots/{id}")
 }
 
-/// A tree: one metadata blob holding JSON.
+/// A tree: one metadata blob holding JSON. Unknown fields are ignored (FORMAT.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Tree {
     /// Format version, 1.
     pub version: u32,

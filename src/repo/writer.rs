@@ -79,7 +79,15 @@ struct Inner {
     state: Mutex<State>,
     /// Set once this writer has tried to train a metadata dictionary.
     dict_attempt: tokio::sync::OnceCell<()>,
+    /// Every `process` call holds it shared for its whole run; `flush` takes it exclusively,
+    /// so it waits for work that other clones have started (a full pack on its way to
+    /// upload) before declaring everything durable.
+    gate: tokio::sync::RwLock<()>,
 }
+
+/// A pack is closed at this many blobs even below its target size, so that one pack always
+/// fits in one index file.
+const MAX_BLOBS_PER_PACK: usize = MAX_BLOBS_PER_INDEX_FILE / 2;
 
 /// A repository without a dictionary trains one from the first metadata buffer at least this big.
 const DICT_MIN_SAMPLE: usize = 256 * 1024;
@@ -92,14 +100,17 @@ const DICT_MAX_SAMPLE: usize = 4 * 1024 * 1024;
 struct State {
     data: PackBuilder,
     meta: PackBuilder,
-    /// Blobs given to a pack during this run.
-    added: HashSet<BlobId>,
+    /// Blobs given to a pack during this run, by kind.
+    added: HashSet<(BlobKind, BlobId)>,
     /// Uploaded packs that no index file lists yet.
     unindexed: Vec<IndexPack>,
     unindexed_blobs: usize,
     last_index: Instant,
     uploads: Vec<JoinHandle<Result<()>>>,
     stats: WriterStats,
+    /// The first upload failure. The writer stays failed: blobs it handed out may not be
+    /// stored, so nothing may be committed with it.
+    failed: Option<String>,
 }
 
 impl BlobWriter {
@@ -115,6 +126,7 @@ impl BlobWriter {
                 permits: Arc::new(Semaphore::new(options.uploads.max(1))),
                 options,
                 dict_attempt: tokio::sync::OnceCell::new(),
+                gate: tokio::sync::RwLock::new(()),
                 state: Mutex::new(State {
                     data: PackBuilder::new(BlobKind::Data),
                     meta: PackBuilder::new(BlobKind::Meta),
@@ -124,6 +136,7 @@ impl BlobWriter {
                     last_index: Instant::now(),
                     uploads: Vec::new(),
                     stats: WriterStats::default(),
+                    failed: None,
                 }),
             }),
         }
@@ -138,15 +151,28 @@ impl BlobWriter {
         self.state().stats.clone()
     }
 
-    /// Whether the blob is stored (in the index) or was given to a pack by this writer.
-    pub fn is_known(&self, id: &BlobId) -> bool {
-        if self.state().added.contains(id) {
+    /// Whether the blob is stored as `kind` (in the index) or was given to a pack of that kind
+    /// by this writer.
+    pub fn is_known(&self, kind: BlobKind, id: &BlobId) -> bool {
+        if self.state().added.contains(&(kind, *id)) {
             return true;
         }
-        self.inner.repo.cache().has_blob(id).unwrap_or_else(|e| {
-            tracing::warn!("cache lookup failed, storing blob again: {e}");
-            false
-        })
+        self.inner
+            .repo
+            .cache()
+            .has_blob(id, kind)
+            .unwrap_or_else(|e| {
+                tracing::warn!("cache lookup failed, storing blob again: {e}");
+                false
+            })
+    }
+
+    /// Fails if an earlier upload failed.
+    fn check_failed(&self) -> Result<()> {
+        match &self.state().failed {
+            Some(e) => Err(RepoError::WriterFailed(e.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Saves `bytes` as one blob (not chunked), e.g. a tree.
@@ -181,6 +207,8 @@ impl BlobWriter {
         buf: Vec<u8>,
         cut: Cut,
     ) -> Result<(Vec<BlobId>, Vec<u8>)> {
+        let _running = self.inner.gate.read().await;
+        self.check_failed()?;
         let buf = if kind == BlobKind::Meta && buf.len() >= DICT_MIN_SAMPLE {
             self.train_dictionary_once(buf).await?
         } else {
@@ -204,7 +232,7 @@ impl BlobWriter {
                 .map(|r| {
                     let data = &buf[r.clone()];
                     let id = BlobId::of(data);
-                    let blob = (!this.is_known(&id))
+                    let blob = (!this.is_known(kind, &id))
                         .then(|| codec::encode(id, data, level, dict.as_ref()));
                     (id, blob)
                 })
@@ -226,7 +254,7 @@ impl BlobWriter {
             st.stats.blobs_seen += ids.len() as u64;
             st.stats.bytes_seen += seen_bytes;
             for blob in &new_blobs {
-                if !st.added.insert(blob.id) {
+                if !st.added.insert((kind, blob.id)) {
                     continue;
                 }
                 st.stats.blobs_new += 1;
@@ -237,7 +265,7 @@ impl BlobWriter {
                     BlobKind::Meta => &mut st.meta,
                 };
                 packer.add(blob);
-                if packer.len() >= pack_size {
+                if packer.len() >= pack_size || packer.count() >= MAX_BLOBS_PER_PACK {
                     full.push(std::mem::replace(packer, PackBuilder::new(kind)));
                 }
             }
@@ -294,12 +322,18 @@ impl BlobWriter {
         let this = self.clone();
         let handle = tokio::spawn(async move {
             let size = pack.bytes.len() as u64;
-            this.inner
+            let written = this
+                .inner
                 .repo
                 .backend()
                 .write(&pack_path(&pack.id), pack.bytes)
-                .await?;
+                .await;
             drop(permit);
+            if let Err(e) = written {
+                let mut st = this.state();
+                st.failed.get_or_insert_with(|| e.to_string());
+                return Err(e.into());
+            }
             let mut st = this.state();
             st.stats.packs_written += 1;
             st.stats.pack_bytes_written += size;
@@ -330,7 +364,8 @@ impl BlobWriter {
         }
     }
 
-    /// Writes one index file for the uploaded packs that have none yet.
+    /// Writes index files (each at most [`MAX_BLOBS_PER_INDEX_FILE`] blobs) for the uploaded
+    /// packs that have none yet. On failure the packs stay pending, so a later call retries.
     async fn write_index(&self) -> Result<()> {
         let packs = {
             let mut st = self.state();
@@ -338,21 +373,43 @@ impl BlobWriter {
             st.last_index = Instant::now();
             std::mem::take(&mut st.unindexed)
         };
-        if packs.is_empty() {
-            return Ok(());
+        let mut pending = packs.into_iter().peekable();
+        while pending.peek().is_some() {
+            let mut batch = Vec::new();
+            let mut blobs = 0;
+            while let Some(pack) = pending.peek() {
+                if !batch.is_empty() && blobs + pack.blobs.len() > MAX_BLOBS_PER_INDEX_FILE {
+                    break;
+                }
+                blobs += pack.blobs.len();
+                batch.push(pending.next().expect("peeked"));
+            }
+            let file = IndexFile::new(batch);
+            let size = codec::encode_json_file(&file).len() as u64;
+            if let Err(e) = self.inner.repo.write_index_file(file.clone()).await {
+                let mut st = self.state();
+                st.unindexed_blobs +=
+                    file.blob_count() + pending.clone().map(|p| p.blobs.len()).sum::<usize>();
+                st.unindexed.extend(file.packs);
+                st.unindexed.extend(pending);
+                return Err(e);
+            }
+            let mut st = self.state();
+            st.stats.index_files_written += 1;
+            st.stats.index_bytes_written += size;
         }
-        let file = IndexFile::new(packs);
-        let size = codec::encode_json_file(&file).len() as u64;
-        self.inner.repo.write_index_file(file).await?;
-        let mut st = self.state();
-        st.stats.index_files_written += 1;
-        st.stats.index_bytes_written += size;
         Ok(())
     }
 
     /// Uploads the partly filled packs and waits for every upload, without writing an index.
     /// (`flush` does this and more; tests use it to stop between the two steps.)
     pub async fn finish_packs(&self) -> Result<()> {
+        let _exclusive = self.inner.gate.write().await;
+        self.finish_packs_locked().await
+    }
+
+    async fn finish_packs_locked(&self) -> Result<()> {
+        self.check_failed()?;
         let partial: Vec<PackBuilder> = {
             let mut st = self.state();
             [BlobKind::Data, BlobKind::Meta]
@@ -370,20 +427,22 @@ impl BlobWriter {
             self.upload(builder).await?;
         }
         let uploads = std::mem::take(&mut self.state().uploads);
-        let mut first_error = None;
         for handle in uploads {
-            let result = handle.await.map_err(|e| RepoError::Internal(e.to_string()));
-            if let Err(e) | Ok(Err(e)) = result {
-                first_error.get_or_insert(e);
+            if let Err(e) = handle.await {
+                self.state()
+                    .failed
+                    .get_or_insert_with(|| format!("an upload task failed: {e}"));
             }
         }
-        first_error.map_or(Ok(()), Err)
+        self.check_failed()
     }
 
-    /// Makes everything saved so far durable: uploads the open packs, waits for all uploads,
-    /// then writes the index. After it returns, a snapshot may refer to every blob saved.
+    /// Makes everything saved so far durable: waits for saves in progress in every clone,
+    /// uploads the open packs, waits for all uploads, then writes the index. After it returns
+    /// Ok, a snapshot may refer to every blob saved. After a failed upload it keeps failing.
     pub async fn flush(&self) -> Result<WriterStats> {
-        self.finish_packs().await?;
+        let _exclusive = self.inner.gate.write().await;
+        self.finish_packs_locked().await?;
         self.write_index().await?;
         Ok(self.stats())
     }

@@ -3,6 +3,7 @@
 mod airtable_client;
 mod cli;
 mod fake_airtable;
+mod regressions;
 mod repo;
 mod snapshot;
 mod support;
