@@ -10,6 +10,7 @@
 //!           | "seed=" U64
 //!           | "iterexpire=" N      the N-th list request that carries an offset (counting
 //!                                  from 1) finds every iterator expired (once)
+//!           | "missing=" P         a fraction P of attachments answer 404 on every download
 //!           | "urlexpire=" N       the N-th attachment download finds every URL issued so far
 //!                                  expired (once)
 //!           | "downloads=" ("on" | "off")   whether 5xx and resets also hit attachment
@@ -22,7 +23,9 @@
 //! Items may come in any order, each at most once; spaces around items are ignored.
 //!
 //! `slow` delays API requests only; `503`/`502`/`500` and `reset` also hit attachment
-//! downloads unless `downloads=off`. The forced expiries are one-shot triggers.
+//! downloads unless `downloads=off`. The forced expiries are one-shot triggers. `missing=P`
+//! makes a fraction P of the attachments (chosen by seed and attachment id) answer 404 on
+//! every download, as content lost on the content host would.
 //!
 //! 5xx answers are decided before a request is handled, so nothing happens on the server.
 //! A reset is decided before but carried out after handling: the request takes effect and the
@@ -54,6 +57,9 @@ pub struct Faults {
     pub expire_urls_at: Option<u64>,
     /// Whether 5xx and resets also apply to attachment downloads.
     pub downloads: bool,
+    /// Fraction of attachments whose content is gone from the content host: their downloads
+    /// answer 404 every time. Which ones is decided by (seed, attachment id).
+    pub missing: f64,
 }
 
 impl Default for Faults {
@@ -69,6 +75,7 @@ impl Default for Faults {
             expire_iterators_at: None,
             expire_urls_at: None,
             downloads: true,
+            missing: 0.0,
         }
     }
 }
@@ -77,6 +84,22 @@ impl Faults {
     /// No faults at all.
     pub fn none() -> Faults {
         Faults::default()
+    }
+
+    /// Whether this attachment's content is gone (see [`Faults::missing`]).
+    pub fn is_missing(&self, attachment_id: &str) -> bool {
+        if self.missing <= 0.0 {
+            return false;
+        }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.seed.to_le_bytes());
+        hasher.update(attachment_id.as_bytes());
+        let draw = u64::from_le_bytes(
+            hasher.finalize().as_bytes()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        (draw as f64 / u64::MAX as f64) < self.missing
     }
 
     /// Whether any random fault can happen.
@@ -155,6 +178,7 @@ impl FromStr for Faults {
                         .parse()
                         .map_err(|_| error("expected an integer seed"))?
                 }
+                "missing" => faults.missing = probability(item, value)?,
                 "iterexpire" => faults.expire_iterators_at = Some(count()?),
                 "urlexpire" => faults.expire_urls_at = Some(count()?),
                 "downloads" => {
@@ -204,6 +228,9 @@ impl fmt::Display for Faults {
         }
         if let Some(n) = self.expire_urls_at {
             items.push(format!("urlexpire={n}"));
+        }
+        if self.missing > 0.0 {
+            items.push(format!("missing={}", self.missing));
         }
         if !self.downloads {
             items.push("downloads=off".to_owned());

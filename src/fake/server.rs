@@ -1264,6 +1264,9 @@ async fn download(shared: &Arc<Shared>, rest: &str) -> Response {
         }
         UrlCheck::Invalid => return plain(StatusCode::NOT_FOUND, "Not Found"),
     };
+    if lock(&shared.faults).faults().is_missing(&attachment_id) {
+        return plain(StatusCode::NOT_FOUND, "Not Found");
+    }
     let entry = read(&shared.world).content.get(&attachment_id).cloned();
     let Some(entry) = entry else {
         return plain(StatusCode::NOT_FOUND, "Not Found");

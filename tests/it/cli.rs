@@ -94,6 +94,7 @@ async fn snapshot_json_snapshots_and_show() {
     let list: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["records"], summary["records"]);
+    assert_eq!(list[0]["partial"], false);
 
     let id = summary["snapshot_id"].as_str().unwrap();
     let (code, out, _) = airback_with(&fake, dir.path(), &["show", &id[..6], "--repo", repo]).await;
@@ -250,4 +251,37 @@ async fn count_packs_per_blob(
         }
     }
     packs_of.into_iter().map(|(k, v)| (k, v.len())).collect()
+}
+
+/// Attachments that cannot be downloaded: the snapshot is saved anyway, the exit code is 3,
+/// and each missing attachment is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_snapshot_exits_3_and_names_what_is_missing() {
+    let mut options = FakeOptions::unlimited(Preset::Demo);
+    options.faults = "missing=0.5,seed=3".parse().unwrap();
+    let fake = FakeAirtable::start(options).await.unwrap();
+    let base = fake.bases()[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    assert_eq!(
+        airback_with(&fake, dir.path(), &["init", "--repo", repo])
+            .await
+            .0,
+        0
+    );
+    let (code, out, err) = airback_with(
+        &fake,
+        dir.path(),
+        &["snapshot", "--repo", repo, "--base", &base],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("is partial") && err.contains("attachment att"),
+        "{err}"
+    );
+    let (code, out, _) = airback_with(&fake, dir.path(), &["snapshots", "--repo", repo]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("(partial)"), "{out}");
 }

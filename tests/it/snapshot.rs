@@ -314,3 +314,40 @@ async fn excluded_tables_and_fields_are_left_out() {
         "excluded field present"
     );
 }
+
+/// Attachments that cannot be downloaded: the snapshot is still saved, marked partial, names
+/// each missing attachment, and holds everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_attachments_make_a_partial_snapshot_that_names_them() {
+    let s = setup(FakeOptions {
+        preset: Preset::Zoo,
+        rate_limit: None,
+        token_rate_limit: None,
+        faults: "missing=0.3,seed=5".parse().unwrap(),
+        ..FakeOptions::default()
+    })
+    .await;
+    let summary = snapshot(&s).await;
+    assert!(summary.partial);
+    assert!(!summary.problems.is_empty());
+    let faults = s.fake.faults();
+    let snapshot = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
+    assert!(snapshot.partial);
+    assert_eq!(snapshot.problems, summary.problems);
+    for problem in &summary.problems {
+        let id = problem.split_whitespace().nth(1).unwrap();
+        assert!(faults.is_missing(id), "{problem}");
+    }
+    // Only what was downloaded is in the snapshot.
+    assert_eq!(summary.attachments, summary.attachments_downloaded);
+    let report = check(
+        &s.repo,
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
