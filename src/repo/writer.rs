@@ -193,7 +193,12 @@ impl BlobWriter {
             writer: self.clone(),
             kind,
             buf: Vec::new(),
-            threshold: (4 * max).max(8 * 1024 * 1024),
+            // Enough for FastCDC's look-ahead (one maximum chunk) plus as much again, and for
+            // metadata at least the sample a dictionary is trained from.
+            threshold: match kind {
+                BlobKind::Data => 2 * max,
+                BlobKind::Meta => (2 * max).max(DICT_MIN_SAMPLE * 4),
+            },
             ids: Vec::new(),
             size: 0,
         }
@@ -459,8 +464,8 @@ enum Cut {
     Ready,
 }
 
-/// Saves a stream of bytes as a chunked file. Memory stays at about [`FileSaver`]'s threshold
-/// (4 × the maximum chunk size, at least 8 MiB) whatever the stream's length.
+/// Saves a stream of bytes as a chunked file. Memory stays at about its threshold (twice the
+/// maximum chunk size: 8 MiB for attachments; 1 MiB for metadata) whatever the stream's length.
 #[derive(Debug)]
 pub struct FileSaver {
     writer: BlobWriter,

@@ -197,6 +197,21 @@ async fn a_zoo_snapshot_holds_every_record_and_attachment_then_reuses_them() {
     .await;
     let first = snapshot(&s).await;
     assert_eq!(first.rate_limited, 0);
+    // The floor: list bases + schema, then one request per page of 100 records per table.
+    let schema = s.fake.schema_json(&s.base);
+    let pages: u64 = schema["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let records = s
+                .fake
+                .record_count(&s.base, t["id"].as_str().unwrap())
+                .unwrap() as u64;
+            records.div_ceil(100).max(1)
+        })
+        .sum();
+    assert_eq!(first.api_requests, 2 + pages + first.retries);
     assert!(first.attachments_downloaded > 0);
     assert_complete(&s, &first).await;
 
