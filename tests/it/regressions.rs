@@ -1,67 +1,14 @@
 //! Regression tests for defects found in review of the repository engine: each failed on the
 //! code before its fix.
-use airback::backend::{Backend, BackendOptions};
 use airback::check::{CheckOptions, check};
-use airback::chunker::ChunkerParams;
 use airback::id::{BlobId, IndexId};
-use airback::repo::config::InitOptions;
 use airback::repo::pack::BlobKind;
-use airback::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
+use airback::repo::snapshot::{Node, NodeKind, Tree};
 use airback::repo::writer::WriterOptions;
 use airback::repo::{BlobWriter, CacheChoice, Repository};
 
-use crate::support::random_bytes;
+use crate::support::{commit, new_repo, open_backend, random_bytes, small_options};
 
-fn open_backend(location: &str) -> Backend {
-    Backend::open(
-        location,
-        &BackendOptions {
-            create: true,
-            ..BackendOptions::default()
-        },
-    )
-    .unwrap()
-}
-fn small_options() -> InitOptions {
-    InitOptions {
-        data_chunker: ChunkerParams {
-            min_size: 4 * 1024,
-            avg_size: 16 * 1024,
-            max_size: 64 * 1024,
-        },
-        meta_chunker: ChunkerParams {
-            min_size: 512,
-            avg_size: 2 * 1024,
-            max_size: 8 * 1024,
-        },
-        compression_level: 3,
-        pack_size: 1024 * 1024,
-        chunker_seed: None,
-    }
-}
-async fn new_repo(location: &str) -> Repository {
-    let backend = open_backend(location);
-    Repository::init(&backend, &small_options()).await.unwrap();
-    Repository::open(backend, CacheChoice::Memory)
-        .await
-        .unwrap()
-}
-async fn commit(repo: &Repository, tree: BlobId) {
-    repo.save_snapshot(&Snapshot {
-        version: 1,
-        time: "2026-11-22T00:00:00Z".into(),
-        hostname: "t".into(),
-        program: "t".into(),
-        tree,
-        source: serde_json::json!({}),
-        tags: vec![],
-        partial: false,
-        problems: vec![],
-        summary: serde_json::Value::Null,
-    })
-    .await
-    .unwrap();
-}
 async fn tree_of(w: &BlobWriter, kind: BlobKind, content: Vec<BlobId>) -> BlobId {
     let t = Tree::new(vec![Node {
         name: "f".into(),
@@ -81,7 +28,7 @@ async fn tree_of(w: &BlobWriter, kind: BlobKind, content: Vec<BlobId>) -> BlobId
 async fn flush_waits_for_packs_in_flight_in_other_clones() {
     let mut hits = 0;
     for seed in 0..20 {
-        let repo = new_repo("memory://").await;
+        let repo = new_repo("memory://", &small_options()).await;
         let data = random_bytes(6 * 1024 * 1024, seed);
         let ids: Vec<BlobId> = repo
             .chunker(BlobKind::Data)
@@ -130,7 +77,7 @@ async fn flush_waits_for_packs_in_flight_in_other_clones() {
 async fn a_failed_index_write_is_retried_by_the_next_flush() {
     let dir = tempfile::tempdir().unwrap();
     let loc = dir.path().to_str().unwrap();
-    let repo = new_repo(loc).await;
+    let repo = new_repo(loc, &small_options()).await;
     let w = repo.writer();
     let ids = w
         .save_bytes(BlobKind::Data, random_bytes(300_000, 1))
@@ -157,7 +104,7 @@ async fn a_failed_index_write_is_retried_by_the_next_flush() {
 async fn after_a_failed_upload_the_writer_stays_failed() {
     let dir = tempfile::tempdir().unwrap();
     let loc = dir.path().to_str().unwrap();
-    let repo = new_repo(loc).await;
+    let repo = new_repo(loc, &small_options()).await;
     std::fs::write(dir.path().join("data"), b"x").unwrap(); // data/ cannot be created
     let w = repo.writer();
     let ids = w
@@ -192,7 +139,7 @@ async fn after_a_failed_upload_the_writer_stays_failed() {
 async fn unknown_fields_in_index_files_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let loc = dir.path().to_str().unwrap();
-    new_repo(loc).await;
+    new_repo(loc, &small_options()).await;
     let json = br#"{"version":1,"supersedes":[],"packs":[],"packs_to_delete":[]}"#;
     let mut bytes = vec![1u8];
     bytes.extend(zstd::bulk::compress(json, 3).unwrap());
@@ -209,7 +156,7 @@ async fn unknown_fields_in_index_files_are_ignored() {
 async fn a_damaged_index_file_does_not_stop_check_which_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let loc = dir.path().to_str().unwrap();
-    new_repo(loc).await;
+    new_repo(loc, &small_options()).await;
     let bad = IndexId::of(b"other");
     open_backend(loc)
         .write(&format!("index/{bad}"), b"garbage".to_vec())
@@ -230,7 +177,7 @@ async fn a_damaged_index_file_does_not_stop_check_which_reports_it() {
 async fn check_has_no_false_alarm_when_a_backup_commits_after_open() {
     let dir = tempfile::tempdir().unwrap();
     let loc = dir.path().to_str().unwrap();
-    new_repo(loc).await;
+    new_repo(loc, &small_options()).await;
     let checker = Repository::open(open_backend(loc), CacheChoice::Memory)
         .await
         .unwrap();
@@ -251,7 +198,7 @@ async fn check_has_no_false_alarm_when_a_backup_commits_after_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_bytes_as_data_and_as_metadata_are_both_stored() {
-    let repo = new_repo("memory://").await;
+    let repo = new_repo("memory://", &small_options()).await;
     let w = repo.writer();
     let bytes = b"{\"hello\":\"world\"}\n".repeat(50);
     let data_ids = w.save_bytes(BlobKind::Data, bytes.clone()).await.unwrap();
@@ -268,7 +215,7 @@ async fn the_same_bytes_as_data_and_as_metadata_are_both_stored() {
 async fn a_damaged_leftover_pack_is_not_adopted() {
     let dir = tempfile::tempdir().unwrap();
     let loc = dir.path().to_str().unwrap();
-    let repo = new_repo(loc).await;
+    let repo = new_repo(loc, &small_options()).await;
     let data = random_bytes(200_000, 4);
     let w = repo.writer();
     let ids = w.save_bytes(BlobKind::Data, data.clone()).await.unwrap();

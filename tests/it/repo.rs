@@ -4,53 +4,19 @@
 
 use std::path::Path;
 
-use airback::backend::{Backend, BackendError, BackendOptions};
+use airback::backend::{Backend, BackendError};
 use airback::check::{CheckOptions, check};
-use airback::chunker::ChunkerParams;
 use airback::id::{BlobId, SnapshotId};
 use airback::repo::config::InitOptions;
 use airback::repo::pack::BlobKind;
-use airback::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
+use airback::repo::snapshot::{Node, NodeKind, Tree};
 use airback::repo::{BlobWriter, CacheChoice, Repository};
 use proptest::prelude::*;
 
 use crate::support::s3::S3Server;
-use crate::support::{airback, files_below, json_lines, random_bytes};
-
-fn open_backend(location: &str) -> Backend {
-    let options = BackendOptions {
-        create: true,
-        ..BackendOptions::default()
-    };
-    Backend::open(location, &options).unwrap()
-}
-
-/// Small chunks and packs so that tests exercise many of each quickly.
-fn small_options() -> InitOptions {
-    InitOptions {
-        data_chunker: ChunkerParams {
-            min_size: 4 * 1024,
-            avg_size: 16 * 1024,
-            max_size: 64 * 1024,
-        },
-        meta_chunker: ChunkerParams {
-            min_size: 512,
-            avg_size: 2 * 1024,
-            max_size: 8 * 1024,
-        },
-        compression_level: 3,
-        pack_size: 1024 * 1024,
-        chunker_seed: None,
-    }
-}
-
-async fn new_repo(location: &str, options: &InitOptions) -> Repository {
-    let backend = open_backend(location);
-    Repository::init(&backend, options).await.unwrap();
-    Repository::open(backend, CacheChoice::Memory)
-        .await
-        .unwrap()
-}
+use crate::support::{
+    airback, commit, files_below, json_lines, new_repo, open_backend, random_bytes, small_options,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Backend conformance: the same contract on every service.
@@ -322,23 +288,6 @@ async fn build_tree(writer: &BlobWriter, files: &[(&str, BlobKind, Vec<u8>)]) ->
         )
         .await
         .unwrap()
-}
-
-async fn commit(repo: &Repository, tree: BlobId) -> SnapshotId {
-    repo.save_snapshot(&Snapshot {
-        version: 1,
-        time: "2026-11-22T00:00:00Z".into(),
-        hostname: "test".into(),
-        program: "airback test".into(),
-        tree,
-        source: serde_json::json!({"kind": "test"}),
-        tags: vec![],
-        partial: false,
-        problems: vec![],
-        summary: serde_json::Value::Null,
-    })
-    .await
-    .unwrap()
 }
 
 fn sample_files(seed: u64) -> Vec<(&'static str, BlobKind, Vec<u8>)> {

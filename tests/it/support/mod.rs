@@ -2,6 +2,13 @@
 
 pub mod s3;
 
+use airback::backend::{Backend, BackendOptions};
+use airback::chunker::ChunkerParams;
+use airback::id::{BlobId, SnapshotId};
+use airback::repo::config::InitOptions;
+use airback::repo::snapshot::Snapshot;
+use airback::repo::{CacheChoice, Repository};
+
 use std::path::{Path, PathBuf};
 
 /// Runs the `airback` binary with `args`, a private cache dir, and returns (code, stdout, stderr).
@@ -69,4 +76,59 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Opens storage at `location`, creating a local folder if needed.
+pub fn open_backend(location: &str) -> Backend {
+    let options = BackendOptions {
+        create: true,
+        ..BackendOptions::default()
+    };
+    Backend::open(location, &options).unwrap()
+}
+
+/// Small chunks and packs so that tests exercise many of each quickly.
+pub fn small_options() -> InitOptions {
+    InitOptions {
+        data_chunker: ChunkerParams {
+            min_size: 4 * 1024,
+            avg_size: 16 * 1024,
+            max_size: 64 * 1024,
+        },
+        meta_chunker: ChunkerParams {
+            min_size: 512,
+            avg_size: 2 * 1024,
+            max_size: 8 * 1024,
+        },
+        compression_level: 3,
+        pack_size: 1024 * 1024,
+        chunker_seed: None,
+    }
+}
+
+/// A new repository at `location` with `options` and an in-memory cache.
+pub async fn new_repo(location: &str, options: &InitOptions) -> Repository {
+    let backend = open_backend(location);
+    Repository::init(&backend, options).await.unwrap();
+    Repository::open(backend, CacheChoice::Memory)
+        .await
+        .unwrap()
+}
+
+/// Commits a snapshot of `tree` (a test snapshot with a fixed time).
+pub async fn commit(repo: &Repository, tree: BlobId) -> SnapshotId {
+    repo.save_snapshot(&Snapshot {
+        version: 1,
+        time: "2026-11-22T00:00:00Z".into(),
+        hostname: "test".into(),
+        program: "airback test".into(),
+        tree,
+        source: serde_json::json!({"kind": "test"}),
+        tags: vec![],
+        partial: false,
+        problems: vec![],
+        summary: serde_json::Value::Null,
+    })
+    .await
+    .unwrap()
 }
