@@ -15,6 +15,9 @@
 //! tasks sharing a base take turns. A request to a base first waits for its base's turn and then
 //! for the token's, and its send time is recorded in both at the same instant.
 //!
+//! A new gate starts full, as if its scope had just sent `limit` requests, because another
+//! process may have: two `airback` runs on one base back to back would otherwise draw a 429.
+//!
 //! A 429 pauses the base (or the token, for requests outside any base) with `Pacer::penalize`:
 //! nothing is sent there until the penalty is over. Time is `tokio::time`, so the unit tests run on
 //! a paused clock.
@@ -87,12 +90,20 @@ struct Gate {
 }
 
 impl Gate {
+    /// A gate that starts as if `limit` requests had just been sent: another process (the
+    /// previous cron job, a second `airback` on the same base) may have used the last second,
+    /// and a strict server would answer our first burst with a 429. The first request waits
+    /// one period (1.1 s at 5/s) once per scope and process; after that the window is ours.
     fn new(spec: Option<WindowSpec>) -> Gate {
+        let now = Instant::now();
+        let sends = spec.map_or_else(VecDeque::new, |spec| {
+            std::iter::repeat_n(now, spec.limit).collect()
+        });
         Gate {
             turn: tokio::sync::Mutex::new(()),
             state: Mutex::new(GateState {
                 spec,
-                sends: VecDeque::new(),
+                sends,
                 paused_until: None,
             }),
         }
@@ -271,9 +282,10 @@ mod tests {
         let times: Vec<Instant> = sends.iter().map(|(_, t)| *t).collect();
         assert_eq!(times.len(), 200);
         assert_eq!(busiest_window(&times, Duration::from_secs(1), false), 5);
-        // And it is not slower than it has to be: 200 sends at 5/s take 39 s after the first.
+        // And it is not slower than it has to be: the first send waits one period (the
+        // busy start), then 200 sends at 5/s take 39 s.
         let last = *times.iter().max().unwrap();
-        assert_eq!(last - start, Duration::from_secs(39));
+        assert_eq!(last - start, Duration::from_secs(40));
     }
 
     #[tokio::test(start_paused = true)]
@@ -324,10 +336,28 @@ mod tests {
             Some(start + Duration::from_secs(30))
         );
         pacer.acquire(Some("appB")).await;
-        assert_eq!(Instant::now(), start);
+        assert_eq!(
+            Instant::now(),
+            start + Duration::from_secs(1),
+            "only B's busy start"
+        );
         pacer.acquire(Some("appA")).await;
         assert_eq!(Instant::now(), start + Duration::from_secs(30));
         assert_eq!(pacer.paused_until(Some("appA")), None);
+    }
+
+    /// Another process may have used the last second: the first request of a new pacer waits
+    /// one period, then a full window's worth goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_pacer_starts_as_if_the_window_were_full() {
+        let pacer = Pacer::new(WindowSpec::from_rate(5.0, Duration::from_millis(100)), None);
+        let start = Instant::now();
+        for _ in 0..5 {
+            pacer.acquire(Some("appA")).await;
+            assert_eq!(Instant::now(), start + Duration::from_millis(1100));
+        }
+        pacer.acquire(Some("appA")).await;
+        assert_eq!(Instant::now(), start + Duration::from_millis(2200));
     }
 
     #[tokio::test(start_paused = true)]

@@ -88,15 +88,28 @@ async fn snapshot_json_snapshots_and_show() {
         "the token leaked"
     );
 
+    // A second run right after the first, on the same base: a new process cannot know what
+    // the last one sent, and must still draw no 429 from a strict server.
+    let (code, out, err) = airback_with(
+        &fake,
+        dir.path(),
+        &["snapshot", "--repo", repo, "--base", &base, "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let again: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(again["rate_limited"], 0, "{again}");
+    assert_eq!(fake.counters().rate_limited, 0);
+
     let (code, out, _) =
         airback_with(&fake, dir.path(), &["snapshots", "--repo", repo, "--json"]).await;
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["records"], summary["records"]);
     assert_eq!(list[0]["partial"], false);
 
-    let id = summary["snapshot_id"].as_str().unwrap();
+    let id = again["snapshot_id"].as_str().unwrap();
     let (code, out, _) = airback_with(&fake, dir.path(), &["show", &id[..6], "--repo", repo]).await;
     assert_eq!(code, 0);
     assert!(out.contains(id) && out.contains("records"), "{out}");
