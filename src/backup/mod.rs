@@ -140,7 +140,7 @@ pub struct BackupSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     /// Airtable refused or failed.
-    #[error("base {base}: {source}")]
+    #[error("cannot back up base {base}")]
     Airtable {
         /// The base.
         base: String,
@@ -189,6 +189,8 @@ pub async fn backup_base(
 
     let base_name = match client.list_bases().await {
         Ok(bases) => bases.into_iter().find(|b| b.id == base).map(|b| b.name),
+        // Airtable or the network is down: the schema read would fail the same way.
+        Err(e) if e.is_transient() => return Err(airtable(e)),
         Err(e) => {
             tracing::warn!("cannot list bases to learn the base's name: {e}");
             None

@@ -83,6 +83,10 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
             "no repository given: pass --repo LOCATION, set AIRBACK_REPO, or add `repository:` to the config"
         );
     };
+    let all_bases = args.all_bases || config.as_ref().is_some_and(|c| c.all_bases);
+    if args.bases.is_empty() && config.as_ref().is_none_or(|c| c.bases.is_empty()) && !all_bases {
+        bail!("nothing to back up: pass --base appXXXXXXXXXXXXXX, --all-bases, or --config FILE");
+    }
     let client = Client::new(token(args, config.as_ref())?, ClientOptions::from_env())?;
 
     // Which bases, with which options.
@@ -111,7 +115,7 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
             jobs.push(o);
         }
     }
-    if args.all_bases || config.as_ref().is_some_and(|c| c.all_bases) {
+    if all_bases {
         for base in client
             .list_bases()
             .await
