@@ -231,9 +231,12 @@ pub async fn backup_base(
             ..ListRecordsOptions::default()
         };
         let spill = RecordSpill::new().map_err(BackupError::Spill)?;
-        let mut pager = client.list_records(&base, &table.id, list_options);
+        // The next page is requested while this one is processed, so listing runs at the
+        // pacer's rate whatever the processing costs.
+        let mut pages = prefetch(client.list_records(&base, &table.id, list_options));
         let mut count = 0u64;
-        while let Some(page) = pager.next_page().await.map_err(airtable)? {
+        while let Some(page) = pages.recv().await {
+            let page = page.map_err(airtable)?;
             count += page.len() as u64;
             progress.records(page.len() as u64);
             if options.attachments {
@@ -394,6 +397,24 @@ pub async fn backup_base(
         partial,
         problems,
     })
+}
+
+/// Lists pages in a task of its own, one page ahead of the consumer.
+fn prefetch(
+    mut pager: crate::airtable::RecordPager,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<Record>, AirtableError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            let next = pager.next_page().await.transpose();
+            let Some(page) = next else { break };
+            let failed = page.is_err();
+            if tx.send(page).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -105,6 +105,16 @@ impl PackBuilder {
         }
     }
 
+    /// An empty pack whose buffer is allocated once for `size` bytes, so that growing to the
+    /// target size never doubles it (untouched capacity costs no resident memory).
+    pub fn with_capacity(kind: BlobKind, size: usize) -> Self {
+        PackBuilder {
+            kind,
+            bytes: Vec::with_capacity(size),
+            blobs: Vec::new(),
+        }
+    }
+
     /// Appends a blob.
     pub fn add(&mut self, blob: &EncodedBlob) {
         let offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");

@@ -29,14 +29,19 @@ pub struct WriterOptions {
     pub index_flush_blobs: usize,
     /// ... or once this much time passed since the last one.
     pub index_flush_interval: Duration,
+    /// Bytes being chunked, hashed and compressed at once, over all streams (each in-flight
+    /// buffer also has its encoded copy until it is packed): bounds memory when many
+    /// attachments download at once.
+    pub processing_budget: usize,
 }
 
 impl Default for WriterOptions {
     fn default() -> Self {
         WriterOptions {
-            uploads: 3,
+            uploads: 2,
             index_flush_blobs: MAX_BLOBS_PER_INDEX_FILE,
             index_flush_interval: Duration::from_secs(300),
+            processing_budget: 24 * MIB,
         }
     }
 }
@@ -76,6 +81,8 @@ struct Inner {
     repo: Repository,
     options: WriterOptions,
     permits: Arc<Semaphore>,
+    /// One permit per MiB of [`WriterOptions::processing_budget`].
+    processing: Arc<Semaphore>,
     state: Mutex<State>,
     /// Set once this writer has tried to train a metadata dictionary.
     dict_attempt: tokio::sync::OnceCell<()>,
@@ -83,6 +90,13 @@ struct Inner {
     /// so it waits for work that other clones have started (a full pack on its way to
     /// upload) before declaring everything durable.
     gate: tokio::sync::RwLock<()>,
+}
+
+const MIB: usize = 1024 * 1024;
+
+/// What a pack grows to: its target, one more blob, and its header.
+fn pack_capacity(repo: &Repository) -> usize {
+    repo.config().pack_size as usize + repo.config().chunker.data.max_size as usize + MIB
 }
 
 /// A pack is closed at this many blobs even below its target size, so that one pack always
@@ -120,16 +134,18 @@ impl BlobWriter {
 
     /// A writer with explicit tuning.
     pub fn with_options(repo: Repository, options: WriterOptions) -> Self {
+        let capacity = pack_capacity(&repo);
         BlobWriter {
             inner: Arc::new(Inner {
                 repo,
                 permits: Arc::new(Semaphore::new(options.uploads.max(1))),
+                processing: Arc::new(Semaphore::new((options.processing_budget / MIB).max(1))),
                 options,
                 dict_attempt: tokio::sync::OnceCell::new(),
                 gate: tokio::sync::RwLock::new(()),
                 state: Mutex::new(State {
-                    data: PackBuilder::new(BlobKind::Data),
-                    meta: PackBuilder::new(BlobKind::Meta),
+                    data: PackBuilder::with_capacity(BlobKind::Data, capacity),
+                    meta: PackBuilder::with_capacity(BlobKind::Meta, capacity),
                     added: HashSet::new(),
                     unindexed: Vec::new(),
                     unindexed_blobs: 0,
@@ -193,10 +209,10 @@ impl BlobWriter {
             writer: self.clone(),
             kind,
             buf: Vec::new(),
-            // Enough for FastCDC's look-ahead (one maximum chunk) plus as much again, and for
-            // metadata at least the sample a dictionary is trained from.
+            // Enough for FastCDC's look-ahead (one maximum chunk) plus some, and for metadata
+            // at least the sample a dictionary is trained from.
             threshold: match kind {
-                BlobKind::Data => 2 * max,
+                BlobKind::Data => max + MIB,
                 BlobKind::Meta => (2 * max).max(DICT_MIN_SAMPLE * 4),
             },
             ids: Vec::new(),
@@ -214,6 +230,17 @@ impl BlobWriter {
     ) -> Result<(Vec<BlobId>, Vec<u8>)> {
         let _running = self.inner.gate.read().await;
         self.check_failed()?;
+        // Hold budget for this buffer (and its encoded copy) until its blobs are packed. A
+        // buffer larger than the whole budget takes all of it.
+        let budget = self.inner.options.processing_budget / MIB;
+        let wanted =
+            u32::try_from(buf.len().div_ceil(MIB).clamp(1, budget.max(1))).unwrap_or(u32::MAX);
+        let _budget = self
+            .inner
+            .processing
+            .acquire_many(wanted)
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))?;
         let buf = if kind == BlobKind::Meta && buf.len() >= DICT_MIN_SAMPLE {
             self.train_dictionary_once(buf).await?
         } else {
@@ -271,7 +298,8 @@ impl BlobWriter {
                 };
                 packer.add(blob);
                 if packer.len() >= pack_size || packer.count() >= MAX_BLOBS_PER_PACK {
-                    full.push(std::mem::replace(packer, PackBuilder::new(kind)));
+                    let fresh = PackBuilder::with_capacity(kind, pack_capacity(&self.inner.repo));
+                    full.push(std::mem::replace(packer, fresh));
                 }
             }
         }
@@ -464,8 +492,8 @@ enum Cut {
     Ready,
 }
 
-/// Saves a stream of bytes as a chunked file. Memory stays at about its threshold (twice the
-/// maximum chunk size: 8 MiB for attachments; 1 MiB for metadata) whatever the stream's length.
+/// Saves a stream of bytes as a chunked file. Memory stays at about its threshold (the maximum
+/// chunk size plus 1 MiB for attachments, 1 MiB for metadata) whatever the stream's length.
 #[derive(Debug)]
 pub struct FileSaver {
     writer: BlobWriter,
