@@ -233,8 +233,9 @@ impl BlobWriter {
         // Hold budget for this buffer (and its encoded copy) until its blobs are packed. A
         // buffer larger than the whole budget takes all of it.
         let budget = self.inner.options.processing_budget / MIB;
-        let wanted =
-            u32::try_from(buf.len().div_ceil(MIB).clamp(1, budget.max(1))).unwrap_or(u32::MAX);
+        // The buffer and its encoded copy.
+        let wanted = u32::try_from((2 * buf.len()).div_ceil(MIB).clamp(1, budget.max(1)))
+            .unwrap_or(u32::MAX);
         let _budget = self
             .inner
             .processing
