@@ -38,7 +38,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use airback::airtable::{Attachment, Client, ClientOptions, ListRecordsOptions, Record, RecordUpdate, Token};
+use airback::airtable::{
+    Attachment, Client, ClientOptions, ListRecordsOptions, Record, RecordUpdate, Token,
+};
 use airback::fake::LargeParams;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
@@ -71,7 +73,10 @@ fn env_sizes(name: &str) -> Option<Vec<usize>> {
         text.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| s.parse().unwrap_or_else(|_| panic!("{name}: `{s}` is not a number")))
+            .map(|s| {
+                s.parse()
+                    .unwrap_or_else(|_| panic!("{name}: `{s}` is not a number"))
+            })
             .collect(),
     )
 }
@@ -133,7 +138,13 @@ fn params_for(records: usize) -> LargeParams {
 fn show_command(cmd: &Command) -> String {
     let mut parts: Vec<String> = cmd
         .get_envs()
-        .filter_map(|(k, v)| Some(format!("{}={}", k.to_string_lossy(), quote(&v?.to_string_lossy()))))
+        .filter_map(|(k, v)| {
+            Some(format!(
+                "{}={}",
+                k.to_string_lossy(),
+                quote(&v?.to_string_lossy())
+            ))
+        })
         .collect();
     parts.push(quote(&cmd.get_program().to_string_lossy()));
     parts.extend(cmd.get_args().map(|a| quote(&a.to_string_lossy())));
@@ -152,7 +163,11 @@ fn quote(s: &str) -> String {
 }
 
 fn log(msg: impl AsRef<str>) {
-    eprintln!("[bench {}] {}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()), msg.as_ref());
+    eprintln!(
+        "[bench {}] {}",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        msg.as_ref()
+    );
 }
 
 /// The commands run, for the report.
@@ -181,10 +196,17 @@ struct Fake {
 impl Fake {
     fn start(s: &Settings, params: &LargeParams, dir: &Path, cmds: &mut Commands) -> Res<Fake> {
         let mut cmd = Command::new(&s.bin);
-        cmd.args(["fake-airtable", "--listen", "127.0.0.1:0", "--preset", "large", "--rate"])
-            .arg(RATE.to_string())
-            .arg("--large")
-            .arg(params.to_string());
+        cmd.args([
+            "fake-airtable",
+            "--listen",
+            "127.0.0.1:0",
+            "--preset",
+            "large",
+            "--rate",
+        ])
+        .arg(RATE.to_string())
+        .arg("--large")
+        .arg(params.to_string());
         cmds.note(&cmd);
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -349,7 +371,10 @@ fn answer_span(log: &str, filter: impl Fn(&str) -> bool) -> (u64, f64) {
     let (Some(first), Some(last)) = (times.first(), times.last()) else {
         return (0, 0.0);
     };
-    let span = last.duration_since(*first).unwrap_or_default().as_secs_f64();
+    let span = last
+        .duration_since(*first)
+        .unwrap_or_default()
+        .as_secs_f64();
     (times.len() as u64, span)
 }
 
@@ -520,12 +545,20 @@ async fn change(
                 let mut fields = Map::new();
                 fields.insert(
                     t.notes.clone(),
-                    json!(format!("changed by the snapshot_large benchmark ({i}): the quick brown fox")),
+                    json!(format!(
+                        "changed by the snapshot_large benchmark ({i}): the quick brown fox"
+                    )),
                 );
-                RecordUpdate { id: id.clone(), fields }
+                RecordUpdate {
+                    id: id.clone(),
+                    fields,
+                }
             })
             .collect();
-        report.records_updated += client.update_records(base, &t.id, &updates, false).await?.len();
+        report.records_updated += client
+            .update_records(base, &t.id, &updates, false)
+            .await?
+            .len();
     }
     report.update_requests = client.counters().requests - requests_before_updates;
     let mut rng = fastrand::Rng::with_seed(0x5eed_0004);
@@ -686,7 +719,11 @@ async fn export(
 fn du_sb(dir: &Path) -> Res<u64> {
     let out = Command::new("du").arg("-sb").arg(dir).output()?;
     let text = String::from_utf8(out.stdout)?;
-    Ok(text.split_whitespace().next().ok_or("du printed nothing")?.parse()?)
+    Ok(text
+        .split_whitespace()
+        .next()
+        .ok_or("du printed nothing")?
+        .parse()?)
 }
 
 /// Runs restic with the bench's password and cache, in `cwd`.
@@ -748,7 +785,14 @@ fn restic_backup(
         repo,
         cache,
         export_dir,
-        &["backup", "--json", "--host", "airback-bench", "attachments", tables_dir],
+        &[
+            "backup",
+            "--json",
+            "--host",
+            "airback-bench",
+            "attachments",
+            tables_dir,
+        ],
         Some(&time_file),
         cmds,
     )?;
@@ -779,7 +823,9 @@ struct ResticVariant {
 
 impl ResticVariant {
     fn added(&self) -> u64 {
-        self.second.repo_bytes_after.saturating_sub(self.first.repo_bytes_after)
+        self.second
+            .repo_bytes_after
+            .saturating_sub(self.first.repo_bytes_after)
     }
 }
 
@@ -832,8 +878,7 @@ fn run_size(
         if !status.success() {
             return Err(format!("airback init failed: {status}").into());
         }
-        let floor =
-            (params.tables * params.records_per_table.div_ceil(100)) as u64 + 2;
+        let floor = (params.tables * params.records_per_table.div_ceil(100)) as u64 + 2;
         let first = snapshot(s, &fake, &repo, &cache, &dir, "snapshot1", cmds)?;
         let mut report = SizeReport {
             records: params.tables * params.records_per_table,
@@ -920,7 +965,14 @@ fn run_size(
     let mut report = result?;
     report.wall_secs = start.elapsed().as_secs_f64();
     if !s.keep {
-        for sub in ["repo", "cache", "export", "restic-raw", "restic-stripped", "restic-cache"] {
+        for sub in [
+            "repo",
+            "cache",
+            "export",
+            "restic-raw",
+            "restic-stripped",
+            "restic-cache",
+        ] {
             let _ = std::fs::remove_dir_all(dir.join(sub));
         }
     }
@@ -1034,7 +1086,10 @@ fn render(s: &Settings, reports: &[SizeReport], cmds: &Commands) -> String {
         );
     }
 
-    let _ = writeln!(w, "\n## 3. After changing 1 % of records and adding 10 attachments\n");
+    let _ = writeln!(
+        w,
+        "\n## 3. After changing 1 % of records and adding 10 attachments\n"
+    );
     let _ = writeln!(
         w,
         "Changes go through the library client (paced): `Notes` of the first 1 % of each table's records in listing order (random ids, so spread over the id space), `update_records` in batches of 10; then 10 `upload_attachment`s of random bytes (100 KB–5 MB) to other records. Target: exactly those 10 attachments downloaded.\n"
@@ -1074,7 +1129,11 @@ fn render(s: &Settings, reports: &[SizeReport], cmds: &Commands) -> String {
         let (Some(rr), Some(t), Some(c)) = (&r.restic, &r.third, &r.change) else {
             continue;
         };
-        let _ = writeln!(w, "\n### Side by side with restic ({} records)\n", r.records);
+        let _ = writeln!(
+            w,
+            "\n### Side by side with restic ({} records)\n",
+            r.records
+        );
         let _ = writeln!(
             w,
             "The base exported through the same paced client before and after the change: one JSON-lines file per table (records in listing order) plus one file per attachment named by its id (attachments already exported are not downloaded again). \"raw\" keeps each record exactly as the API returned it, including the attachment URLs, which expire and are re-signed on every listing; \"stripped\" drops `url` and `thumbnails` as airback does. Each variant has its own fresh restic repository (`restic init`, then `restic backup` before and after). Export before: {} records, {} attachments ({} MB downloaded), {} API requests, {:.0} s; export directory {} MB. Export after: {} API requests, {} attachments downloaded, {:.0} s.\n",
@@ -1120,7 +1179,10 @@ fn render(s: &Settings, reports: &[SizeReport], cmds: &Commands) -> String {
         );
     }
 
-    let _ = writeln!(w, "\n## 4. Peak RSS (`/usr/bin/time -v`, maximum resident set size)\n");
+    let _ = writeln!(
+        w,
+        "\n## 4. Peak RSS (`/usr/bin/time -v`, maximum resident set size)\n"
+    );
     let _ = writeln!(
         w,
         "Target: below 150 MB at 100k records and ~2 GB of attachments. MiB = 2^20 bytes; the verdict compares against 150 × 10^6 bytes.\n"
@@ -1130,7 +1192,8 @@ fn render(s: &Settings, reports: &[SizeReport], cmds: &Commands) -> String {
         "| records | attachment bytes | snapshot 1 (MiB) | snapshot 2 (MiB) | snapshot 3 (MiB) | snapshot 1 wall / user / sys (s) | verdict (< 150 MB) |\n| ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
     for r in reports {
-        let rss = |x: &Option<SnapshotRun>| x.as_ref().map_or("–".to_owned(), |x| mib(x.rss_bytes()));
+        let rss =
+            |x: &Option<SnapshotRun>| x.as_ref().map_or("–".to_owned(), |x| mib(x.rss_bytes()));
         let max = [Some(&r.first), r.second.as_ref(), r.third.as_ref()]
             .into_iter()
             .flatten()
@@ -1179,7 +1242,9 @@ fn main() -> Res<()> {
         s.first_only,
         s.work.display()
     ));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut cmds = Commands::default();
     let mut reports = Vec::new();
     let mut failure = None;
@@ -1187,7 +1252,10 @@ fn main() -> Res<()> {
         match run_size(&s, &rt, records, &mut cmds) {
             Ok(r) => {
                 reports.push(r);
-                std::fs::write(s.work.join("results.json"), serde_json::to_vec_pretty(&reports)?)?;
+                std::fs::write(
+                    s.work.join("results.json"),
+                    serde_json::to_vec_pretty(&reports)?,
+                )?;
                 std::fs::write(s.work.join("results.md"), render(&s, &reports, &cmds))?;
             }
             Err(e) => {
@@ -1200,7 +1268,10 @@ fn main() -> Res<()> {
     let text = render(&s, &reports, &cmds);
     std::fs::write(s.work.join("results.md"), &text)?;
     println!("{text}");
-    log(format!("results in {}", s.work.join("results.md").display()));
+    log(format!(
+        "results in {}",
+        s.work.join("results.md").display()
+    ));
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
