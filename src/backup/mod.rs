@@ -78,6 +78,16 @@ impl BackupOptions {
             (*t == table.id || *t == table.name) && (f == field_id || f == field_name)
         })
     }
+
+    /// The ids of the table's fields to back up.
+    fn fields_to_list(&self, table: &TableSchema) -> Vec<String> {
+        table
+            .fields
+            .iter()
+            .filter(|f| self.wants_field(table, &f.id, &f.name))
+            .map(|f| f.id.clone())
+            .collect()
+    }
 }
 
 /// Reports progress; the CLI draws bars with it. Every method has a no-op default.
@@ -217,23 +227,34 @@ pub async fn backup_base(
 
     let mut table_nodes = Vec::new();
     let mut total_records = 0u64;
-    for table in schema.tables.iter().filter(|t| options.wants_table(t)) {
-        progress.table(&table.name);
-        let fields: Vec<String> = table
-            .fields
-            .iter()
-            .filter(|f| options.wants_field(table, &f.id, &f.name))
-            .map(|f| f.id.clone())
-            .collect();
-        let excluded = fields.len() < table.fields.len();
+    let tables: Vec<&TableSchema> = schema
+        .tables
+        .iter()
+        .filter(|t| options.wants_table(t))
+        .collect();
+    // Listing runs ahead of processing: the next page is requested while one is processed, and
+    // the next table's listing starts as soon as the last page of a table arrives, while that
+    // table is sorted and stored. Listing thus runs at the pacer's rate.
+    let start_listing = |table: &TableSchema| {
+        let fields = options.fields_to_list(table);
         let list_options = ListRecordsOptions {
-            fields: if excluded { fields.clone() } else { Vec::new() },
+            fields: if fields.len() < table.fields.len() {
+                fields
+            } else {
+                Vec::new()
+            },
             ..ListRecordsOptions::default()
         };
+        prefetch(client.list_records(&base, &table.id, list_options))
+    };
+    let mut upcoming = tables.first().map(|t| start_listing(t));
+    for (position, table) in tables.iter().enumerate() {
+        progress.table(&table.name);
+        let listed_fields = options.fields_to_list(table).len();
         let spill = RecordSpill::new().map_err(BackupError::Spill)?;
-        // The next page is requested while this one is processed, so listing runs at the
-        // pacer's rate whatever the processing costs.
-        let mut pages = prefetch(client.list_records(&base, &table.id, list_options));
+        let mut pages = upcoming
+            .take()
+            .expect("each table's listing is started before it");
         let mut count = 0u64;
         while let Some(page) = pages.recv().await {
             let page = page.map_err(airtable)?;
@@ -270,6 +291,7 @@ pub async fn backup_base(
                 .collect();
             spill.insert(lines).await.map_err(BackupError::Spill)?;
         }
+        upcoming = tables.get(position + 1).map(|t| start_listing(t));
         let mut saver = writer.file(BlobKind::Meta);
         let size = spill.stream_sorted(&mut saver).await?;
         let (content, _) = saver.finish().await?;
@@ -282,7 +304,7 @@ pub async fn backup_base(
                 content,
             },
             meta: json!({"id": table.id, "name": table.name, "records": count,
-                         "excluded_fields": table.fields.len() - fields.len()}),
+                         "excluded_fields": table.fields.len() - listed_fields}),
         });
     }
     while let Some(joined) = downloads.join_next().await {
