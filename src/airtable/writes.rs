@@ -34,6 +34,13 @@ struct RecordsAnswer {
     records: Vec<Record>,
 }
 
+/// How a batch of record writes is sent.
+struct RecordWrite {
+    operation: &'static str,
+    method: Method,
+    idempotent: bool,
+}
+
 fn json_body(value: &impl serde::Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("request bodies serialize"))
 }
@@ -48,28 +55,13 @@ impl Client {
         records: &[NewRecord],
         typecast: bool,
     ) -> Result<Vec<Record>, AirtableError> {
-        let mut created = Vec::with_capacity(records.len());
-        for batch in records.chunks(MAX_RECORDS_PER_WRITE) {
-            let body = json!({
-                "records": batch,
-                "typecast": typecast,
-                "returnFieldsByFieldId": true,
-            });
-            let answer: RecordsAnswer = self
-                .execute_json(Call {
-                    operation: "create records",
-                    method: Method::POST,
-                    url: self.url(Host::Api, &["v0", base_id, table]),
-                    body: Some(json_body(&body)),
-                    base: Some(base_id),
-                    scope: "data.records:write",
-                    not_found: format!("table `{table}` in base `{base_id}`"),
-                    idempotent: false,
-                })
-                .await?;
-            created.extend(answer.records);
-        }
-        Ok(created)
+        let write = RecordWrite {
+            operation: "create records",
+            method: Method::POST,
+            idempotent: false,
+        };
+        self.write_records(base_id, table, records, typecast, write)
+            .await
     }
 
     /// Changes the given cells of existing records (`PATCH`), at most 10 per request (more are
@@ -81,8 +73,26 @@ impl Client {
         updates: &[RecordUpdate],
         typecast: bool,
     ) -> Result<Vec<Record>, AirtableError> {
-        let mut updated = Vec::with_capacity(updates.len());
-        for batch in updates.chunks(MAX_RECORDS_PER_WRITE) {
+        let write = RecordWrite {
+            operation: "update records",
+            method: Method::PATCH,
+            idempotent: true,
+        };
+        self.write_records(base_id, table, updates, typecast, write)
+            .await
+    }
+
+    /// Sends `records` in batches of at most 10, in order; returns the records as answered.
+    async fn write_records<T: serde::Serialize>(
+        &self,
+        base_id: &str,
+        table: &str,
+        records: &[T],
+        typecast: bool,
+        write: RecordWrite,
+    ) -> Result<Vec<Record>, AirtableError> {
+        let mut written = Vec::with_capacity(records.len());
+        for batch in records.chunks(MAX_RECORDS_PER_WRITE) {
             let body = json!({
                 "records": batch,
                 "typecast": typecast,
@@ -90,19 +100,19 @@ impl Client {
             });
             let answer: RecordsAnswer = self
                 .execute_json(Call {
-                    operation: "update records",
-                    method: Method::PATCH,
+                    operation: write.operation,
+                    method: write.method.clone(),
                     url: self.url(Host::Api, &["v0", base_id, table]),
                     body: Some(json_body(&body)),
                     base: Some(base_id),
                     scope: "data.records:write",
                     not_found: format!("table `{table}` in base `{base_id}`"),
-                    idempotent: true,
+                    idempotent: write.idempotent,
                 })
                 .await?;
-            updated.extend(answer.records);
+            written.extend(answer.records);
         }
-        Ok(updated)
+        Ok(written)
     }
 
     /// Creates a table; its first field becomes the primary field.
