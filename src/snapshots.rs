@@ -2,7 +2,6 @@
 //! user typed (a full id, a unique prefix, or `latest`). Manifests are cached in the local
 //! cache, so listing a long history reads each manifest from storage once.
 
-use crate::codec;
 use crate::id::SnapshotId;
 use crate::repo::snapshot::Snapshot;
 use crate::repo::{RepoError, Repository};
@@ -90,9 +89,4 @@ pub async fn resolve(
         1 => Ok(matches.into_iter().next().expect("one")),
         n => Err(ResolveError::Ambiguous(spec.to_string(), n)),
     }
-}
-
-/// Size of a manifest as stored, for reports.
-pub fn stored_size(snapshot: &Snapshot) -> u64 {
-    codec::encode_json_file(snapshot).len() as u64
 }

@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::airtable::{AirtableError, Attachment, Client, ListRecordsOptions, Record, TableSchema};
+use crate::config::{FieldRef, TableFilter};
 use crate::id::{BlobId, SnapshotId};
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
@@ -39,12 +40,10 @@ use records::RecordSpill;
 pub struct BackupOptions {
     /// The base (`app…`).
     pub base_id: String,
-    /// Tables to back up, by name or id; empty means all.
-    pub include_tables: Vec<String>,
-    /// Tables to leave out, by name or id.
-    pub exclude_tables: Vec<String>,
-    /// Fields to leave out, as (table name or id, field name or id).
-    pub exclude_fields: Vec<(String, String)>,
+    /// Which tables to back up (by name or id; by default all).
+    pub tables: TableFilter,
+    /// Fields to leave out.
+    pub exclude_fields: Vec<FieldRef>,
     /// Download attachment content (otherwise only their metadata is kept).
     pub attachments: bool,
     /// Attachment downloads at once.
@@ -58,8 +57,7 @@ impl BackupOptions {
     pub fn new(base_id: impl Into<String>) -> Self {
         BackupOptions {
             base_id: base_id.into(),
-            include_tables: Vec::new(),
-            exclude_tables: Vec::new(),
+            tables: TableFilter::default(),
             exclude_fields: Vec::new(),
             attachments: true,
             attachment_concurrency: 8,
@@ -67,24 +65,17 @@ impl BackupOptions {
         }
     }
 
-    fn wants_table(&self, table: &TableSchema) -> bool {
-        let named = |list: &[String]| list.iter().any(|t| *t == table.id || *t == table.name);
-        (self.include_tables.is_empty() || named(&self.include_tables))
-            && !named(&self.exclude_tables)
-    }
-
-    fn wants_field(&self, table: &TableSchema, field_id: &str, field_name: &str) -> bool {
-        !self.exclude_fields.iter().any(|(t, f)| {
-            (*t == table.id || *t == table.name) && (f == field_id || f == field_name)
-        })
-    }
-
     /// The ids of the table's fields to back up.
     fn fields_to_list(&self, table: &TableSchema) -> Vec<String> {
         table
             .fields
             .iter()
-            .filter(|f| self.wants_field(table, &f.id, &f.name))
+            .filter(|f| {
+                !self
+                    .exclude_fields
+                    .iter()
+                    .any(|r| r.matches(&table.id, &table.name, &f.id, &f.name))
+            })
             .map(|f| f.id.clone())
             .collect()
     }
@@ -230,7 +221,7 @@ pub async fn backup_base(
     let tables: Vec<&TableSchema> = schema
         .tables
         .iter()
-        .filter(|t| options.wants_table(t))
+        .filter(|t| options.tables.allows(&t.id, &t.name))
         .collect();
     // Listing runs ahead of processing: the next page is requested while one is processed, and
     // the next table's listing starts as soon as the last page of a table arrives, while that

@@ -102,13 +102,8 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
     if let Some(config) = &config {
         for base in &config.bases {
             let mut o = defaults(&base.id);
-            o.include_tables = base.tables.include.clone();
-            o.exclude_tables = base.tables.exclude.clone();
-            o.exclude_fields = base
-                .exclude_fields
-                .iter()
-                .map(|f| (f.table.clone(), f.field.clone()))
-                .collect();
+            o.tables = base.tables.clone();
+            o.exclude_fields = base.exclude_fields.clone();
             let attachments = config.attachments_for(base);
             o.attachments = attachments.download;
             o.attachment_concurrency = attachments.concurrency;

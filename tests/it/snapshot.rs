@@ -297,11 +297,11 @@ async fn excluded_tables_and_fields_are_left_out() {
     let (kept, dropped) = (&tables[0], &tables[1]);
     let field = kept["fields"].as_array().unwrap().last().unwrap();
     let mut options = BackupOptions::new(&s.base);
-    options.exclude_tables = vec![dropped["name"].as_str().unwrap().to_string()];
-    options.exclude_fields = vec![(
-        kept["name"].as_str().unwrap().to_string(),
-        field["name"].as_str().unwrap().to_string(),
-    )];
+    options.tables.exclude = vec![dropped["name"].as_str().unwrap().to_string()];
+    options.exclude_fields = vec![airback::config::FieldRef {
+        table: kept["name"].as_str().unwrap().to_string(),
+        field: field["name"].as_str().unwrap().to_string(),
+    }];
     let summary = backup_base(&s.repo, &s.client, &options, Arc::new(NoProgress))
         .await
         .unwrap();
