@@ -17,3 +17,4 @@ pub mod fake;
 pub mod id;
 pub mod repo;
 pub mod snapshots;
+pub mod stored;
