@@ -396,6 +396,57 @@ impl Backend {
         Ok(out)
     }
 
+    /// Writes an object from a stream of chunks, without holding it whole in memory.
+    pub async fn write_stream<E: std::fmt::Display>(
+        &self,
+        path: &str,
+        mut chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    ) -> Result<(), BackendError> {
+        use futures::StreamExt;
+        let mut writer = self
+            .op
+            .writer(path)
+            .await
+            .map_err(|e| self.err("write", path, e))?;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(self.err(
+                        "write",
+                        path,
+                        opendal::Error::new(ErrorKind::Unexpected, e.to_string()),
+                    ));
+                }
+            };
+            writer
+                .write(chunk)
+                .await
+                .map_err(|e| self.err("write", path, e))?;
+        }
+        writer
+            .close()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("write", path, e))
+    }
+
+    /// A URL that lets anyone read `path` for `ttl` without credentials (S3-compatible stores
+    /// and others that sign URLs). The URL is a credential of its own: never log or store it.
+    pub async fn presign_read(
+        &self,
+        path: &str,
+        ttl: std::time::Duration,
+    ) -> Result<String, BackendError> {
+        let request = self
+            .op
+            .presign_read(path, ttl)
+            .await
+            .map_err(|e| self.err("presign", path, e))?;
+        Ok(request.uri().to_string())
+    }
+
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<(), BackendError> {
         self.op

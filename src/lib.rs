@@ -16,5 +16,6 @@ pub mod config;
 pub mod fake;
 pub mod id;
 pub mod repo;
+pub mod restore;
 pub mod snapshots;
 pub mod stored;

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use serde_json::Value;
 
@@ -190,10 +191,7 @@ impl StoredBase {
 
     /// The table's records, in the stored order (by record id), one at a time. Cells are keyed
     /// by field id; attachment objects carry no URL.
-    pub fn records(
-        &self,
-        table: &StoredTable,
-    ) -> impl Stream<Item = Result<Record, StoredError>> + Send + 'static {
+    pub fn records(&self, table: &StoredTable) -> BoxStream<'static, Result<Record, StoredError>> {
         let snapshot = self.id;
         let table_id = table.id.clone();
         let size = table.size;
@@ -246,6 +244,7 @@ impl StoredBase {
                 }
             },
         )
+        .boxed()
     }
 
     /// The stored content of attachment `id`, or `None` when the snapshot does not hold it (an
@@ -255,7 +254,12 @@ impl StoredBase {
             return Ok(None);
         };
         let tree = {
-            let cached = self.loaded_groups.lock().expect("poisoned").get(&group).cloned();
+            let cached = self
+                .loaded_groups
+                .lock()
+                .expect("poisoned")
+                .get(&group)
+                .cloned();
             match cached {
                 Some(tree) => tree,
                 None => {
@@ -278,7 +282,12 @@ impl StoredBase {
         let NodeKind::File { size, content, .. } = &node.kind else {
             return Ok(None);
         };
-        let text = |key: &str| node.meta.get(key).and_then(Value::as_str).map(str::to_owned);
+        let text = |key: &str| {
+            node.meta
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         Ok(Some(StoredFile {
             size: *size,
             filename: text("filename"),
@@ -288,11 +297,10 @@ impl StoredBase {
     }
 
     /// The bytes of a stored file, blob by blob (a few blobs read ahead), each verified.
-    pub fn file_bytes(
-        &self,
-        file: &StoredFile,
-    ) -> impl Stream<Item = Result<Bytes, StoredError>> + Send + 'static {
-        blob_stream(self.repo.clone(), file.content.clone()).map_err(StoredError::from)
+    pub fn file_bytes(&self, file: &StoredFile) -> BoxStream<'static, Result<Bytes, StoredError>> {
+        blob_stream(self.repo.clone(), file.content.clone())
+            .map_err(StoredError::from)
+            .boxed()
     }
 
     /// The whole content of a stored file in memory (for files known to be small).
@@ -302,10 +310,12 @@ impl StoredBase {
 }
 
 fn subtree_of(tree: &Tree, name: &str) -> Option<BlobId> {
-    tree.nodes.iter().find_map(|n| match (&n.kind, n.name == name) {
-        (NodeKind::Dir { subtree }, true) => Some(*subtree),
-        _ => None,
-    })
+    tree.nodes
+        .iter()
+        .find_map(|n| match (&n.kind, n.name == name) {
+            (NodeKind::Dir { subtree }, true) => Some(*subtree),
+            _ => None,
+        })
 }
 
 fn blob_stream(

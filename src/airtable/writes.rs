@@ -82,6 +82,29 @@ impl Client {
             .await
     }
 
+    /// Creates or updates records matched on `merge_on` (1 to 3 field ids or names), at most 10
+    /// per request (more are split). A record whose merge fields match no existing record is
+    /// created, one that matches one record updates it. Unlike [`Client::create_records`] this is
+    /// idempotent, so it is retried after an unknown outcome: sending the same batch twice
+    /// creates nothing twice.
+    pub async fn upsert_records(
+        &self,
+        base_id: &str,
+        table: &str,
+        records: &[NewRecord],
+        merge_on: &[&str],
+        typecast: bool,
+    ) -> Result<Vec<Record>, AirtableError> {
+        let write = RecordWrite {
+            operation: "upsert records",
+            method: Method::PATCH,
+            idempotent: true,
+        };
+        let upsert = json!({ "fieldsToMergeOn": merge_on });
+        self.write_records_with(base_id, table, records, typecast, write, Some(upsert))
+            .await
+    }
+
     /// Sends `records` in batches of at most 10, in order; returns the records as answered.
     async fn write_records<T: serde::Serialize>(
         &self,
@@ -91,13 +114,29 @@ impl Client {
         typecast: bool,
         write: RecordWrite,
     ) -> Result<Vec<Record>, AirtableError> {
+        self.write_records_with(base_id, table, records, typecast, write, None)
+            .await
+    }
+
+    async fn write_records_with<T: serde::Serialize>(
+        &self,
+        base_id: &str,
+        table: &str,
+        records: &[T],
+        typecast: bool,
+        write: RecordWrite,
+        upsert: Option<Value>,
+    ) -> Result<Vec<Record>, AirtableError> {
         let mut written = Vec::with_capacity(records.len());
         for batch in records.chunks(MAX_RECORDS_PER_WRITE) {
-            let body = json!({
+            let mut body = json!({
                 "records": batch,
                 "typecast": typecast,
                 "returnFieldsByFieldId": true,
             });
+            if let Some(upsert) = &upsert {
+                body["performUpsert"] = upsert.clone();
+            }
             let answer: RecordsAnswer = self
                 .execute_json(Call {
                     operation: write.operation,

@@ -4,6 +4,7 @@
 mod demo;
 pub mod exit;
 mod progress;
+mod restore;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -66,6 +67,8 @@ enum Command {
     Snapshots(snapshot::SnapshotsArgs),
     /// Describe one snapshot
     Show(snapshot::ShowArgs),
+    /// Rebuild a snapshot in a base: schema, records, attachments, links; resumable
+    Restore(restore::RestoreArgs),
     /// Verify the repository's structure, and with --read-data its contents
     Check(CheckArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
@@ -173,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Snapshot(args) => snapshot::snapshot(g, args).await,
         Command::Snapshots(args) => snapshot::list(g, args).await,
         Command::Show(args) => snapshot::show(g, args).await,
+        Command::Restore(args) => restore::run(g, args).await,
         Command::Check(args) => check(g, args).await,
         Command::FakeAirtable(args) => fake_airtable(args).await,
     }

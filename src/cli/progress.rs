@@ -118,3 +118,75 @@ impl Progress for LogLines {
         self.maybe_print();
     }
 }
+
+/// The right progress reporter for a restore.
+pub fn for_restore(quiet: bool) -> std::sync::Arc<dyn crate::restore::RestoreProgress> {
+    if quiet {
+        std::sync::Arc::new(crate::restore::NoProgress)
+    } else if std::io::stderr().is_terminal() {
+        std::sync::Arc::new(PassBar::default())
+    } else {
+        std::sync::Arc::new(PassLines::default())
+    }
+}
+
+/// One bar for the current pass.
+#[derive(Default)]
+struct PassBar {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl crate::restore::RestoreProgress for PassBar {
+    fn pass(&self, name: &str, total: u64) {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(5));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} ({per_sec}, {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(name.to_string());
+        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = slot.replace(bar) {
+            old.finish_and_clear();
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(bar) = &*self.bar.lock().unwrap_or_else(|e| e.into_inner()) {
+            bar.inc(n);
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A line when a pass starts and every 30 seconds.
+struct PassLines {
+    state: Mutex<(String, u64, u64, Instant)>,
+}
+
+impl Default for PassLines {
+    fn default() -> Self {
+        PassLines {
+            state: Mutex::new((String::new(), 0, 0, Instant::now())),
+        }
+    }
+}
+
+impl crate::restore::RestoreProgress for PassLines {
+    fn pass(&self, name: &str, total: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        *state = (name.to_string(), total, 0, Instant::now());
+        eprintln!("restore: {name} ({total} to do)");
+    }
+    fn advance(&self, n: u64) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.2 += n;
+        if state.3.elapsed() >= Duration::from_secs(30) {
+            state.3 = Instant::now();
+            eprintln!("restore: {} {}/{}", state.0, state.2, state.1);
+        }
+    }
+}

@@ -5,5 +5,6 @@ mod cli;
 mod fake_airtable;
 mod regressions;
 mod repo;
+mod restore;
 mod snapshot;
 mod support;

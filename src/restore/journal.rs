@@ -1,0 +1,277 @@
+//! The restore journal: a local SQLite database that remembers, per restore run (a snapshot and
+//! a target), the plan, the target base, the original-to-new record id map, which attachment
+//! cells are filled and which link cells are written. Running the same restore again reads it
+//! and skips what is done.
+//!
+//! The journal is an accelerator, not the source of truth: a request can succeed just before a
+//! crash, before the journal records it. Record creation is an upsert keyed on the original
+//! record id (so a lost journal entry costs one repeated request, never a duplicate), and an
+//! attachment cell left half-filled is re-read from Airtable before uploading more.
+//!
+//! rusqlite is synchronous: the connection sits behind a mutex and is never held across
+//! `.await`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The journal database.
+#[derive(Debug)]
+pub struct Journal {
+    conn: Mutex<Connection>,
+    run: String,
+}
+
+/// A journal failure.
+#[derive(Debug, thiserror::Error)]
+#[error("the restore journal failed: {0}")]
+pub struct JournalError(#[from] rusqlite::Error);
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+/// What the journal knows about a run when it is opened.
+#[derive(Debug, Clone, Default)]
+pub struct RunState {
+    /// The plan (JSON), fixed by the first run.
+    pub plan: Option<String>,
+    /// The target base, once known (created or given).
+    pub base_id: Option<String>,
+}
+
+impl Journal {
+    /// Opens (creating) the journal at `path` (in memory for `None`) for the run `run`.
+    pub fn open(path: Option<&Path>, run: &str) -> Result<Journal> {
+        let conn = match path {
+            Some(path) => {
+                if let Some(dir) = path.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                Connection::open(path)?
+            }
+            None => Connection::open_in_memory()?,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS runs(
+                run TEXT PRIMARY KEY, plan TEXT, base_id TEXT, finished INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS records(
+                run TEXT NOT NULL, source_id TEXT NOT NULL, target_id TEXT NOT NULL,
+                links_done INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY(run, source_id));
+             CREATE TABLE IF NOT EXISTS cells(
+                run TEXT NOT NULL, source_record TEXT NOT NULL, field TEXT NOT NULL,
+                uploaded INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY(run, source_record, field));
+             CREATE TABLE IF NOT EXISTS staged(
+                run TEXT NOT NULL, path TEXT NOT NULL, source_record TEXT NOT NULL,
+                field TEXT NOT NULL, PRIMARY KEY(run, path));",
+        )?;
+        conn.execute("INSERT OR IGNORE INTO runs(run) VALUES (?1)", params![run])?;
+        Ok(Journal {
+            conn: Mutex::new(conn),
+            run: run.to_owned(),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The run's plan and target base, as far as they are known.
+    pub fn state(&self) -> Result<RunState> {
+        let row = self
+            .conn()
+            .query_row(
+                "SELECT plan, base_id FROM runs WHERE run = ?1",
+                params![self.run],
+                |row| {
+                    Ok(RunState {
+                        plan: row.get(0)?,
+                        base_id: row.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row.unwrap_or_default())
+    }
+
+    /// Fixes the run's plan.
+    pub fn set_plan(&self, plan: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET plan = ?2 WHERE run = ?1",
+            params![self.run, plan],
+        )?;
+        Ok(())
+    }
+
+    /// Records the target base.
+    pub fn set_base(&self, base_id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET base_id = ?2 WHERE run = ?1",
+            params![self.run, base_id],
+        )?;
+        Ok(())
+    }
+
+    /// Records a finished run (informative).
+    pub fn set_finished(&self) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET finished = 1 WHERE run = ?1",
+            params![self.run],
+        )?;
+        Ok(())
+    }
+
+    /// Records original → new record ids, in one transaction.
+    pub fn add_records(&self, pairs: &[(String, String)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO records(run, source_id, target_id) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(run, source_id) DO UPDATE SET target_id = excluded.target_id",
+            )?;
+            for (source, target) in pairs {
+                insert.execute(params![self.run, source, target])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The new id of an original record.
+    pub fn target_of(&self, source_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT target_id FROM records WHERE run = ?1 AND source_id = ?2")?
+            .query_row(params![self.run, source_id], |row| row.get(0))
+            .optional()?)
+    }
+
+    /// How many records the run has created.
+    pub fn record_count(&self) -> Result<u64> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM records WHERE run = ?1",
+            params![self.run],
+            |row| row.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Whether the link cells of an original record are written.
+    pub fn links_done(&self, source_id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT links_done FROM records WHERE run = ?1 AND source_id = ?2")?
+            .query_row(params![self.run, source_id], |row| row.get::<_, i64>(0))
+            .optional()?
+            == Some(1))
+    }
+
+    /// Marks the link cells of original records as written.
+    pub fn set_links_done(&self, source_ids: &[String]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE records SET links_done = 1 WHERE run = ?1 AND source_id = ?2",
+            )?;
+            for id in source_ids {
+                update.execute(params![self.run, id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The progress of an attachment cell: `None` if never started, else (files uploaded,
+    /// done).
+    pub fn cell(&self, source_record: &str, field: &str) -> Result<Option<(u64, bool)>> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT uploaded, done FROM cells WHERE run = ?1 AND source_record = ?2 AND field = ?3",
+            )?
+            .query_row(params![self.run, source_record, field], |row| {
+                Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? == 1))
+            })
+            .optional()?)
+    }
+
+    /// Records the progress of an attachment cell.
+    pub fn set_cell(
+        &self,
+        source_record: &str,
+        field: &str,
+        uploaded: u64,
+        done: bool,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO cells(run, source_record, field, uploaded, done) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(run, source_record, field) DO UPDATE SET uploaded = excluded.uploaded, done = excluded.done",
+            params![self.run, source_record, field, uploaded as i64, i64::from(done)],
+        )?;
+        Ok(())
+    }
+
+    /// Remembers a file put in the staging location, to remove it later.
+    pub fn add_staged(&self, path: &str, source_record: &str, field: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO staged(run, path, source_record, field) VALUES (?1, ?2, ?3, ?4)",
+            params![self.run, path, source_record, field],
+        )?;
+        Ok(())
+    }
+
+    /// Files in the staging location: (path, original record, field).
+    pub fn staged(&self) -> Result<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut query = conn.prepare(
+            "SELECT path, source_record, field FROM staged WHERE run = ?1 ORDER BY path",
+        )?;
+        let rows = query.query_map(params![self.run], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets a staged file once it is removed.
+    pub fn remove_staged(&self, path: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM staged WHERE run = ?1 AND path = ?2",
+            params![self.run, path],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reopened_journal_remembers_its_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("restore.sqlite");
+        {
+            let j = Journal::open(Some(&path), "run1").unwrap();
+            j.set_plan("{}").unwrap();
+            j.set_base("appX").unwrap();
+            j.add_records(&[("recA".into(), "recNewA".into())]).unwrap();
+            j.set_links_done(&["recA".into()]).unwrap();
+            j.set_cell("recA", "fldF", 2, false).unwrap();
+        }
+        let j = Journal::open(Some(&path), "run1").unwrap();
+        let state = j.state().unwrap();
+        assert_eq!(state.plan.as_deref(), Some("{}"));
+        assert_eq!(state.base_id.as_deref(), Some("appX"));
+        assert_eq!(j.target_of("recA").unwrap().as_deref(), Some("recNewA"));
+        assert!(j.links_done("recA").unwrap());
+        assert_eq!(j.cell("recA", "fldF").unwrap(), Some((2, false)));
+        let other = Journal::open(Some(&path), "run2").unwrap();
+        assert_eq!(other.target_of("recA").unwrap(), None, "runs are separate");
+        assert_eq!(other.record_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,459 @@
+//! Verifying a restore: the target base is listed again and every restored cell is compared
+//! with what the snapshot says it should hold, giving a fidelity report by table and by field
+//! type. URL uploads fail silently and writes can be refused per record, so a restore is only
+//! trusted once this comparison passes.
+//!
+//! The target's records are spilled into a temporary SQLite file keyed by the original record
+//! id (from the source id field), then the snapshot is streamed past them, so memory stays flat.
+
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::journal::Journal;
+use super::plan::{self, FieldPlan, Plan, Role};
+use super::{RestoreError, RestoreProgress};
+use crate::airtable::{Client, ListRecordsOptions, MAX_UPLOAD_BYTES};
+use crate::stored::StoredBase;
+
+/// Examples of differences kept per table.
+const EXAMPLES: usize = 10;
+
+/// Cell counts of one group (a table, a field type, or everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CellStats {
+    /// Non-empty backed-up cells that restore writes.
+    pub cells: u64,
+    /// Of those, equal in the target.
+    pub equal: u64,
+    /// Of those, different or missing in the target.
+    pub different: u64,
+    /// Backed-up values that cannot be written (error values, skipped fields, files not in the
+    /// snapshot or over 5 MB without staging, links to records not restored).
+    pub not_restorable: u64,
+}
+
+impl CellStats {
+    fn add(&mut self, other: &CellStats) {
+        self.cells += other.cells;
+        self.equal += other.equal;
+        self.different += other.different;
+        self.not_restorable += other.not_restorable;
+    }
+
+    /// `equal / cells` in percent (100 when there is nothing to compare).
+    pub fn percent(&self) -> f64 {
+        if self.cells == 0 {
+            100.0
+        } else {
+            100.0 * self.equal as f64 / self.cells as f64
+        }
+    }
+}
+
+/// One table's comparison.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TableFidelity {
+    /// The table's name in the target.
+    pub name: String,
+    /// Records in the snapshot.
+    pub records_expected: u64,
+    /// Records found in the target with an original id from the snapshot.
+    pub records_found: u64,
+    /// Snapshot records missing from the target.
+    pub missing: u64,
+    /// Target records sharing an original id with another one.
+    pub duplicates: u64,
+    /// Target records without an original id (added by someone else).
+    pub extra: u64,
+    /// Cells.
+    pub cells: CellStats,
+    /// Attachments (each file counts once; equal means same name and size, same position).
+    pub attachments: CellStats,
+    /// A few differences, to show the user.
+    pub examples: Vec<String>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Fidelity {
+    /// By table.
+    pub tables: Vec<TableFidelity>,
+    /// By original field type.
+    pub by_type: BTreeMap<String, CellStats>,
+    /// All cells.
+    pub cells: CellStats,
+    /// All attachments.
+    pub attachments: CellStats,
+    /// Records in the snapshot, found, missing, duplicated.
+    pub records_expected: u64,
+    /// Found.
+    pub records_found: u64,
+    /// Missing.
+    pub missing: u64,
+    /// Duplicated.
+    pub duplicates: u64,
+}
+
+impl Fidelity {
+    /// Every record once, every restorable cell and file equal.
+    pub fn is_perfect(&self) -> bool {
+        self.missing == 0
+            && self.duplicates == 0
+            && self.cells.different == 0
+            && self.attachments.different == 0
+    }
+}
+
+/// Compares the target with the snapshot. `targets` maps original table ids to (target table
+/// id, source id field id); `fields` maps original table ids to original → target field ids.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn verify(
+    stored: &StoredBase,
+    client: &Client,
+    base_id: &str,
+    plan: &Plan,
+    targets: &BTreeMap<String, (String, String)>,
+    fields: &HashMap<String, HashMap<String, String>>,
+    journal: &Journal,
+    staging: bool,
+    progress: &dyn RestoreProgress,
+) -> Result<Fidelity, RestoreError> {
+    let mut fidelity = Fidelity::default();
+    let dir = tempfile::tempdir()
+        .map_err(|e| RestoreError::Invalid(format!("cannot create a temporary directory: {e}")))?;
+    let spill = Connection::open(dir.path().join("verify.sqlite"))
+        .map_err(|e| RestoreError::Journal(e.into()))?;
+    spill
+        .execute_batch(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
+             CREATE TABLE target(source TEXT PRIMARY KEY, record TEXT NOT NULL, copies INTEGER NOT NULL);",
+        )
+        .map_err(|e| RestoreError::Journal(e.into()))?;
+    for table in &plan.tables {
+        let (Some((table_id, source_field)), Some(field_ids), Some(stored_table)) = (
+            targets.get(&table.source_id),
+            fields.get(&table.source_id),
+            stored.table(&table.source_id),
+        ) else {
+            continue;
+        };
+        let mut result = TableFidelity {
+            name: table.name.clone(),
+            ..TableFidelity::default()
+        };
+        spill
+            .execute("DELETE FROM target", [])
+            .map_err(|e| RestoreError::Journal(e.into()))?;
+        let mut pager = client.list_records(base_id, table_id, ListRecordsOptions::default());
+        while let Some(page) = pager.next_page().await? {
+            for record in page {
+                let Some(source) = record.fields.get(source_field).and_then(Value::as_str) else {
+                    result.extra += 1;
+                    continue;
+                };
+                let text = serde_json::to_string(&record.fields).expect("JSON serializes");
+                spill
+                    .execute(
+                        "INSERT INTO target(source, record, copies) VALUES (?1, ?2, 1)
+                         ON CONFLICT(source) DO UPDATE SET copies = copies + 1",
+                        params![source, text],
+                    )
+                    .map_err(|e| RestoreError::Journal(e.into()))?;
+            }
+        }
+        result.duplicates = spill
+            .query_row("SELECT COALESCE(SUM(copies - 1), 0) FROM target", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| RestoreError::Journal(e.into()))? as u64;
+
+        let mut records = stored.records(stored_table);
+        while let Some(record) = records.next().await {
+            let record = record?;
+            result.records_expected += 1;
+            progress.advance(1);
+            let found: Option<String> = spill
+                .query_row(
+                    "SELECT record FROM target WHERE source = ?1",
+                    params![record.id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| RestoreError::Journal(e.into()))?;
+            let Some(found) = found else {
+                result.missing += 1;
+                if result.examples.len() < EXAMPLES {
+                    result
+                        .examples
+                        .push(format!("record {} is missing", record.id));
+                }
+                continue;
+            };
+            result.records_found += 1;
+            let target: serde_json::Map<String, Value> =
+                serde_json::from_str(&found).unwrap_or_default();
+            for field in &table.fields {
+                let source_cell = record.fields.get(&field.source_id);
+                let target_cell = field_ids
+                    .get(&field.source_id)
+                    .and_then(|id| target.get(id));
+                let stats = fidelity
+                    .by_type
+                    .entry(field.source_type.clone())
+                    .or_default();
+                let before = stats.clone();
+                let outcome =
+                    compare(stored, journal, field, source_cell, target_cell, staging).await?;
+                match outcome {
+                    Outcome::Nothing => {}
+                    Outcome::NotRestorable => stats.not_restorable += 1,
+                    Outcome::Equal => {
+                        stats.cells += 1;
+                        stats.equal += 1;
+                    }
+                    Outcome::Different => {
+                        stats.cells += 1;
+                        stats.different += 1;
+                        if result.examples.len() < EXAMPLES {
+                            result.examples.push(format!(
+                                "record {}, field `{}`: expected {}, found {}",
+                                record.id,
+                                field.name,
+                                short(source_cell),
+                                short(target_cell)
+                            ));
+                        }
+                    }
+                    Outcome::Files {
+                        expected,
+                        equal,
+                        not_restorable,
+                    } => {
+                        result.attachments.cells += expected;
+                        result.attachments.equal += equal;
+                        result.attachments.different += expected - equal;
+                        result.attachments.not_restorable += not_restorable;
+                        if expected > 0 {
+                            stats.cells += 1;
+                            if equal == expected {
+                                stats.equal += 1;
+                            } else {
+                                stats.different += 1;
+                                if result.examples.len() < EXAMPLES {
+                                    result.examples.push(format!(
+                                        "record {}, field `{}`: {equal} of {expected} files match",
+                                        record.id, field.name
+                                    ));
+                                }
+                            }
+                        }
+                        if not_restorable > 0 {
+                            stats.not_restorable += 1;
+                        }
+                    }
+                }
+                let mut delta = stats.clone();
+                delta.cells -= before.cells;
+                delta.equal -= before.equal;
+                delta.different -= before.different;
+                delta.not_restorable -= before.not_restorable;
+                result.cells.add(&delta);
+            }
+        }
+        fidelity.records_expected += result.records_expected;
+        fidelity.records_found += result.records_found;
+        fidelity.missing += result.missing;
+        fidelity.duplicates += result.duplicates;
+        fidelity.cells.add(&result.cells);
+        fidelity.attachments.add(&result.attachments);
+        fidelity.tables.push(result);
+    }
+    Ok(fidelity)
+}
+
+enum Outcome {
+    /// Empty in the snapshot and nothing to compare.
+    Nothing,
+    NotRestorable,
+    Equal,
+    Different,
+    Files {
+        expected: u64,
+        equal: u64,
+        not_restorable: u64,
+    },
+}
+
+async fn compare(
+    stored: &StoredBase,
+    journal: &Journal,
+    field: &FieldPlan,
+    source: Option<&Value>,
+    target: Option<&Value>,
+    staging: bool,
+) -> Result<Outcome, RestoreError> {
+    let source = source.filter(|v| !v.is_null());
+    match field.role {
+        Role::Skipped => Ok(if source.is_some() {
+            Outcome::NotRestorable
+        } else {
+            Outcome::Nothing
+        }),
+        Role::Cells => {
+            let expected = source.and_then(|cell| plan::convert(field.conversion, cell));
+            Ok(match (source, expected) {
+                (None, _) => Outcome::Nothing,
+                (Some(_), None) => Outcome::NotRestorable,
+                (Some(_), Some(expected)) => match target {
+                    Some(found) if contains(&expected, found) => Outcome::Equal,
+                    _ => Outcome::Different,
+                },
+            })
+        }
+        Role::Link | Role::Inverse => {
+            let Some(Value::Array(linked)) = source else {
+                return Ok(Outcome::Nothing);
+            };
+            let mut expected = Vec::new();
+            let mut unmapped = false;
+            for id in linked.iter().filter_map(Value::as_str) {
+                match journal.target_of(id)? {
+                    Some(new) => expected.push(new),
+                    None => unmapped = true,
+                }
+            }
+            let found: Vec<String> = target
+                .and_then(Value::as_array)
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let equal = if field.role == Role::Link {
+                expected == found
+            } else {
+                let mut a = expected.clone();
+                let mut b = found.clone();
+                a.sort();
+                b.sort();
+                a == b
+            };
+            Ok(if expected.is_empty() && unmapped {
+                Outcome::NotRestorable
+            } else if equal {
+                Outcome::Equal
+            } else {
+                Outcome::Different
+            })
+        }
+        Role::Attachments => {
+            let Some(Value::Array(items)) = source else {
+                return Ok(Outcome::Nothing);
+            };
+            let mut expected = Vec::new();
+            let mut not_restorable = 0;
+            for item in items {
+                let Some(id) = item.get("id").and_then(Value::as_str) else {
+                    continue;
+                };
+                match stored.attachment(id).await? {
+                    Some(file) if staging || file.size as usize <= MAX_UPLOAD_BYTES => {
+                        let name = item
+                            .get("filename")
+                            .and_then(Value::as_str)
+                            .unwrap_or("file");
+                        expected.push((name.to_owned(), file.size));
+                    }
+                    _ => not_restorable += 1,
+                }
+            }
+            let found: Vec<(String, u64)> = target
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|a| {
+                            (
+                                a.get("filename")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("")
+                                    .to_owned(),
+                                a.get("size").and_then(Value::as_u64).unwrap_or(0),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let equal = expected
+                .iter()
+                .zip(&found)
+                .filter(|(want, have)| want == have)
+                .count() as u64;
+            let equal = if found.len() > expected.len() {
+                0
+            } else {
+                equal
+            };
+            Ok(Outcome::Files {
+                expected: expected.len() as u64,
+                equal,
+                not_restorable,
+            })
+        }
+    }
+}
+
+/// Whether `found` holds `expected`: numbers compared as numbers, objects on the keys of
+/// `expected` only (a collaborator written as `{id}` reads back with its name and email).
+fn contains(expected: &Value, found: &Value) -> bool {
+    match (expected, found) {
+        (Value::Number(a), Value::Number(b)) => {
+            let (a, b) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                b.as_f64().unwrap_or(f64::NAN),
+            );
+            a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| contains(x, y))
+        }
+        (Value::Object(a), Value::Object(b)) => a
+            .iter()
+            .all(|(key, value)| b.get(key).is_some_and(|other| contains(value, other))),
+        (a, b) => a == b,
+    }
+}
+
+fn short(value: Option<&Value>) -> String {
+    let text = value
+        .map(Value::to_string)
+        .unwrap_or_else(|| "nothing".into());
+    if text.chars().count() > 80 {
+        format!("{}…", text.chars().take(80).collect::<String>())
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn collaborators_and_numbers_compare_on_what_was_written() {
+        assert!(contains(
+            &json!({"id": "usr1"}),
+            &json!({"id": "usr1", "name": "A"})
+        ));
+        assert!(!contains(&json!({"id": "usr1"}), &json!({"id": "usr2"})));
+        assert!(contains(&json!(2.5), &json!(2.5000000000001)));
+        assert!(!contains(&json!(2.5), &json!(2.6)));
+        assert!(!contains(&json!(["a"]), &json!(["a", "b"])));
+    }
+}

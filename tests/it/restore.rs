@@ -1,0 +1,413 @@
+//! `airback restore` against the fake Airtable: a zoo snapshot rebuilt in a fresh base and
+//! compared with the original field by field (by this test's own reading of both bases, not by
+//! restore's verifier), older snapshots, and SIGKILLs in the middle of a restore.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use airback::airtable::{Client, ClientOptions, Token};
+use airback::backend::{Backend, BackendOptions};
+use airback::backup::{BackupOptions, NoProgress, backup_base};
+use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback::id::SnapshotId;
+use airback::repo::config::InitOptions;
+use airback::repo::{CacheChoice, Repository};
+use airback::restore::plan::SOURCE_ID_FIELD;
+use airback::restore::{RestoreOptions, RestoreReport, Target, restore};
+use airback::stored::StoredBase;
+use serde_json::{Value, json};
+
+use crate::support::s3::S3Server;
+
+struct Setup {
+    fake: FakeAirtable,
+    repo: Repository,
+    client: Client,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+async fn setup(options: FakeOptions) -> Setup {
+    let fake = FakeAirtable::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let backend = Backend::open(
+        location.to_str().unwrap(),
+        &BackendOptions {
+            create: true,
+            ..BackendOptions::default()
+        },
+    )
+    .unwrap();
+    Repository::init(&backend, &InitOptions::default())
+        .await
+        .unwrap();
+    let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")))
+        .await
+        .unwrap();
+    let mut client_options = ClientOptions::default().with_url(&fake.url());
+    client_options.retry_base_delay = Duration::from_millis(20);
+    let client = Client::new(Token::new(fake.token()).unwrap(), client_options).unwrap();
+    let base = fake.bases()[0].id.clone();
+    Setup {
+        fake,
+        repo,
+        client,
+        base,
+        dir,
+    }
+}
+
+async fn snapshot(s: &Setup) -> StoredBase {
+    let summary = backup_base(
+        &s.repo,
+        &s.client,
+        &BackupOptions::new(&s.base),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    open(s, summary.snapshot_id).await
+}
+
+async fn open(s: &Setup, id: SnapshotId) -> StoredBase {
+    let snapshot = s.repo.load_snapshot(&id).await.unwrap();
+    StoredBase::open(&s.repo, id, snapshot).await.unwrap()
+}
+
+async fn restore_into(
+    s: &Setup,
+    stored: &StoredBase,
+    target: &str,
+    staging: Option<Backend>,
+) -> RestoreReport {
+    let mut options = RestoreOptions::new(
+        Target::Base(target.to_owned()),
+        Some(s.dir.path().join("journal.sqlite")),
+    );
+    options.staging = staging;
+    restore(
+        stored,
+        &s.client,
+        &options,
+        Arc::new(airback::restore::NoProgress),
+    )
+    .await
+    .unwrap()
+}
+
+/// Field types whose cells restore writes back as they were.
+const WRITABLE: &[&str] = &[
+    "singleLineText",
+    "email",
+    "url",
+    "multilineText",
+    "richText",
+    "phoneNumber",
+    "number",
+    "percent",
+    "currency",
+    "duration",
+    "rating",
+    "checkbox",
+    "date",
+    "dateTime",
+    "singleSelect",
+    "multipleSelects",
+    "singleCollaborator",
+    "multipleCollaborators",
+    "barcode",
+];
+
+/// What this test found comparing the two bases.
+#[derive(Debug, Default)]
+struct Comparison {
+    writable_cells: u64,
+    writable_equal: u64,
+    links: u64,
+    links_equal: u64,
+    files: u64,
+    files_equal: u64,
+    computed_fields: u64,
+    computed_with_description: u64,
+    differences: Vec<String>,
+}
+
+fn by_name<'a>(items: &'a Value, name: &str) -> Option<&'a Value> {
+    items
+        .as_array()?
+        .iter()
+        .find(|item| item["name"].as_str() == Some(name))
+}
+
+fn names_of(cell: Option<&Value>) -> Vec<String> {
+    cell.and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|v| v["id"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Compares base `to` with base `from` as the fake holds them, every table and field by name.
+/// `expected` optionally replaces the source records (for older snapshots).
+fn compare_bases(fake: &FakeAirtable, from: &str, to: &str, with_large: bool) -> Comparison {
+    let mut c = Comparison::default();
+    let source_schema = fake.schema_json(from);
+    let target_schema = fake.schema_json(to);
+    // Old → new record ids, over all tables.
+    let mut new_id: HashMap<String, String> = HashMap::new();
+    let mut tables = Vec::new();
+    for table in source_schema["tables"].as_array().unwrap() {
+        let name = table["name"].as_str().unwrap();
+        let target = by_name(&target_schema["tables"], name)
+            .unwrap_or_else(|| panic!("table `{name}` is missing from the target"));
+        let source_id_field = by_name(&target["fields"], SOURCE_ID_FIELD).expect("source id field")
+            ["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let source_records = fake.records_json(from, table["id"].as_str().unwrap());
+        let target_records = fake.records_json(to, target["id"].as_str().unwrap());
+        assert_eq!(
+            source_records.len(),
+            target_records.len(),
+            "record count of `{name}`"
+        );
+        let mut target_by_source: BTreeMap<String, Value> = BTreeMap::new();
+        for record in target_records {
+            let source = record["fields"][&source_id_field]
+                .as_str()
+                .expect("every restored record has its original id")
+                .to_owned();
+            new_id.insert(source.clone(), record["id"].as_str().unwrap().to_owned());
+            assert!(
+                target_by_source.insert(source, record).is_none(),
+                "a record of `{name}` was created twice"
+            );
+        }
+        tables.push((
+            table.clone(),
+            target.clone(),
+            source_records,
+            target_by_source,
+        ));
+    }
+    for (table, target, source_records, target_by_source) in &tables {
+        for field in table["fields"].as_array().unwrap() {
+            let kind = field["type"].as_str().unwrap();
+            let name = field["name"].as_str().unwrap();
+            if kind == "manualSort" {
+                continue;
+            }
+            let target_field = by_name(&target["fields"], name)
+                .unwrap_or_else(|| panic!("field `{name}` is missing"));
+            let (sid, tid) = (
+                field["id"].as_str().unwrap(),
+                target_field["id"].as_str().unwrap(),
+            );
+            let computed = !WRITABLE.contains(&kind)
+                && kind != "multipleRecordLinks"
+                && kind != "multipleAttachments";
+            if computed {
+                c.computed_fields += 1;
+                let description = target_field["description"].as_str().unwrap_or("");
+                let formula = field["options"]["formula"].as_str();
+                if description.contains(kind)
+                    && formula.is_none_or(|f| !f.is_empty() && description.contains("Formula:"))
+                {
+                    c.computed_with_description += 1;
+                }
+            }
+            for record in source_records {
+                let old = record["id"].as_str().unwrap();
+                let restored = &target_by_source[old];
+                let (a, b) = (record["fields"].get(sid), restored["fields"].get(tid));
+                match kind {
+                    k if WRITABLE.contains(&k) => {
+                        if a.is_none() {
+                            continue;
+                        }
+                        c.writable_cells += 1;
+                        let equal = match k {
+                            "singleCollaborator" => {
+                                a.unwrap()["id"] == b.unwrap_or(&Value::Null)["id"]
+                            }
+                            "multipleCollaborators" => names_of(a) == names_of(b),
+                            _ => a == b,
+                        };
+                        if equal {
+                            c.writable_equal += 1;
+                        } else {
+                            c.differences
+                                .push(format!("{name} of {old}: {a:?} vs {b:?}"));
+                        }
+                    }
+                    "multipleRecordLinks" => {
+                        let Some(Value::Array(links)) = a else {
+                            continue;
+                        };
+                        let mut want: Vec<String> = links
+                            .iter()
+                            .map(|l| new_id[l.as_str().unwrap()].clone())
+                            .collect();
+                        let mut have: Vec<String> = b
+                            .and_then(Value::as_array)
+                            .map(|l| l.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+                            .unwrap_or_default();
+                        want.sort();
+                        have.sort();
+                        c.links += 1;
+                        if want == have {
+                            c.links_equal += 1;
+                        } else {
+                            c.differences.push(format!("link {name} of {old}"));
+                        }
+                    }
+                    "multipleAttachments" => {
+                        let want: Vec<&Value> = a
+                            .and_then(Value::as_array)
+                            .map(|v| v.iter().collect())
+                            .unwrap_or_default();
+                        let have: Vec<&Value> = b
+                            .and_then(Value::as_array)
+                            .map(|v| v.iter().collect())
+                            .unwrap_or_default();
+                        let want: Vec<&Value> = want
+                            .into_iter()
+                            .filter(|w| with_large || w["size"].as_u64().unwrap() <= 5_000_000)
+                            .collect();
+                        assert_eq!(want.len(), have.len(), "files of {old} in {name}");
+                        for (w, h) in want.iter().zip(&have) {
+                            c.files += 1;
+                            let same = w["filename"] == h["filename"]
+                                && fake.attachment_content(w["id"].as_str().unwrap())
+                                    == fake.attachment_content(h["id"].as_str().unwrap());
+                            if same {
+                                c.files_equal += 1;
+                            } else {
+                                c.differences
+                                    .push(format!("file {} of {old}", w["filename"]));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zoo_snapshot_is_restored_cell_for_cell_at_real_rate_limits() {
+    let s = setup(FakeOptions {
+        preset: Preset::Zoo,
+        ..FakeOptions::default()
+    })
+    .await;
+    let stored = snapshot(&s).await;
+    let target = s.fake.add_empty_base("Restored zoo").id;
+    let s3 = S3Server::start().await;
+    let staging = Backend::open(&s3.location("staging"), &BackendOptions::default()).unwrap();
+    let report = restore_into(&s, &stored, &target, Some(staging.clone())).await;
+    s.fake.wait_for_url_fetches().await;
+
+    let c = compare_bases(&s.fake, &s.base, &target, true);
+    assert!(c.differences.is_empty(), "{:#?}", c.differences);
+    assert!(c.writable_cells > 150, "{c:?}");
+    assert_eq!(c.writable_equal, c.writable_cells);
+    assert!(c.links >= 10, "{c:?}");
+    assert_eq!(c.links_equal, c.links);
+    assert!(c.files >= 12, "{c:?}");
+    assert_eq!(c.files_equal, c.files, "every file byte-equal, in order");
+    assert!(c.computed_fields >= 15, "{c:?}");
+    assert_eq!(c.computed_with_description, c.computed_fields);
+    assert_eq!(
+        report.attachments_staged, 1,
+        "the file over 5 MB went through staging"
+    );
+    assert!(
+        staging.list("airback-staging/").await.unwrap().is_empty(),
+        "staged files are removed"
+    );
+    assert_eq!(s.fake.counters().rate_limited, 0, "no 429");
+    let fidelity = report.fidelity.as_ref().unwrap();
+    assert!(fidelity.is_perfect(), "{fidelity:#?}");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // The default "Table 1" of the new base is left alone, and the losses name the views.
+    let target_schema = s.fake.schema_json(&target);
+    assert!(by_name(&target_schema["tables"], "Table 1").is_some());
+    assert!(report.plan.losses.iter().any(|l| l.what.contains("view")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_snapshot_restores_the_older_state() {
+    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let first = snapshot(&s).await;
+    let schema = s.fake.schema_json(&s.base);
+    let table = &schema["tables"][0];
+    let table_id = table["id"].as_str().unwrap().to_owned();
+    let name_field = by_name(&table["fields"], "Name").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let record = s.fake.records_json(&s.base, &table_id)[0].clone();
+    let old_name = record["fields"][&name_field].clone();
+    s.fake
+        .update_record_fields(
+            &s.base,
+            &table_id,
+            record["id"].as_str().unwrap(),
+            serde_json::Map::from_iter([(
+                name_field.clone(),
+                json!("changed after the first snapshot"),
+            )]),
+        )
+        .unwrap();
+    let second = snapshot(&s).await;
+    assert_ne!(first.id, second.id);
+
+    let target = s.fake.add_empty_base("Older").id;
+    let report = restore_into(&s, &first, &target, None).await;
+    assert!(report.fidelity.unwrap().missing == 0);
+    let target_schema = s.fake.schema_json(&target);
+    let target_table = by_name(&target_schema["tables"], table["name"].as_str().unwrap()).unwrap();
+    let target_name = by_name(&target_table["fields"], "Name").unwrap()["id"]
+        .as_str()
+        .unwrap();
+    let source_id = by_name(&target_table["fields"], SOURCE_ID_FIELD).unwrap()["id"]
+        .as_str()
+        .unwrap();
+    let restored = s
+        .fake
+        .records_json(&target, target_table["id"].as_str().unwrap())
+        .into_iter()
+        .find(|r| r["fields"][source_id] == record["id"])
+        .unwrap();
+    assert_eq!(restored["fields"][target_name], old_name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_restore_run_twice_changes_nothing_the_second_time() {
+    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let stored = snapshot(&s).await;
+    let target = s.fake.add_empty_base("Twice").id;
+    let first = restore_into(&s, &stored, &target, None).await;
+    assert!(first.records_written > 0);
+    let second = restore_into(&s, &stored, &target, None).await;
+    assert_eq!(second.records_written, 0, "everything was in the journal");
+    assert_eq!(second.attachments_uploaded, 0);
+    assert_eq!(second.link_records_written, 0);
+    let c = compare_bases(&s.fake, &s.base, &target, false);
+    assert!(c.differences.is_empty(), "{:#?}", c.differences);
+    // Without staging, the file over 5 MB is reported, not restored.
+    assert!(
+        second.problems.iter().any(|p| p.contains("over 5 MB")),
+        "{:?}",
+        second.problems
+    );
+}
