@@ -106,7 +106,10 @@ pub async fn run(g: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<u8> {
         print_report(&report);
     }
     if !report.problems.is_empty() && !g.json {
-        eprintln!("warning: not everything was restored:");
+        eprintln!(
+            "warning: not everything {} restored:",
+            if args.dry_run { "would be" } else { "was" }
+        );
         for p in &report.problems {
             eprintln!("  {p}");
         }
@@ -139,6 +142,9 @@ fn print_plan(r: &RestoreReport) {
             "    {:<32} singleLineText, the original record id (added)",
             table.source_id_field
         );
+    }
+    for note in &r.plan.notes {
+        println!("note: {note}");
     }
     println!("cannot be restored:");
     for loss in &r.plan.losses {
@@ -173,12 +179,17 @@ fn print_report(r: &RestoreReport) {
         r.link_records_written
     );
     println!(
-        "{} API requests in {:.1} s ({:.2}/s while writing; the floor for this work is {:.0} s)",
+        "{} API requests ({} retried, {} rate-limited) in {:.1} s ({:.2}/s while writing; the floor for this work is {:.0} s)",
         r.requests,
+        r.retries,
+        r.rate_limited,
         r.seconds,
         r.apply_requests as f64 / r.apply_seconds.max(0.001),
         r.floor_seconds
     );
+    for note in &r.plan.notes {
+        println!("note: {note}");
+    }
     if let Some(f) = &r.fidelity {
         println!(
             "verified: {} of {} records, {} duplicates; cells {}/{} equal ({:.1} %), files {}/{} equal, {} values not restorable",

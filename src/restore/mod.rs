@@ -187,6 +187,10 @@ pub struct RestoreReport {
     pub link_records_written: u64,
     /// API requests this run made, and how long it took.
     pub requests: u64,
+    /// 429 answers this run received (0 unless something else shares the base's budget).
+    pub rate_limited: u64,
+    /// Requests retried after a failure.
+    pub retries: u64,
     /// Seconds from start to end (verification included).
     pub seconds: f64,
     /// Seconds of the apply phase (schema, records, attachments, links), for the rate.
@@ -238,7 +242,8 @@ pub async fn restore(
     progress: Arc<dyn RestoreProgress>,
 ) -> Result<RestoreReport, RestoreError> {
     let started = Instant::now();
-    let requests_at_start = client.counters().requests;
+    let at_start = client.counters();
+    let requests_at_start = at_start.requests;
     let available: Vec<_> = stored
         .schema
         .tables
@@ -300,6 +305,8 @@ pub async fn restore(
         attachments_staged: 0,
         link_records_written: 0,
         requests: 0,
+        rate_limited: 0,
+        retries: 0,
         seconds: 0.0,
         apply_seconds: 0.0,
         apply_requests: 0,
@@ -339,14 +346,18 @@ pub async fn restore(
         progress,
         report,
     };
-    run.base(state.base_id).await?;
+    // The apply phase (what the write rate is measured over) starts with the first request
+    // that writes or prepares writing; planning and counting above are local.
+    let apply_started = Instant::now();
+    let apply_requests_at_start = client.counters().requests;
+    run.base(state.base_id, state.plan.is_none()).await?;
     run.schema().await?;
     run.records().await?;
     run.attachments().await?;
     run.links().await?;
     run.settle_staged().await?;
-    run.report.apply_seconds = started.elapsed().as_secs_f64();
-    run.report.apply_requests = client.counters().requests - requests_at_start;
+    run.report.apply_seconds = apply_started.elapsed().as_secs_f64();
+    run.report.apply_requests = client.counters().requests - apply_requests_at_start;
     if options.verify {
         run.progress.pass("verify", run.report.workload.records);
         let targets: BTreeMap<String, (String, String)> = run
@@ -375,7 +386,10 @@ pub async fn restore(
     }
     run.journal.set_finished()?;
     run.progress.finish();
-    run.report.requests = client.counters().requests - requests_at_start;
+    let at_end = client.counters();
+    run.report.requests = at_end.requests - requests_at_start;
+    run.report.rate_limited = at_end.rate_limited - at_start.rate_limited;
+    run.report.retries = at_end.retries - at_start.retries;
     run.report.seconds = started.elapsed().as_secs_f64();
     Ok(run.report)
 }
@@ -496,8 +510,8 @@ struct Planned {
 }
 
 impl Run<'_> {
-    /// Finds or creates the target base.
-    async fn base(&mut self, journaled: Option<String>) -> Result<(), RestoreError> {
+    /// Finds or creates the target base. `fresh`: this is the run's first attempt.
+    async fn base(&mut self, journaled: Option<String>, fresh: bool) -> Result<(), RestoreError> {
         let (workspace, name) = match &self.options.target {
             Target::Base(base) => {
                 self.base_id = base.clone();
@@ -520,12 +534,19 @@ impl Run<'_> {
             .into_iter()
             .filter(|b| b.name == name)
             .collect();
-        let resumed = self.journal.record_count()? > 0 || !same_name.is_empty();
-        if resumed && same_name.len() == 1 {
+        if fresh && !same_name.is_empty() {
+            return Err(RestoreError::Invalid(format!(
+                "a base named `{name}` already exists ({}); pass --name with another name, or \
+                 --to-base {} to restore into it",
+                same_name[0].id, same_name[0].id
+            )));
+        }
+        if same_name.len() == 1 {
+            // An earlier attempt of this run created it and crashed before the journal heard.
             self.base_id = same_name[0].id.clone();
         } else if same_name.len() > 1 {
             return Err(RestoreError::Invalid(format!(
-                "{} bases are named `{name}`; pass --name with another name, or --to-base with the one to use",
+                "{} bases are named `{name}`; pass --to-base with the one this restore created",
                 same_name.len()
             )));
         } else {
@@ -703,8 +724,6 @@ impl Run<'_> {
                     })
                 }
             });
-            let before = self.journal.record_count()?;
-            let resumed = before;
             let merge_on = ids.source_id_field.clone();
             let client = self.client;
             let base = self.base_id.clone();
@@ -735,23 +754,60 @@ impl Run<'_> {
                     let base = base.clone();
                     let table_id = table_id.clone();
                     async move {
-                        let written = client
-                            .upsert_records(&base, &table_id, &records, &[merge_on.as_str()], false)
-                            .await?;
-                        Ok::<_, RestoreError>(pair_ids(&sources, &written, &merge_on))
+                        let merge = [merge_on.as_str()];
+                        match client
+                            .upsert_records(&base, &table_id, &records, &merge, false)
+                            .await
+                        {
+                            Ok(written) => {
+                                Ok((pair_ids(&sources, &written, &merge_on), Vec::new()))
+                            }
+                            // One bad record fails its whole batch: write them one at a time to
+                            // find it, and report it instead of stopping the restore.
+                            Err(AirtableError::InvalidRequest { .. }) => {
+                                let mut pairs = Vec::new();
+                                let mut refused = Vec::new();
+                                for (record, source) in records.iter().zip(&sources) {
+                                    match client
+                                        .upsert_records(
+                                            &base,
+                                            &table_id,
+                                            std::slice::from_ref(record),
+                                            &merge,
+                                            false,
+                                        )
+                                        .await
+                                    {
+                                        Ok(written) => pairs.extend(pair_ids(
+                                            std::slice::from_ref(source),
+                                            &written,
+                                            &merge_on,
+                                        )),
+                                        Err(AirtableError::InvalidRequest { api, .. }) => {
+                                            refused.push(format!(
+                                                "record {source} was refused by Airtable: {api}"
+                                            ));
+                                        }
+                                        Err(e) => return Err(e.into()),
+                                    }
+                                }
+                                Ok((pairs, refused))
+                            }
+                            Err(e) => Err(RestoreError::from(e)),
+                        }
                     }
                 })
                 .try_buffered(WRITE_CONCURRENCY);
             let mut batches = std::pin::pin!(batches);
             let mut written = 0u64;
-            while let Some(pairs) = batches.next().await {
-                let pairs = pairs?;
+            while let Some(outcome) = batches.next().await {
+                let (pairs, refused) = outcome?;
+                self.report.problems.extend(refused);
                 self.journal.add_records(&pairs)?;
                 written += pairs.len() as u64;
                 self.progress.advance(pairs.len() as u64);
             }
             self.report.records_written += written;
-            let _ = resumed;
         }
         let total = self.journal.record_count()?;
         self.report.records_resumed = total.saturating_sub(self.report.records_written);

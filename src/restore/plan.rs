@@ -174,6 +174,9 @@ pub struct Plan {
     pub links: Vec<LinkPlan>,
     /// What cannot be restored.
     pub losses: Vec<Loss>,
+    /// Other things the user should know (e.g. tables of the target that are left alone).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -194,7 +197,18 @@ pub fn build(schema: &BaseSchema, tables: &[String], taken: &[String]) -> Plan {
         tables: Vec::new(),
         links: Vec::new(),
         losses: Vec::new(),
+        notes: Vec::new(),
     };
+    if !taken.is_empty() {
+        plan.notes.push(format!(
+            "the target's existing tables are left as they are (the API cannot delete tables): {}",
+            taken
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     plan.losses.push(Loss {
         table: None,
         what: "automations, interfaces, extensions, permissions and comments are not readable \

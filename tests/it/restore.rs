@@ -341,6 +341,11 @@ async fn a_zoo_snapshot_is_restored_cell_for_cell_at_real_rate_limits() {
     // The default "Table 1" of the new base is left alone, and the losses name the views.
     let target_schema = s.fake.schema_json(&target);
     assert!(by_name(&target_schema["tables"], "Table 1").is_some());
+    assert!(
+        report.plan.notes.iter().any(|n| n.contains("`Table 1`")),
+        "{:?}",
+        report.plan.notes
+    );
     assert!(report.plan.losses.iter().any(|l| l.what.contains("view")));
 }
 
@@ -409,5 +414,194 @@ async fn the_same_restore_run_twice_changes_nothing_the_second_time() {
         second.problems.iter().any(|p| p.contains("over 5 MB")),
         "{:?}",
         second.problems
+    );
+}
+
+/// Runs the airback binary against the fake, with the test's cache directory.
+fn airback_command(s: &Setup, repo: &str, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"));
+    command
+        .args(args)
+        .args(["--repo", repo])
+        .env("AIRBACK_CACHE_DIR", s.dir.path().join("cli-cache"))
+        .env("AIRTABLE_API_URL", s.fake.url())
+        .env("AIRTABLE_CONTENT_URL", s.fake.url())
+        .env("AIRTABLE_TOKEN", s.fake.token())
+        .env_remove("AIRBACK_REPO")
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
+    let mut options = FakeOptions {
+        preset: Preset::Large,
+        ..FakeOptions::default()
+    };
+    options.large = "tables=2,records=200,attachments=24,min=2000,max=200000"
+        .parse()
+        .unwrap();
+    let s = setup(options).await;
+    let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
+    let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let workspace = s.fake.workspace_id();
+    let restore_args = [
+        "restore",
+        "latest",
+        "--workspace",
+        &workspace,
+        "--name",
+        "Killed and resumed",
+    ];
+    let mut rng = fastrand::Rng::with_seed(5);
+    // Moments spread over the schema, records, attachments and links passes (a full run takes
+    // about 20 s at 5 requests/s).
+    let moments = [
+        rng.u64(1_500..4_000),
+        rng.u64(4_000..8_000),
+        rng.u64(2_000..10_000),
+    ];
+    for (round, wait) in moments.iter().enumerate() {
+        let mut child = airback_command(&s, &repo, &restore_args)
+            .arg("--quiet")
+            .spawn()
+            .unwrap();
+        let finished = tokio::time::timeout(Duration::from_millis(*wait), child.wait()).await;
+        assert!(
+            finished.is_err(),
+            "round {round}: the restore ended before the kill"
+        );
+        child.start_kill().unwrap(); // SIGKILL
+        let _ = child.wait().await;
+    }
+    let out = airback_command(&s, &repo, &restore_args)
+        .arg("--json")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(
+        report["records_resumed"].as_u64().unwrap() > 0,
+        "the kills came after some records"
+    );
+    let target = report["base_id"].as_str().unwrap();
+    let named: Vec<_> = s
+        .fake
+        .bases()
+        .into_iter()
+        .filter(|b| b.name == "Killed and resumed")
+        .collect();
+    assert_eq!(named.len(), 1, "one base was created");
+    let c = compare_bases(&s.fake, &s.base, target, true);
+    assert!(c.differences.is_empty(), "{:#?}", c.differences);
+    assert_eq!(c.writable_cells, c.writable_equal);
+    assert!(c.links > 100 && c.links == c.links_equal, "{c:?}");
+    assert!(c.files >= 20 && c.files == c.files_equal, "{c:?}");
+    assert_eq!(report["fidelity"]["duplicates"], 0);
+    assert_eq!(report["fidelity"]["missing"], 0);
+    assert_eq!(
+        s.fake.counters().rate_limited,
+        0,
+        "no 429 across four processes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_prints_the_plan_and_writes_nothing() {
+    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
+    let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    let target = s.fake.add_empty_base("Dry").id;
+    let before = s.fake.schema_json(&target);
+    let out = airback_command(
+        &s,
+        &repo,
+        &[
+            "restore",
+            "latest",
+            "--to-base",
+            &target,
+            "--dry-run",
+            "--json",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s.fake.schema_json(&target), before, "nothing was written");
+    let tables = report["plan"]["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 5);
+    let everything = &tables[0]["fields"];
+    let formula = everything
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "Formula: text")
+        .unwrap();
+    assert_eq!(formula["target_type"], "multilineText");
+    assert!(
+        formula["description"]
+            .as_str()
+            .unwrap()
+            .contains("Formula: {Name}")
+    );
+    assert_eq!(
+        report["workload"]["large"], 1,
+        "the file over 5 MB is counted"
+    );
+    assert!(report["plan"]["losses"].to_string().contains("manualSort"));
+
+    // A second base with the name a --workspace restore would use is refused, not adopted.
+    let out = airback_command(
+        &s,
+        &repo,
+        &[
+            "restore",
+            "latest",
+            "--workspace",
+            &s.fake.workspace_id(),
+            "--name",
+            "Dry",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("already exists") && err.contains(&target),
+        "{err}"
+    );
+    assert_eq!(
+        s.fake.schema_json(&target),
+        before,
+        "the existing base was not touched"
     );
 }
