@@ -39,6 +39,8 @@ struct RecordWrite {
     operation: &'static str,
     method: Method,
     idempotent: bool,
+    /// `performUpsert`, for upserts.
+    upsert: Option<Value>,
 }
 
 fn json_body(value: &impl serde::Serialize) -> Bytes {
@@ -59,6 +61,7 @@ impl Client {
             operation: "create records",
             method: Method::POST,
             idempotent: false,
+            upsert: None,
         };
         self.write_records(base_id, table, records, typecast, write)
             .await
@@ -77,6 +80,7 @@ impl Client {
             operation: "update records",
             method: Method::PATCH,
             idempotent: true,
+            upsert: None,
         };
         self.write_records(base_id, table, updates, typecast, write)
             .await
@@ -99,9 +103,9 @@ impl Client {
             operation: "upsert records",
             method: Method::PATCH,
             idempotent: true,
+            upsert: Some(json!({ "fieldsToMergeOn": merge_on })),
         };
-        let upsert = json!({ "fieldsToMergeOn": merge_on });
-        self.write_records_with(base_id, table, records, typecast, write, Some(upsert))
+        self.write_records(base_id, table, records, typecast, write)
             .await
     }
 
@@ -114,19 +118,6 @@ impl Client {
         typecast: bool,
         write: RecordWrite,
     ) -> Result<Vec<Record>, AirtableError> {
-        self.write_records_with(base_id, table, records, typecast, write, None)
-            .await
-    }
-
-    async fn write_records_with<T: serde::Serialize>(
-        &self,
-        base_id: &str,
-        table: &str,
-        records: &[T],
-        typecast: bool,
-        write: RecordWrite,
-        upsert: Option<Value>,
-    ) -> Result<Vec<Record>, AirtableError> {
         let mut written = Vec::with_capacity(records.len());
         for batch in records.chunks(MAX_RECORDS_PER_WRITE) {
             let mut body = json!({
@@ -134,7 +125,7 @@ impl Client {
                 "typecast": typecast,
                 "returnFieldsByFieldId": true,
             });
-            if let Some(upsert) = &upsert {
+            if let Some(upsert) = &write.upsert {
                 body["performUpsert"] = upsert.clone();
             }
             let answer: RecordsAnswer = self

@@ -6,13 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airback::airtable::{Client, ClientOptions, Token};
+use crate::support::FakeSetup;
 use airback::backend::{Backend, BackendOptions};
 use airback::backup::{BackupOptions, NoProgress, backup_base};
 use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::id::SnapshotId;
-use airback::repo::config::InitOptions;
-use airback::repo::{CacheChoice, Repository};
 use airback::restore::plan::SOURCE_ID_FIELD;
 use airback::restore::{RestoreOptions, RestoreReport, Target, restore};
 use airback::stored::StoredBase;
@@ -20,43 +18,10 @@ use serde_json::{Value, json};
 
 use crate::support::s3::S3Server;
 
-struct Setup {
-    fake: FakeAirtable,
-    repo: Repository,
-    client: Client,
-    base: String,
-    dir: tempfile::TempDir,
-}
+type Setup = FakeSetup;
 
 async fn setup(options: FakeOptions) -> Setup {
-    let fake = FakeAirtable::start(options).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let location = dir.path().join("repo");
-    let backend = Backend::open(
-        location.to_str().unwrap(),
-        &BackendOptions {
-            create: true,
-            ..BackendOptions::default()
-        },
-    )
-    .unwrap();
-    Repository::init(&backend, &InitOptions::default())
-        .await
-        .unwrap();
-    let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")))
-        .await
-        .unwrap();
-    let mut client_options = ClientOptions::default().with_url(&fake.url());
-    client_options.retry_base_delay = Duration::from_millis(20);
-    let client = Client::new(Token::new(fake.token()).unwrap(), client_options).unwrap();
-    let base = fake.bases()[0].id.clone();
-    Setup {
-        fake,
-        repo,
-        client,
-        base,
-        dir,
-    }
+    FakeSetup::start(options).await
 }
 
 async fn snapshot(s: &Setup) -> StoredBase {

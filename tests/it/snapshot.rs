@@ -4,54 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use airback::airtable::{Client, ClientOptions, Token};
-use airback::backend::{Backend, BackendOptions};
+use crate::support::FakeSetup;
 use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
 use airback::check::{CheckOptions, check};
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
-use airback::repo::config::InitOptions;
+use airback::fake::{FakeOptions, Preset};
+use airback::repo::Repository;
 use airback::repo::snapshot::{NodeKind, Tree};
-use airback::repo::{CacheChoice, Repository};
 use serde_json::Value;
 
-struct Setup {
-    fake: FakeAirtable,
-    repo: Repository,
-    client: Client,
-    base: String,
-    _dir: tempfile::TempDir,
-}
+type Setup = FakeSetup;
 
 async fn setup(options: FakeOptions) -> Setup {
-    let fake = FakeAirtable::start(options).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let location = dir.path().join("repo");
-    let backend = Backend::open(
-        location.to_str().unwrap(),
-        &BackendOptions {
-            create: true,
-            ..BackendOptions::default()
-        },
-    )
-    .unwrap();
-    Repository::init(&backend, &InitOptions::default())
-        .await
-        .unwrap();
-    let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")))
-        .await
-        .unwrap();
-    let mut client_options = ClientOptions::default().with_url(&fake.url());
-    client_options.retry_base_delay = Duration::from_millis(20);
-    client_options.min_penalty = Duration::from_secs(1);
-    let client = Client::new(Token::new(fake.token()).unwrap(), client_options).unwrap();
-    let base = fake.bases()[0].id.clone();
-    Setup {
-        fake,
-        repo,
-        client,
-        base,
-        _dir: dir,
-    }
+    FakeSetup::start(options).await
 }
 
 async fn snapshot(s: &Setup) -> BackupSummary {

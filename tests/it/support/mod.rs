@@ -132,3 +132,51 @@ pub async fn commit(repo: &Repository, tree: BlobId) -> SnapshotId {
     .await
     .unwrap()
 }
+
+/// A fake Airtable, a fresh local repository (with its cache) and a client for the fake, as
+/// most Airtable-facing tests start.
+pub struct FakeSetup {
+    pub fake: airback::fake::FakeAirtable,
+    pub repo: Repository,
+    pub client: airback::airtable::Client,
+    /// The first base of the preset.
+    pub base: String,
+    /// Holds the repository (`repo/`) and the cache (`cache/`).
+    pub dir: tempfile::TempDir,
+}
+
+impl FakeSetup {
+    /// Starts the fake with `options` and creates the repository.
+    pub async fn start(options: airback::fake::FakeOptions) -> FakeSetup {
+        use airback::airtable::{Client, ClientOptions, Token};
+        let fake = airback::fake::FakeAirtable::start(options).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().join("repo");
+        let backend = Backend::open(
+            location.to_str().unwrap(),
+            &BackendOptions {
+                create: true,
+                ..BackendOptions::default()
+            },
+        )
+        .unwrap();
+        Repository::init(&backend, &InitOptions::default())
+            .await
+            .unwrap();
+        let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")))
+            .await
+            .unwrap();
+        let mut client_options = ClientOptions::default().with_url(&fake.url());
+        client_options.retry_base_delay = std::time::Duration::from_millis(20);
+        client_options.min_penalty = std::time::Duration::from_secs(1);
+        let client = Client::new(Token::new(fake.token()).unwrap(), client_options).unwrap();
+        let base = fake.bases()[0].id.clone();
+        FakeSetup {
+            fake,
+            repo,
+            client,
+            base,
+            dir,
+        }
+    }
+}
