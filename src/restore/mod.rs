@@ -350,8 +350,24 @@ pub async fn restore(
     // that writes or prepares writing; planning and counting above are local.
     let apply_started = Instant::now();
     let apply_requests_at_start = client.counters().requests;
-    run.base(state.base_id, state.plan.is_none()).await?;
-    run.schema().await?;
+    // Creating a base, a table or a field is not idempotent: when a connection is cut after
+    // the request was sent, nobody knows whether it happened. Both steps find what exists by
+    // name before creating anything, so they are simply run again.
+    let mut fresh = state.plan.is_none();
+    let mut attempts = 0;
+    loop {
+        match run.base(state.base_id.clone(), fresh).await {
+            Err(e) if is_unknown_outcome(&e) && attempts < 3 => attempts += 1,
+            other => break other?,
+        }
+        fresh = false;
+    }
+    loop {
+        match run.schema().await {
+            Err(e) if is_unknown_outcome(&e) && attempts < 6 => attempts += 1,
+            other => break other?,
+        }
+    }
     run.records().await?;
     run.attachments().await?;
     run.links().await?;
@@ -392,6 +408,13 @@ pub async fn restore(
     run.report.retries = at_end.retries - at_start.retries;
     run.report.seconds = started.elapsed().as_secs_f64();
     Ok(run.report)
+}
+
+fn is_unknown_outcome(error: &RestoreError) -> bool {
+    matches!(
+        error,
+        RestoreError::Airtable(AirtableError::WriteOutcomeUnknown { .. })
+    )
 }
 
 /// The journal key of a restore: the snapshot, the target and the table selection.
@@ -500,6 +523,15 @@ struct StoredAttachment {
     id: String,
     filename: String,
     content_type: String,
+}
+
+/// An attachment cell in the target, with the original record and field it restores.
+struct CellRef<'a> {
+    table: &'a str,
+    record: &'a str,
+    field: &'a str,
+    source_record: &'a str,
+    source_field: &'a str,
 }
 
 /// One attachment to put in a cell.
@@ -907,82 +939,146 @@ impl Run<'_> {
             }
             planned.push(Planned { attachment, file });
         }
-        // A cell an earlier run started may hold more than the journal says: re-read it, keep
-        // the files that match the plan's prefix, drop anything else.
-        let mut current: Vec<Attachment> = Vec::new();
-        if journal_state.is_some() {
-            let record = self
-                .client
-                .get_record(&self.base_id, &ids.table, &record_id)
-                .await?;
-            current = record.attachments(&field_id);
-            let matching = current
-                .iter()
-                .zip(&planned)
-                .take_while(|(have, want)| {
-                    have.filename == want.attachment.filename
-                        && have.size.is_none_or(|size| size == want.file.size)
-                })
-                .count();
-            if matching < current.len() {
-                current.truncate(matching);
-                let keep: Vec<Value> = current.iter().map(|a| json!({"id": a.id})).collect();
-                let update = RecordUpdate {
-                    id: record_id.clone(),
-                    fields: Map::from_iter([(field_id.clone(), Value::Array(keep))]),
-                };
-                self.client
-                    .update_records(&self.base_id, &ids.table, &[update], false)
-                    .await?;
-            }
-        }
+        // A cell an earlier run started may hold more than the journal says: re-read it.
+        let cell = CellRef {
+            table: &ids.table,
+            record: &record_id,
+            field: &field_id,
+            source_record,
+            source_field: field,
+        };
+        let mut current = match journal_state {
+            Some(_) => self.reconcile_cell(&cell, &planned).await?,
+            None => Vec::new(),
+        };
         self.journal
             .set_cell(source_record, field, current.len() as u64, false)?;
-        for (index, want) in planned.iter().enumerate().skip(current.len()) {
-            if want.file.size as usize <= MAX_UPLOAD_BYTES {
-                let bytes = self.stored.read_file(&want.file).await?;
-                let record = self
-                    .client
-                    .upload_attachment(
-                        &self.base_id,
-                        &record_id,
-                        &field_id,
-                        &want.attachment.content_type,
-                        &want.attachment.filename,
-                        &bytes,
-                    )
-                    .await?;
-                current = record.attachments(&field_id);
-                outcome.uploaded += 1;
-            } else if let Some(staging) = &self.options.staging {
-                let path = format!("airback-staging/{}/{}", self.stored.id, want.attachment.id);
-                let bytes = self.stored.file_bytes(&want.file);
-                staging.write_stream(&path, bytes).await?;
-                self.journal.add_staged(&path, source_record, field)?;
-                let url = staging.presign_read(&path, STAGING_URL_TTL).await?;
-                let mut cell: Vec<Value> = current.iter().map(|a| json!({"id": a.id})).collect();
-                cell.push(json!({"url": url, "filename": want.attachment.filename}));
-                let update = RecordUpdate {
-                    id: record_id.clone(),
-                    fields: Map::from_iter([(field_id.clone(), Value::Array(cell))]),
-                };
-                let written = self
-                    .client
-                    .update_records(&self.base_id, &ids.table, &[update], false)
-                    .await?;
-                current = written
-                    .first()
-                    .map(|r| r.attachments(&field_id))
-                    .unwrap_or_default();
-                outcome.staged += 1;
+        let mut unknown_outcomes = 0;
+        while current.len() < planned.len() {
+            let index = current.len();
+            let written = self.add_to_cell(&cell, &current, &planned[index]).await;
+            match written {
+                Ok((cell_now, staged)) => {
+                    if staged {
+                        outcome.staged += 1;
+                    } else {
+                        outcome.uploaded += 1;
+                    }
+                    current = cell_now;
+                    if current.len() <= index {
+                        return Err(RestoreError::Invalid(format!(
+                            "Airtable did not keep the file `{}` added to record {record_id}; \
+                             run the restore again",
+                            planned[index].attachment.filename
+                        )));
+                    }
+                    self.journal
+                        .set_cell(source_record, field, current.len() as u64, false)?;
+                    self.progress.advance(1);
+                }
+                // The upload may or may not have happened (a connection cut after sending):
+                // the cell itself says.
+                Err(e) if is_unknown_outcome(&e) && unknown_outcomes < 5 => {
+                    unknown_outcomes += 1;
+                    current = self.reconcile_cell(&cell, &planned).await?;
+                    self.journal
+                        .set_cell(source_record, field, current.len() as u64, false)?;
+                }
+                Err(e) => return Err(e),
             }
-            self.journal
-                .set_cell(source_record, field, index as u64 + 1, false)?;
-            self.progress.advance(1);
         }
         self.journal
             .set_cell(source_record, field, planned.len() as u64, true)?;
         Ok(outcome)
+    }
+
+    /// Re-reads a cell and keeps the files that match the plan's prefix (same name, and same
+    /// size once Airtable knows it); anything after them is removed. Returns what stays.
+    async fn reconcile_cell(
+        &self,
+        cell: &CellRef<'_>,
+        planned: &[Planned],
+    ) -> Result<Vec<Attachment>, RestoreError> {
+        let record = self
+            .client
+            .get_record(&self.base_id, cell.table, cell.record)
+            .await?;
+        let mut current = record.attachments(cell.field);
+        let matching = current
+            .iter()
+            .zip(planned)
+            .take_while(|(have, want)| {
+                have.filename == want.attachment.filename
+                    && have.size.is_none_or(|size| size == want.file.size)
+            })
+            .count();
+        if matching < current.len() {
+            current.truncate(matching);
+            self.set_cell(cell, &current, None).await?;
+        }
+        Ok(current)
+    }
+
+    /// Appends one file to a cell: directly up to 5 MB, else through staging. Returns the cell
+    /// as Airtable answered and whether the file went through staging.
+    async fn add_to_cell(
+        &self,
+        cell: &CellRef<'_>,
+        current: &[Attachment],
+        want: &Planned,
+    ) -> Result<(Vec<Attachment>, bool), RestoreError> {
+        if want.file.size as usize <= MAX_UPLOAD_BYTES {
+            let bytes = self.stored.read_file(&want.file).await?;
+            let record = self
+                .client
+                .upload_attachment(
+                    &self.base_id,
+                    cell.record,
+                    cell.field,
+                    &want.attachment.content_type,
+                    &want.attachment.filename,
+                    &bytes,
+                )
+                .await?;
+            return Ok((record.attachments(cell.field), false));
+        }
+        let Some(staging) = &self.options.staging else {
+            return Err(RestoreError::Invalid("a large file needs --staging".into()));
+        };
+        let path = format!("airback-staging/{}/{}", self.stored.id, want.attachment.id);
+        staging
+            .write_stream(&path, self.stored.file_bytes(&want.file))
+            .await?;
+        self.journal
+            .add_staged(&path, cell.source_record, cell.source_field)?;
+        let url = staging.presign_read(&path, STAGING_URL_TTL).await?;
+        let added = json!({"url": url, "filename": want.attachment.filename});
+        let written = self.set_cell(cell, current, Some(added)).await?;
+        Ok((written, true))
+    }
+
+    /// Sets a cell to `keep` (by id) plus, optionally, one new `{url, filename}` object. A
+    /// `PATCH` replaces the whole cell, so sending it twice leaves one copy: it is idempotent.
+    async fn set_cell(
+        &self,
+        cell: &CellRef<'_>,
+        keep: &[Attachment],
+        added: Option<Value>,
+    ) -> Result<Vec<Attachment>, RestoreError> {
+        let mut value: Vec<Value> = keep.iter().map(|a| json!({"id": a.id})).collect();
+        value.extend(added);
+        let update = RecordUpdate {
+            id: cell.record.to_owned(),
+            fields: Map::from_iter([(cell.field.to_owned(), Value::Array(value))]),
+        };
+        let written = self
+            .client
+            .update_records(&self.base_id, cell.table, &[update], false)
+            .await?;
+        Ok(written
+            .first()
+            .map(|r| r.attachments(cell.field))
+            .unwrap_or_default())
     }
 
     /// Pass 2: the created side of every link pair, 10 records per request.

@@ -570,3 +570,72 @@ async fn a_dry_run_prints_the_plan_and_writes_nothing() {
         "the existing base was not touched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_through_server_errors_and_cut_connections_creates_nothing_twice() {
+    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let stored = snapshot(&s).await;
+    let target = s.fake.add_empty_base("Faulty").id;
+    // Cut connections come after Airtable applied the request, so creates, upserts and uploads
+    // all meet "did it happen?" situations.
+    s.fake
+        .set_faults("503=0.05,502=0.03,reset=0.15,seed=11".parse().unwrap());
+    let mut outcome = None;
+    for _ in 0..5 {
+        let options = RestoreOptions::new(
+            Target::Base(target.clone()),
+            Some(s.dir.path().join("journal.sqlite")),
+        );
+        match restore(
+            &stored,
+            &s.client,
+            &options,
+            Arc::new(airback::restore::NoProgress),
+        )
+        .await
+        {
+            Ok(report) => {
+                outcome = Some(report);
+                break;
+            }
+            // What a user would do: run the same command again.
+            Err(e) => eprintln!("restore stopped: {e}"),
+        }
+    }
+    let report = outcome.expect("the restore finished within 5 runs");
+    s.fake.set_faults(Default::default());
+    let counters = s.fake.counters();
+    assert!(
+        counters.resets >= 1 && counters.resets + counters.faults_503 + counters.faults_502 >= 3,
+        "{counters:?}"
+    );
+    let c = compare_bases(&s.fake, &s.base, &target, false);
+    assert!(c.differences.is_empty(), "{:#?}", c.differences);
+    assert_eq!(c.writable_equal, c.writable_cells);
+    assert_eq!(c.files_equal, c.files);
+    assert!(c.files >= 12);
+    let fidelity = report.fidelity.unwrap();
+    assert_eq!((fidelity.missing, fidelity.duplicates), (0, 0));
+    // No table or field was created twice either.
+    let schema = s.fake.schema_json(&target);
+    let names: Vec<&str> = schema["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.len(),
+        6,
+        "Table 1 and the five restored tables: {names:?}"
+    );
+    for table in schema["tables"].as_array().unwrap() {
+        for field in table["fields"].as_array().unwrap() {
+            let name = field["name"].as_str().unwrap();
+            assert!(
+                !name.ends_with(" 2") || name.contains("airback"),
+                "field `{name}` looks created twice"
+            );
+        }
+    }
+}
