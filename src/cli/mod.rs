@@ -3,6 +3,7 @@
 
 mod demo;
 pub mod exit;
+mod export;
 mod progress;
 mod snapshot;
 
@@ -68,6 +69,8 @@ enum Command {
     Show(snapshot::ShowArgs),
     /// Verify the repository's structure, and with --read-data its contents
     Check(CheckArgs),
+    /// Write a snapshot as a tar or zip archive, a folder, or a SQLite database
+    Export(export::ExportArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
     FakeAirtable(Box<FakeAirtableArgs>),
@@ -174,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Snapshots(args) => snapshot::list(g, args).await,
         Command::Show(args) => snapshot::show(g, args).await,
         Command::Check(args) => check(g, args).await,
+        Command::Export(args) => export::export(g, args).await,
         Command::FakeAirtable(args) => fake_airtable(args).await,
     }
 }
