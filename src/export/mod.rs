@@ -11,12 +11,14 @@
 //!
 //! An export reads the snapshot in passes (via [`StoredBase`], which verifies every blob):
 //! the first decides every name and path (the [`Layout`]: safe, unique names from
-//! [`names`], the path of each attachment, the columns of each table); the next ones write
-//! the tables and then stream every attachment. A tar needs each entry's size before its
-//! content, so for tar a table's JSON and CSV are rendered once to count their bytes and once
-//! to write them, rather than being held in memory or on disk. Memory stays flat in records and
-//! attachment bytes: records stream one at a time, attachments a few blobs at a time. What
-//! grows is the layout: about 200 bytes per attachment (its id, path and blob list).
+//! [`names`], the path of each attachment, the columns of each table); the next writes the
+//! tables; the last streams every attachment. A table's JSON and CSV are rendered in one pass
+//! and kept in memory up to 8 MiB each; what is larger is rendered a second time as it is
+//! written (a tar needs each entry's size before its content; other packages take the JSON
+//! as it is rendered and only the CSV waits). Nothing is held whole in memory or on disk
+//! beyond that bound, whatever the table's size. Memory stays flat in records
+//! and attachment bytes: records stream a batch at a time, attachments a few blobs at a time.
+//! What grows is the layout: about 200 bytes per attachment (its id, path and blob list).
 //!
 //! The writing is blocking I/O and CPU work (rendering, deflate, SQLite), so it all runs on one
 //! blocking thread; reads from the repository run as tokio tasks feeding it through bounded
@@ -55,10 +57,11 @@ pub const LAYOUT_VERSION: u32 = 1;
 
 /// Records rendered into one chunk before it is handed to the package.
 const TEXT_CHUNK: usize = 64 * 1024;
-/// Records read ahead of the writer.
+/// Records handed to the writer at once (at most two such batches wait).
 const RECORDS_AHEAD: usize = 256;
-/// Attachment blobs read ahead of the writer (besides the reader's own read-ahead).
-const BLOBS_AHEAD: usize = 2;
+/// Attachment blobs handed to the writer at once (at most two such batches wait, besides the
+/// reader's own read-ahead): at most 4 MiB each.
+const BLOBS_AHEAD: usize = 1;
 
 /// What an export is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -201,6 +204,17 @@ pub enum ExportError {
     /// Reading the snapshot failed.
     #[error(transparent)]
     Stored(#[from] StoredError),
+    /// Reading one part of the snapshot failed.
+    #[error(
+        "cannot read {what} from the snapshot (`airback check --read-data` reports what else is \
+         damaged)"
+    )]
+    Read {
+        /// What was being read.
+        what: String,
+        /// Why it failed.
+        source: StoredError,
+    },
     /// The destination exists.
     #[error("{0} already exists; pass --force to replace it")]
     Exists(PathBuf),
@@ -264,6 +278,12 @@ impl ExportError {
         )
     }
 
+    /// Wraps a failure to read `what`.
+    fn reading(what: impl Into<String>) -> impl FnOnce(StoredError) -> ExportError {
+        let what = what.into();
+        move |source| ExportError::Read { what, source }
+    }
+
     fn write(what: impl Into<String>, source: io::Error) -> ExportError {
         ExportError::Write {
             what: what.into(),
@@ -302,6 +322,13 @@ fn run(
     let started = Instant::now();
     let target = prepare_target(options)?;
     let layout = Layout::build(source)?;
+    tracing::debug!(
+        "export layout: {} tables, {} records, {} attachment files in {:.2} s",
+        layout.tables.len(),
+        layout.records,
+        layout.files.len(),
+        started.elapsed().as_secs_f64()
+    );
     let manifest = manifest(&source.base, &layout);
     let what = options.output.to_string();
     let bytes_written = match options.format {
@@ -338,6 +365,10 @@ fn run(
             }
         }
     };
+    tracing::debug!(
+        "export: written after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
     target.commit().map_err(|e| ExportError::write(&what, e))?;
     Ok(ExportSummary {
         snapshot_id: source.base.id,
@@ -406,23 +437,25 @@ impl Source {
     }
 }
 
-/// A stream read by a tokio task, handed to a blocking thread as an iterator. Dropping the
-/// iterator stops the task at its next item.
+/// A stream read by a tokio task, handed to a blocking thread as an iterator: items travel
+/// in batches of what is ready (up to `capacity`), so a stream of many small items does not
+/// cost a thread wake-up each. At most two batches wait in the channel. Dropping the
+/// iterator stops the task at its next batch.
 fn forward<S>(rt: &Handle, stream: S, capacity: usize) -> impl Iterator<Item = S::Item> + use<S>
 where
     S: Stream + Send + 'static,
     S::Item: Send + 'static,
 {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<S::Item>>(2);
     rt.spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(item) = stream.next().await {
-            if tx.send(item).await.is_err() {
+        let mut batches = std::pin::pin!(stream.ready_chunks(capacity));
+        while let Some(batch) = batches.next().await {
+            if tx.send(batch).await.is_err() {
                 break;
             }
         }
     });
-    std::iter::from_fn(move || rx.blocking_recv())
+    std::iter::from_fn(move || rx.blocking_recv()).flatten()
 }
 
 /// Every name and path of an export, decided before anything is written.
@@ -506,7 +539,7 @@ struct Pending {
 impl Layout {
     /// The first pass: reads every record once, and decides table names, columns and the path
     /// of every attachment.
-    fn build(source: &Source) -> Result<Layout, StoredError> {
+    fn build(source: &Source) -> Result<Layout, ExportError> {
         let base = &source.base;
         let mut layout = Layout {
             tables: Vec::new(),
@@ -541,7 +574,7 @@ impl Layout {
             let mut records = 0u64;
 
             for record in source.records(table) {
-                let record = record?;
+                let record = record.map_err(records_of(table))?;
                 records += 1;
                 // Cells in column order, then those the schema does not list (by id).
                 let mut cells: Vec<(&String, &Value)> = record.fields.iter().collect();
@@ -619,9 +652,12 @@ impl Layout {
         record_id: &str,
         field_id: &str,
         object: &Value,
-    ) -> Result<(), StoredError> {
+    ) -> Result<(), ExportError> {
         let id = render::attachment_id(object).unwrap_or_default().to_owned();
-        let Some(file) = source.attachment(&id)? else {
+        let found = source
+            .attachment(&id)
+            .map_err(ExportError::reading(format!("attachment {id}")))?;
+        let Some(file) = found else {
             self.paths.insert(id.clone(), Slot::Missing);
             self.missing.push(id);
             return Ok(());
@@ -686,21 +722,17 @@ fn schema_columns(base: &StoredBase, table: &StoredTable) -> Vec<Column> {
     for field in &fields {
         *counts.entry(field.name.as_str()).or_default() += 1;
     }
-    let reserved = ["id", "createdTime"];
     fields
         .iter()
-        .map(|f| {
-            let clash = counts[f.name.as_str()] > 1 || reserved.contains(&f.name.as_str());
-            Column {
-                field_id: f.id.clone(),
-                key: if clash && counts[f.name.as_str()] > 1 {
-                    format!("{} ({})", f.name, f.id)
-                } else {
-                    f.name.clone()
-                },
-                name: Some(f.name.clone()),
-                field_type: Some(f.field_type.clone()),
-            }
+        .map(|f| Column {
+            field_id: f.id.clone(),
+            key: if counts[f.name.as_str()] > 1 {
+                format!("{} ({})", f.name, f.id)
+            } else {
+                f.name.clone()
+            },
+            name: Some(f.name.clone()),
+            field_type: Some(f.field_type.clone()),
         })
         .collect()
 }
@@ -768,108 +800,207 @@ fn write_package(
     what: &str,
     progress: &dyn ExportProgress,
 ) -> Result<(), ExportError> {
-    let mut manifest_bytes = serde_json::to_vec_pretty(manifest).expect("JSON values serialize");
-    manifest_bytes.push(b'\n');
-    let mut schema_bytes =
-        serde_json::to_vec_pretty(&source.base.schema.raw).expect("JSON values serialize");
-    schema_bytes.push(b'\n');
-    for (path, bytes) in [
-        ("manifest.json", manifest_bytes),
-        ("schema.json", schema_bytes),
-    ] {
+    let begun = Instant::now();
+    let mut w = PackageWriter {
+        source,
+        layout,
+        package,
+        what,
+        progress,
+        text_buffer: text_buffer(),
+    };
+    let pretty = |value: &Value| {
+        let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialize");
+        bytes.push(b'\n');
+        bytes
+    };
+    w.bytes("manifest.json", pretty(manifest), false)?;
+    w.bytes("schema.json", pretty(&source.base.schema.raw), false)?;
+    for table in &layout.tables {
+        w.table(table)?;
+    }
+    tracing::debug!(
+        "export: tables written in {:.2} s",
+        begun.elapsed().as_secs_f64()
+    );
+    w.attachments()
+}
+
+/// Writes into a package.
+struct PackageWriter<'a> {
+    source: &'a Source,
+    layout: &'a Layout,
+    package: &'a mut dyn Package,
+    what: &'a str,
+    progress: &'a dyn ExportProgress,
+    text_buffer: usize,
+}
+
+impl PackageWriter<'_> {
+    /// A file whose content is in memory. Table files announce their size only to packages
+    /// that need it, so that a table gives the same bytes whether it was kept in memory or
+    /// streamed (a zip marks entries of unknown size as zip64).
+    fn bytes(&mut self, path: &str, bytes: Vec<u8>, table: bool) -> Result<(), ExportError> {
         let size = bytes.len() as u64;
-        let mut reader =
-            ChunkReader::new(std::iter::once(Ok(Bytes::from(bytes))), Some(size), path);
-        add(package, path, Some(size), Content::Text, &mut reader, what)?;
+        let announced = (!table || self.package.needs_size()).then_some(size);
+        let chunks = std::iter::once(Ok(Bytes::from(bytes)));
+        let reader = ChunkReader::new(chunks, Some(size), path);
+        self.add(path, announced, Content::Text, reader)
     }
 
-    for table in &layout.tables {
-        progress.table(&table.table.name);
-        let (json_size, csv_size) = if package.needs_size() {
-            let (j, c) = table_sizes(source, layout, table)?;
-            (Some(j), Some(c))
+    /// A table's JSON and CSV. A tar needs each one's size before its content: one pass
+    /// renders both, keeping them in memory when small and only counting them when not, and
+    /// what was not kept is rendered again as it is written. Other packages get the JSON as it
+    /// is rendered, the CSV alongside it (kept when small).
+    fn table(&mut self, table: &TableLayout) -> Result<(), ExportError> {
+        self.progress.table(&table.table.name);
+        let (json_path, csv_path) = (table.json_path(), table.csv_path());
+        let mut csv = Capture::new(self.text_buffer);
+        if self.package.needs_size() {
+            let mut json = Capture::new(self.text_buffer);
+            let progress = Some(self.progress);
+            let text = TableText::new(
+                self.source,
+                self.layout,
+                table,
+                TextKind::Json,
+                Some(&mut csv),
+                progress,
+            );
+            for chunk in text {
+                json.push(&chunk?);
+            }
+            match json.take() {
+                Some(bytes) => self.bytes(&json_path, bytes, true)?,
+                None => self.text(table, TextKind::Json, Some(json.len), None, false)?,
+            }
         } else {
-            (None, None)
-        };
-        for (kind, path, size) in [
-            (TextKind::Json, table.json_path(), json_size),
-            (TextKind::Csv, table.csv_path(), csv_size),
-        ] {
-            let count = kind == TextKind::Json;
-            let chunks = TableText::new(source, layout, table, kind, move |n| {
-                if count {
-                    progress.records(n);
-                }
-            });
-            let mut reader = ChunkReader::new(chunks, size, &path);
-            add(package, &path, size, Content::Text, &mut reader, what)?;
+            self.text(table, TextKind::Json, None, Some(&mut csv), true)?;
+        }
+        match csv.take() {
+            Some(bytes) => self.bytes(&csv_path, bytes, true),
+            None => {
+                let size = self.package.needs_size().then_some(csv.len);
+                self.text(table, TextKind::Csv, size, None, false)
+            }
         }
     }
 
-    progress.attachments(layout.attachment_bytes());
-    for entry in &layout.files {
-        let chunks = source.file_bytes(&entry.file).map(|chunk| {
-            let chunk = chunk?;
-            progress.attachment_bytes(chunk.len() as u64);
-            Ok(chunk)
-        });
-        let mut reader = ChunkReader::new(chunks, Some(entry.file.size), &entry.path);
-        add(
-            package,
-            &entry.path,
-            Some(entry.file.size),
-            Content::Binary,
-            &mut reader,
-            what,
-        )?;
+    /// A table's JSON or CSV, rendered as it is written; the CSV captured alongside the JSON
+    /// when `csv` is given.
+    fn text(
+        &mut self,
+        table: &TableLayout,
+        kind: TextKind,
+        size: Option<u64>,
+        csv: Option<&mut Capture>,
+        count_records: bool,
+    ) -> Result<(), ExportError> {
+        let path = match kind {
+            TextKind::Json => table.json_path(),
+            TextKind::Csv => table.csv_path(),
+        };
+        let progress = count_records.then_some(self.progress);
+        let text = TableText::new(self.source, self.layout, table, kind, csv, progress);
+        let reader = ChunkReader::new(text, size, &path);
+        self.add(&path, size, Content::Text, reader)
     }
-    Ok(())
+
+    /// Every attachment, streamed.
+    fn attachments(&mut self) -> Result<(), ExportError> {
+        let (source, layout, progress) = (self.source, self.layout, self.progress);
+        progress.attachments(layout.attachment_bytes());
+        for entry in &layout.files {
+            let chunks = source.file_bytes(&entry.file).map(|chunk| {
+                let chunk = chunk?;
+                progress.attachment_bytes(chunk.len() as u64);
+                Ok(chunk)
+            });
+            let size = Some(entry.file.size);
+            let reader = ChunkReader::new(chunks, size, &entry.path);
+            self.add(&entry.path, size, Content::Binary, reader)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one file; a failure of the snapshot's reading is reported as such, not as the
+    /// write error it caused.
+    fn add<I>(
+        &mut self,
+        path: &str,
+        size: Option<u64>,
+        content: Content,
+        mut reader: ChunkReader<I>,
+    ) -> Result<(), ExportError>
+    where
+        I: Iterator<Item = Result<Bytes, ExportError>>,
+    {
+        match self.package.add_file(path, size, content, &mut reader) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(match reader.error.take() {
+                Some(ExportError::Stored(source)) => ExportError::Read {
+                    what: path.to_owned(),
+                    source,
+                },
+                Some(other) => other,
+                None => ExportError::write(format!("{path} to {}", self.what), e),
+            }),
+        }
+    }
 }
 
-/// Adds one file; a failure of the snapshot's reading is reported as such, not as the write
-/// error it caused.
-fn add<I>(
-    package: &mut dyn Package,
-    path: &str,
-    size: Option<u64>,
-    content: Content,
-    reader: &mut ChunkReader<I>,
-    what: &str,
-) -> Result<(), ExportError>
-where
-    I: Iterator<Item = Result<Bytes, ExportError>>,
-{
-    match package.add_file(path, size, content, reader) {
-        Ok(()) => Ok(()),
-        Err(e) => Err(reader
-            .error
-            .take()
-            .unwrap_or_else(|| ExportError::write(format!("{path} to {what}"), e))),
-    }
+/// Wraps a failure to read `table`'s records.
+fn records_of(table: &StoredTable) -> impl FnOnce(StoredError) -> ExportError {
+    ExportError::reading(format!("the records of table `{}`", table.name))
 }
 
-/// The sizes of a table's JSON and CSV, by rendering them without keeping them.
-fn table_sizes(
-    source: &Source,
-    layout: &Layout,
-    table: &TableLayout,
-) -> Result<(u64, u64), ExportError> {
-    let mut json = render::json_header(&table.table.id, &table.table.name, &table.columns).len();
-    let mut csv = render::csv_header(&table.columns).len();
-    let mut scratch = Vec::new();
-    let mut first = true;
-    for record in source.records(&table.table) {
-        let record = layout.prepare(record?);
-        scratch.clear();
-        render::json_record(&mut scratch, &record, &table.columns, first);
-        json += scratch.len();
-        scratch.clear();
-        render::csv_record(&mut scratch, &record, &table.columns);
-        csv += scratch.len();
-        first = false;
+/// Table text kept in memory rather than rendered a second time, per file: a table's JSON
+/// and CSV hold at most twice this. `AIRBACK_EXPORT_TEXT_BUFFER` (bytes) changes it, for
+/// tests of the other path.
+const TEXT_BUFFER: usize = 8 << 20;
+
+fn text_buffer() -> usize {
+    std::env::var("AIRBACK_EXPORT_TEXT_BUFFER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(TEXT_BUFFER)
+}
+
+/// Rendered text, kept up to `cap` bytes, and its length in any case.
+struct Capture {
+    cap: usize,
+    bytes: Vec<u8>,
+    len: u64,
+    overflowed: bool,
+}
+
+impl Capture {
+    fn new(cap: usize) -> Capture {
+        Capture {
+            cap,
+            bytes: Vec::new(),
+            len: 0,
+            overflowed: false,
+        }
     }
-    json += render::JSON_FOOTER.len();
-    Ok((json as u64, csv as u64))
+
+    fn push(&mut self, text: &[u8]) {
+        self.len += text.len() as u64;
+        if self.overflowed {
+            return;
+        }
+        if self.bytes.len() + text.len() > self.cap {
+            self.overflowed = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(text);
+        }
+    }
+
+    /// The text, if all of it was kept.
+    fn take(&mut self) -> Option<Vec<u8>> {
+        (!self.overflowed).then(|| std::mem::take(&mut self.bytes))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -878,62 +1009,68 @@ enum TextKind {
     Csv,
 }
 
-/// A table's JSON or CSV text, in chunks of about [`TEXT_CHUNK`] bytes.
-struct TableText<'a, R, P> {
-    records: R,
+/// A table's JSON or CSV text, in chunks of about [`TEXT_CHUNK`] bytes, read from the
+/// snapshot as they are asked for. Optionally renders the CSV into a [`Capture`] alongside
+/// the JSON, and reports records to the progress.
+struct TableText<'a> {
+    records: Box<dyn Iterator<Item = Result<Record, StoredError>> + 'a>,
     layout: &'a Layout,
     table: &'a TableLayout,
     kind: TextKind,
+    csv: Option<&'a mut Capture>,
+    progress: Option<&'a dyn ExportProgress>,
     started: bool,
     done: bool,
     first: bool,
-    on_records: P,
 }
 
-impl<'a, P: Fn(u64)> TableText<'a, Box<dyn Iterator<Item = Result<Record, StoredError>> + 'a>, P> {
+impl<'a> TableText<'a> {
     fn new(
         source: &'a Source,
         layout: &'a Layout,
         table: &'a TableLayout,
         kind: TextKind,
-        on_records: P,
-    ) -> Self {
+        csv: Option<&'a mut Capture>,
+        progress: Option<&'a dyn ExportProgress>,
+    ) -> TableText<'a> {
         TableText {
             records: Box::new(source.records(&table.table)),
             layout,
             table,
             kind,
+            csv,
+            progress,
             started: false,
             done: false,
             first: true,
-            on_records,
         }
     }
 }
 
-impl<R, P> Iterator for TableText<'_, R, P>
-where
-    R: Iterator<Item = Result<Record, StoredError>>,
-    P: Fn(u64),
-{
+impl Iterator for TableText<'_> {
     type Item = Result<Bytes, ExportError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
         }
-        let columns = &self.table.columns;
+        let table = self.table;
+        let columns = &table.columns;
         let mut out = Vec::with_capacity(TEXT_CHUNK + 4096);
         if !self.started {
             self.started = true;
-            out = match self.kind {
+            match self.kind {
                 TextKind::Json => {
-                    render::json_header(&self.table.table.id, &self.table.table.name, columns)
+                    out = render::json_header(&table.table.id, &table.table.name, columns)
                 }
-                TextKind::Csv => render::csv_header(columns),
-            };
+                TextKind::Csv => out = render::csv_header(columns),
+            }
+            if let Some(csv) = self.csv.as_deref_mut() {
+                csv.push(&render::csv_header(columns));
+            }
         }
         let mut rendered = 0;
+        let mut row = Vec::new();
         while out.len() < TEXT_CHUNK {
             match self.records.next() {
                 Some(Ok(record)) => {
@@ -944,12 +1081,17 @@ where
                         }
                         TextKind::Csv => render::csv_record(&mut out, &record, columns),
                     }
+                    if let Some(csv) = self.csv.as_deref_mut() {
+                        row.clear();
+                        render::csv_record(&mut row, &record, columns);
+                        csv.push(&row);
+                    }
                     self.first = false;
                     rendered += 1;
                 }
                 Some(Err(e)) => {
                     self.done = true;
-                    return Some(Err(e.into()));
+                    return Some(Err(records_of(&table.table)(e)));
                 }
                 None => {
                     if self.kind == TextKind::Json {
@@ -960,7 +1102,9 @@ where
                 }
             }
         }
-        (self.on_records)(rendered);
+        if let Some(progress) = self.progress {
+            progress.records(rendered);
+        }
         Some(Ok(Bytes::from(out)))
     }
 }

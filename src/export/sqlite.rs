@@ -295,7 +295,7 @@ fn insert_records(
     let mut values: Vec<SqlValue> = Vec::with_capacity(plan.sql_columns.len() + 2);
     let mut batch = 0u64;
     for record in source.records(&table.table) {
-        let record = layout.prepare(record?);
+        let record = layout.prepare(record.map_err(super::records_of(&table.table))?);
         values.clear();
         values.push(SqlValue::Text(record.id.clone()));
         values.push(SqlValue::Text(record.created_time.clone()));
@@ -344,6 +344,7 @@ fn insert_attachments(
          type, size, width, height, path, content, note) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, zeroblob(?12), ?13)"
     ))?;
+    tracing::debug!("export: records inserted");
     progress.attachments(layout.attachment_bytes());
     for entry in &layout.files {
         debug_assert!(matches!(layout.paths.get(&entry.id), Some(Slot::File(_))));
@@ -376,7 +377,10 @@ fn insert_attachments(
         let mut blob = tx.blob_open(MAIN_DB, ATTACHMENTS, "content", row, false)?;
         let mut written = 0u64;
         for chunk in source.file_bytes(&entry.file) {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(ExportError::reading(format!(
+                "attachment {} ({})",
+                entry.id, entry.path
+            )))?;
             written += chunk.len() as u64;
             if written > size {
                 break;
