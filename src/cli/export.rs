@@ -25,7 +25,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "appXXXXXXXXXXXXXX")]
     base: Option<String>,
     /// tar, zip, dir or sqlite [default: from the extension of -o; tar for -o -]
-    #[arg(short, long, value_parser = clap::builder::ValueParser::new(|s: &str| s.parse::<ExportFormat>()))]
+    #[arg(short, long, value_parser = parse_format)]
     format: Option<ExportFormat>,
     /// Where to write: a file, a folder (dir), or - for standard output (tar only)
     #[arg(short, long, value_name = "PATH")]
@@ -33,6 +33,10 @@ pub struct ExportArgs {
     /// Replace an existing file, or a folder that holds an earlier export
     #[arg(long)]
     force: bool,
+}
+
+fn parse_format(text: &str) -> Result<ExportFormat, String> {
+    text.parse()
 }
 
 /// Runs `airback export`.

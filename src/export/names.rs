@@ -3,8 +3,9 @@
 //!
 //! [`safe_name`] turns any string into one path component: no separators, no control
 //! characters, none of Windows' forbidden characters or reserved device names, no leading
-//! dots (no hidden files), no trailing dots or spaces, never empty, at most [`MAX_NAME_BYTES`] bytes of UTF-8 with the
-//! extension kept when it is shortened, in Unicode NFC. [`NameSet`] hands out such names
+//! dots (no hidden files), no trailing dots or spaces, never empty, at most
+//! [`MAX_NAME_BYTES`] bytes of UTF-8 with the extension kept when it is shortened, in Unicode
+//! NFC. [`NameSet`] hands out such names
 //! within one folder and resolves collisions deterministically (`name (2).ext`, `name (3).ext`,
 //! … in the order names are claimed), comparing names the way case-insensitive,
 //! normalization-insensitive file systems (macOS, Windows) do. The rules are listed in
@@ -346,15 +347,21 @@ mod tests {
         assert_eq!(set.claim("Manifest.json", 255), "Manifest (2).json");
     }
 
+    /// Any text, runs of awkward characters, device names with extensions.
+    const ANY_NAME: &str =
+        "\\PC{0,300}|[ .\\x00-\\x1f/\\\\:*?\"<>|]{0,20}|(?i:con|nul|lpt1|com9)(\\.[a-z]{0,4})?";
+    /// Short names that often clash, also only by case.
+    const CLASHING_NAME: &str = "[aA. /]{0,6}(\\.[tT]{1,2})?";
+
     proptest! {
         #[test]
-        fn any_name_becomes_safe(name in "\\PC{0,300}|[ .\\x00-\\x1f/\\\\:*?\"<>|]{0,20}|(?i:con|nul|lpt1|com9)(\\.[a-z]{0,4})?") {
+        fn any_name_becomes_safe(name in ANY_NAME) {
             assert_safe(&safe(&name), 255);
             assert_safe(&safe_name(&name, 40), 40);
         }
 
         #[test]
-        fn claimed_names_are_distinct(names in proptest::collection::vec("[aA. /]{0,6}(\\.[tT]{1,2})?", 1..30)) {
+        fn claimed_names_are_distinct(names in proptest::collection::vec(CLASHING_NAME, 1..30)) {
             let mut set = NameSet::new();
             let mut seen = HashSet::new();
             for name in &names {

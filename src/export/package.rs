@@ -404,9 +404,9 @@ impl Target {
     }
 }
 
-/// A builder for a temporary sibling (named `prefix…partial`) that, once renamed, has the permissions a new
-/// file or folder gets by default: `mode` less the umask (applied by the system on creation),
-/// not the private 0600/0700 of temporary files.
+/// A builder for a temporary sibling (named `prefix…partial`) that, once renamed, has the
+/// permissions a new file or folder gets by default: `mode` less the umask (applied by the
+/// system on creation), not the private 0600/0700 of temporary files.
 fn temp_builder(prefix: &str, mode: u32) -> tempfile::Builder<'_, 'static> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(prefix);

@@ -253,7 +253,11 @@ mod tests {
 
     #[test]
     fn attachment_objects_are_found_in_lookups_too() {
-        let cell = json!([{"id": "attA", "filename": "x"}, {"id": "attB"}, {"nested": [{"id": "attC", "filename": "y"}]}]);
+        let cell = json!([
+            {"id": "attA", "filename": "x"},
+            {"id": "attB"},
+            {"nested": [{"id": "attC", "filename": "y"}]}
+        ]);
         let mut ids = Vec::new();
         for_each_attachment(&cell, &mut |v| {
             ids.push(attachment_id(v).unwrap().to_owned())
