@@ -13,6 +13,7 @@ pub mod chunker;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod export;
 pub mod fake;
 pub mod id;
 pub mod repo;

@@ -22,6 +22,11 @@ pub const INTERRUPTED: u8 = 130;
 pub fn for_error(err: &anyhow::Error) -> u8 {
     use crate::repo::RepoError;
     for cause in err.chain() {
+        if let Some(export_err) = cause.downcast_ref::<crate::export::ExportError>()
+            && export_err.is_usage()
+        {
+            return USAGE;
+        }
         if let Some(repo_err) = cause.downcast_ref::<RepoError>() {
             return match repo_err {
                 RepoError::NoRepository { .. } => NO_REPOSITORY,

@@ -3,6 +3,7 @@
 
 mod demo;
 pub mod exit;
+mod export;
 mod progress;
 mod restore;
 mod snapshot;
@@ -71,6 +72,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's structure, and with --read-data its contents
     Check(CheckArgs),
+    /// Write a snapshot as a tar or zip archive, a folder, or a SQLite database
+    Export(export::ExportArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
     FakeAirtable(Box<FakeAirtableArgs>),
@@ -178,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Show(args) => snapshot::show(g, args).await,
         Command::Restore(args) => restore::run(g, args).await,
         Command::Check(args) => check(g, args).await,
+        Command::Export(args) => export::export(g, args).await,
         Command::FakeAirtable(args) => fake_airtable(args).await,
     }
 }

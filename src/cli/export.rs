@@ -1,0 +1,154 @@
+//! `airback export`: a snapshot as a tar or zip archive, a folder, or a SQLite database
+//! (docs/EXPORT.md). Argument checks, the repository's shared lock, progress and the summary;
+//! the work is `crate::export`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::snapshot::human_bytes;
+use super::{GlobalArgs, exit, open_repo, progress};
+use crate::export::{
+    ExportError, ExportFormat, ExportOptions, ExportProgress, ExportSummary, Output,
+};
+use crate::snapshots;
+use crate::stored::StoredBase;
+
+/// Arguments of `airback export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A snapshot id, a unique prefix of one, or `latest`
+    snapshot: String,
+    /// With `latest`: the latest of this base
+    #[arg(long, value_name = "appXXXXXXXXXXXXXX")]
+    base: Option<String>,
+    /// tar, zip, dir or sqlite [default: from the extension of -o; tar for -o -]
+    #[arg(short, long, value_parser = parse_format)]
+    format: Option<ExportFormat>,
+    /// Where to write: a file, a folder (dir), or - for standard output (tar only)
+    #[arg(short, long, value_name = "PATH")]
+    output: PathBuf,
+    /// Replace an existing file, or a folder that holds an earlier export
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_format(text: &str) -> Result<ExportFormat, String> {
+    text.parse()
+}
+
+/// Runs `airback export`.
+pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
+    let output = if args.output.as_os_str() == "-" {
+        Output::Stdout
+    } else {
+        Output::Path(args.output.clone())
+    };
+    let format = match (args.format, &output) {
+        (Some(format), _) => format,
+        (None, Output::Stdout) => ExportFormat::Tar,
+        (None, Output::Path(path)) => {
+            ExportFormat::from_extension(path).ok_or_else(|| ExportError::NoFormat(path.clone()))?
+        }
+    };
+    if output == Output::Stdout {
+        if format != ExportFormat::Tar {
+            return Err(ExportError::StdoutNeedsTar(format).into());
+        }
+        if std::io::stdout().is_terminal() {
+            return Err(ExportError::StdoutIsTerminal.into());
+        }
+    }
+    let options = ExportOptions {
+        format,
+        output,
+        force: args.force,
+    };
+
+    let repo = open_repo(g).await?;
+    // Shared, like `check`: a future `prune` must not delete packs while they are read.
+    let lock = repo.lock(false, "export").await?;
+    let result = async {
+        let (id, snapshot) =
+            snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
+        let base = StoredBase::open(&repo, id, snapshot).await?;
+        let label = format!("{} {}", base.base_id(), id.short());
+        let bars = Arc::new(Bars(progress::for_backup(g.quiet || g.json, &label)));
+        let summary = crate::export::export(&base, &options, bars.clone()).await;
+        drop(bars);
+        anyhow::Ok(summary?)
+    }
+    .await;
+    lock.release().await?;
+    let summary = result?;
+    print_summary(g, &options, &summary)?;
+    Ok(exit::OK)
+}
+
+fn print_summary(g: &GlobalArgs, options: &ExportOptions, s: &ExportSummary) -> anyhow::Result<()> {
+    // With `-o -` standard output carries the archive: everything else goes to stderr.
+    let to_stderr = options.output == Output::Stdout;
+    let say = |line: String| {
+        if to_stderr {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    if g.json {
+        say(serde_json::to_string(s)?);
+    } else if !g.quiet {
+        let rate = if s.duration_secs > 0.0 {
+            format!(
+                " ({}/s of attachments)",
+                human_bytes((s.attachment_bytes as f64 / s.duration_secs) as u64)
+            )
+        } else {
+            String::new()
+        };
+        say(format!(
+            "exported snapshot {} of base {} ({}) as {} to {}: {} tables, {} records, {} \
+             attachments ({}); {} written in {:.1} s{rate}",
+            s.snapshot_id.short(),
+            s.base_id,
+            s.base_name,
+            s.format,
+            options.output,
+            s.tables,
+            s.records,
+            s.attachments,
+            human_bytes(s.attachment_bytes),
+            human_bytes(s.bytes_written),
+            s.duration_secs,
+        ));
+    }
+    if s.missing_attachments > 0 {
+        eprintln!(
+            "warning: {} attachments have no content in this snapshot (it is partial, or was \
+             taken without attachment content); their metadata is exported, manifest.json \
+             lists their ids",
+            s.missing_attachments
+        );
+    }
+    Ok(())
+}
+
+/// The snapshot command's progress display, fed by the export.
+struct Bars(Arc<dyn crate::backup::Progress>);
+
+impl ExportProgress for Bars {
+    fn table(&self, name: &str) {
+        self.0.table(name);
+    }
+    fn records(&self, n: u64) {
+        self.0.records(n);
+    }
+    fn attachments(&self, bytes: u64) {
+        self.0.attachment_queued(bytes);
+    }
+    fn attachment_bytes(&self, n: u64) {
+        self.0.attachment_bytes(n);
+    }
+}
