@@ -25,8 +25,10 @@ use crate::id::{BlobId, SnapshotId};
 use crate::repo::snapshot::{NodeKind, Snapshot, Tree};
 use crate::repo::{RepoError, Repository};
 
-/// Blobs read ahead of the consumer when streaming a file.
-const READ_AHEAD: usize = 4;
+/// Blobs read ahead of the consumer when streaming records (metadata blobs: ≤ 16 KiB each).
+const RECORD_READ_AHEAD: usize = 16;
+/// Blobs read ahead when streaming an attachment (data blobs: ≤ 4 MiB each).
+const FILE_READ_AHEAD: usize = 4;
 
 /// Why a snapshot could not be read as an Airtable base.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +197,7 @@ impl StoredBase {
         let snapshot = self.id;
         let table_id = table.id.clone();
         let size = table.size;
-        let blobs = blob_stream(self.repo.clone(), table.content.clone());
+        let blobs = blob_stream(self.repo.clone(), table.content.clone(), RECORD_READ_AHEAD);
         futures::stream::unfold(
             (blobs, Vec::<u8>::new(), 0u64, false),
             move |(mut blobs, mut carry, mut offset, mut done)| {
@@ -298,7 +300,7 @@ impl StoredBase {
 
     /// The bytes of a stored file, blob by blob (a few blobs read ahead), each verified.
     pub fn file_bytes(&self, file: &StoredFile) -> BoxStream<'static, Result<Bytes, StoredError>> {
-        blob_stream(self.repo.clone(), file.content.clone())
+        blob_stream(self.repo.clone(), file.content.clone(), FILE_READ_AHEAD)
             .map_err(StoredError::from)
             .boxed()
     }
@@ -318,21 +320,35 @@ fn subtree_of(tree: &Tree, name: &str) -> Option<BlobId> {
         })
 }
 
+/// The blobs of `content`, in order, with up to `read_ahead` reads running ahead of the
+/// consumer.
+///
+/// Each read runs as its own task. Reads take one of the backend's connection permits while
+/// they run; as plain futures inside `buffered` they would only make progress while the
+/// consumer polls this stream, so a consumer that stops to read something else (an attachment
+/// while going through records) could wait for a permit that these idle reads hold: a deadlock
+/// once `read_ahead` reaches the backend's connection limit. As tasks they finish and give
+/// their permits back whatever the consumer does.
 fn blob_stream(
     repo: Repository,
     content: Vec<BlobId>,
+    read_ahead: usize,
 ) -> impl Stream<Item = Result<Bytes, RepoError>> + Send + 'static {
     futures::stream::iter(content)
         .map(move |id| {
             let repo = repo.clone();
-            async move { repo.read_blob(&id).await.map(Bytes::from) }
+            let task = tokio::spawn(async move { repo.read_blob(&id).await.map(Bytes::from) });
+            async move {
+                task.await
+                    .map_err(|e| RepoError::Internal(format!("a blob read failed: {e}")))?
+            }
         })
-        .buffered(READ_AHEAD)
+        .buffered(read_ahead)
 }
 
 async fn read_all(repo: &Repository, content: &[BlobId]) -> Result<Vec<u8>, RepoError> {
     let mut out = Vec::new();
-    let mut blobs = blob_stream(repo.clone(), content.to_vec());
+    let mut blobs = blob_stream(repo.clone(), content.to_vec(), FILE_READ_AHEAD);
     while let Some(bytes) = blobs.next().await {
         out.extend_from_slice(&bytes?);
     }

@@ -2,7 +2,7 @@
 //! plain words. Starts the fake with its demo base, creates a repository, takes a snapshot,
 //! changes a few records and adds an attachment, takes a second snapshot that reuses what did
 //! not change, checks every byte, and restores the second snapshot into a new base, comparing
-//! it cell by cell with the snapshot.
+//! it cell by cell with the snapshot, and exports it as a zip file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -160,18 +160,47 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         fidelity.attachments.equal,
         fidelity.attachments.cells,
     ));
+    let package = repo_dir.with_file_name(format!(
+        "{}.zip",
+        repo_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("repo")
+    ));
+    let exported = crate::export::export(
+        &stored,
+        &crate::export::ExportOptions {
+            format: crate::export::ExportFormat::Zip,
+            output: crate::export::Output::Path(package.clone()),
+            force: true,
+        },
+        Arc::new(crate::export::NoExportProgress),
+    )
+    .await?;
+    say(format!(
+        "7. Exported the second snapshot as {} ({}): {} tables as JSON and CSV, {} records, {} attachment files; any zip tool opens it.",
+        package.display(),
+        human_bytes(exported.bytes_written),
+        exported.tables,
+        exported.records,
+        exported.attachments,
+    ));
     if args.dir.is_some() {
         say(format!(
-            "\nThe repository stays in {0}. Look inside with:\n  airback snapshots --repo {0}\n  airback show latest --repo {0}",
-            repo_dir.display()
+            "\nThe repository stays in {0} and the export in {1}. Look inside with:\n  airback snapshots --repo {0}\n  airback show latest --repo {0}\n  unzip -l {1}",
+            repo_dir.display(),
+            package.display()
         ));
     } else {
-        say("\nThe repository was temporary; keep one with `airback demo --dir DIR`.".to_string());
+        say(
+            "\nThe repository and the zip were temporary; keep them with `airback demo --dir DIR`."
+                .to_string(),
+        );
     }
     if g.json {
         println!(
             "{}",
-            json!({"first": first, "second": second, "check_errors": report.errors, "restore": restored})
+            json!({"first": first, "second": second, "check_errors": report.errors, "restore": restored, "export": exported})
         );
     }
     fake.shutdown().await;

@@ -69,8 +69,24 @@ pub async fn run(g: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<u8> {
     };
     let client = Client::new(token, ClientOptions::from_env())?;
     let repo = open_repo(g).await?;
-    let (id, snapshot) = snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
-    let stored = StoredBase::open(&repo, id, snapshot).await?;
+    // Shared, like `check` and `export`: a future `prune` must not delete packs being read.
+    let lock = repo.lock(false, "restore").await?;
+    tracing::debug!("restore: repository open and locked");
+    let result = run_locked(g, args, &repo, target, client).await;
+    lock.release().await?;
+    result
+}
+
+async fn run_locked(
+    g: &GlobalArgs,
+    args: &RestoreArgs,
+    repo: &crate::repo::Repository,
+    target: Target,
+    client: Client,
+) -> anyhow::Result<u8> {
+    let (id, snapshot) = snapshots::resolve(repo, &args.snapshot, args.base.as_deref()).await?;
+    let stored = StoredBase::open(repo, id, snapshot).await?;
+    tracing::debug!("restore: snapshot {id} open");
     let staging = match &args.staging {
         Some(location) => Some(
             Backend::open(location, &BackendOptions::default())

@@ -259,8 +259,13 @@ pub async fn restore(
     } else {
         options.journal.as_deref()
     };
+    tracing::debug!("restore: opening the journal {journal_path:?}");
     let journal = Arc::new(Journal::open(journal_path, &run_key)?);
     let state = journal.state()?;
+    tracing::debug!(
+        "restore: journal open; plan known: {}",
+        state.plan.is_some()
+    );
 
     let plan = match &state.plan {
         Some(text) => serde_json::from_str::<Plan>(text).map_err(|e| {
@@ -288,6 +293,7 @@ pub async fn restore(
         }
     };
     let workload = scan(stored, &plan, options.staging.is_some()).await?;
+    tracing::debug!("restore: workload {workload:?}");
     let mut report = RestoreReport {
         snapshot: stored.id.to_string(),
         base_id: match &options.target {

@@ -261,3 +261,75 @@ async fn a_damaged_leftover_pack_is_not_adopted() {
         path.file_name().unwrap().to_str().unwrap()
     );
 }
+
+/// Restore hung before its first request: reading a table's records with blobs read ahead while
+/// stopping to read an attachment's tree waited forever for a storage connection that the idle
+/// read-ahead held (`stored::blob_stream`). With one connection, any read-ahead deadlocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_records_and_attachments_together_does_not_starve_connections() {
+    use airback::backup::{BackupOptions, NoProgress, backup_base};
+    use airback::fake::{FakeOptions, Preset};
+    use airback::stored::StoredBase;
+    use futures::StreamExt;
+
+    let mut options = FakeOptions::unlimited(Preset::Large);
+    options.large = "tables=1,records=3000,attachments=20,min=1000,max=5000"
+        .parse()
+        .unwrap();
+    let s = crate::support::FakeSetup::start(options).await;
+    let summary = backup_base(
+        &s.repo,
+        &s.client,
+        &BackupOptions::new(&s.base),
+        std::sync::Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    // The same repository through a backend with a single connection.
+    let location = s.dir.path().join("repo");
+    let backend = airback::backend::Backend::open(
+        location.to_str().unwrap(),
+        &airback::backend::BackendOptions {
+            connections: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let repo = airback::repo::Repository::open(backend, airback::repo::CacheChoice::Memory)
+        .await
+        .unwrap();
+    let snapshot = repo.load_snapshot(&summary.snapshot_id).await.unwrap();
+    let stored = StoredBase::open(&repo, summary.snapshot_id, snapshot)
+        .await
+        .unwrap();
+    let table = stored.tables[0].clone();
+    let work = async {
+        let mut records = stored.records(&table);
+        let (mut count, mut files) = (0, 0);
+        while let Some(record) = records.next().await {
+            let record = record.unwrap();
+            count += 1;
+            for cell in record.fields.values() {
+                for item in cell.as_array().into_iter().flatten() {
+                    if let Some(id) = item.get("id").and_then(|v| v.as_str())
+                        && id.starts_with("att")
+                    {
+                        let file = stored.attachment(id).await.unwrap().unwrap();
+                        assert_eq!(
+                            stored.read_file(&file).await.unwrap().len() as u64,
+                            file.size
+                        );
+                        files += 1;
+                    }
+                }
+            }
+        }
+        (count, files)
+    };
+    let (count, files) = tokio::time::timeout(std::time::Duration::from_secs(120), work)
+        .await
+        .expect("reading did not deadlock");
+    assert_eq!(count, 3000);
+    assert_eq!(files, 20);
+    assert!(table.records == 3000);
+}
