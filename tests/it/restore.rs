@@ -282,6 +282,7 @@ async fn a_zoo_snapshot_is_restored_cell_for_cell_at_real_rate_limits() {
     s.fake.wait_for_url_fetches().await;
 
     let c = compare_bases(&s.fake, &s.base, &target, true);
+    eprintln!("zoo restore compared by the test: {c:?}");
     assert!(c.differences.is_empty(), "{:#?}", c.differences);
     assert!(c.writable_cells > 150, "{c:?}");
     assert_eq!(c.writable_equal, c.writable_cells);
@@ -473,6 +474,7 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
         .collect();
     assert_eq!(named.len(), 1, "one base was created");
     let c = compare_bases(&s.fake, &s.base, target, true);
+    eprintln!("killed restore compared by the test: {c:?}, kills after {moments:?} ms");
     assert!(c.differences.is_empty(), "{:#?}", c.differences);
     assert_eq!(c.writable_cells, c.writable_equal);
     assert!(c.links > 100 && c.links == c.links_equal, "{c:?}");
