@@ -12,10 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[ -x /usr/bin/time ] || {
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time
-}
+. benches/tools.sh
+need_tools time
 if [ -z "${AIRBACK_BIN:-}" ]; then
     cargo build --release
     AIRBACK_BIN="${CARGO_TARGET_DIR:-target}/release/airback"

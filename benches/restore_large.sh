@@ -14,13 +14,8 @@
 # server in this script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-command -v jq >/dev/null 2>&1 || missing+=(jq)
-[ -x /usr/bin/time ] || missing+=(time)
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+. benches/tools.sh
+need_tools jq time
 cargo build --release
 bin="${CARGO_TARGET_DIR:-target}/release/airback"
 records="${AIRBACK_BENCH_RECORDS:-10000}"

@@ -6,13 +6,8 @@
 #        AIRBACK_BENCH_SIZES=10000,50000 AIRBACK_BENCH_RESTIC_SIZE=50000 benches/snapshot_large.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-command -v restic >/dev/null 2>&1 || missing+=(restic)
-[ -x /usr/bin/time ] || missing+=(time)
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+. benches/tools.sh
+need_tools restic time
 # `cargo bench` rebuilds target/release/airback with the dev-dependencies' features (tokio's
 # test-util) and puts it in the same place, so measure a copy of the `cargo build --release` one.
 cargo build --release
