@@ -160,14 +160,17 @@ impl Journal {
         )? as u64)
     }
 
-    /// Whether the link cells of an original record are written.
-    pub fn links_done(&self, source_id: &str) -> Result<bool> {
+    /// The new id of an original record and whether its link cells are written.
+    pub fn target_and_links_done(&self, source_id: &str) -> Result<Option<(String, bool)>> {
         Ok(self
             .conn()
-            .prepare_cached("SELECT links_done FROM records WHERE run = ?1 AND source_id = ?2")?
-            .query_row(params![self.run, source_id], |row| row.get::<_, i64>(0))
-            .optional()?
-            == Some(1))
+            .prepare_cached(
+                "SELECT target_id, links_done FROM records WHERE run = ?1 AND source_id = ?2",
+            )?
+            .query_row(params![self.run, source_id], |row| {
+                Ok((row.get(0)?, row.get::<_, i64>(1)? == 1))
+            })
+            .optional()?)
     }
 
     /// Marks the link cells of original records as written.
@@ -268,7 +271,10 @@ mod tests {
         assert_eq!(state.plan.as_deref(), Some("{}"));
         assert_eq!(state.base_id.as_deref(), Some("appX"));
         assert_eq!(j.target_of("recA").unwrap().as_deref(), Some("recNewA"));
-        assert!(j.links_done("recA").unwrap());
+        assert_eq!(
+            j.target_and_links_done("recA").unwrap(),
+            Some(("recNewA".into(), true))
+        );
         assert_eq!(j.cell("recA", "fldF").unwrap(), Some((2, false)));
         let other = Journal::open(Some(&path), "run2").unwrap();
         assert_eq!(other.target_of("recA").unwrap(), None, "runs are separate");

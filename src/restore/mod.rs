@@ -22,7 +22,7 @@ pub mod journal;
 pub mod plan;
 pub mod verify;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +32,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::airtable::{
-    AirtableError, Attachment, BaseSchema, Client, MAX_UPLOAD_BYTES, NameDescriptionUpdate,
-    NewField, NewRecord, NewTable, Record, RecordUpdate,
+    AirtableError, Attachment, BaseSchema, Client, MAX_RECORDS_PER_WRITE, MAX_UPLOAD_BYTES,
+    NameDescriptionUpdate, NewField, NewRecord, NewTable, Record, RecordUpdate,
 };
 use crate::backend::{Backend, BackendError};
 use crate::stored::{StoredBase, StoredError, StoredFile};
@@ -151,8 +151,8 @@ impl Workload {
     /// The least time the restore can take at 5 requests/s: records/50 s + link updates/50 s
     /// + one request per upload and schema change, at 5 a second.
     pub fn floor_seconds(&self) -> f64 {
-        let requests = self.records.div_ceil(10)
-            + self.link_records.div_ceil(10)
+        let requests = self.records.div_ceil(MAX_RECORDS_PER_WRITE as u64)
+            + self.link_records.div_ceil(MAX_RECORDS_PER_WRITE as u64)
             + self.uploads
             + self.large
             + self.schema_requests;
@@ -227,7 +227,9 @@ struct Run<'a> {
     client: &'a Client,
     options: &'a RestoreOptions,
     journal: Arc<Journal>,
-    plan: Plan,
+    plan: Arc<Plan>,
+    /// The target's schema when this run has just read it (used once, by the schema step).
+    target_schema: Option<BaseSchema>,
     base_id: String,
     targets: HashMap<String, TargetIds>,
     progress: Arc<dyn RestoreProgress>,
@@ -267,6 +269,7 @@ pub async fn restore(
         state.plan.is_some()
     );
 
+    let mut target_schema = None;
     let plan = match &state.plan {
         Some(text) => serde_json::from_str::<Plan>(text).map_err(|e| {
             RestoreError::Invalid(format!(
@@ -279,14 +282,14 @@ pub async fn restore(
             ))
         })?,
         None => {
-            let taken = match &options.target {
-                Target::Base(base) => client
-                    .base_schema(base)
-                    .await?
-                    .tables
-                    .into_iter()
-                    .map(|t| t.name)
-                    .collect(),
+            let taken: Vec<String> = match &options.target {
+                Target::Base(base) => {
+                    let schema = client.base_schema(base).await?;
+                    let names = schema.tables.iter().map(|t| t.name.clone()).collect();
+                    // The schema step starts from it: nothing is written in between.
+                    target_schema = Some(schema);
+                    names
+                }
                 Target::Workspace { .. } => Vec::new(),
             };
             plan::build(&stored.schema, &selected, &taken)
@@ -346,7 +349,8 @@ pub async fn restore(
         client,
         options,
         journal,
-        plan,
+        plan: Arc::new(plan),
+        target_schema,
         base_id: String::new(),
         targets: HashMap::new(),
         progress,
@@ -382,28 +386,7 @@ pub async fn restore(
     run.report.apply_requests = client.counters().requests - apply_requests_at_start;
     if options.verify {
         run.progress.pass("verify", run.report.workload.records);
-        let targets: BTreeMap<String, (String, String)> = run
-            .targets
-            .iter()
-            .map(|(source, t)| (source.clone(), (t.table.clone(), t.source_id_field.clone())))
-            .collect();
-        let fields: HashMap<String, HashMap<String, String>> = run
-            .targets
-            .iter()
-            .map(|(source, t)| (source.clone(), t.fields.clone()))
-            .collect();
-        let fidelity = verify::verify(
-            stored,
-            client,
-            &run.base_id,
-            &run.plan,
-            &targets,
-            &fields,
-            &run.journal,
-            options.staging.is_some(),
-            &*run.progress,
-        )
-        .await?;
+        let fidelity = verify::verify(&run).await?;
         run.report.fidelity = Some(fidelity);
     }
     run.journal.set_finished()?;
@@ -496,6 +479,11 @@ fn non_empty(cell: Option<&Value>) -> bool {
         Some(Value::Array(items)) => !items.is_empty(),
         Some(_) => true,
     }
+}
+
+/// Whether a stored file can be put back: directly up to 5 MB, larger ones only with staging.
+fn restorable(file: &StoredFile, staging: bool) -> bool {
+    staging || file.size as usize <= MAX_UPLOAD_BYTES
 }
 
 /// The attachment objects of a stored cell (id, filename, size, type).
@@ -605,7 +593,10 @@ impl Run<'_> {
     async fn schema(&mut self) -> Result<(), RestoreError> {
         let total = self.plan.tables.len() + self.plan.links.len();
         self.progress.pass("schema", total as u64);
-        let mut schema = self.client.base_schema(&self.base_id).await?;
+        let mut schema = match self.target_schema.take() {
+            Some(schema) => schema,
+            None => self.client.base_schema(&self.base_id).await?,
+        };
         let mut changed = false;
         for table in &self.plan.tables {
             match find_table(&schema, &table.name) {
@@ -735,7 +726,8 @@ impl Run<'_> {
     /// Pass 1: every record, without links and attachments, as idempotent upserts.
     async fn records(&mut self) -> Result<(), RestoreError> {
         self.progress.pass("records", self.report.workload.records);
-        for table in self.plan.tables.clone() {
+        let plan = self.plan.clone();
+        for table in &plan.tables {
             let Some(stored_table) = self.stored.table(&table.source_id) else {
                 continue;
             };
@@ -767,7 +759,7 @@ impl Run<'_> {
             let base = self.base_id.clone();
             let table_id = ids.table.clone();
             let batches = pending
-                .try_chunks(10)
+                .try_chunks(MAX_RECORDS_PER_WRITE)
                 .map_err(|e| RestoreError::from(e.1))
                 .map_ok(|batch| {
                     let records: Vec<NewRecord> = batch
@@ -862,7 +854,8 @@ impl Run<'_> {
                 0
             };
         self.progress.pass("attachments", total);
-        for table in self.plan.tables.clone() {
+        let plan = self.plan.clone();
+        for table in &plan.tables {
             let fields: Vec<String> = table
                 .fields
                 .iter()
@@ -940,7 +933,7 @@ impl Run<'_> {
             let Some(file) = self.stored.attachment(&attachment.id).await? else {
                 continue; // counted in the workload's `missing`
             };
-            if file.size as usize > MAX_UPLOAD_BYTES && self.options.staging.is_none() {
+            if !restorable(&file, self.options.staging.is_some()) {
                 continue; // reported once for the run
             }
             planned.push(Planned { attachment, file });
@@ -1091,7 +1084,8 @@ impl Run<'_> {
     async fn links(&mut self) -> Result<(), RestoreError> {
         self.progress
             .pass("links", self.report.workload.link_records);
-        for table in self.plan.tables.clone() {
+        let plan = self.plan.clone();
+        for table in &plan.tables {
             let link_fields: Vec<String> = self
                 .plan
                 .links
@@ -1116,12 +1110,10 @@ impl Run<'_> {
                 let done = next.is_none();
                 if let Some(record) = next {
                     let record: Record = record?;
-                    if !link_fields.iter().any(|f| non_empty(record.fields.get(f)))
-                        || journal.links_done(&record.id)?
-                    {
+                    if !link_fields.iter().any(|f| non_empty(record.fields.get(f))) {
                         continue;
                     }
-                    let Some(target) = journal.target_of(&record.id)? else {
+                    let Some((target, false)) = journal.target_and_links_done(&record.id)? else {
                         continue;
                     };
                     let mut fields = Map::new();
@@ -1142,7 +1134,7 @@ impl Run<'_> {
                     }
                     updates.push((record.id.clone(), RecordUpdate { id: target, fields }));
                 }
-                if updates.len() == 10 || (done && !updates.is_empty()) {
+                if updates.len() == MAX_RECORDS_PER_WRITE || (done && !updates.is_empty()) {
                     let batch = std::mem::take(&mut updates);
                     let client = self.client;
                     let base = self.base_id.clone();
@@ -1187,18 +1179,17 @@ impl Run<'_> {
             return Ok(());
         }
         self.progress.pass("staged files", staged.len() as u64);
-        let table_of: HashMap<String, String> = self.source_tables().await?;
         for (path, source_record, field) in staged {
             let attachment_id = path.rsplit('/').next().unwrap_or_default().to_owned();
             let expected = self.stored.attachment(&attachment_id).await?;
-            let (Some(record_id), Some(source_table), Some(file)) = (
-                self.journal.target_of(&source_record)?,
-                table_of.get(&source_record),
-                expected,
-            ) else {
+            // Field ids are unique within a base: the field says which table the record is in.
+            let table = self.plan.tables.iter().find(|t| t.field(&field).is_some());
+            let (Some(record_id), Some(table), Some(file)) =
+                (self.journal.target_of(&source_record)?, table, expected)
+            else {
                 continue;
             };
-            let ids = &self.targets[source_table];
+            let ids = &self.targets[&table.source_id];
             let field_id = ids.fields.get(&field).cloned().unwrap_or_default();
             let mut verified = false;
             for attempt in 0..30u32 {
@@ -1228,30 +1219,6 @@ impl Run<'_> {
             self.progress.advance(1);
         }
         Ok(())
-    }
-
-    /// Original record id → original table id, for the few records that need it.
-    async fn source_tables(&self) -> Result<HashMap<String, String>, RestoreError> {
-        let wanted: std::collections::HashSet<String> = self
-            .journal
-            .staged()?
-            .into_iter()
-            .map(|(_, record, _)| record)
-            .collect();
-        let mut out = HashMap::new();
-        for table in &self.plan.tables {
-            let Some(stored_table) = self.stored.table(&table.source_id) else {
-                continue;
-            };
-            let mut records = self.stored.records(stored_table);
-            while let Some(record) = records.next().await {
-                let record = record?;
-                if wanted.contains(&record.id) {
-                    out.insert(record.id, table.source_id.clone());
-                }
-            }
-        }
-        Ok(out)
     }
 }
 

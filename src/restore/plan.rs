@@ -15,7 +15,7 @@
 //! - Link pairs are created once, from the side that comes first in the schema; the inverse
 //!   Airtable creates is renamed to the backed-up name. A self-link is created once.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -718,15 +718,6 @@ pub fn convert(conversion: Conversion, cell: &Value) -> Option<Value> {
     }
 }
 
-/// Whether a cell holds an error value of a computed field.
-pub fn is_error_value(cell: &Value) -> bool {
-    match cell {
-        Value::Object(o) => o.contains_key("specialValue") || o.contains_key("error"),
-        Value::Array(items) => items.iter().any(is_error_value),
-        _ => false,
-    }
-}
-
 fn as_text(cell: &Value) -> String {
     match cell {
         Value::Null => String::new(),
@@ -751,15 +742,6 @@ fn as_text(cell: &Value) -> String {
             Value::Object(o.clone()).to_string()
         }
     }
-}
-
-/// A table's planned field for every original field id that restore writes, for quick lookup.
-pub fn fields_by_source(table: &TablePlan) -> BTreeMap<&str, &FieldPlan> {
-    table
-        .fields
-        .iter()
-        .map(|f| (f.source_id.as_str(), f))
-        .collect()
 }
 
 /// The selected table ids: `names` (ids or names, matched ignoring case) or every table.
@@ -930,7 +912,6 @@ mod tests {
             ),
             None
         );
-        assert!(is_error_value(&json!([{"error": "#ERROR!"}])));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! The target's records are spilled into a temporary SQLite file keyed by the original record
 //! id (from the source id field), then the snapshot is streamed past them, so memory stays flat.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -14,9 +14,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::journal::Journal;
-use super::plan::{self, FieldPlan, Plan, Role};
-use super::{RestoreError, RestoreProgress};
-use crate::airtable::{Client, ListRecordsOptions, MAX_UPLOAD_BYTES};
+use super::plan::{self, FieldPlan, Role};
+use super::{RestoreError, Run};
+use crate::airtable::ListRecordsOptions;
 use crate::stored::StoredBase;
 
 /// Examples of differences kept per table.
@@ -108,68 +108,68 @@ impl Fidelity {
     }
 }
 
-/// Compares the target with the snapshot. `targets` maps original table ids to (target table
-/// id, source id field id); `fields` maps original table ids to original → target field ids.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn verify(
-    stored: &StoredBase,
-    client: &Client,
-    base_id: &str,
-    plan: &Plan,
-    targets: &BTreeMap<String, (String, String)>,
-    fields: &HashMap<String, HashMap<String, String>>,
-    journal: &Journal,
-    staging: bool,
-    progress: &dyn RestoreProgress,
-) -> Result<Fidelity, RestoreError> {
+/// Compares the target of `run` with its snapshot.
+pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
+    let (stored, client, base_id, plan) = (run.stored, run.client, &run.base_id, &run.plan);
+    let (targets, journal) = (&run.targets, &*run.journal);
+    let (staging, progress) = (run.options.staging.is_some(), &*run.progress);
+    let sql = |e: rusqlite::Error| RestoreError::Journal(e.into());
     let mut fidelity = Fidelity::default();
     let dir = tempfile::tempdir()
         .map_err(|e| RestoreError::Invalid(format!("cannot create a temporary directory: {e}")))?;
-    let spill = Connection::open(dir.path().join("verify.sqlite"))
-        .map_err(|e| RestoreError::Journal(e.into()))?;
+    let spill = Connection::open(dir.path().join("verify.sqlite")).map_err(sql)?;
     spill
         .execute_batch(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
              CREATE TABLE target(source TEXT PRIMARY KEY, record TEXT NOT NULL, copies INTEGER NOT NULL);",
         )
-        .map_err(|e| RestoreError::Journal(e.into()))?;
+        .map_err(sql)?;
     for table in &plan.tables {
-        let (Some((table_id, source_field)), Some(field_ids), Some(stored_table)) = (
+        let (Some(target_ids), Some(stored_table)) = (
             targets.get(&table.source_id),
-            fields.get(&table.source_id),
             stored.table(&table.source_id),
         ) else {
             continue;
         };
+        let (table_id, source_field, field_ids) = (
+            &target_ids.table,
+            &target_ids.source_id_field,
+            &target_ids.fields,
+        );
         let mut result = TableFidelity {
             name: table.name.clone(),
             ..TableFidelity::default()
         };
-        spill
-            .execute("DELETE FROM target", [])
-            .map_err(|e| RestoreError::Journal(e.into()))?;
+        spill.execute("DELETE FROM target", []).map_err(sql)?;
         let mut pager = client.list_records(base_id, table_id, ListRecordsOptions::default());
         while let Some(page) = pager.next_page().await? {
-            for record in page {
-                let Some(source) = record.fields.get(source_field).and_then(Value::as_str) else {
-                    result.extra += 1;
-                    continue;
-                };
-                let text = serde_json::to_string(&record.fields).expect("JSON serializes");
-                spill
-                    .execute(
+            // One transaction per page: the spill is a scratch file, but row-by-row commits
+            // would still cost a journal write each.
+            let tx = spill.unchecked_transaction().map_err(sql)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
                         "INSERT INTO target(source, record, copies) VALUES (?1, ?2, 1)
                          ON CONFLICT(source) DO UPDATE SET copies = copies + 1",
-                        params![source, text],
                     )
-                    .map_err(|e| RestoreError::Journal(e.into()))?;
+                    .map_err(sql)?;
+                for record in page {
+                    let Some(source) = record.fields.get(source_field).and_then(Value::as_str)
+                    else {
+                        result.extra += 1;
+                        continue;
+                    };
+                    let text = serde_json::to_string(&record.fields).expect("JSON serializes");
+                    insert.execute(params![source, text]).map_err(sql)?;
+                }
             }
+            tx.commit().map_err(sql)?;
         }
         result.duplicates = spill
             .query_row("SELECT COALESCE(SUM(copies - 1), 0) FROM target", [], |r| {
                 r.get::<_, i64>(0)
             })
-            .map_err(|e| RestoreError::Journal(e.into()))? as u64;
+            .map_err(sql)? as u64;
 
         let mut records = stored.records(stored_table);
         while let Some(record) = records.next().await {
@@ -177,13 +177,11 @@ pub(super) async fn verify(
             result.records_expected += 1;
             progress.advance(1);
             let found: Option<String> = spill
-                .query_row(
-                    "SELECT record FROM target WHERE source = ?1",
-                    params![record.id],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT record FROM target WHERE source = ?1")
+                .map_err(sql)?
+                .query_row(params![record.id], |r| r.get(0))
                 .optional()
-                .map_err(|e| RestoreError::Journal(e.into()))?;
+                .map_err(sql)?;
             let Some(found) = found else {
                 result.missing += 1;
                 if result.examples.len() < EXAMPLES {
@@ -201,23 +199,19 @@ pub(super) async fn verify(
                 let target_cell = field_ids
                     .get(&field.source_id)
                     .and_then(|id| target.get(id));
-                let stats = fidelity
-                    .by_type
-                    .entry(field.source_type.clone())
-                    .or_default();
-                let before = stats.clone();
                 let outcome =
                     compare(stored, journal, field, source_cell, target_cell, staging).await?;
+                let mut delta = CellStats::default();
                 match outcome {
                     Outcome::Nothing => {}
-                    Outcome::NotRestorable => stats.not_restorable += 1,
+                    Outcome::NotRestorable => delta.not_restorable = 1,
                     Outcome::Equal => {
-                        stats.cells += 1;
-                        stats.equal += 1;
+                        delta.cells = 1;
+                        delta.equal = 1;
                     }
                     Outcome::Different => {
-                        stats.cells += 1;
-                        stats.different += 1;
+                        delta.cells = 1;
+                        delta.different = 1;
                         if result.examples.len() < EXAMPLES {
                             result.examples.push(format!(
                                 "record {}, field `{}`: expected {}, found {}",
@@ -233,16 +227,18 @@ pub(super) async fn verify(
                         equal,
                         not_restorable,
                     } => {
-                        result.attachments.cells += expected;
-                        result.attachments.equal += equal;
-                        result.attachments.different += expected - equal;
-                        result.attachments.not_restorable += not_restorable;
+                        result.attachments.add(&CellStats {
+                            cells: expected,
+                            equal,
+                            different: expected - equal,
+                            not_restorable,
+                        });
                         if expected > 0 {
-                            stats.cells += 1;
+                            delta.cells = 1;
                             if equal == expected {
-                                stats.equal += 1;
+                                delta.equal = 1;
                             } else {
-                                stats.different += 1;
+                                delta.different = 1;
                                 if result.examples.len() < EXAMPLES {
                                     result.examples.push(format!(
                                         "record {}, field `{}`: {equal} of {expected} files match",
@@ -251,16 +247,14 @@ pub(super) async fn verify(
                                 }
                             }
                         }
-                        if not_restorable > 0 {
-                            stats.not_restorable += 1;
-                        }
+                        delta.not_restorable = u64::from(not_restorable > 0);
                     }
                 }
-                let mut delta = stats.clone();
-                delta.cells -= before.cells;
-                delta.equal -= before.equal;
-                delta.different -= before.different;
-                delta.not_restorable -= before.not_restorable;
+                fidelity
+                    .by_type
+                    .entry(field.source_type.clone())
+                    .or_default()
+                    .add(&delta);
                 result.cells.add(&delta);
             }
         }
@@ -352,22 +346,15 @@ async fn compare(
             })
         }
         Role::Attachments => {
-            let Some(Value::Array(items)) = source else {
+            if source.is_none() {
                 return Ok(Outcome::Nothing);
-            };
+            }
             let mut expected = Vec::new();
             let mut not_restorable = 0;
-            for item in items {
-                let Some(id) = item.get("id").and_then(Value::as_str) else {
-                    continue;
-                };
-                match stored.attachment(id).await? {
-                    Some(file) if staging || file.size as usize <= MAX_UPLOAD_BYTES => {
-                        let name = item
-                            .get("filename")
-                            .and_then(Value::as_str)
-                            .unwrap_or("file");
-                        expected.push((name.to_owned(), file.size));
+            for attachment in super::cell_attachments(source) {
+                match stored.attachment(&attachment.id).await? {
+                    Some(file) if super::restorable(&file, staging) => {
+                        expected.push((attachment.filename, file.size));
                     }
                     _ => not_restorable += 1,
                 }
