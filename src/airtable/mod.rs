@@ -56,7 +56,7 @@ pub use error::{AirtableError, ApiError};
 pub use model::{
     Attachment, Base, BaseSchema, CreatedBase, FieldSchema, ListRecordsOptions,
     NameDescriptionUpdate, NewField, NewRecord, NewTable, Record, RecordUpdate, TableSchema,
-    ViewSchema, WhoAmI,
+    ViewSchema, WhoAmI, attachment_id,
 };
 pub use options::{API_URL_ENV, CONTENT_URL_ENV, ClientOptions};
 pub use reads::{MAX_PAGE_SIZE, MAX_URL_LEN, RecordPager};

@@ -165,6 +165,14 @@ pub struct RecordUpdate {
     pub fields: Map<String, Value>,
 }
 
+/// The id of `value` if it is an attachment object: an object whose `id` starts with `att` and
+/// that has a `filename` (in attachment fields and in lookups of them; docs/FORMAT.md).
+pub fn attachment_id(value: &Value) -> Option<&str> {
+    let object = value.as_object()?;
+    let id = object.get("id")?.as_str()?;
+    (id.starts_with("att") && object.contains_key("filename")).then_some(id)
+}
+
 /// An attachment object from a `multipleAttachments` cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {

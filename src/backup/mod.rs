@@ -81,15 +81,16 @@ impl BackupOptions {
     }
 }
 
-/// Reports progress; the CLI draws bars with it. Every method has a no-op default.
+/// Reports the progress of a snapshot or an export; the CLI draws bars with it. Every method
+/// has a no-op default.
 pub trait Progress: Send + Sync {
-    /// A table's listing starts.
+    /// A table starts.
     fn table(&self, _name: &str) {}
-    /// `n` more records were read.
+    /// `n` more records were read (snapshot) or written (export).
     fn records(&self, _n: u64) {}
-    /// An attachment of `bytes` bytes will be downloaded.
+    /// Attachments of `bytes` bytes are on their way.
     fn attachment_queued(&self, _bytes: u64) {}
-    /// `n` more attachment bytes were stored.
+    /// `n` more attachment bytes were stored (snapshot) or written (export).
     fn attachment_bytes(&self, _n: u64) {}
 }
 

@@ -35,11 +35,7 @@ pub(super) fn canonical_line(record: &Record) -> Vec<u8> {
 
 /// Whether a cell value is an attachment object (`{"id": "att…", "filename", …}`).
 pub(super) fn is_attachment(value: &Value) -> bool {
-    value
-        .get("id")
-        .and_then(Value::as_str)
-        .is_some_and(|id| id.starts_with("att"))
-        && value.get("filename").is_some()
+    crate::airtable::attachment_id(value).is_some()
 }
 
 /// Every attachment object in a cell (an attachment field, or a lookup of one).

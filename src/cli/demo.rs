@@ -174,7 +174,7 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
             output: crate::export::Output::Path(package.clone()),
             force: true,
         },
-        Arc::new(crate::export::NoExportProgress),
+        Arc::new(NoProgress),
     )
     .await?;
     say(format!(

@@ -4,15 +4,12 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 
 use super::snapshot::human_bytes;
 use super::{GlobalArgs, exit, open_repo, progress};
-use crate::export::{
-    ExportError, ExportFormat, ExportOptions, ExportProgress, ExportSummary, Output,
-};
+use crate::export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output};
 use crate::snapshots;
 use crate::stored::StoredBase;
 
@@ -75,7 +72,7 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
             snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
         let base = StoredBase::open(&repo, id, snapshot).await?;
         let label = format!("{} {}", base.base_id(), id.short());
-        let bars = Arc::new(Bars(progress::for_backup(g.quiet || g.json, &label)));
+        let bars = progress::for_backup(g.quiet || g.json, &label);
         let summary = crate::export::export(&base, &options, bars.clone()).await;
         drop(bars);
         anyhow::Ok(summary?)
@@ -133,22 +130,4 @@ fn print_summary(g: &GlobalArgs, options: &ExportOptions, s: &ExportSummary) -> 
         );
     }
     Ok(())
-}
-
-/// The snapshot command's progress display, fed by the export.
-struct Bars(Arc<dyn crate::backup::Progress>);
-
-impl ExportProgress for Bars {
-    fn table(&self, name: &str) {
-        self.0.table(name);
-    }
-    fn records(&self, n: u64) {
-        self.0.records(n);
-    }
-    fn attachments(&self, bytes: u64) {
-        self.0.attachment_queued(bytes);
-    }
-    fn attachment_bytes(&self, n: u64) {
-        self.0.attachment_bytes(n);
-    }
 }

@@ -44,6 +44,7 @@ use serde_json::{Value, json};
 use tokio::runtime::Handle;
 
 use crate::airtable::Record;
+use crate::backup::Progress;
 use crate::id::SnapshotId;
 use crate::stored::{StoredBase, StoredError, StoredFile, StoredTable};
 use names::{MAX_NAME_BYTES, NameSet};
@@ -150,23 +151,6 @@ pub struct ExportOptions {
     /// Replace an existing file, or a folder holding an earlier export.
     pub force: bool,
 }
-
-/// Progress of an export, called from the writing thread.
-pub trait ExportProgress: Send + Sync {
-    /// A table's records are being written.
-    fn table(&self, _name: &str) {}
-    /// `n` more records were written.
-    fn records(&self, _n: u64) {}
-    /// Attachments of `bytes` bytes in all will be written.
-    fn attachments(&self, _bytes: u64) {}
-    /// `n` more attachment bytes were written.
-    fn attachment_bytes(&self, _n: u64) {}
-}
-
-/// Progress that goes nowhere.
-#[derive(Debug, Default)]
-pub struct NoExportProgress;
-impl ExportProgress for NoExportProgress {}
 
 /// What an export wrote; `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -299,7 +283,7 @@ impl ExportError {
 pub async fn export(
     base: &StoredBase,
     options: &ExportOptions,
-    progress: Arc<dyn ExportProgress>,
+    progress: Arc<dyn Progress>,
 ) -> Result<ExportSummary, ExportError> {
     if options.output == Output::Stdout && options.format != ExportFormat::Tar {
         return Err(ExportError::StdoutNeedsTar(options.format));
@@ -317,7 +301,7 @@ pub async fn export(
 fn run(
     source: &Source,
     options: &ExportOptions,
-    progress: &dyn ExportProgress,
+    progress: &dyn Progress,
 ) -> Result<ExportSummary, ExportError> {
     let started = Instant::now();
     let target = prepare_target(options)?;
@@ -586,7 +570,7 @@ impl Layout {
                     let mut found = Vec::new();
                     render::for_each_attachment(value, &mut |object| found.push(object));
                     for object in found {
-                        let id = render::attachment_id(object).unwrap_or_default();
+                        let id = crate::airtable::attachment_id(object).unwrap_or_default();
                         if layout.paths.contains_key(id) {
                             continue;
                         }
@@ -653,7 +637,9 @@ impl Layout {
         field_id: &str,
         object: &Value,
     ) -> Result<(), ExportError> {
-        let id = render::attachment_id(object).unwrap_or_default().to_owned();
+        let id = crate::airtable::attachment_id(object)
+            .unwrap_or_default()
+            .to_owned();
         let found = source
             .attachment(&id)
             .map_err(ExportError::reading(format!("attachment {id}")))?;
@@ -798,7 +784,7 @@ fn write_package(
     manifest: &Value,
     package: &mut dyn Package,
     what: &str,
-    progress: &dyn ExportProgress,
+    progress: &dyn Progress,
 ) -> Result<(), ExportError> {
     let begun = Instant::now();
     let mut w = PackageWriter {
@@ -832,7 +818,7 @@ struct PackageWriter<'a> {
     layout: &'a Layout,
     package: &'a mut dyn Package,
     what: &'a str,
-    progress: &'a dyn ExportProgress,
+    progress: &'a dyn Progress,
     text_buffer: usize,
 }
 
@@ -909,7 +895,7 @@ impl PackageWriter<'_> {
     /// Every attachment, streamed.
     fn attachments(&mut self) -> Result<(), ExportError> {
         let (source, layout, progress) = (self.source, self.layout, self.progress);
-        progress.attachments(layout.attachment_bytes());
+        progress.attachment_queued(layout.attachment_bytes());
         for entry in &layout.files {
             let chunks = source.file_bytes(&entry.file).map(|chunk| {
                 let chunk = chunk?;
@@ -1018,7 +1004,7 @@ struct TableText<'a> {
     table: &'a TableLayout,
     kind: TextKind,
     csv: Option<&'a mut Capture>,
-    progress: Option<&'a dyn ExportProgress>,
+    progress: Option<&'a dyn Progress>,
     started: bool,
     done: bool,
     first: bool,
@@ -1031,7 +1017,7 @@ impl<'a> TableText<'a> {
         table: &'a TableLayout,
         kind: TextKind,
         csv: Option<&'a mut Capture>,
-        progress: Option<&'a dyn ExportProgress>,
+        progress: Option<&'a dyn Progress>,
     ) -> TableText<'a> {
         TableText {
             records: Box::new(source.records(&table.table)),

@@ -22,17 +22,9 @@ pub(crate) struct Column {
     pub field_type: Option<String>,
 }
 
-/// Whether `value` is an attachment object: an object whose `id` starts with `att` and that
-/// has a `filename` (in attachment fields and in lookups of them; docs/FORMAT.md).
-pub(crate) fn attachment_id(value: &Value) -> Option<&str> {
-    let object = value.as_object()?;
-    let id = object.get("id")?.as_str()?;
-    (id.starts_with("att") && object.contains_key("filename")).then_some(id)
-}
-
 /// Calls `visit` on every attachment object in `value`, depth first.
 pub(crate) fn for_each_attachment<'v>(value: &'v Value, visit: &mut impl FnMut(&'v Value)) {
-    if attachment_id(value).is_some() {
+    if crate::airtable::attachment_id(value).is_some() {
         visit(value);
         return;
     }
@@ -46,7 +38,7 @@ pub(crate) fn for_each_attachment<'v>(value: &'v Value, visit: &mut impl FnMut(&
 /// Gives every attachment object in `value` the `path` of its file in the package, where
 /// `path_of` knows one (attachments whose content the snapshot lacks get none).
 pub(crate) fn add_paths(value: &mut Value, path_of: &impl Fn(&str) -> Option<String>) {
-    if let Some(id) = attachment_id(value) {
+    if let Some(id) = crate::airtable::attachment_id(value) {
         if let Some(path) = path_of(id)
             && let Value::Object(map) = value
         {
@@ -83,9 +75,9 @@ pub(crate) fn json_record(out: &mut Vec<u8>, record: &Record, columns: &[Column]
         out.push(b',');
     }
     out.extend_from_slice(b"\n{\"id\":");
-    write_json(out, &Value::String(record.id.clone()));
+    write_json(out, &record.id);
     out.extend_from_slice(b",\"createdTime\":");
-    write_json(out, &Value::String(record.created_time.clone()));
+    write_json(out, &record.created_time);
     out.extend_from_slice(b",\"fields\":{");
     let mut first_cell = true;
     for column in columns {
@@ -96,7 +88,7 @@ pub(crate) fn json_record(out: &mut Vec<u8>, record: &Record, columns: &[Column]
             out.push(b',');
         }
         first_cell = false;
-        write_json(out, &Value::String(column.key.clone()));
+        write_json(out, &column.key);
         out.push(b':');
         write_json(out, value);
     }
@@ -161,7 +153,7 @@ fn csv_text(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-fn write_json(out: &mut Vec<u8>, value: &Value) {
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     serde_json::to_writer(&mut *out, value).expect("writing JSON to memory cannot fail");
 }
 
@@ -260,7 +252,7 @@ mod tests {
         ]);
         let mut ids = Vec::new();
         for_each_attachment(&cell, &mut |v| {
-            ids.push(attachment_id(v).unwrap().to_owned())
+            ids.push(crate::airtable::attachment_id(v).unwrap().to_owned())
         });
         assert_eq!(ids, ["attA", "attC"]);
     }

@@ -17,7 +17,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, MAIN_DB, params, params_from_iter};
 use serde_json::Value;
 
-use super::{ExportError, ExportProgress, Layout, Slot, Source, TableLayout};
+use super::{ExportError, Layout, Slot, Source, TableLayout};
+use crate::backup::Progress;
 
 /// The largest value SQLite stores (its default `SQLITE_MAX_LENGTH`); larger attachments are
 /// listed without their content.
@@ -35,7 +36,7 @@ pub(super) fn write(
     layout: &Layout,
     manifest: &Value,
     path: &Path,
-    progress: &dyn ExportProgress,
+    progress: &dyn Progress,
 ) -> Result<u64, ExportError> {
     let mut conn = Connection::open(path)?;
     conn.execute_batch(
@@ -268,7 +269,7 @@ fn insert_records(
     layout: &Layout,
     table: &TableLayout,
     plan: &TablePlan,
-    progress: &dyn ExportProgress,
+    progress: &dyn Progress,
 ) -> Result<(), ExportError> {
     let mut sql = format!("INSERT INTO {} (id, created_time", quote(&plan.sql_table));
     for column in &plan.sql_columns {
@@ -337,7 +338,7 @@ fn insert_attachments(
     source: &Source,
     layout: &Layout,
     sql_tables: &[String],
-    progress: &dyn ExportProgress,
+    progress: &dyn Progress,
 ) -> Result<(), ExportError> {
     let mut insert = tx.prepare(&format!(
         "INSERT INTO {ATTACHMENTS} (id, table_id, sql_table, record_id, field_id, filename, \
@@ -345,7 +346,7 @@ fn insert_attachments(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, zeroblob(?12), ?13)"
     ))?;
     tracing::debug!("export: records inserted");
-    progress.attachments(layout.attachment_bytes());
+    progress.attachment_queued(layout.attachment_bytes());
     for entry in &layout.files {
         debug_assert!(matches!(layout.paths.get(&entry.id), Some(Slot::File(_))));
         let size = entry.file.size;
