@@ -1099,25 +1099,26 @@ impl Run<'_> {
             let Some(stored_table) = self.stored.table(&table.source_id) else {
                 continue;
             };
-            let ids = self.targets[&table.source_id].clone();
-            let journal = self.journal.clone();
-            let mut unmapped = 0u64;
-            let mut updates: Vec<(String, RecordUpdate)> = Vec::new();
-            let mut records = self.stored.records(stored_table);
-            let mut in_flight = futures::stream::FuturesOrdered::new();
-            loop {
-                let next = records.next().await;
-                let done = next.is_none();
-                if let Some(record) = next {
-                    let record: Record = record?;
+            let ids = &self.targets[&table.source_id].clone();
+            let journal = &self.journal.clone();
+            let link_fields = &link_fields;
+            let (client, base) = (self.client, &self.base_id.clone());
+            // The same pipeline as pass 1: the records that still need their links, mapped to
+            // the new ids, 10 per PATCH, a few PATCHes in flight.
+            let updates = self
+                .stored
+                .records(stored_table)
+                .map_err(RestoreError::from)
+                .try_filter_map(|record| async move {
                     if !link_fields.iter().any(|f| non_empty(record.fields.get(f))) {
-                        continue;
+                        return Ok(None);
                     }
                     let Some((target, false)) = journal.target_and_links_done(&record.id)? else {
-                        continue;
+                        return Ok(None);
                     };
                     let mut fields = Map::new();
-                    for field in &link_fields {
+                    let mut unmapped = 0u64;
+                    for field in link_fields {
                         let Some(Value::Array(linked)) = record.fields.get(field) else {
                             continue;
                         };
@@ -1132,32 +1133,40 @@ impl Run<'_> {
                             fields.insert(target_field.clone(), Value::Array(mapped));
                         }
                     }
-                    updates.push((record.id.clone(), RecordUpdate { id: target, fields }));
-                }
-                if updates.len() == MAX_RECORDS_PER_WRITE || (done && !updates.is_empty()) {
-                    let batch = std::mem::take(&mut updates);
-                    let client = self.client;
-                    let base = self.base_id.clone();
-                    let table_id = ids.table.clone();
-                    in_flight.push_back(async move {
-                        let (sources, updates): (Vec<String>, Vec<RecordUpdate>) =
-                            batch.into_iter().unzip();
-                        client
-                            .update_records(&base, &table_id, &updates, false)
-                            .await?;
-                        Ok::<_, RestoreError>(sources)
-                    });
-                }
-                while in_flight.len() >= WRITE_CONCURRENCY || (done && !in_flight.is_empty()) {
-                    let sources = in_flight.next().await.expect("not empty")?;
-                    self.journal.set_links_done(&sources)?;
-                    self.report.link_records_written += sources.len() as u64;
-                    self.progress.advance(sources.len() as u64);
-                }
-                if done {
-                    break;
-                }
+                    Ok(Some((
+                        record.id,
+                        RecordUpdate { id: target, fields },
+                        unmapped,
+                    )))
+                })
+                .try_chunks(MAX_RECORDS_PER_WRITE)
+                .map_err(|e| e.1)
+                .map_ok(|batch| async move {
+                    let mut sources = Vec::with_capacity(batch.len());
+                    let mut updates = Vec::with_capacity(batch.len());
+                    let mut unmapped = 0;
+                    for (source, update, missing) in batch {
+                        sources.push(source);
+                        updates.push(update);
+                        unmapped += missing;
+                    }
+                    client
+                        .update_records(base, &ids.table, &updates, false)
+                        .await?;
+                    Ok::<_, RestoreError>((sources, unmapped))
+                })
+                .try_buffered(WRITE_CONCURRENCY);
+            let mut updates = std::pin::pin!(updates);
+            let mut unmapped = 0u64;
+            let mut written = 0u64;
+            while let Some(done) = updates.next().await {
+                let (sources, missing) = done?;
+                self.journal.set_links_done(&sources)?;
+                unmapped += missing;
+                written += sources.len() as u64;
+                self.progress.advance(sources.len() as u64);
             }
+            self.report.link_records_written += written;
             if unmapped > 0 {
                 self.report.problems.push(format!(
                     "table `{}`: {unmapped} links point to records that are not in the restore",

@@ -12,19 +12,13 @@ use airback::backup::{BackupOptions, NoProgress, backup_base};
 use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::id::SnapshotId;
 use airback::restore::plan::SOURCE_ID_FIELD;
-use airback::restore::{RestoreOptions, RestoreReport, Target, restore};
+use airback::restore::{RestoreError, RestoreOptions, RestoreReport, Target, restore};
 use airback::stored::StoredBase;
 use serde_json::{Value, json};
 
 use crate::support::s3::S3Server;
 
-type Setup = FakeSetup;
-
-async fn setup(options: FakeOptions) -> Setup {
-    FakeSetup::start(options).await
-}
-
-async fn snapshot(s: &Setup) -> StoredBase {
+async fn snapshot(s: &FakeSetup) -> StoredBase {
     let summary = backup_base(
         &s.repo,
         &s.client,
@@ -36,17 +30,17 @@ async fn snapshot(s: &Setup) -> StoredBase {
     open(s, summary.snapshot_id).await
 }
 
-async fn open(s: &Setup, id: SnapshotId) -> StoredBase {
+async fn open(s: &FakeSetup, id: SnapshotId) -> StoredBase {
     let snapshot = s.repo.load_snapshot(&id).await.unwrap();
     StoredBase::open(&s.repo, id, snapshot).await.unwrap()
 }
 
 async fn restore_into(
-    s: &Setup,
+    s: &FakeSetup,
     stored: &StoredBase,
     target: &str,
     staging: Option<Backend>,
-) -> RestoreReport {
+) -> Result<RestoreReport, RestoreError> {
     let mut options = RestoreOptions::new(
         Target::Base(target.to_owned()),
         Some(s.dir.path().join("journal.sqlite")),
@@ -59,7 +53,6 @@ async fn restore_into(
         Arc::new(airback::restore::NoProgress),
     )
     .await
-    .unwrap()
 }
 
 /// Field types whose cells restore writes back as they were.
@@ -269,7 +262,7 @@ fn compare_bases(fake: &FakeAirtable, from: &str, to: &str, with_large: bool) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zoo_snapshot_is_restored_cell_for_cell_at_real_rate_limits() {
-    let s = setup(FakeOptions {
+    let s = FakeSetup::start(FakeOptions {
         preset: Preset::Zoo,
         ..FakeOptions::default()
     })
@@ -278,7 +271,9 @@ async fn a_zoo_snapshot_is_restored_cell_for_cell_at_real_rate_limits() {
     let target = s.fake.add_empty_base("Restored zoo").id;
     let s3 = S3Server::start().await;
     let staging = Backend::open(&s3.location("staging"), &BackendOptions::default()).unwrap();
-    let report = restore_into(&s, &stored, &target, Some(staging.clone())).await;
+    let report = restore_into(&s, &stored, &target, Some(staging.clone()))
+        .await
+        .unwrap();
     s.fake.wait_for_url_fetches().await;
 
     let c = compare_bases(&s.fake, &s.base, &target, true);
@@ -317,7 +312,7 @@ async fn a_zoo_snapshot_is_restored_cell_for_cell_at_real_rate_limits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_snapshot_restores_the_older_state() {
-    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
     let first = snapshot(&s).await;
     let schema = s.fake.schema_json(&s.base);
     let table = &schema["tables"][0];
@@ -343,7 +338,7 @@ async fn an_older_snapshot_restores_the_older_state() {
     assert_ne!(first.id, second.id);
 
     let target = s.fake.add_empty_base("Older").id;
-    let report = restore_into(&s, &first, &target, None).await;
+    let report = restore_into(&s, &first, &target, None).await.unwrap();
     assert!(report.fidelity.unwrap().missing == 0);
     let target_schema = s.fake.schema_json(&target);
     let target_table = by_name(&target_schema["tables"], table["name"].as_str().unwrap()).unwrap();
@@ -364,12 +359,12 @@ async fn an_older_snapshot_restores_the_older_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_restore_run_twice_changes_nothing_the_second_time() {
-    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
     let stored = snapshot(&s).await;
     let target = s.fake.add_empty_base("Twice").id;
-    let first = restore_into(&s, &stored, &target, None).await;
+    let first = restore_into(&s, &stored, &target, None).await.unwrap();
     assert!(first.records_written > 0);
-    let second = restore_into(&s, &stored, &target, None).await;
+    let second = restore_into(&s, &stored, &target, None).await.unwrap();
     assert_eq!(second.records_written, 0, "everything was in the journal");
     assert_eq!(second.attachments_uploaded, 0);
     assert_eq!(second.link_records_written, 0);
@@ -384,7 +379,7 @@ async fn the_same_restore_run_twice_changes_nothing_the_second_time() {
 }
 
 /// Runs the airback binary against the fake, with the test's cache directory.
-fn airback_command(s: &Setup, repo: &str, args: &[&str]) -> tokio::process::Command {
+fn airback_command(s: &FakeSetup, repo: &str, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"));
     command
         .args(args)
@@ -407,7 +402,7 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
     options.large = "tables=2,records=200,attachments=24,min=2000,max=200000"
         .parse()
         .unwrap();
-    let s = setup(options).await;
+    let s = FakeSetup::start(options).await;
     let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
     let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
         .output()
@@ -490,7 +485,7 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_prints_the_plan_and_writes_nothing() {
-    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
     let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
     let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
         .output()
@@ -575,7 +570,7 @@ async fn a_dry_run_prints_the_plan_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_through_server_errors_and_cut_connections_creates_nothing_twice() {
-    let s = setup(FakeOptions::unlimited(Preset::Zoo)).await;
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
     let stored = snapshot(&s).await;
     let target = s.fake.add_empty_base("Faulty").id;
     // Cut connections come after Airtable applied the request, so creates, upserts and uploads
@@ -584,18 +579,7 @@ async fn a_restore_through_server_errors_and_cut_connections_creates_nothing_twi
         .set_faults("503=0.05,502=0.03,reset=0.15,seed=11".parse().unwrap());
     let mut outcome = None;
     for _ in 0..5 {
-        let options = RestoreOptions::new(
-            Target::Base(target.clone()),
-            Some(s.dir.path().join("journal.sqlite")),
-        );
-        match restore(
-            &stored,
-            &s.client,
-            &options,
-            Arc::new(airback::restore::NoProgress),
-        )
-        .await
-        {
+        match restore_into(&s, &stored, &target, None).await {
             Ok(report) => {
                 outcome = Some(report);
                 break;

@@ -12,13 +12,7 @@ use airback::repo::Repository;
 use airback::repo::snapshot::{NodeKind, Tree};
 use serde_json::Value;
 
-type Setup = FakeSetup;
-
-async fn setup(options: FakeOptions) -> Setup {
-    FakeSetup::start(options).await
-}
-
-async fn snapshot(s: &Setup) -> BackupSummary {
+async fn snapshot(s: &FakeSetup) -> BackupSummary {
     backup_base(
         &s.repo,
         &s.client,
@@ -64,7 +58,7 @@ fn without_urls(value: &Value) -> Value {
 }
 
 /// Asserts that the snapshot holds exactly the fake's records and every attachment's bytes.
-async fn assert_complete(s: &Setup, summary: &BackupSummary) {
+async fn assert_complete(s: &FakeSetup, summary: &BackupSummary) {
     let snapshot = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
     assert!(!snapshot.partial, "{:?}", snapshot.problems);
     let root = s.repo.load_tree(&snapshot.tree).await.unwrap();
@@ -153,7 +147,7 @@ async fn assert_complete(s: &Setup, summary: &BackupSummary) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zoo_snapshot_holds_every_record_and_attachment_then_reuses_them() {
-    let s = setup(FakeOptions {
+    let s = FakeSetup::start(FakeOptions {
         preset: Preset::Zoo,
         penalty: Duration::from_secs(2),
         ..FakeOptions::default()
@@ -237,7 +231,7 @@ async fn a_zoo_snapshot_holds_every_record_and_attachment_then_reuses_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_survives_faults() {
-    let s = setup(FakeOptions {
+    let s = FakeSetup::start(FakeOptions {
         preset: Preset::Zoo,
         rate_limit: None,
         token_rate_limit: None,
@@ -255,7 +249,7 @@ async fn a_snapshot_survives_faults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excluded_tables_and_fields_are_left_out() {
-    let s = setup(FakeOptions::unlimited(Preset::Demo)).await;
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
     let schema = s.fake.schema_json(&s.base);
     let tables = schema["tables"].as_array().unwrap();
     let (kept, dropped) = (&tables[0], &tables[1]);
@@ -298,7 +292,7 @@ async fn excluded_tables_and_fields_are_left_out() {
 /// each missing attachment, and holds everything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_attachments_make_a_partial_snapshot_that_names_them() {
-    let s = setup(FakeOptions {
+    let s = FakeSetup::start(FakeOptions {
         preset: Preset::Zoo,
         rate_limit: None,
         token_rate_limit: None,
