@@ -6,11 +6,16 @@
 //! indexed size and its own header lists exactly what the index says; every blob a snapshot
 //! needs (trees, file contents) is indexed with the right kind. With `--read-data`, every pack
 //! (or a deterministic subset) is downloaded, hashed, and every blob decoded and hashed.
+//!
+//! Damage is reported where it hurts: each snapshot that can no longer be read back completely
+//! is named with the files and folders it loses. Packs found missing or damaged are recorded in
+//! the local cache, so the next snapshot stores their content again instead of referring to it
+//! (`airback repair index` then fixes the index for every machine).
 
 use std::collections::{HashMap, HashSet};
 
 use crate::codec;
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::index::IndexPack;
 use crate::repo::pack::{self, BlobKind, PackedBlob, pack_path};
 use crate::repo::snapshot::NodeKind;
@@ -78,7 +83,38 @@ pub struct CheckReport {
     pub packs_read: usize,
     /// Bytes downloaded by `--read-data`.
     pub bytes_read: u64,
+    /// Every snapshot that cannot be read back completely, with what it loses.
+    pub damaged_snapshots: Vec<DamagedSnapshot>,
+    /// Packs that are missing from storage or damaged.
+    pub damaged_packs: Vec<PackProblem>,
 }
+
+/// A snapshot that needs content the repository has lost.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DamagedSnapshot {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// The base it belongs to (or another description of its source), when readable.
+    pub source: String,
+    /// When it was taken, when readable.
+    pub time: String,
+    /// How many of its files and folders are lost.
+    pub lost_count: usize,
+    /// The first [`MAX_LOST_LISTED`] of them: path, what it is, and why it is lost.
+    pub lost: Vec<String>,
+}
+
+/// A pack that is missing or damaged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PackProblem {
+    /// The pack.
+    pub id: PackId,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A damaged snapshot's report lists at most this many lost items by name.
+pub const MAX_LOST_LISTED: usize = 100;
 
 impl CheckReport {
     /// True when no error was found.
@@ -87,16 +123,94 @@ impl CheckReport {
     }
 }
 
-/// Checks the repository. Storage failures are errors of the call; damage is reported.
+/// Where an indexed blob lives, as far as `check` needs to know.
+#[derive(Debug, Clone)]
+struct Located {
+    /// Every pack that holds it (usually one).
+    packs: Vec<PackId>,
+    /// Whether its entry is compressed with a dictionary.
+    dict_compressed: bool,
+}
+
+/// What check learned about readability, used to decide which snapshots are damaged.
+#[derive(Debug, Default)]
+struct Damage {
+    /// Packs whose blobs cannot be read at all (missing, wrong size, unusable header).
+    bad_packs: HashMap<PackId, String>,
+    /// Blobs that `--read-data` found undecodable, with the reason.
+    bad_blobs: HashMap<(BlobId, BlobKind, PackId), String>,
+    /// Some dictionary is lost without a copy: blobs compressed with one may not decode.
+    dictionary_lost: bool,
+    /// Packs that `--read-data` read and verified completely.
+    verified: HashSet<PackId>,
+    /// Packs in `bad_packs` whose blobs all decoded: damaged, but nothing in them is lost.
+    bad_packs_readable: HashSet<PackId>,
+}
+
+impl Damage {
+    /// Why the blob cannot be read, or `None` when one of its copies can be.
+    fn unreadable(
+        &self,
+        blobs: &HashMap<(BlobId, BlobKind), Located>,
+        id: BlobId,
+        kind: BlobKind,
+    ) -> Option<String> {
+        let Some(located) = blobs.get(&(id, kind)) else {
+            return Some(format!(
+                "needs {} blob {id}, which no index lists",
+                kind.as_str()
+            ));
+        };
+        let mut why = None;
+        for pack in &located.packs {
+            if self.bad_packs_readable.contains(pack)
+                && !self.bad_blobs.contains_key(&(id, kind, *pack))
+            {
+                return None;
+            }
+            if let Some(reason) = self.bad_packs.get(pack) {
+                why = Some(format!(
+                    "needs blob {id} from pack {pack}, which is {reason}"
+                ));
+            } else if let Some(reason) = self.bad_blobs.get(&(id, kind, *pack)) {
+                why = Some(format!("needs blob {id} in pack {pack}: {reason}"));
+            } else if located.dict_compressed
+                && self.dictionary_lost
+                && !self.verified.contains(pack)
+            {
+                why = Some(format!(
+                    "needs blob {id}, compressed with a zstd dictionary that is lost"
+                ));
+            } else {
+                return None;
+            }
+        }
+        why
+    }
+}
+
+/// Checks the repository. Storage failures are errors of the call; damage is reported, and
+/// packs found missing or damaged are recorded in the local cache so that the next snapshot
+/// stores their content again instead of referring to it.
 pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    let mut damage = Damage::default();
 
     // 1. Snapshots first: anything they need was written before them.
     let mut snapshots = Vec::new();
     for id in repo.list_snapshots().await? {
         match repo.load_snapshot(&id).await {
             Ok(s) => snapshots.push((id, s)),
-            Err(e) => report.errors.push(format!("snapshot {id}: {e}")),
+            Err(e) => {
+                report.errors.push(format!("snapshot {id}: {e}"));
+                report.damaged_snapshots.push(DamagedSnapshot {
+                    id,
+                    source: String::new(),
+                    time: String::new(),
+                    lost_count: 1,
+                    lost: vec![format!("the snapshot object itself: {e}")],
+                });
+            }
         }
     }
     report.snapshots = snapshots.len();
@@ -104,37 +218,72 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     // date, so reading its trees below finds their blobs.
     repo.sync_index().await?;
 
-    // Dictionaries: each must hash to its name (damaged ones were left out when opening).
-    for id in repo.load_dictionaries().await? {
-        report.errors.push(format!(
-            "zstd dictionary {id} is damaged: its blobs cannot be decoded"
-        ));
+    // Dictionaries: each must hash to its name; a lost one may have an intact copy in a pack.
+    for problem in repo.load_dictionaries().await? {
+        let id = problem.id;
+        if problem.recovered {
+            report.errors.push(format!(
+                "zstd dictionary {id} is {}; its copy in a pack is intact, so nothing is lost (`airback repair index` writes it back)",
+                problem.problem
+            ));
+        } else {
+            damage.dictionary_lost = true;
+            report.errors.push(format!(
+                "zstd dictionary {id} is {}, and no intact copy exists: metadata compressed with it cannot be read",
+                problem.problem
+            ));
+        }
+    }
+    if !repo.dictionaries_complete() {
+        damage.dictionary_lost = true;
     }
 
-    // 2. The index, read from the repository (not trusted from the cache).
-    let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
-    let mut blobs: HashMap<(BlobId, BlobKind), PackId> = HashMap::new();
+    // 2. The index, read from the repository (not trusted from the cache). Index files that
+    // another one supersedes (left by an interrupted repair) are skipped.
+    let mut files = Vec::new();
     for id in repo.list_index_files().await? {
         report.index_files += 1;
         match repo.load_index_file(&id).await {
-            Ok(file) => {
-                for p in file.packs {
-                    for b in &p.blobs {
-                        blobs.entry((b.id, p.kind)).or_insert(p.id);
-                    }
-                    if let Some(existing) = packs.get(&p.id) {
-                        if existing.blobs != p.blobs || existing.size != p.size {
-                            report.errors.push(format!(
-                                "pack {}: index file {id} describes it differently from another index file",
-                                p.id
-                            ));
-                        }
-                    } else {
-                        packs.insert(p.id, p);
-                    }
-                }
-            }
+            Ok(file) => files.push((id, file)),
             Err(e) => report.errors.push(format!("index file {id}: {e}")),
+        }
+    }
+    let superseded: HashSet<IndexId> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut recorded_bad: HashMap<PackId, String> = HashMap::new();
+    let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
+    let mut blobs: HashMap<(BlobId, BlobKind), Located> = HashMap::new();
+    for (id, file) in files {
+        if superseded.contains(&id) {
+            report.warnings.push(format!(
+                "index file {id} is superseded by a newer one (left by an interrupted repair); `airback repair index` removes it"
+            ));
+            continue;
+        }
+        for d in file.damaged_packs {
+            recorded_bad.insert(d.id, d.reason);
+        }
+        for p in file.packs {
+            if let Some(existing) = packs.get(&p.id) {
+                if existing.blobs != p.blobs || existing.size != p.size {
+                    report.errors.push(format!(
+                        "pack {}: index file {id} describes it differently from another index file",
+                        p.id
+                    ));
+                }
+                continue;
+            }
+            for b in &p.blobs {
+                let entry = blobs.entry((b.id, p.kind)).or_insert_with(|| Located {
+                    packs: Vec::new(),
+                    dict_compressed: false,
+                });
+                entry.packs.push(p.id);
+                entry.dict_compressed |= b.compression == codec::Compression::ZstdDict;
+            }
+            packs.insert(p.id, p);
         }
     }
     report.packs = packs.len();
@@ -152,29 +301,39 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     pack_ids.sort();
     for id in pack_ids {
         let indexed = &packs[id];
-        match listed.get(id) {
-            None => {
-                report.errors.push(format!(
-                    "pack {id} is in the index but missing from storage"
-                ));
-                continue;
-            }
-            Some(&size) if size != indexed.size => {
-                report.errors.push(format!(
-                    "pack {id} has {size} bytes, the index says {}",
-                    indexed.size
-                ));
-                continue;
-            }
-            Some(_) => {}
+        let problem = match listed.get(id) {
+            None => Some(crate::repo::MISSING.to_string()),
+            Some(&size) if size != indexed.size => Some(format!(
+                "{size} bytes in storage where the index says {}",
+                indexed.size
+            )),
+            Some(_) => None,
+        };
+        if let Some(reason) = problem {
+            report
+                .errors
+                .push(format!("pack {id} is in the index but {reason}"));
+            damage.bad_packs.insert(*id, reason);
+            continue;
         }
         match repo.read_pack_header(id, indexed.size).await {
             Ok((kind, header_blobs)) => {
+                let before = report.errors.len();
                 compare_header(id, indexed, kind, &header_blobs, &mut report.errors);
+                if report.errors.len() > before {
+                    damage
+                        .bad_packs
+                        .insert(*id, "damaged (its header disagrees with the index)".into());
+                }
             }
-            Err(e) => report
-                .errors
-                .push(format!("pack {id}: header unreadable: {e}")),
+            Err(e) => {
+                report
+                    .errors
+                    .push(format!("pack {id}: header unreadable: {e}"));
+                damage
+                    .bad_packs
+                    .insert(*id, "damaged (its header cannot be read)".into());
+            }
         }
     }
     let mut unindexed: Vec<(&PackId, &u64)> = listed
@@ -183,31 +342,20 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
         .collect();
     unindexed.sort();
     for (id, size) in unindexed {
-        let state = match repo.read_pack_header(id, *size).await {
-            Ok(_) => "a complete pack; the next snapshot adopts it into the index",
-            Err(_) => "unreadable, probably an interrupted upload; safe to delete",
+        let state = if let Some(reason) = recorded_bad.get(id) {
+            format!("`airback repair index` dropped it from the index: {reason}; safe to delete")
+        } else {
+            match repo.read_pack_header(id, *size).await {
+                Ok(_) => "a complete pack; the next snapshot adopts it into the index".into(),
+                Err(_) => "unreadable, probably an interrupted upload; safe to delete".into(),
+            }
         };
         report
             .warnings
             .push(format!("pack {id} is not in the index ({state})"));
     }
 
-    // 4. Every blob the snapshots need is indexed, with the right kind.
-    let mut seen_trees: HashSet<BlobId> = HashSet::new();
-    for (snapshot_id, snapshot) in &snapshots {
-        walk(
-            repo,
-            snapshot_id,
-            snapshot.tree,
-            "",
-            &blobs,
-            &mut seen_trees,
-            &mut report.errors,
-        )
-        .await;
-    }
-
-    // 5. Contents.
+    // 4. Contents. A pack whose header was unusable is read too: its blobs may still decode.
     if options.read_data || options.subset.is_some() {
         let mut ids: Vec<&PackId> = packs.keys().collect();
         ids.sort();
@@ -215,10 +363,163 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
             if options.subset.is_some_and(|s| !s.contains(id)) || !listed.contains_key(id) {
                 continue;
             }
-            read_pack(repo, &packs[id], &mut report).await?;
+            if listed[id] != packs[id].size {
+                continue;
+            }
+            read_pack(repo, &packs[id], &mut report, &mut damage).await?;
         }
     }
+
+    // 5. Every snapshot: can each file and folder it names be read back?
+    let mut memo: HashMap<BlobId, Vec<(String, String)>> = HashMap::new();
+    for (snapshot_id, snapshot) in &snapshots {
+        let lost: Vec<String> = tree_losses(repo, snapshot.tree, "", &blobs, &damage, &mut memo)
+            .await
+            .into_iter()
+            .map(|(path, why)| format!("`{path}`{why}"))
+            .collect();
+        if lost.is_empty() {
+            continue;
+        }
+        let source = describe_source(&snapshot.source);
+        let listed: Vec<&str> = lost.iter().take(10).map(String::as_str).collect();
+        let more = if lost.len() > listed.len() {
+            format!("; and {} more", lost.len() - listed.len())
+        } else {
+            String::new()
+        };
+        report.errors.push(format!(
+            "snapshot {} ({source}, {}) is damaged: {} cannot be read: {}{more}",
+            snapshot_id.short(),
+            snapshot.time,
+            plural(lost.len(), "item"),
+            listed.join("; ")
+        ));
+        report.damaged_snapshots.push(DamagedSnapshot {
+            id: *snapshot_id,
+            source,
+            time: snapshot.time.clone(),
+            lost_count: lost.len(),
+            lost: lost.into_iter().take(MAX_LOST_LISTED).collect(),
+        });
+    }
+
+    // 6. Remember what is broken (and what turned out sound), so writers stop referring to it.
+    let mut bad: Vec<(PackId, String)> = damage
+        .bad_packs
+        .iter()
+        .map(|(id, reason)| (*id, reason.clone()))
+        .collect();
+    let damaged_by_read: HashSet<PackId> = damage.bad_blobs.keys().map(|(_, _, p)| *p).collect();
+    bad.extend(
+        damaged_by_read
+            .into_iter()
+            .map(|p| (p, "damaged (found by `check --read-data`)".to_string())),
+    );
+    bad.sort();
+    bad.dedup_by_key(|(id, _)| *id);
+    report.damaged_packs = bad
+        .iter()
+        .map(|(id, reason)| PackProblem {
+            id: *id,
+            reason: reason.clone(),
+        })
+        .collect();
+    repo.mark_packs_damaged(bad).await?;
+    let sound: Vec<PackId> = damage.verified.iter().copied().collect();
+    repo.mark_packs_sound(&sound).await?;
     Ok(report)
+}
+
+/// "1 item", "2 items".
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// "base appXXX", or the source JSON when it is not an Airtable base.
+fn describe_source(source: &serde_json::Value) -> String {
+    match source.get("base_id").and_then(|v| v.as_str()) {
+        Some(base) => format!("base {base}"),
+        None => source.to_string(),
+    }
+}
+
+/// The name a node carries in its metadata (a table's name, an attachment's filename).
+fn node_label(meta: &serde_json::Value) -> String {
+    ["name", "filename"]
+        .iter()
+        .find_map(|k| meta.get(*k).and_then(|v| v.as_str()))
+        .map(|name| format!(" ({name:?})"))
+        .unwrap_or_default()
+}
+
+/// A boxed future, for recursion.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What cannot be read below `tree`: (path, why) for each lost file or folder, paths below
+/// `prefix`. Trees are shared between snapshots, so results are remembered by tree id
+/// (relative to the tree) and each tree is read once.
+fn tree_losses<'a>(
+    repo: &'a Repository,
+    tree: BlobId,
+    prefix: &'a str,
+    blobs: &'a HashMap<(BlobId, BlobKind), Located>,
+    damage: &'a Damage,
+    memo: &'a mut HashMap<BlobId, Vec<(String, String)>>,
+) -> BoxFuture<'a, Vec<(String, String)>> {
+    Box::pin(async move {
+        if let Some(relative) = memo.get(&tree) {
+            return prefixed(prefix, relative);
+        }
+        let mut relative = Vec::new();
+        if let Some(why) = damage.unreadable(blobs, tree, BlobKind::Meta) {
+            relative.push((
+                "/".to_string(),
+                format!(" (the whole folder): its tree {why}"),
+            ));
+        } else {
+            match repo.load_tree(&tree).await {
+                Err(e) => relative.push(("/".to_string(), format!(" (the whole folder): {e}"))),
+                Ok(loaded) => {
+                    for node in loaded.nodes {
+                        let child = format!("/{}", node.name);
+                        match node.kind {
+                            NodeKind::File {
+                                content, blob_kind, ..
+                            } => {
+                                let why = content
+                                    .iter()
+                                    .find_map(|b| damage.unreadable(blobs, *b, blob_kind));
+                                if let Some(why) = why {
+                                    let label = node_label(&node.meta);
+                                    relative.push((child, format!("{label} {why}")));
+                                }
+                            }
+                            NodeKind::Dir { subtree } => {
+                                let below =
+                                    tree_losses(repo, subtree, &child, blobs, damage, memo).await;
+                                relative.extend(below);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let out = prefixed(prefix, &relative);
+        memo.insert(tree, relative);
+        out
+    })
+}
+
+fn prefixed(prefix: &str, relative: &[(String, String)]) -> Vec<(String, String)> {
+    relative
+        .iter()
+        .map(|(path, why)| (format!("{prefix}{path}"), why.clone()))
+        .collect()
 }
 
 fn compare_header(
@@ -260,57 +561,12 @@ fn compare_header(
     }
 }
 
-fn walk<'a>(
-    repo: &'a Repository,
-    snapshot: &'a SnapshotId,
-    tree: BlobId,
-    path: &'a str,
-    blobs: &'a HashMap<(BlobId, BlobKind), PackId>,
-    seen: &'a mut HashSet<BlobId>,
-    errors: &'a mut Vec<String>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(async move {
-        if !seen.insert(tree) {
-            return;
-        }
-        let short = snapshot.short();
-        if !blobs.contains_key(&(tree, BlobKind::Meta)) {
-            errors.push(format!(
-                "snapshot {short}: tree `{path}/` ({tree}) is not in the index as a metadata blob"
-            ));
-            return;
-        }
-        let loaded = match repo.load_tree(&tree).await {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(format!("snapshot {short}: tree `{path}/`: {e}"));
-                return;
-            }
-        };
-        for node in loaded.nodes {
-            let child = format!("{path}/{}", node.name);
-            match node.kind {
-                NodeKind::File {
-                    content, blob_kind, ..
-                } => {
-                    for blob in content {
-                        if !blobs.contains_key(&(blob, blob_kind)) {
-                            errors.push(format!(
-                                "snapshot {short}: file `{child}` needs {} blob {blob}, which no index lists",
-                                blob_kind.as_str()
-                            ));
-                        }
-                    }
-                }
-                NodeKind::Dir { subtree } => {
-                    walk(repo, snapshot, subtree, &child, blobs, seen, errors).await;
-                }
-            }
-        }
-    })
-}
-
-async fn read_pack(repo: &Repository, indexed: &IndexPack, report: &mut CheckReport) -> Result<()> {
+async fn read_pack(
+    repo: &Repository,
+    indexed: &IndexPack,
+    report: &mut CheckReport,
+    damage: &mut Damage,
+) -> Result<()> {
     let id = indexed.id;
     let bytes = match repo.backend().read(&pack_path(&id)).await {
         Ok(b) => b,
@@ -318,6 +574,7 @@ async fn read_pack(repo: &Repository, indexed: &IndexPack, report: &mut CheckRep
             report
                 .errors
                 .push(format!("pack {id}: cannot be read: {e}"));
+            damage.bad_packs.insert(id, format!("unreadable ({e})"));
             return Ok(());
         }
     };
@@ -325,8 +582,9 @@ async fn read_pack(repo: &Repository, indexed: &IndexPack, report: &mut CheckRep
     report.bytes_read += bytes.len() as u64;
     let blobs = indexed.blobs.clone();
     let dicts = repo.dictionaries();
-    let problems = crate::repo::writer::run_cpu(move || {
+    let (problems, bad_blobs) = crate::repo::writer::run_cpu(move || {
         let mut problems = Vec::new();
+        let mut bad_blobs = Vec::new();
         if PackId::of(&bytes) != id {
             problems.push(format!(
                 "pack {id}: content does not hash to its name (the file is damaged)"
@@ -341,15 +599,34 @@ async fn read_pack(repo: &Repository, indexed: &IndexPack, report: &mut CheckRep
             let end = start + b.length as usize;
             let Some(stored) = bytes.get(start..end) else {
                 problems.push(format!("pack {id}: blob {} lies outside the pack", b.id));
+                bad_blobs.push((b.id, "it lies outside the pack".to_string()));
                 continue;
             };
             if let Err(e) = codec::decode(&b.id, stored, b.compression, b.raw_length, &dicts) {
                 problems.push(format!("pack {id}: blob {}: {e}", b.id));
+                bad_blobs.push((b.id, e.to_string()));
             }
         }
-        problems
+        (problems, bad_blobs)
     })
     .await?;
+    if problems.is_empty() {
+        damage.verified.insert(id);
+    } else if bad_blobs.is_empty() {
+        // The pack object is damaged outside its blobs (say, in its header): every blob still
+        // reads, but the object must be repaired.
+        damage
+            .bad_packs
+            .insert(id, "damaged (found by `check --read-data`)".into());
+        damage.bad_packs_readable.insert(id);
+    }
+    for (blob, reason) in bad_blobs {
+        damage.bad_blobs.insert((blob, indexed.kind, id), reason);
+    }
+    // The header check found a problem that reading shows is harmless to the blobs.
+    if damage.bad_packs.contains_key(&id) && problems.is_empty() {
+        damage.bad_packs.remove(&id);
+    }
     report.errors.extend(problems);
     Ok(())
 }

@@ -78,7 +78,9 @@ pub enum DecodeError {
         actual: BlobId,
     },
     /// The blob needs a dictionary the repository does not have.
-    #[error("blob needs zstd dictionary {0}, which is not in the repository")]
+    #[error(
+        "blob needs the zstd dictionary with zstd id {0}, which is missing or damaged and has no intact copy"
+    )]
     MissingDictionary(u32),
 }
 

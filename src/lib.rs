@@ -16,6 +16,7 @@ pub mod config;
 pub mod export;
 pub mod fake;
 pub mod id;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod snapshots;

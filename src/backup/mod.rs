@@ -455,7 +455,7 @@ fn queue_attachment(
         && *size == expected
         && content
             .iter()
-            .all(|b| repo.cache().has_blob(b, BlobKind::Data).unwrap_or(false))
+            .all(|b| repo.has_blob(b, BlobKind::Data).unwrap_or(false))
     {
         let node = attachment_node(&attachment, *size, content.clone());
         st.nodes.insert(attachment.id.clone(), node);

@@ -5,6 +5,7 @@ mod demo;
 pub mod exit;
 mod export;
 mod progress;
+mod repair;
 mod restore;
 mod snapshot;
 
@@ -74,6 +75,8 @@ enum Command {
     Check(CheckArgs),
     /// Write a snapshot as a tar or zip archive, a folder, or a SQLite database
     Export(export::ExportArgs),
+    /// Repair a damaged repository: `repair index`, then `repair snapshots`
+    Repair(repair::RepairArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
     FakeAirtable(Box<FakeAirtableArgs>),
@@ -182,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore(args) => restore::run(g, args).await,
         Command::Check(args) => check(g, args).await,
         Command::Export(args) => export::export(g, args).await,
+        Command::Repair(args) => repair::run(g, args).await,
         Command::FakeAirtable(args) => fake_airtable(args).await,
     }
 }
@@ -299,6 +303,20 @@ async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
     if report.is_ok() {
         Ok(exit::OK)
     } else {
-        bail!("check found {} errors", report.errors.len())
+        if !report.damaged_snapshots.is_empty() {
+            let n = report.damaged_snapshots.len();
+            eprintln!(
+                "{n} {} damaged; run `airback repair index`, then `airback repair snapshots`",
+                if n == 1 {
+                    "snapshot is"
+                } else {
+                    "snapshots are"
+                }
+            );
+        }
+        bail!(
+            "check found {}",
+            crate::check::plural(report.errors.len(), "error")
+        )
     }
 }

@@ -13,12 +13,12 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::Compression;
-use crate::id::{BlobId, IndexId, PackId, RepoId};
+use crate::id::{BlobId, DictId, IndexId, PackId, RepoId};
 use crate::repo::index::IndexFile;
 use crate::repo::pack::BlobKind;
 
 /// Bumped when the cache's tables change; an older cache is rebuilt.
-const CACHE_SCHEMA_VERSION: i32 = 2;
+const CACHE_SCHEMA_VERSION: i32 = 3;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +76,17 @@ fn id32(bytes: Vec<u8>) -> [u8; 32] {
     bytes.try_into().unwrap_or([0; 32])
 }
 
+/// Records `id` as bad and drops what the cache knows of its content.
+fn mark_bad(tx: &rusqlite::Transaction<'_>, id: &PackId, reason: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO bad_packs (id, reason) VALUES (?1, ?2)",
+        params![&id.0[..], reason],
+    )?;
+    tx.execute("DELETE FROM blobs WHERE pack = ?1", params![&id.0[..]])?;
+    tx.execute("DELETE FROM packs WHERE id = ?1", params![&id.0[..]])?;
+    Ok(())
+}
+
 impl Cache {
     /// Opens (creating) the cache at `path`, or an in-memory one for `None`.
     pub fn open(path: Option<&Path>) -> rusqlite::Result<Cache> {
@@ -96,7 +107,8 @@ impl Cache {
         if version != CACHE_SCHEMA_VERSION {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS packs;
-                 DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS kv;",
+                 DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS kv;
+                 DROP TABLE IF EXISTS bad_packs; DROP TABLE IF EXISTS dictionaries;",
             )?;
         }
         conn.execute_batch(
@@ -107,7 +119,10 @@ impl Cache {
                  pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
                  raw_length INTEGER NOT NULL, compression INTEGER NOT NULL,
                  PRIMARY KEY (id, kind)) WITHOUT ROWID;
-             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS bad_packs (id BLOB PRIMARY KEY, reason TEXT NOT NULL)
+                 WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS dictionaries (id BLOB PRIMARY KEY) WITHOUT ROWID;",
         )?;
         conn.pragma_update(None, "user_version", CACHE_SCHEMA_VERSION)?;
         Ok(Cache {
@@ -141,11 +156,31 @@ impl Cache {
         rows.map(|r| r.map(|b| PackId(id32(b)))).collect()
     }
 
-    /// Loads one index file's entries. A blob already known keeps its first location.
-    pub fn add_index_file(&self, id: &IndexId, file: &IndexFile) -> rusqlite::Result<()> {
+    /// Loads one index file's entries. A blob already known keeps its first location. Packs
+    /// recorded as bad are skipped, unless `written_here`: this process has just stored (or
+    /// read and verified) every pack of the file, so they are sound whatever was recorded
+    /// before (a pack stored again after it was lost has the same id, its content's hash).
+    pub fn add_index_file(
+        &self,
+        id: &IndexId,
+        file: &IndexFile,
+        written_here: bool,
+    ) -> rusqlite::Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        if written_here {
+            let mut stmt = tx.prepare("DELETE FROM bad_packs WHERE id = ?1")?;
+            for pack in &file.packs {
+                stmt.execute(params![&pack.id.0[..]])?;
+            }
+        }
         {
+            let mut dict_stmt =
+                tx.prepare("INSERT OR IGNORE INTO dictionaries (id) VALUES (?1)")?;
+            for dict in &file.dictionaries {
+                dict_stmt.execute(params![&dict.0[..]])?;
+            }
+            let mut bad_stmt = tx.prepare("SELECT 1 FROM bad_packs WHERE id = ?1")?;
             let mut pack_stmt =
                 tx.prepare("INSERT OR IGNORE INTO packs (id, kind, size) VALUES (?1, ?2, ?3)")?;
             let mut blob_stmt = tx.prepare(
@@ -153,6 +188,9 @@ impl Cache {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for pack in &file.packs {
+                if bad_stmt.exists(params![&pack.id.0[..]])? {
+                    continue;
+                }
                 let kind = kind_to_int(pack.kind);
                 pack_stmt.execute(params![&pack.id.0[..], kind, pack.size as i64])?;
                 for b in &pack.blobs {
@@ -175,12 +213,91 @@ impl Cache {
         tx.commit()
     }
 
+    /// Packs known from loaded index files, with their indexed sizes.
+    pub fn pack_sizes(&self) -> rusqlite::Result<std::collections::HashMap<PackId, u64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, size FROM packs")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((PackId(id32(r.get(0)?)), r.get::<_, i64>(1)? as u64))
+        })?;
+        rows.collect()
+    }
+
+    /// Records packs as missing or damaged: their blobs stop counting as stored (so writers
+    /// store them again) and index files listing them are loaded again without them. Every
+    /// index file is forgotten so that the next [`super::Repository::sync_index`] reloads them
+    /// all and finds other copies of those blobs. Returns the packs that were not yet known
+    /// as bad.
+    pub fn mark_packs_damaged(&self, packs: &[(PackId, String)]) -> rusqlite::Result<Vec<PackId>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut fresh = Vec::new();
+        {
+            let mut known = tx.prepare("SELECT 1 FROM bad_packs WHERE id = ?1")?;
+            for (id, reason) in packs {
+                if !known.exists(params![&id.0[..]])? {
+                    fresh.push(*id);
+                }
+                mark_bad(&tx, id, reason)?;
+            }
+        }
+        if !fresh.is_empty() {
+            tx.execute("DELETE FROM index_files", [])?;
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    /// Packs recorded as missing or damaged, with the reason.
+    pub fn bad_packs(&self) -> rusqlite::Result<std::collections::HashMap<PackId, String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, reason FROM bad_packs")?;
+        let rows = stmt.query_map([], |r| Ok((PackId(id32(r.get(0)?)), r.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Forgets that these packs were bad (they were read and verified since). Returns those
+    /// that were recorded; when any was, every index file is forgotten so that the next sync
+    /// loads their blobs again.
+    pub fn mark_packs_sound(&self, packs: &[PackId]) -> rusqlite::Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut removed = 0;
+        {
+            let mut stmt = tx.prepare("DELETE FROM bad_packs WHERE id = ?1")?;
+            for id in packs {
+                removed += stmt.execute(params![&id.0[..]])?;
+            }
+        }
+        if removed > 0 {
+            tx.execute("DELETE FROM index_files", [])?;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Dictionaries that index files say have a copy stored as a metadata blob.
+    pub fn dictionary_ids(&self) -> rusqlite::Result<Vec<DictId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM dictionaries ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| r.map(|b| DictId(id32(b)))).collect()
+    }
+
+    /// Whether any indexed metadata blob is compressed with a dictionary.
+    pub fn has_dictionary_blobs(&self) -> rusqlite::Result<bool> {
+        self.conn()
+            .prepare_cached("SELECT 1 FROM blobs WHERE compression = ?1 LIMIT 1")?
+            .exists(params![Compression::ZstdDict.to_byte()])
+    }
+
     /// Forgets everything (used when an index file disappeared, e.g. after a prune). One
     /// transaction, blobs first: an interrupted clear never leaves blobs whose index file is
     /// forgotten.
     pub fn clear(&self) -> rusqlite::Result<()> {
         self.conn().execute_batch(
-            "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; COMMIT;",
+            "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
+             DELETE FROM dictionaries; COMMIT;",
         )
     }
 
@@ -189,6 +306,28 @@ impl Cache {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 AND kind = ?2")?;
         stmt.exists(params![&id.0[..], kind_to_int(kind)])
+    }
+
+    /// Like [`Cache::has_blob`], but a blob compressed with a dictionary counts only when
+    /// `dictionary_ok` (the repository lost a dictionary, so such blobs may not decode).
+    pub fn has_usable_blob(
+        &self,
+        id: &BlobId,
+        kind: BlobKind,
+        dictionary_ok: bool,
+    ) -> rusqlite::Result<bool> {
+        if dictionary_ok {
+            return self.has_blob(id, kind);
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT 1 FROM blobs WHERE id = ?1 AND kind = ?2 AND compression <> ?3",
+        )?;
+        stmt.exists(params![
+            &id.0[..],
+            kind_to_int(kind),
+            Compression::ZstdDict.to_byte()
+        ])
     }
 
     /// Where the blob is stored.

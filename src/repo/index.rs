@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{IndexId, PackId};
+use crate::id::{DictId, IndexId, PackId};
 use crate::repo::pack::{BlobKind, PackedBlob};
 
 /// An index file holds at most this many blobs; a long run writes several.
@@ -19,6 +19,25 @@ pub struct IndexFile {
     pub supersedes: Vec<IndexId>,
     /// The packs described.
     pub packs: Vec<IndexPack>,
+    /// Zstd dictionaries of which a copy is stored as a metadata blob (blob id = dictionary
+    /// id) in one of `packs`, so a lost or damaged `dicts/` object can be recovered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dictionaries: Vec<DictId>,
+    /// Packs that `airback repair index` found missing or damaged and dropped (a damaged one
+    /// is deleted once its readable blobs are stored again). A record for people and `check`:
+    /// readers take nothing from it, because the same content stored again later has the
+    /// same pack id and is sound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged_packs: Vec<DamagedPack>,
+}
+
+/// A pack recorded as unusable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedPack {
+    /// The pack.
+    pub id: PackId,
+    /// What was wrong with it, e.g. "missing from storage".
+    pub reason: String,
 }
 
 /// One pack in an index file.
@@ -41,6 +60,8 @@ impl IndexFile {
             version: 1,
             supersedes: Vec::new(),
             packs,
+            dictionaries: Vec::new(),
+            damaged_packs: Vec::new(),
         }
     }
 

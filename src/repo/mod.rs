@@ -15,8 +15,9 @@ pub mod pack;
 pub mod snapshot;
 pub mod writer;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::backend::{Backend, BackendError};
@@ -75,6 +76,16 @@ pub enum RepoError {
     /// A blob that should exist is not in any index.
     #[error("blob {0} is not in the repository index; run `airback check`")]
     MissingBlob(BlobId),
+    /// The pack an index file names for a blob is not in storage.
+    #[error(
+        "pack {pack}, which holds blob {blob}, is missing from storage; run `airback check` to see the snapshots affected, then `airback repair index` and `airback repair snapshots`"
+    )]
+    MissingPack {
+        /// The pack.
+        pack: PackId,
+        /// The blob that was wanted.
+        blob: BlobId,
+    },
     /// Another process holds a conflicting lock.
     #[error(
         "the repository is locked by {holder}; wait for it to finish (stale locks expire after 30 minutes)"
@@ -120,7 +131,24 @@ struct RepoInner {
     data_chunker: Chunker,
     meta_chunker: Chunker,
     dicts: RwLock<Arc<Dictionaries>>,
+    /// False when a dictionary that blobs may need is lost (neither `dicts/` nor a copy):
+    /// blobs compressed with a dictionary then do not count as stored.
+    dicts_complete: AtomicBool,
 }
+
+/// A dictionary that is missing from `dicts/` or damaged there.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DictionaryProblem {
+    /// The dictionary.
+    pub id: DictId,
+    /// What is wrong with `dicts/<id>`.
+    pub problem: String,
+    /// Whether its copy in a pack was found intact and is used instead.
+    pub recovered: bool,
+}
+
+/// Why a pack is recorded as bad when storage does not have it.
+pub const MISSING: &str = "missing from storage";
 
 /// The storage path of a dictionary.
 pub fn dict_path(id: &DictId) -> String {
@@ -208,34 +236,143 @@ impl Repository {
                 config,
                 cache,
                 dicts: RwLock::new(Arc::default()),
+                dicts_complete: AtomicBool::new(true),
             }),
         };
-        repo.load_dictionaries().await?;
+        // The index first: it says which dictionaries have a copy in a pack.
         repo.sync_index().await?;
+        repo.load_dictionaries().await?;
         Ok(repo)
     }
 
-    /// Reads the dictionaries in `dicts/`, verifying each against its name. Damaged ones are
-    /// left out (and reported by `check`); returns their ids.
-    pub async fn load_dictionaries(&self) -> Result<Vec<DictId>> {
+    /// Loads the zstd dictionaries: those in `dicts/` and those the index records a copy of.
+    /// Each `dicts/<id>` object is verified against its name; one that is missing or damaged
+    /// is replaced by its copy in a pack when that copy is intact (the copy is a metadata blob
+    /// whose id is the dictionary id). Returns what was missing or damaged.
+    pub async fn load_dictionaries(&self) -> Result<Vec<DictionaryProblem>> {
+        let listed: BTreeSet<DictId> = self
+            .backend()
+            .list("dicts/")
+            .await?
+            .iter()
+            .filter_map(|e| e.name.parse().ok())
+            .collect();
+        let this = self.clone();
+        let recorded = tokio::task::spawn_blocking(move || this.cache().dictionary_ids())
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??;
         let mut good = Vec::new();
-        let mut damaged = Vec::new();
-        for entry in self.backend().list("dicts/").await? {
-            let Ok(id) = entry.name.parse::<DictId>() else {
-                continue;
-            };
-            let bytes = self.backend().read(&dict_path(&id)).await?;
-            match Dictionary::from_bytes(bytes) {
-                Some(dict) if dict.id == id => good.push(dict),
-                _ => {
-                    tracing::warn!("zstd dictionary {id} is damaged; run `airback check`");
-                    damaged.push(id);
+        let mut problems = Vec::new();
+        for id in listed
+            .iter()
+            .chain(recorded.iter())
+            .collect::<BTreeSet<_>>()
+        {
+            let problem = if listed.contains(id) {
+                match self.backend().read(&dict_path(id)).await {
+                    Ok(bytes) => match Dictionary::from_bytes(bytes) {
+                        Some(dict) if dict.id == *id => {
+                            good.push(dict);
+                            continue;
+                        }
+                        _ => "damaged: its bytes do not hash to its name",
+                    },
+                    Err(BackendError::NotFound { .. }) => "missing from `dicts/`",
+                    Err(e) => return Err(e.into()),
                 }
+            } else {
+                "missing from `dicts/`"
+            };
+            let copy = match self.read_blob(&BlobId(id.0)).await {
+                Ok(bytes) => Dictionary::from_bytes(bytes).filter(|d| d.id == *id),
+                Err(RepoError::Backend(e)) if !matches!(e, BackendError::NotFound { .. }) => {
+                    return Err(e.into());
+                }
+                Err(_) => None,
+            };
+            let recovered = copy.is_some();
+            good.extend(copy);
+            if recovered {
+                tracing::warn!(
+                    "zstd dictionary {id} is {problem}; using its copy in a pack (`airback repair index` writes it back)"
+                );
+            } else {
+                tracing::warn!(
+                    "zstd dictionary {id} is {problem}, and no intact copy exists: metadata compressed with it cannot be read; run `airback check`"
+                );
             }
+            problems.push(DictionaryProblem {
+                id: *id,
+                problem: problem.to_string(),
+                recovered,
+            });
         }
+        // Blobs compressed with a dictionary while none can be loaded (a repository written
+        // before dictionaries had copies, whose `dicts/` was lost) cannot be decoded either.
+        let this = self.clone();
+        let orphaned = good.is_empty()
+            && tokio::task::spawn_blocking(move || this.cache().has_dictionary_blobs())
+                .await
+                .map_err(|e| RepoError::Internal(e.to_string()))??;
+        let complete = problems.iter().all(|p| p.recovered) && !orphaned;
+        self.inner.dicts_complete.store(complete, Ordering::SeqCst);
         *self.inner.dicts.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Dictionaries::new(good));
-        Ok(damaged)
+        Ok(problems)
+    }
+
+    /// False when some dictionary that stored blobs may need could not be loaded: blobs
+    /// compressed with a dictionary then do not count as stored, so they are stored again.
+    pub fn dictionaries_complete(&self) -> bool {
+        self.inner.dicts_complete.load(Ordering::SeqCst)
+    }
+
+    /// Whether the index holds the blob as `kind` in a pack not known to be damaged, in a form
+    /// that can be decoded.
+    pub fn has_blob(&self, id: &BlobId, kind: BlobKind) -> Result<bool> {
+        Ok(self
+            .cache()
+            .has_usable_blob(id, kind, self.dictionaries_complete())?)
+    }
+
+    /// Forgets that packs were recorded as damaged, after they were read whole and verified.
+    pub async fn mark_packs_sound(&self, packs: &[PackId]) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let this = self.clone();
+        let packs = packs.to_vec();
+        let removed = tokio::task::spawn_blocking(move || this.cache().mark_packs_sound(&packs))
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??;
+        if removed > 0 {
+            self.sync_index().await?;
+        }
+        Ok(())
+    }
+
+    /// Records packs as missing or damaged (see [`Cache::mark_packs_damaged`]), warns about
+    /// the ones not known before, and reloads the index so other copies of their blobs are
+    /// found.
+    pub async fn mark_packs_damaged(&self, packs: Vec<(PackId, String)>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let this = self.clone();
+        let reasons: HashMap<PackId, String> = packs.iter().cloned().collect();
+        let fresh = tokio::task::spawn_blocking(move || this.cache().mark_packs_damaged(&packs))
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??;
+        for id in &fresh {
+            tracing::warn!(
+                "pack {id} is {}: its blobs are stored again when needed; run `airback check` to see the snapshots affected, then `airback repair index`",
+                reasons[id]
+            );
+        }
+        if !fresh.is_empty() {
+            self.sync_index().await?;
+        }
+        Ok(())
     }
 
     /// The repository's zstd dictionaries.
@@ -339,7 +476,7 @@ impl Repository {
                 Err(e) => return Err(e),
             };
             let this = self.clone();
-            tokio::task::spawn_blocking(move || this.cache().add_index_file(&id, &file))
+            tokio::task::spawn_blocking(move || this.cache().add_index_file(&id, &file, false))
                 .await
                 .map_err(|e| RepoError::Internal(e.to_string()))??;
             stats.index_files_loaded += 1;
@@ -386,31 +523,82 @@ impl Repository {
     /// Finds packs that no index file lists (left by a run that crashed after uploading them)
     /// and writes an index file for the valid ones, so their blobs are reused instead of
     /// uploaded again. Unreadable leftovers are ignored here and reported by `check`.
+    ///
+    /// The same listing shows indexed packs that are missing from storage or have the wrong
+    /// size: they are recorded as damaged ([`Repository::mark_packs_damaged`]), so this run
+    /// stores their content again instead of referring to it.
     pub async fn adopt_unindexed_packs(&self) -> Result<usize> {
+        // The index before the listing: a pack an index file names was stored before it.
         let this = self.clone();
-        let known = tokio::task::spawn_blocking(move || this.cache().packs())
-            .await
-            .map_err(|e| RepoError::Internal(e.to_string()))??;
-        let mut adopted = Vec::new();
-        for entry in self.backend().list("data/").await? {
-            let Some(id) = entry
-                .name
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.parse::<PackId>().ok())
-            else {
-                continue;
-            };
-            if known.contains(&id) {
-                continue;
+        let (known, bad) = tokio::task::spawn_blocking(move || {
+            Ok::<_, rusqlite::Error>((this.cache().pack_sizes()?, this.cache().bad_packs()?))
+        })
+        .await
+        .map_err(|e| RepoError::Internal(e.to_string()))??;
+        let listed: HashMap<PackId, u64> = self
+            .backend()
+            .list("data/")
+            .await?
+            .into_iter()
+            .filter_map(|e| Some((e.name.rsplit('/').next()?.parse().ok()?, e.size)))
+            .collect();
+        let mut damaged: Vec<(PackId, String)> = known
+            .iter()
+            .filter_map(|(id, size)| match listed.get(id) {
+                None => Some((*id, MISSING.to_string())),
+                Some(actual) if actual != size => Some((
+                    *id,
+                    format!("{actual} bytes in storage where the index says {size}"),
+                )),
+                Some(_) => None,
+            })
+            .collect();
+        damaged.sort();
+        self.mark_packs_damaged(damaged).await?;
+        // A pack recorded as missing that is back (stored again, here or on another machine:
+        // the same content has the same name) is used again once it verifies.
+        let mut back: Vec<PackId> = bad
+            .iter()
+            .filter(|(id, reason)| reason.as_str() == MISSING && listed.contains_key(id))
+            .map(|(id, _)| *id)
+            .collect();
+        back.sort();
+        let mut sound = Vec::new();
+        for id in back {
+            if self.verify_pack(&id).await.is_ok() {
+                sound.push(id);
             }
+        }
+        self.mark_packs_sound(&sound).await?;
+        let bad: HashMap<PackId, String> = bad
+            .into_iter()
+            .filter(|(id, _)| !sound.contains(id))
+            .collect();
+        let mut unindexed: Vec<(PackId, u64)> = listed
+            .into_iter()
+            .filter(|(id, _)| !known.contains_key(id) && !bad.contains_key(id))
+            .collect();
+        unindexed.sort();
+        let mut adopted = Vec::new();
+        for (id, size) in unindexed {
             match self.verify_pack(&id).await {
                 Ok((kind, blobs)) => adopted.push(IndexPack {
                     id,
                     kind,
-                    size: entry.size,
+                    size,
                     blobs,
                 }),
+                Err(RepoError::Corrupt { detail, .. }) => {
+                    // Not downloaded again by every run: remembered as damaged.
+                    tracing::warn!("not adopting pack {id}: {detail}");
+                    let this = self.clone();
+                    let reason = format!("damaged ({detail})");
+                    tokio::task::spawn_blocking(move || {
+                        this.cache().mark_packs_damaged(&[(id, reason)])
+                    })
+                    .await
+                    .map_err(|e| RepoError::Internal(e.to_string()))??;
+                }
                 Err(e) => tracing::warn!("not adopting pack {id}: {e}"),
             }
         }
@@ -456,7 +644,7 @@ impl Repository {
         let id = IndexId::of(&bytes);
         self.backend().write(&index_path(&id), bytes).await?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.cache().add_index_file(&id, &file))
+        tokio::task::spawn_blocking(move || this.cache().add_index_file(&id, &file, true))
             .await
             .map_err(|e| RepoError::Internal(e.to_string()))??;
         Ok(id)
@@ -488,16 +676,28 @@ impl Repository {
             }
         };
         let start = u64::from(location.offset);
-        let stored = self
+        let stored = match self
             .backend()
             .read_range(
                 &pack_path(&location.pack),
                 start..start + u64::from(location.length),
             )
-            .await?;
+            .await
+        {
+            Ok(stored) => stored,
+            Err(BackendError::NotFound { .. }) => {
+                self.mark_packs_damaged(vec![(location.pack, MISSING.into())])
+                    .await?;
+                return Err(RepoError::MissingPack {
+                    pack: location.pack,
+                    blob: *id,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let id = *id;
         let dicts = self.dictionaries();
-        tokio::task::spawn_blocking(move || {
+        let decoded = tokio::task::spawn_blocking(move || {
             codec::decode(
                 &id,
                 &stored,
@@ -507,13 +707,23 @@ impl Repository {
             )
         })
         .await
-        .map_err(|e| RepoError::Internal(e.to_string()))?
-        .map_err(|e: DecodeError| {
-            corrupt(
-                format!("blob {id} in pack {}", location.pack),
-                e.to_string(),
-            )
-        })
+        .map_err(|e| RepoError::Internal(e.to_string()))?;
+        match decoded {
+            Ok(plain) => Ok(plain),
+            // Not the pack's fault: the dictionary is lost (reported on open and by `check`).
+            Err(e @ DecodeError::MissingDictionary(_)) if !self.dictionaries_complete() => {
+                Err(corrupt(
+                    format!("blob {id} in pack {}", location.pack),
+                    e.to_string(),
+                ))
+            }
+            Err(e) => {
+                let detail = format!("blob {id} does not decode: {e}");
+                self.mark_packs_damaged(vec![(location.pack, format!("damaged ({detail})"))])
+                    .await?;
+                Err(corrupt(format!("pack {}", location.pack), detail))
+            }
+        }
     }
 
     /// Stores a snapshot manifest: the commit point. Call only after [`BlobWriter::flush`].

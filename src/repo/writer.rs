@@ -17,8 +17,8 @@ use tokio::task::JoinHandle;
 use super::index::{IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE};
 use super::pack::{BlobKind, FinishedPack, PackBuilder, pack_path};
 use super::{RepoError, Repository, Result};
-use crate::codec::{self, EncodedBlob};
-use crate::id::BlobId;
+use crate::codec::{self, Dictionary, EncodedBlob};
+use crate::id::{BlobId, DictId};
 
 /// Tuning of a writer.
 #[derive(Debug, Clone)]
@@ -125,6 +125,8 @@ struct State {
     /// The first upload failure. The writer stays failed: blobs it handed out may not be
     /// stored, so nothing may be committed with it.
     failed: Option<String>,
+    /// Dictionaries whose copy this writer packed; named in the index file of that pack.
+    dict_copies: Vec<DictId>,
 }
 
 impl BlobWriter {
@@ -153,6 +155,7 @@ impl BlobWriter {
                     uploads: Vec::new(),
                     stats: WriterStats::default(),
                     failed: None,
+                    dict_copies: Vec::new(),
                 }),
             }),
         }
@@ -173,14 +176,10 @@ impl BlobWriter {
         if self.state().added.contains(&(kind, *id)) {
             return true;
         }
-        self.inner
-            .repo
-            .cache()
-            .has_blob(id, kind)
-            .unwrap_or_else(|e| {
-                tracing::warn!("cache lookup failed, storing blob again: {e}");
-                false
-            })
+        self.inner.repo.has_blob(id, kind).unwrap_or_else(|e| {
+            tracing::warn!("cache lookup failed, storing blob again: {e}");
+            false
+        })
     }
 
     /// Fails if an earlier upload failed.
@@ -251,6 +250,9 @@ impl BlobWriter {
             BlobKind::Meta => self.inner.repo.dictionaries().for_encoding().cloned(),
             BlobKind::Data => None,
         };
+        if let Some(dict) = &dict {
+            self.save_dictionary_copy(dict).await?;
+        }
         let this = self.clone();
         let (ids, new_blobs, leftover, seen_bytes) = run_cpu(move || {
             let repo = &this.inner.repo;
@@ -311,10 +313,37 @@ impl BlobWriter {
         Ok((ids, leftover))
     }
 
+    /// Packs a copy of `dict` as a metadata blob (its blob id is the dictionary id), unless
+    /// the index already has an intact one, so that losing the `dicts/` object loses nothing.
+    /// The copy is compressed without a dictionary, so it can always be read.
+    async fn save_dictionary_copy(&self, dict: &Dictionary) -> Result<()> {
+        let id = BlobId(dict.id.0);
+        if self.is_known(BlobKind::Meta, &id) {
+            return Ok(());
+        }
+        let level = self.inner.repo.config().compression.level;
+        let bytes = dict.bytes.clone();
+        let blob = run_cpu(move || codec::encode(id, &bytes, level, None)).await?;
+        let mut st = self.state();
+        if st.added.insert((BlobKind::Meta, id)) {
+            st.stats.blobs_new += 1;
+            st.stats.bytes_new_raw += u64::from(blob.raw_length);
+            st.stats.bytes_new_stored += blob.stored.len() as u64;
+            st.meta.add(&blob);
+            st.dict_copies.push(dict.id);
+        }
+        Ok(())
+    }
+
     /// If the repository has no dictionary yet, trains one from the chunks of `buf` and stores
     /// it before anything is compressed with it. Tried once per writer. Returns `buf`.
     async fn train_dictionary_once(&self, buf: Vec<u8>) -> Result<Vec<u8>> {
-        if !self.inner.repo.dictionaries().is_empty() || self.inner.dict_attempt.initialized() {
+        // A repository that lost the dictionary its stored blobs need gets no new one: the
+        // lost one is then still noticed on the next open, so those blobs keep not counting.
+        if !self.inner.repo.dictionaries().is_empty()
+            || !self.inner.repo.dictionaries_complete()
+            || self.inner.dict_attempt.initialized()
+        {
             return Ok(buf);
         }
         let mut buf = Some(buf);
@@ -418,7 +447,20 @@ impl BlobWriter {
                 blobs += pack.blobs.len();
                 batch.push(pending.next().expect("peeked"));
             }
-            let file = IndexFile::new(batch);
+            let mut file = IndexFile::new(batch);
+            {
+                let st = self.state();
+                file.dictionaries = st
+                    .dict_copies
+                    .iter()
+                    .filter(|d| {
+                        file.packs
+                            .iter()
+                            .any(|p| p.blobs.iter().any(|b| b.id.0 == d.0))
+                    })
+                    .copied()
+                    .collect();
+            }
             let size = codec::encode_json_file(&file).len() as u64;
             if let Err(e) = self.inner.repo.write_index_file(file.clone()).await {
                 let mut st = self.state();

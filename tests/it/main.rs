@@ -2,6 +2,7 @@
 
 mod airtable_client;
 mod cli;
+mod damage;
 mod export;
 mod fake_airtable;
 mod regressions;

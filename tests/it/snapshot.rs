@@ -58,7 +58,7 @@ fn without_urls(value: &Value) -> Value {
 }
 
 /// Asserts that the snapshot holds exactly the fake's records and every attachment's bytes.
-async fn assert_complete(s: &FakeSetup, summary: &BackupSummary) {
+pub(crate) async fn assert_complete(s: &FakeSetup, summary: &BackupSummary) {
     let snapshot = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
     assert!(!snapshot.partial, "{:?}", snapshot.problems);
     let root = s.repo.load_tree(&snapshot.tree).await.unwrap();

@@ -1,0 +1,127 @@
+//! `airback repair index` and `airback repair snapshots` (see `crate::repair`).
+
+use clap::{Args, Subcommand};
+
+use super::{GlobalArgs, exit, open_repo};
+use crate::check::plural;
+use crate::repair;
+
+/// Arguments of `airback repair`.
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    #[command(subcommand)]
+    what: RepairCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RepairCommand {
+    /// Rebuild the index from the packs in storage, reading and verifying every pack; drop
+    /// what is missing or damaged so the next snapshot stores it again
+    Index(DryRun),
+    /// Rewrite snapshots that refer to lost content: keep what can be read, mark them partial
+    /// and name what was lost (run `repair index` first)
+    Snapshots(DryRun),
+}
+
+#[derive(Debug, Args)]
+struct DryRun {
+    /// Report what would be done; write and delete nothing
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Runs `airback repair …`.
+pub async fn run(g: &GlobalArgs, args: &RepairArgs) -> anyhow::Result<u8> {
+    let repo = open_repo(g).await?;
+    let lock = repo.lock(true, "repair").await?;
+    let result = match &args.what {
+        RepairCommand::Index(o) => index(g, &repo, o.dry_run).await,
+        RepairCommand::Snapshots(o) => snapshots(g, &repo, o.dry_run).await,
+    };
+    lock.release().await?;
+    result
+}
+
+async fn index(
+    g: &GlobalArgs,
+    repo: &crate::repo::Repository,
+    dry_run: bool,
+) -> anyhow::Result<u8> {
+    let report = repair::repair_index(repo, dry_run).await?;
+    if g.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(exit::OK);
+    }
+    if g.quiet {
+        return Ok(exit::OK);
+    }
+    let would = if dry_run { "would be " } else { "" };
+    for p in &report.packs_damaged {
+        println!("pack {}: {}; {would}dropped from the index", p.id, p.reason);
+    }
+    for d in &report.dictionaries_restored {
+        println!("zstd dictionary {d}: {would}written back from its copy");
+    }
+    for d in &report.dictionaries_removed {
+        println!("zstd dictionary {d}: damaged without a copy; removed");
+    }
+    println!(
+        "read {} ({} bytes): {} kept ({} newly indexed), {} missing or damaged; {} salvaged, {} lost",
+        plural(report.packs_read, "pack"),
+        report.bytes_read,
+        report.packs_kept,
+        report.packs_adopted,
+        report.packs_damaged.len(),
+        plural(report.blobs_salvaged, "blob"),
+        plural(report.blobs_lost, "blob"),
+    );
+    if !dry_run {
+        println!(
+            "wrote {}, removed {}",
+            plural(report.index_files_written, "index file"),
+            plural(report.index_files_removed, "index file")
+        );
+    }
+    if report.blobs_lost > 0 {
+        println!(
+            "the next snapshot stores again what the bases still hold; run `airback repair snapshots` to mark older snapshots that lost content"
+        );
+    }
+    Ok(exit::OK)
+}
+
+async fn snapshots(
+    g: &GlobalArgs,
+    repo: &crate::repo::Repository,
+    dry_run: bool,
+) -> anyhow::Result<u8> {
+    let report = repair::repair_snapshots(repo, dry_run).await?;
+    if g.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(exit::OK);
+    }
+    if g.quiet {
+        return Ok(exit::OK);
+    }
+    for r in &report.repaired {
+        match (&r.replacement, dry_run) {
+            (Some(new), _) => println!(
+                "snapshot {} replaced by partial snapshot {}:",
+                r.original.short(),
+                new.short()
+            ),
+            (None, true) => println!("snapshot {} would be repaired:", r.original.short()),
+            (None, false) => println!("snapshot {} removed:", r.original.short()),
+        }
+        for lost in &r.lost {
+            println!("  lost: {lost}");
+        }
+    }
+    println!(
+        "checked {}, {} {}",
+        plural(report.snapshots, "snapshot"),
+        report.repaired.len(),
+        if dry_run { "to repair" } else { "repaired" }
+    );
+    Ok(exit::OK)
+}
