@@ -17,11 +17,14 @@
 //!     name: CRM                            # optional label, informative only
 //!     tables:                              # optional
 //!       include: [Tasks, tblAAAAAAAAAAAAAA] # table names or ids; empty or missing = all tables
-//!       exclude: [Archive]                 # exclude wins over include
+//!       exclude:                           # exclude wins over include
+//!         - Archive
+//!         - { table: Scratch, optional: true } # may match no table without a warning
 //!     exclude_fields:                      # fields never backed up
 //!       - Tasks.Internal notes
 //!       - tblAAAAAAAAAAAAAA.fldBBBBBBBBBBBBBB
 //!       - { table: Sales.EU, field: Margin }
+//!       - { table: Tasks, field: Draft, optional: true }
 //!     attachments: false                   # per-base override: a bool (download) or a map as above
 //! retention:                               # validated now, used by `forget`
 //!   keep_last: 3
@@ -46,6 +49,17 @@
 //!   split at the last `.`. So `Sales.EU.Margin` is field `Margin` of table `Sales.EU`. When that
 //!   is not what you mean (a field name with a dot in a table referred to by name), write the
 //!   unambiguous map form `{table: Sales, field: EU.Margin}`.
+//! - Every entry of `tables.include`, `tables.exclude` and `exclude_fields` must match a table
+//!   (or field) of the base when a snapshot runs. An entry that matches nothing (a typo, or a
+//!   table or field renamed in Airtable) is a warning printed even with `--quiet`, it is named
+//!   in the snapshot's problems (so the snapshot is listed as partial) and in the `warnings` of
+//!   `--json`, and the run exits 3. Otherwise a renamed table would silently drop out of every
+//!   nightly snapshot. An entry that may match nothing is written as a map with
+//!   `optional: true`: `{table: Scratch, optional: true}` under `tables`, `{table: Tasks,
+//!   field: Draft, optional: true}` under `exclude_fields`. Plain strings stay required.
+//! - Prefer ids to names (`tblXXXXXXXXXXXXXX`, `fldXXXXXXXXXXXXXX`): they do not change when a
+//!   table or field is renamed. A table's id is in its Airtable URL; field ids are listed in
+//!   the base's API documentation (`https://airtable.com/<base id>/api/docs`).
 //! - Per-base `attachments` inherits every key it does not set from the top-level
 //!   `attachments`, which in turn defaults to `download: true, concurrency: 8`. A bare bool
 //!   (`attachments: false`) sets only `download`; it is accepted at the top level too.
@@ -158,17 +172,58 @@ impl BaseConfig {
 )]
 pub struct TableFilter {
     /// Only these tables; empty means all tables.
-    pub include: Vec<String>,
+    pub include: Vec<TableRef>,
     /// Never these tables, even when included.
-    pub exclude: Vec<String>,
+    pub exclude: Vec<TableRef>,
 }
 
 impl TableFilter {
     /// Whether the table passes the filter: it is included (an empty `include` includes every
     /// table) and not excluded. Each entry matches the table's id or its exact name.
     pub fn allows(&self, table_id: &str, table_name: &str) -> bool {
-        let names = |list: &[String]| list.iter().any(|t| t == table_id || t == table_name);
+        let names = |list: &[TableRef]| list.iter().any(|t| t.matches(table_id, table_name));
         (self.include.is_empty() || names(&self.include)) && !names(&self.exclude)
+    }
+}
+
+/// One entry of `tables.include` or `tables.exclude`: a table name or id, written as a plain
+/// string or as the map `{table: ..., optional: true}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRef {
+    /// A table name or id (`tbl…`).
+    pub table: String,
+    /// When true, the entry may match no table of the base without a warning; otherwise such
+    /// an entry makes the snapshot partial.
+    pub optional: bool,
+}
+
+impl TableRef {
+    /// Whether the entry names this table, by id or exact name.
+    pub fn matches(&self, table_id: &str, table_name: &str) -> bool {
+        self.table == table_id || self.table == table_name
+    }
+}
+
+impl From<&str> for TableRef {
+    /// A required entry.
+    fn from(table: &str) -> Self {
+        TableRef::from(table.to_owned())
+    }
+}
+
+impl From<String> for TableRef {
+    /// A required entry.
+    fn from(table: String) -> Self {
+        TableRef {
+            table,
+            optional: false,
+        }
+    }
+}
+
+impl fmt::Display for TableRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.table)
     }
 }
 
@@ -179,6 +234,9 @@ pub struct FieldRef {
     pub table: String,
     /// A field name or id (`fld…`).
     pub field: String,
+    /// When true, the entry may match no field of the base without a warning; otherwise such
+    /// an entry makes the snapshot partial. Only the map form can set it.
+    pub optional: bool,
 }
 
 impl FieldRef {
@@ -196,6 +254,7 @@ impl FieldRef {
         Some(FieldRef {
             table: table.to_owned(),
             field: field.to_owned(),
+            optional: false,
         })
     }
 
@@ -208,8 +267,13 @@ impl FieldRef {
         field_id: &str,
         field_name: &str,
     ) -> bool {
-        (self.table == table_id || self.table == table_name)
+        self.matches_table(table_id, table_name)
             && (self.field == field_id || self.field == field_name)
+    }
+
+    /// Whether the table part names this table, by id or exact name.
+    pub fn matches_table(&self, table_id: &str, table_name: &str) -> bool {
+        self.table == table_id || self.table == table_name
     }
 }
 
@@ -429,7 +493,7 @@ impl RawConfig {
                 ("include", &base.tables.include),
                 ("exclude", &base.tables.exclude),
             ] {
-                if list.iter().any(|t| t.trim().is_empty()) {
+                if list.iter().any(|t| t.table.trim().is_empty()) {
                     return Err(format!(
                         "base {}: `tables.{key}` has an empty table name; remove it or name a table",
                         base.id.0
@@ -625,20 +689,76 @@ fn keep_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> 
     d.deserialize_option(V)
 }
 
+impl<'de> Deserialize<'de> for TableRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(
+            deny_unknown_fields,
+            expecting = "a map with `table` and, optionally, `optional`"
+        )]
+        struct Map {
+            table: String,
+            #[serde(default)]
+            optional: bool,
+        }
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TableRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table name or id, or a map `{table: ..., optional: true}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TableRef, E> {
+                Ok(TableRef::from(v))
+            }
+            // A plain scalar YAML reads as another type is still a name (`2024`), as it was
+            // when entries were strings only; an empty one is rejected by `resolve`.
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<TableRef, E> {
+                Ok(TableRef::from(v.to_string().as_str()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TableRef, E> {
+                Ok(TableRef::from(v.to_string().as_str()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TableRef, E> {
+                Ok(TableRef::from(v.to_string().as_str()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<TableRef, E> {
+                Ok(TableRef::from(v.to_string().as_str()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TableRef, E> {
+                Ok(TableRef::from(""))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TableRef, A::Error> {
+                let m = Map::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(TableRef {
+                    table: m.table,
+                    optional: m.optional,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 impl<'de> Deserialize<'de> for FieldRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(deny_unknown_fields, expecting = "a map with `table` and `field`")]
+        #[serde(
+            deny_unknown_fields,
+            expecting = "a map with `table`, `field` and, optionally, `optional`"
+        )]
         struct Map {
             table: String,
             field: String,
+            #[serde(default)]
+            optional: bool,
         }
 
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = FieldRef;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`<table>.<field>` or a map `{table: ..., field: ...}`")
+                f.write_str("`<table>.<field>` or a map `{table: ..., field: ..., optional: true}`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldRef, E> {
                 FieldRef::parse(v).ok_or_else(|| {
@@ -658,6 +778,7 @@ impl<'de> Deserialize<'de> for FieldRef {
                 Ok(FieldRef {
                     table: m.table,
                     field: m.field,
+                    optional: m.optional,
                 })
             }
         }
@@ -779,6 +900,7 @@ retention:
         FieldRef {
             table: table.into(),
             field: field.into(),
+            optional: false,
         }
     }
 
@@ -1165,6 +1287,48 @@ retention:
         };
         assert!(both.allows("tbl1", "Tasks"));
         assert!(!both.allows("tbl3", "Archive"), "exclude wins");
+    }
+
+    #[test]
+    fn filter_entries_are_strings_or_maps_that_may_be_optional() {
+        let text = format!(
+            "bases:\n  - id: {BASE}\n    tables:\n      include: [Tasks, {{table: Old, optional: true}}, 2024]\n      exclude:\n        - {{table: tblAAAAAAAAAAAAAA}}\n    exclude_fields:\n      - Tasks.Notes\n      - {{table: Tasks, field: Gone, optional: true}}\n"
+        );
+        let config = parse(&text).unwrap();
+        let base = &config.bases[0];
+        let old = TableRef {
+            table: "Old".into(),
+            optional: true,
+        };
+        // A plain scalar YAML reads as a number is still a table name, as before.
+        assert_eq!(
+            base.tables.include,
+            vec!["Tasks".into(), old, "2024".into()]
+        );
+        assert_eq!(base.tables.exclude, vec!["tblAAAAAAAAAAAAAA".into()]);
+        let mut gone = fref("Tasks", "Gone");
+        gone.optional = true;
+        assert_eq!(base.exclude_fields, vec![fref("Tasks", "Notes"), gone]);
+
+        let msg = parse_err(&format!(
+            "bases:\n  - id: {BASE}\n    tables:\n      include:\n        - {{table: Old, optinal: true}}\n"
+        ));
+        assert!(
+            msg.contains("`optinal`") && msg.contains("line 5,"),
+            "{msg}"
+        );
+        let msg = parse_err(&format!(
+            "bases:\n  - id: {BASE}\n    tables:\n      include:\n        - {{optional: true}}\n"
+        ));
+        assert!(msg.contains("missing field `table`"), "{msg}");
+        let msg = parse_err(&format!(
+            "bases:\n  - id: {BASE}\n    exclude_fields:\n      - {{table: T, field: F, optional: maybe}}\n"
+        ));
+        assert!(msg.contains("line 4,"), "{msg}");
+        let msg = invalid_err(&format!(
+            "bases: [{{id: {BASE}, tables: {{include: [{{table: ' ', optional: true}}]}}}}]\n"
+        ));
+        assert!(msg.contains("tables.include"), "{msg}");
     }
 
     #[test]

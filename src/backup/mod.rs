@@ -79,6 +79,56 @@ impl BackupOptions {
             .map(|f| f.id.clone())
             .collect()
     }
+
+    /// The entries of `tables` and `exclude_fields` not marked optional that match nothing in
+    /// `tables` (the base's schema), each described for people. A misspelled or renamed table
+    /// would otherwise be left out of every snapshot without a word.
+    fn unmatched_entries(&self, tables: &[TableSchema]) -> Vec<String> {
+        let quoted = |s: &str| serde_json::to_string(s).expect("strings serialize");
+        let mut out = Vec::new();
+        for (key, list) in [
+            ("tables.include", &self.tables.include),
+            ("tables.exclude", &self.tables.exclude),
+        ] {
+            for entry in list.iter().filter(|e| !e.optional) {
+                if !tables.iter().any(|t| entry.matches(&t.id, &t.name)) {
+                    out.push(format!(
+                        "`{key}` entry `{entry}` matches no table (by id or exact name); \
+                         correct it (a table id such as tblXXXXXXXXXXXXXX survives renames) or \
+                         write `{{table: {}, optional: true}}` if it may be absent",
+                        quoted(&entry.table)
+                    ));
+                }
+            }
+        }
+        for entry in self.exclude_fields.iter().filter(|e| !e.optional) {
+            let in_tables: Vec<&TableSchema> = tables
+                .iter()
+                .filter(|t| entry.matches_table(&t.id, &t.name))
+                .collect();
+            let found = in_tables.iter().any(|t| {
+                t.fields
+                    .iter()
+                    .any(|f| entry.matches(&t.id, &t.name, &f.id, &f.name))
+            });
+            if found {
+                continue;
+            }
+            let what = if in_tables.is_empty() {
+                format!("no table `{}`", entry.table)
+            } else {
+                format!("table `{}` has no field `{}`", entry.table, entry.field)
+            };
+            out.push(format!(
+                "`exclude_fields` entry `{entry}` matches no field ({what}, by id or exact \
+                 name); correct it (ids such as tblXXXXXXXXXXXXXX.fldXXXXXXXXXXXXXX survive \
+                 renames) or write `{{table: {}, field: {}, optional: true}}` if it may be absent",
+                quoted(&entry.table),
+                quoted(&entry.field)
+            ));
+        }
+        out
+    }
 }
 
 /// Reports the progress of a snapshot or an export; the CLI draws bars with it. Every method
@@ -132,10 +182,14 @@ pub struct BackupSummary {
     pub rate_limited: u64,
     /// Wall time.
     pub duration_secs: f64,
-    /// Whether some content could not be read.
+    /// Whether some content could not be read, or a filter entry matched nothing (`warnings`);
+    /// the snapshot is then marked partial.
     pub partial: bool,
     /// What could not be read.
     pub problems: Vec<String>,
+    /// Filter entries (`tables`, `exclude_fields`) that matched nothing in the base; they are
+    /// among the saved snapshot's `problems` too.
+    pub warnings: Vec<String>,
 }
 
 /// Why a backup failed. A backup that fails leaves no snapshot (and a valid repository).
@@ -200,6 +254,7 @@ pub async fn backup_base(
     }
     .unwrap_or_else(|| base.clone());
     let schema = client.base_schema(&base).await.map_err(airtable)?;
+    let warnings = options.unmatched_entries(&schema.tables);
     let schema_bytes = serde_json::to_vec_pretty(&schema.raw).expect("JSON values serialize");
     let schema_len = schema_bytes.len() as u64;
     let schema_content = writer.save_bytes(BlobKind::Meta, schema_bytes).await?;
@@ -361,7 +416,7 @@ pub async fn backup_base(
     let root_id = save_tree(&writer, root).await?;
     let stats = writer.flush().await?;
 
-    let partial = !problems.is_empty();
+    let partial = !problems.is_empty() || !warnings.is_empty();
     let summary_json = json!({
         "tables": tables_count,
         "records": total_records,
@@ -378,7 +433,7 @@ pub async fn backup_base(
         source: json!({"kind": "airtable-base", "base_id": base, "base_name": base_name}),
         tags: options.tags.clone(),
         partial,
-        problems: problems.clone(),
+        problems: problems.iter().chain(&warnings).cloned().collect(),
         summary: summary_json,
     };
     let snapshot_bytes = crate::codec::encode_json_file(&snapshot).len() as u64;
@@ -410,6 +465,7 @@ pub async fn backup_base(
         duration_secs: start.elapsed().as_secs_f64(),
         partial,
         problems,
+        warnings,
     })
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{GlobalArgs, exit, open_repo_at, progress};
 use crate::airtable::{Client, ClientOptions, Token};
-use crate::backup::{BackupOptions, BackupSummary, backup_base};
+use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base};
 use crate::config::Config;
 use crate::repo::snapshot::NodeKind;
 use crate::snapshots;
@@ -97,7 +97,9 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
         o
     };
     for base in &args.bases {
-        jobs.push(defaults(base));
+        if !jobs.iter().any(|j| j.base_id == *base) {
+            jobs.push(defaults(base));
+        }
     }
     if let Some(config) = &config {
         for base in &config.bases {
@@ -133,22 +135,77 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
         }
     }
 
+    // Each base on its own: one that fails is reported and the next one still runs; the exit
+    // code is the worst outcome (error over partial over ok).
     let repo = open_repo_at(g, &location).await?;
     let mut code = exit::OK;
+    let mut failed = Vec::new();
     for job in &jobs {
         let progress = progress::for_backup(g.quiet || g.json, &job.base_id);
-        let summary = backup_base(&repo, &client, job, progress).await?;
-        if summary.partial {
-            code = exit::PARTIAL;
+        match backup_base(&repo, &client, job, progress).await {
+            Ok(summary) => {
+                if summary.partial && code == exit::OK {
+                    code = exit::PARTIAL;
+                }
+                print_summary(g, &summary)?;
+            }
+            Err(err) => {
+                code = exit::ERROR;
+                // "cannot back up base X" says nothing the report line does not.
+                let err = match err {
+                    BackupError::Airtable { source, .. } => anyhow::Error::from(source),
+                    other => anyhow::Error::from(other),
+                };
+                print_failure(g, &job.base_id, &err);
+                failed.push(job.base_id.as_str());
+            }
         }
-        print_summary(g, &summary)?;
+    }
+    if failed.len() == jobs.len() && jobs.len() > 1 {
+        eprintln!("error: all {} bases failed", jobs.len());
+    } else if !failed.is_empty() && jobs.len() > 1 {
+        eprintln!(
+            "error: {} of {} bases failed ({}); the others were backed up",
+            failed.len(),
+            jobs.len(),
+            failed.join(", ")
+        );
     }
     Ok(code)
 }
 
-fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
+/// Reports a base whose backup failed (no snapshot was saved for it): a line on stderr, and
+/// with `--json` an object `{"base_id", "outcome": "failed", "error"}` on stdout.
+fn print_failure(g: &GlobalArgs, base: &str, err: &anyhow::Error) {
+    eprintln!("error: base {base} failed, no snapshot was saved for it: {err:#}");
     if g.json {
-        println!("{}", serde_json::to_string(s)?);
+        println!(
+            "{}",
+            json!({"base_id": base, "outcome": "failed", "error": format!("{err:#}")})
+        );
+    }
+}
+
+fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
+    // Filter entries that matched nothing: printed even with --quiet or --json, since a
+    // nightly run would otherwise drop a renamed table without a word.
+    for w in &s.warnings {
+        eprintln!("warning: base {}: {w}", s.base_id);
+    }
+    if g.json {
+        /// The summary's keys, in their order, then `outcome`.
+        #[derive(serde::Serialize)]
+        struct WithOutcome<'a> {
+            #[serde(flatten)]
+            summary: &'a BackupSummary,
+            outcome: &'static str,
+        }
+        let outcome = if s.partial { "partial" } else { "ok" };
+        let line = serde_json::to_string(&WithOutcome {
+            summary: s,
+            outcome,
+        })?;
+        println!("{line}");
         return Ok(());
     }
     if !g.quiet {
@@ -170,7 +227,7 @@ fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
             s.duration_secs
         );
     }
-    if s.partial {
+    if !s.problems.is_empty() {
         eprintln!(
             "warning: snapshot {} is partial; {} items could not be read:",
             s.snapshot_id.short(),
@@ -179,6 +236,13 @@ fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
         for p in &s.problems {
             eprintln!("  {p}");
         }
+    } else if s.partial {
+        eprintln!(
+            "warning: snapshot {} is marked partial: the configuration names tables or fields \
+             that base {} does not have (see above)",
+            s.snapshot_id.short(),
+            s.base_id
+        );
     }
     Ok(())
 }
@@ -315,7 +379,7 @@ pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
         );
     }
     if s.partial {
-        println!("  PARTIAL: {} items could not be read:", s.problems.len());
+        println!("  PARTIAL: {} problems:", s.problems.len());
         for p in &s.problems {
             println!("    {p}");
         }

@@ -298,3 +298,195 @@ async fn a_partial_snapshot_exits_3_and_names_what_is_missing() {
     assert_eq!(code, 0);
     assert!(out.contains("(partial)"), "{out}");
 }
+
+/// The names of the first two tables of `base` and the name of the first table's first field.
+fn demo_names(fake: &FakeAirtable, base: &str) -> (String, String, String) {
+    let schema = fake.schema_json(base);
+    let tables = schema["tables"].as_array().unwrap();
+    let name = |v: &Value| v["name"].as_str().unwrap().to_string();
+    (
+        name(&tables[0]),
+        name(&tables[1]),
+        name(&tables[0]["fields"][0]),
+    )
+}
+
+/// Runs `airback snapshot --config <config>` with `config_text` written to it, plus `extra`.
+async fn snapshot_with_config(
+    fake: &FakeAirtable,
+    dir: &std::path::Path,
+    config_text: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let config = dir.join("airback.yaml");
+    std::fs::write(&config, config_text).unwrap();
+    let mut args = vec!["snapshot", "--config", config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    airback_with(fake, dir, &args).await
+}
+
+/// Issue #10, defect 3: a `tables.include` entry that matches no table (a typo, or a table
+/// renamed in Airtable) is a warning even with `--quiet`, exit 3, and a partial snapshot that
+/// names the entry; marked `optional: true` it is silent and the run exits 0. A misspelled
+/// `exclude_fields` entry is a warning and exit 3 too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_or_field_filter_that_matches_nothing_warns_and_exits_3() {
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    let (table, other, field) = demo_names(&fake, &base);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    assert_eq!(
+        airback_with(&fake, dir.path(), &["init", "--repo", repo])
+            .await
+            .0,
+        0
+    );
+    let head = format!("repository: {repo}\nattachments: false\nbases:\n  - id: {base}\n");
+
+    // A misspelled include: nothing of the table is backed up, and the run says so.
+    let typo = format!("{table}zz");
+    let (code, out, err) = snapshot_with_config(
+        &fake,
+        dir.path(),
+        &format!("{head}    tables:\n      include: [\"{typo}\"]\n"),
+        &["--quiet"],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("warning") && err.contains(&typo) && err.contains("tables.include"),
+        "{err}"
+    );
+    let (code, out, _) = airback_with(&fake, dir.path(), &["snapshots", "--repo", repo]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("(partial)"), "{out}");
+    let (code, out, _) = airback_with(
+        &fake,
+        dir.path(),
+        &["show", "latest", "--repo", repo, "--json"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(shown["snapshot"]["partial"], true, "{shown}");
+    let problems = shown["snapshot"]["problems"].to_string();
+    assert!(problems.contains(&typo), "{problems}");
+
+    // The same entry marked optional (next to a real table), and an optional excluded field
+    // that is not there: no warning, exit 0.
+    let (code, out, err) = snapshot_with_config(
+        &fake,
+        dir.path(),
+        &format!(
+            "{head}    tables:\n      include: [\"{other}\", {{table: \"{typo}\", optional: true}}]\n    exclude_fields:\n      - {{table: \"{other}\", field: Gonezz, optional: true}}\n"
+        ),
+        &["--quiet"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains(&typo) && !err.contains("warning"), "{err}");
+
+    // A misspelled exclude and a misspelled excluded field: warnings, exit 3, and the JSON
+    // summary lists them.
+    let (code, out, err) = snapshot_with_config(
+        &fake,
+        dir.path(),
+        &format!(
+            "{head}    tables:\n      exclude: [Archivez]\n    exclude_fields: [\"{table}.{field}zz\"]\n"
+        ),
+        &["--quiet", "--json"],
+    )
+    .await;
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("Archivez") && err.contains(&format!("{field}zz")),
+        "{err}"
+    );
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    let warnings = summary["warnings"].to_string();
+    assert!(
+        warnings.contains("Archivez") && warnings.contains(&format!("{field}zz")),
+        "{summary}"
+    );
+    assert_eq!(summary["partial"], true, "{summary}");
+    assert_eq!(summary["outcome"], "partial", "{summary}");
+}
+
+/// Issue #10, defect 6: an unknown base listed before a good one does not stop the run: the
+/// good base is backed up, the output names both outcomes, and the exit code is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_base_does_not_stop_the_others() {
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    let unknown = "appUnknownBase000";
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    assert_eq!(
+        airback_with(&fake, dir.path(), &["init", "--repo", repo])
+            .await
+            .0,
+        0
+    );
+
+    // From a config file, as text.
+    let (code, out, err) = snapshot_with_config(
+        &fake,
+        dir.path(),
+        &format!(
+            "repository: {repo}\nattachments: false\nbases:\n  - id: {unknown}\n  - id: {base}\n"
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("of base {base}")), "{out}");
+    assert!(err.contains(unknown) && err.contains("failed"), "{err}");
+    let (code, out, _) =
+        airback_with(&fake, dir.path(), &["snapshots", "--repo", repo, "--json"]).await;
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["base_id"], base.as_str());
+
+    // With repeated --base, as JSON: one object per base, in order, each with its outcome.
+    let (code, out, err) = airback_with(
+        &fake,
+        dir.path(),
+        &[
+            "snapshot",
+            "--repo",
+            repo,
+            "--no-attachments",
+            "--base",
+            unknown,
+            "--base",
+            &base,
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    let objects: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 2, "{out}");
+    assert_eq!(objects[0]["base_id"], unknown, "{out}");
+    assert_eq!(objects[0]["outcome"], "failed", "{out}");
+    assert!(
+        objects[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(unknown)),
+        "{out}"
+    );
+    assert_eq!(objects[1]["base_id"], base.as_str(), "{out}");
+    assert_eq!(objects[1]["outcome"], "ok", "{out}");
+    assert!(objects[1]["snapshot_id"].is_string(), "{out}");
+}

@@ -255,15 +255,20 @@ async fn excluded_tables_and_fields_are_left_out() {
     let (kept, dropped) = (&tables[0], &tables[1]);
     let field = kept["fields"].as_array().unwrap().last().unwrap();
     let mut options = BackupOptions::new(&s.base);
-    options.tables.exclude = vec![dropped["name"].as_str().unwrap().to_string()];
+    options.tables.exclude = vec![dropped["name"].as_str().unwrap().into()];
     options.exclude_fields = vec![airback::config::FieldRef {
         table: kept["name"].as_str().unwrap().to_string(),
         field: field["name"].as_str().unwrap().to_string(),
+        optional: false,
     }];
     let summary = backup_base(&s.repo, &s.client, &options, Arc::new(NoProgress))
         .await
         .unwrap();
     assert_eq!(summary.tables, tables.len() - 1);
+    assert!(
+        summary.warnings.is_empty() && !summary.partial,
+        "every filter entry matched: {summary:?}"
+    );
     let snapshot = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
     let root = s.repo.load_tree(&snapshot.tree).await.unwrap();
     let tree = subtree(&s.repo, &root, "tables").await;
