@@ -483,7 +483,12 @@ impl Repairer<'_> {
         }
         let tree = match self.repo.load_tree(&id).await {
             Ok(t) => t,
-            Err(e @ (RepoError::Corrupt { .. } | RepoError::MissingPack { .. })) => {
+            Err(
+                e @ (RepoError::Corrupt { .. }
+                | RepoError::MissingPack { .. }
+                | RepoError::MissingBlob(_)
+                | RepoError::LostBlob { .. }),
+            ) => {
                 return Ok(Outcome::Lost(e.to_string()));
             }
             Err(e) => return Err(e),

@@ -76,6 +76,17 @@ pub enum RepoError {
     /// A blob that should exist is not in any index.
     #[error("blob {0} is not in the repository index; run `airback check`")]
     MissingBlob(BlobId),
+    /// A blob no usable pack holds, in a repository with packs known to be missing or
+    /// damaged.
+    #[error(
+        "blob {blob} cannot be read: it is in none of the repository's usable packs, and {bad_packs} pack(s) are recorded as missing or damaged; run `airback check` to see what is affected, then `airback repair index`"
+    )]
+    LostBlob {
+        /// The blob.
+        blob: BlobId,
+        /// How many packs are recorded as bad.
+        bad_packs: usize,
+    },
     /// The pack an index file names for a blob is not in storage.
     #[error(
         "pack {pack}, which holds blob {blob}, is missing from storage; run `airback check` to see the snapshots affected, then `airback repair index` and `airback repair snapshots`"
@@ -672,7 +683,23 @@ impl Repository {
             Some(location) => location,
             None => {
                 self.sync_index().await?;
-                self.locate(id).await?.ok_or(RepoError::MissingBlob(*id))?
+                match self.locate(id).await? {
+                    Some(location) => location,
+                    None => {
+                        let this = self.clone();
+                        let bad = tokio::task::spawn_blocking(move || this.cache().bad_packs())
+                            .await
+                            .map_err(|e| RepoError::Internal(e.to_string()))??;
+                        return Err(if bad.is_empty() {
+                            RepoError::MissingBlob(*id)
+                        } else {
+                            RepoError::LostBlob {
+                                blob: *id,
+                                bad_packs: bad.len(),
+                            }
+                        });
+                    }
+                }
             }
         };
         let start = u64::from(location.offset);

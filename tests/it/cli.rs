@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::support::airback;
 
 /// Runs the binary against a fake Airtable: `AIRTABLE_API_URL` and `AIRTABLE_TOKEN` set.
-async fn airback_with(
+pub(crate) async fn airback_with(
     fake: &FakeAirtable,
     cache: &std::path::Path,
     args: &[&str],

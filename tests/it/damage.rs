@@ -461,3 +461,191 @@ async fn a_snapshot_after_check_found_a_damaged_pack_stores_its_content_again() 
         s.repo.read_blob(&blob).await.unwrap();
     }
 }
+
+/// The commands a user types after losing a pack: `check` exits 1 and names the damaged
+/// snapshots and what to run; `repair index` and `repair snapshots` (with `--json`) fix it;
+/// `check --read-data` is then clean and a nightly snapshot complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repair_commands_from_the_command_line() {
+    use crate::cli::airback_with;
+    let fake = airback::fake::FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let run = |args: Vec<&str>| {
+        let mut all = vec!["--repo", repo];
+        all.extend(args);
+        let all: Vec<String> = all.into_iter().map(String::from).collect();
+        let fake = &fake;
+        let cache = cache.clone();
+        async move {
+            let args: Vec<&str> = all.iter().map(String::as_str).collect();
+            airback_with(fake, &cache, &args).await
+        }
+    };
+    assert_eq!(run(vec!["init"]).await.0, 0);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, out, err) = run(vec!["snapshot", "--base", &base, "--json"]).await;
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        ids.push(v["snapshot_id"].as_str().unwrap().to_string());
+    }
+    // Both snapshots share the data pack; delete it.
+    let data = std::path::Path::new(repo).join("data");
+    let mut biggest = None;
+    for d in std::fs::read_dir(&data).unwrap().flatten() {
+        for p in std::fs::read_dir(d.path()).unwrap().flatten() {
+            let len = p.metadata().unwrap().len();
+            if biggest.as_ref().is_none_or(|(l, _)| len > *l) {
+                biggest = Some((len, p.path()));
+            }
+        }
+    }
+    std::fs::remove_file(biggest.unwrap().1).unwrap();
+
+    let (code, out, err) = run(vec!["check"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    for id in &ids {
+        assert!(out.contains(&id[..8]), "check names snapshot {id}: {out}");
+    }
+    assert!(
+        err.contains("2 snapshots are damaged") && err.contains("airback repair index"),
+        "{err}"
+    );
+    let (code, out, err) = run(vec!["check", "--json"]).await;
+    assert_eq!(code, 1, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["damaged_snapshots"].as_array().unwrap().len(), 2);
+
+    let (code, out, err) = run(vec!["repair", "index", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["packs_damaged"].as_array().unwrap().len(),
+        1,
+        "{out}"
+    );
+    assert!(report["blobs_lost"].as_u64().unwrap() > 0, "{out}");
+    let (code, out, err) = run(vec!["repair", "snapshots"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.matches("replaced by partial snapshot").count(),
+        2,
+        "{out}"
+    );
+    assert!(out.contains("lost: attachment"), "{out}");
+    let (code, out, err) = run(vec!["check", "--read-data"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(vec!["snapshots", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let partial = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["partial"] == true)
+        .count();
+    assert_eq!(partial, 2, "{out}");
+    // Tonight's snapshot downloads the lost attachments again and is complete.
+    let (code, out, err) = run(vec!["snapshot", "--base", &base, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert!(v["attachments_downloaded"].as_u64().unwrap() > 0, "{out}");
+    let (code, out, err) = run(vec!["check", "--read-data"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Defect 2: a damaged dictionary with no intact copy is called damaged (not "not in the
+/// repository"), by check and by a read of a blob that needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dictionary_damaged_with_its_copy_is_reported_as_damaged() {
+    use crate::support::{json_lines, new_repo, small_options};
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let location = location.to_str().unwrap();
+    let repo = new_repo(location, &small_options()).await;
+    let writer = repo.writer();
+    let ids = writer
+        .save_bytes(BlobKind::Meta, json_lines(3000, 1))
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    let dict = repo
+        .dictionaries()
+        .for_encoding()
+        .cloned()
+        .expect("a dictionary");
+    let copy = repo
+        .cache()
+        .lookup(&BlobId(dict.id.0))
+        .unwrap()
+        .expect("the dictionary's copy is indexed");
+    flip(
+        &std::path::Path::new(location).join(format!("dicts/{}", dict.id)),
+        100,
+    );
+    flip(
+        &std::path::Path::new(location).join(airback::repo::pack::pack_path(&copy.pack)),
+        (copy.offset + copy.length / 2) as usize,
+    );
+    let backend = repo.backend().clone();
+    let repo = Repository::open(backend, CacheChoice::Memory)
+        .await
+        .unwrap();
+    assert!(!repo.dictionaries_complete());
+    let mut message = None;
+    for id in &ids {
+        if let Err(e) = repo.read_blob(id).await {
+            message = Some(e.to_string());
+            break;
+        }
+    }
+    let message = message.expect("a blob compressed with the dictionary fails to read");
+    assert!(message.contains("damaged"), "{message}");
+    assert!(!message.contains("not in the repository"), "{message}");
+    let report = check(&repo, &CheckOptions::default()).await.unwrap();
+    assert!(
+        report.errors.iter().any(|e| e.contains(&dict.id.to_hex())
+            && e.contains("damaged")
+            && e.contains("no intact copy")),
+        "{:#?}",
+        report.errors
+    );
+}
+
+/// Defect 2, with nothing but reads: one flipped byte in `dicts/` costs nothing, because the
+/// dictionary's copy in a pack is used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_the_dictionary_costs_nothing() {
+    use crate::support::{json_lines, new_repo, small_options};
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let location = location.to_str().unwrap();
+    let repo = new_repo(location, &small_options()).await;
+    let writer = repo.writer();
+    let content = json_lines(3000, 2);
+    let ids = writer
+        .save_bytes(BlobKind::Meta, content.clone())
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    let dicts: Vec<PathBuf> = std::fs::read_dir(std::path::Path::new(location).join("dicts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dicts.len(), 1);
+    flip(&dicts[0], 100);
+    let backend = repo.backend().clone();
+    let repo = Repository::open(backend, CacheChoice::Memory).await.unwrap();
+    let mut read = Vec::new();
+    for id in &ids {
+        read.extend(repo.read_blob(id).await.unwrap());
+    }
+    assert_eq!(read, content);
+}
