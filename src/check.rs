@@ -370,7 +370,41 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
         }
     }
 
-    // 5. Every snapshot: can each file and folder it names be read back?
+    // 5. Remember what is broken (and what turned out sound), so writers stop referring to
+    // it; before the walk, so that reading trees uses what was just learnt. A pack recorded
+    // as missing that is back with its indexed size and a good header counts as sound.
+    let mut bad: Vec<(PackId, String)> = damage
+        .bad_packs
+        .iter()
+        .map(|(id, reason)| (*id, reason.clone()))
+        .collect();
+    let damaged_by_read: HashSet<PackId> = damage.bad_blobs.keys().map(|(_, _, p)| *p).collect();
+    bad.extend(
+        damaged_by_read
+            .into_iter()
+            .map(|p| (p, "damaged (found by `check --read-data`)".to_string())),
+    );
+    bad.sort();
+    bad.dedup_by_key(|(id, _)| *id);
+    report.damaged_packs = bad
+        .iter()
+        .map(|(id, reason)| PackProblem {
+            id: *id,
+            reason: reason.clone(),
+        })
+        .collect();
+    repo.mark_packs_damaged(bad).await?;
+    let recorded = repo.cache().bad_packs()?;
+    let mut sound: Vec<PackId> = damage.verified.iter().copied().collect();
+    sound.extend(recorded.iter().filter_map(|(id, reason)| {
+        (reason == crate::repo::MISSING
+            && packs.contains_key(id)
+            && listed.get(id) == Some(&packs[id].size)
+            && !damage.bad_packs.contains_key(id))
+        .then_some(*id)
+    }));
+    repo.mark_packs_sound(&sound).await?;
+    // 6. Every snapshot: can each file and folder it names be read back?
     let mut memo: HashMap<BlobId, Vec<(String, String)>> = HashMap::new();
     for (snapshot_id, snapshot) in &snapshots {
         let lost: Vec<String> = tree_losses(repo, snapshot.tree, "", &blobs, &damage, &mut memo)
@@ -404,30 +438,6 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
         });
     }
 
-    // 6. Remember what is broken (and what turned out sound), so writers stop referring to it.
-    let mut bad: Vec<(PackId, String)> = damage
-        .bad_packs
-        .iter()
-        .map(|(id, reason)| (*id, reason.clone()))
-        .collect();
-    let damaged_by_read: HashSet<PackId> = damage.bad_blobs.keys().map(|(_, _, p)| *p).collect();
-    bad.extend(
-        damaged_by_read
-            .into_iter()
-            .map(|p| (p, "damaged (found by `check --read-data`)".to_string())),
-    );
-    bad.sort();
-    bad.dedup_by_key(|(id, _)| *id);
-    report.damaged_packs = bad
-        .iter()
-        .map(|(id, reason)| PackProblem {
-            id: *id,
-            reason: reason.clone(),
-        })
-        .collect();
-    repo.mark_packs_damaged(bad).await?;
-    let sound: Vec<PackId> = damage.verified.iter().copied().collect();
-    repo.mark_packs_sound(&sound).await?;
     Ok(report)
 }
 
