@@ -46,9 +46,12 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
     let format = match (args.format, &output) {
         (Some(format), _) => format,
         (None, Output::Stdout) => ExportFormat::Tar,
-        (None, Output::Path(path)) => {
-            ExportFormat::from_extension(path).ok_or_else(|| ExportError::NoFormat(path.clone()))?
-        }
+        (None, Output::Path(path)) => match ExportFormat::from_extension(path) {
+            Some(format) => format,
+            // `-o /dev/null`, a named pipe: a stream, as for `-o -`.
+            None if output.is_stream() => ExportFormat::Tar,
+            None => return Err(ExportError::NoFormat(path.clone()).into()),
+        },
     };
     if output == Output::Stdout {
         if format != ExportFormat::Tar {
@@ -67,6 +70,8 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
     let repo = open_repo(g).await?;
     // Shared, like `check`: a future `prune` must not delete packs while they are read.
     let lock = repo.lock(false, "export").await?;
+    // Checked before the export writes to it: `-o /dev/stdout` carries the archive.
+    let to_stderr = options.output.is_stdout();
     let result = async {
         let (id, snapshot) =
             snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
@@ -80,13 +85,17 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
     .await;
     lock.release().await?;
     let summary = result?;
-    print_summary(g, &options, &summary)?;
+    print_summary(g, &options, &summary, to_stderr)?;
     Ok(exit::OK)
 }
 
-fn print_summary(g: &GlobalArgs, options: &ExportOptions, s: &ExportSummary) -> anyhow::Result<()> {
-    // With `-o -` standard output carries the archive: everything else goes to stderr.
-    let to_stderr = options.output == Output::Stdout;
+/// Prints the summary, to standard error when standard output carries the archive.
+fn print_summary(
+    g: &GlobalArgs,
+    options: &ExportOptions,
+    s: &ExportSummary,
+    to_stderr: bool,
+) -> anyhow::Result<()> {
     let say = |line: String| {
         if to_stderr {
             eprintln!("{line}");
