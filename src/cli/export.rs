@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::print::{count, err, out};
 use super::snapshot::human_bytes;
 use super::{GlobalArgs, exit, open_repo, progress};
 use crate::export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output};
@@ -98,13 +99,14 @@ fn print_summary(
 ) -> anyhow::Result<()> {
     let say = |line: String| {
         if to_stderr {
-            eprintln!("{line}");
+            err!("{line}");
+            Ok(())
         } else {
-            println!("{line}");
+            out!("{line}")
         }
     };
     if g.json {
-        say(serde_json::to_string(s)?);
+        say(serde_json::to_string(s)?)?;
     } else if !g.quiet {
         let rate = if s.duration_secs > 0.0 {
             format!(
@@ -115,27 +117,30 @@ fn print_summary(
             String::new()
         };
         say(format!(
-            "exported snapshot {} of base {} ({}) as {} to {}: {} tables, {} records, {} \
-             attachments ({}); {} written in {:.1} s{rate}",
+            "exported snapshot {} of base {} ({}) as {} to {}: {}, {}, {} ({}); {} written \
+             in {:.1} s{rate}",
             s.snapshot_id.short(),
             s.base_id,
             s.base_name,
             s.format,
             options.output,
-            s.tables,
-            s.records,
-            s.attachments,
+            count(s.tables as u64, "table"),
+            count(s.records, "record"),
+            count(s.attachments, "attachment"),
             human_bytes(s.attachment_bytes),
             human_bytes(s.bytes_written),
             s.duration_secs,
-        ));
+        ))?;
     }
     if s.missing_attachments > 0 {
-        eprintln!(
-            "warning: {} attachments have no content in this snapshot (it is partial, or was \
-             taken without attachment content); their metadata is exported, manifest.json \
-             lists their ids",
-            s.missing_attachments
+        err!(
+            "warning: {} no content in this snapshot (it is partial, or was taken without \
+             attachment content); their metadata is exported, manifest.json lists their ids",
+            if s.missing_attachments == 1 {
+                "1 attachment has".to_owned()
+            } else {
+                format!("{} attachments have", s.missing_attachments)
+            }
         );
     }
     Ok(())

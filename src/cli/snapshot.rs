@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
+use super::print::{count, err, out};
 use super::{GlobalArgs, exit, open_repo_at, progress};
 use crate::airtable::{Client, ClientOptions, Token};
 use crate::backup::{BackupOptions, BackupSummary, backup_base};
@@ -148,36 +149,36 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
 
 fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
     if g.json {
-        println!("{}", serde_json::to_string(s)?);
+        out!("{}", serde_json::to_string(s)?)?;
         return Ok(());
     }
     if !g.quiet {
-        println!(
-            "snapshot {} of base {} ({}): {} tables, {} records, {} attachments ({} downloaded, {} reused); {} added in {} objects; {} API requests ({} retries, {} rate-limited) in {:.1} s",
+        out!(
+            "snapshot {} of base {} ({}): {}, {}, {} ({} downloaded, {} reused); {} added in {}; {} ({}, {} rate-limited) in {:.1} s",
             s.snapshot_id.short(),
             s.base_id,
             s.base_name,
-            s.tables,
-            s.records,
-            s.attachments,
+            count(s.tables as u64, "table"),
+            count(s.records, "record"),
+            count(s.attachments, "attachment"),
             s.attachments_downloaded,
             s.attachments_reused,
             human_bytes(s.bytes_added),
-            s.objects_written,
-            s.api_requests,
-            s.retries,
+            count(s.objects_written, "object"),
+            count(s.api_requests, "API request"),
+            count(s.retries, "retry"),
             s.rate_limited,
             s.duration_secs
-        );
+        )?;
     }
     if s.partial {
-        eprintln!(
-            "warning: snapshot {} is partial; {} items could not be read:",
+        err!(
+            "warning: snapshot {} is partial; {} could not be read:",
             s.snapshot_id.short(),
-            s.problems.len()
+            count(s.problems.len() as u64, "item")
         );
         for p in &s.problems {
-            eprintln!("  {p}");
+            err!("  {p}");
         }
     }
     Ok(())
@@ -223,13 +224,20 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string(&rows)?);
+        out!("{}", serde_json::to_string(&rows)?)?;
         return Ok(exit::OK);
     }
-    println!(
+    out!(
         "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}",
-        "ID", "TIME", "BASE", "NAME", "TABLES", "RECORDS", "ATTACHMENTS", "SIZE"
-    );
+        "ID",
+        "TIME",
+        "BASE",
+        "NAME",
+        "TABLES",
+        "RECORDS",
+        "ATTACHMENTS",
+        "SIZE"
+    )?;
     for (id, s) in &selected {
         let name = s
             .source
@@ -237,7 +245,7 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let name: String = name.chars().take(24).collect();
-        println!(
+        out!(
             "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}{}",
             id.short(),
             s.time,
@@ -248,10 +256,10 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
             summary_u64(s, "attachments"),
             human_bytes(summary_u64(s, "size")),
             if s.partial { "  (partial)" } else { "" }
-        );
+        )?;
     }
     if !g.quiet {
-        println!("{} snapshots", selected.len());
+        out!("{}", count(selected.len() as u64, "snapshot"))?;
     }
     Ok(exit::OK)
 }
@@ -280,44 +288,47 @@ pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
         }
     }
     if g.json {
-        println!("{}", json!({"id": id, "snapshot": s, "tables": tables}));
+        out!("{}", json!({"id": id, "snapshot": s, "tables": tables}))?;
         return Ok(exit::OK);
     }
-    println!("snapshot {id}");
-    println!("  time:      {}", s.time);
-    println!("  host:      {}", s.hostname);
-    println!("  program:   {}", s.program);
-    println!(
+    out!("snapshot {id}")?;
+    out!("  time:      {}", s.time)?;
+    out!("  host:      {}", s.hostname)?;
+    out!("  program:   {}", s.program)?;
+    out!(
         "  base:      {} ({})",
         snapshots::base_id(&s).unwrap_or("-"),
         s.source
             .get("base_name")
             .and_then(|v| v.as_str())
             .unwrap_or("")
-    );
+    )?;
     if !s.tags.is_empty() {
-        println!("  tags:      {}", s.tags.join(", "));
+        out!("  tags:      {}", s.tags.join(", "))?;
     }
-    println!(
-        "  contents:  {} records in {} tables, {} attachments ({}), {} in all",
-        summary_u64(&s, "records"),
-        summary_u64(&s, "tables"),
-        summary_u64(&s, "attachments"),
+    out!(
+        "  contents:  {} in {}, {} ({}), {} in all",
+        count(summary_u64(&s, "records"), "record"),
+        count(summary_u64(&s, "tables"), "table"),
+        count(summary_u64(&s, "attachments"), "attachment"),
         human_bytes(summary_u64(&s, "attachment_bytes")),
         human_bytes(summary_u64(&s, "size"))
-    );
+    )?;
     for t in &tables {
-        println!(
+        out!(
             "    {:<32} {:>8} records  {:>9}",
             t["name"].as_str().unwrap_or(""),
             t["records"].as_u64().unwrap_or(0),
             human_bytes(t["size"].as_u64().unwrap_or(0))
-        );
+        )?;
     }
     if s.partial {
-        println!("  PARTIAL: {} items could not be read:", s.problems.len());
+        out!(
+            "  PARTIAL: {} could not be read:",
+            count(s.problems.len() as u64, "item")
+        )?;
         for p in &s.problems {
-            println!("    {p}");
+            out!("    {p}")?;
         }
     }
     Ok(exit::OK)

@@ -4,6 +4,7 @@ mod airtable_client;
 mod cli;
 mod export;
 mod fake_airtable;
+mod hygiene;
 mod regressions;
 mod repo;
 mod restore;

@@ -1,0 +1,311 @@
+//! Output and error hygiene of the `airback` binary (issue 10, defect 8 and "weaknesses"): a
+//! closed standard output, colour codes, backtraces and repeated warnings on standard error,
+//! storage errors that say what airback was doing, plural agreement, damaged snapshots named
+//! as such. Each test failed on the code before its fix.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use airback::id::SnapshotId;
+use airback::repo::Repository;
+use airback::repo::pack::BlobKind;
+use airback::repo::snapshot::{Snapshot, Tree};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{new_repo, small_options};
+
+const BIN: &str = env!("CARGO_BIN_EXE_airback");
+
+/// Runs the binary with `args` and `env`, a cache in `cache`; returns (code, stdout, stderr).
+async fn run(cache: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("AIRBACK_CACHE_DIR", cache)
+        .env_remove("AIRBACK_REPO")
+        .env_remove("AIRBACK_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the airback binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Saves `count` snapshots of an empty tree, a minute apart.
+async fn empty_snapshots(repo: &Repository, count: usize) -> Vec<SnapshotId> {
+    let w = repo.writer();
+    let tree = w
+        .save_blob(
+            BlobKind::Meta,
+            serde_json::to_vec(&Tree::new(vec![])).unwrap(),
+        )
+        .await
+        .unwrap();
+    w.flush().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let snapshot = Snapshot {
+            version: 1,
+            time: format!(
+                "2026-11-{:02}T{:02}:{:02}:00Z",
+                1 + i / 1440,
+                i / 60 % 24,
+                i % 60
+            ),
+            hostname: "test".into(),
+            program: "airback test".into(),
+            tree,
+            source: serde_json::json!({"kind": "test", "base_name": format!("base {i}")}),
+            tags: vec![format!("tag-{i}")],
+            partial: false,
+            problems: vec![],
+            summary: Value::Null,
+        };
+        ids.push(repo.save_snapshot(&snapshot).await.unwrap());
+    }
+    ids
+}
+
+/// Defect 8: `airback snapshots | head -n 1` panicked ("failed printing to stdout: Broken
+/// pipe", exit 101). A closed standard output ends any command quietly, with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let location = location.to_str().unwrap();
+    let repo = new_repo(location, &small_options()).await;
+    // More lines than a pipe holds, so that some write finds the reader gone even if the
+    // first ones were made before it left.
+    empty_snapshots(&repo, 1000).await;
+    let cache = dir.path().join("cache");
+    for args in [
+        vec!["snapshots"],
+        vec!["snapshots", "--json"],
+        vec!["show", "latest"],
+        vec!["check"],
+    ] {
+        for round in 0..3 {
+            let mut child = std::process::Command::new(BIN)
+                .args(&args)
+                .args(["--repo", location])
+                .env("AIRBACK_CACHE_DIR", &cache)
+                .env_remove("AIRBACK_REPO")
+                .env_remove("AIRBACK_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // The reader goes away before anything is written.
+            drop(child.stdout.take());
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{args:?} (round {round}): {err}"
+            );
+            assert!(err.is_empty(), "{args:?} (round {round}) wrote: {err}");
+        }
+    }
+}
+
+/// An S3 endpoint that answers every request with 500, which storage retries.
+async fn always_500() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "<Error><Code>InternalError</Code><Message>try again</Message></Error>";
+                let response = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    endpoint
+}
+
+/// The exit code and standard error of `airback snapshots` on an S3 repository whose every
+/// request fails (and is retried), with `RUST_BACKTRACE=1` and standard error a pipe. Run
+/// once, for the tests below.
+async fn failing_storage() -> &'static (i32, String) {
+    static RUN: tokio::sync::OnceCell<(i32, String)> = tokio::sync::OnceCell::const_new();
+    RUN.get_or_init(|| async {
+        let endpoint = always_500().await;
+        let cache = tempfile::tempdir().unwrap();
+        let location = format!(
+            "s3://bucket/prefix?endpoint={endpoint}&region=us-east-1&access_key_id=AKIDTEST&\
+             secret_access_key=SECRETTEST"
+        );
+        let (code, _, err) = run(
+            cache.path(),
+            &["snapshots", "--repo", &location],
+            &[("RUST_BACKTRACE", "1")],
+        )
+        .await;
+        eprintln!("airback snapshots on failing storage: exit {code}, stderr:\n{err}");
+        (code, err)
+    })
+    .await
+}
+
+/// Colour codes only on a terminal: standard error here is a pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stderr_has_no_colour_codes_when_it_is_not_a_terminal() {
+    let (code, err) = failing_storage().await;
+    assert_ne!(*code, 0);
+    assert!(err.contains("WARN"), "no warning was printed: {err}");
+    assert!(!err.contains("\x1b["), "colour codes: {err:?}");
+}
+
+/// With `RUST_BACKTRACE=1`, each retry of a storage request printed the error's backtrace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_storage_error_prints_no_backtrace() {
+    let (code, err) = failing_storage().await;
+    assert_ne!(*code, 0);
+    for marker in ["Backtrace", "backtrace", "rust_begin_unwind", "at /rustc/"] {
+        assert!(!err.contains(marker), "`{marker}` in: {err}");
+    }
+}
+
+/// A storage error says what airback was doing, and with which object, before the storage
+/// library's own message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_error_says_what_airback_was_doing() {
+    let (code, err) = failing_storage().await;
+    assert_ne!(*code, 0);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.starts_with("error: cannot read `config` from s3://bucket/prefix?")
+            && line.contains("InternalError"),
+        "{line}"
+    );
+    assert!(!err.contains("SECRETTEST"), "{err}");
+}
+
+/// The same warning repeated (a retry after each failure) is printed once, with its count
+/// at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_warning_is_printed_once_with_a_count() {
+    let (code, err) = failing_storage().await;
+    assert_ne!(*code, 0);
+    let retries: Vec<&str> = err.lines().filter(|l| l.contains("retrying")).collect();
+    assert_eq!(retries.len(), 2, "{err}");
+    assert!(!retries[0].contains("repeated"), "{err}");
+    let count = retries[1]
+        .rsplit_once("(repeated ")
+        .and_then(|(_, n)| n.strip_suffix(" times)"))
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(count.is_some_and(|n| n >= 2), "{err}");
+}
+
+/// A repository with one readable snapshot and one whose file is damaged; returns the
+/// folder, the location and the damaged snapshot's id.
+async fn damaged_repo() -> (tempfile::TempDir, String, SnapshotId) {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo").to_str().unwrap().to_owned();
+    let repo = new_repo(&location, &small_options()).await;
+    let ids = empty_snapshots(&repo, 2).await;
+    let path = dir.path().join("repo/snapshots").join(ids[1].to_hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    (dir, location, ids[1])
+}
+
+/// Exporting a damaged snapshot said that no snapshot matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporting_a_damaged_snapshot_says_it_is_damaged() {
+    let (dir, location, damaged) = damaged_repo().await;
+    let cache = dir.path().join("cache");
+    let target = dir.path().join("x.tar");
+    let hex = damaged.to_hex();
+    for spec in [&hex[..8], &hex[..]] {
+        let args = [
+            "export",
+            spec,
+            "--repo",
+            &location,
+            "-o",
+            target.to_str().unwrap(),
+        ];
+        let (code, _, err) = run(&cache, &args, &[]).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("snapshot {hex} is damaged")) && !err.contains("no snapshot"),
+            "{err}"
+        );
+        assert!(!target.exists());
+    }
+    // `latest` when the only snapshot left cannot be read.
+    std::fs::remove_file(
+        dir.path().join("repo/snapshots").join(
+            std::fs::read_dir(dir.path().join("repo/snapshots"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .find(|name| *name != hex)
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    let args = [
+        "export",
+        "latest",
+        "--repo",
+        &location,
+        "-o",
+        target.to_str().unwrap(),
+    ];
+    let (code, _, err) = run(&cache, &args, &[]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no readable snapshot matches `latest`; 1 snapshot is damaged"),
+        "{err}"
+    );
+}
+
+/// "check found 1 errors", "checked 1 snapshots".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_of_one_are_singular() {
+    let (dir, location, _) = damaged_repo().await;
+    let (code, out, err) = run(
+        &dir.path().join("cache"),
+        &["check", "--repo", &location],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("error: check found 1 error\n"), "{err}");
+    assert!(out.contains("checked 1 snapshot,"), "{out}");
+    let (code, out, _) = run(
+        &dir.path().join("cache"),
+        &["snapshots", "--repo", &location],
+        &[],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.ends_with("\n1 snapshot\n"), "{out}");
+}
