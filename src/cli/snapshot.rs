@@ -328,7 +328,7 @@ pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
             count(s.problems.len() as u64, "item")
         )?;
         for p in &s.problems {
-            out!("    {p}")?;
+            out!("    {}", crate::backup::without_urls(p))?;
         }
     }
     Ok(exit::OK)

@@ -834,7 +834,9 @@ fn manifest(base: &StoredBase, layout: &Layout) -> Value {
         "exported_by": format!("airback {}", env!("CARGO_PKG_VERSION")),
         "snapshot": {
             "id": base.id, "time": s.time, "hostname": s.hostname, "program": s.program,
-            "partial": s.partial, "problems": s.problems, "tags": s.tags,
+            "partial": s.partial, "tags": s.tags,
+            // Snapshots of earlier versions kept attachment URLs (with their signature) here.
+            "problems": s.problems.iter().map(|p| crate::backup::without_urls(p)).collect::<Vec<_>>(),
         },
         "base": {"id": base.base_id(), "name": base.base_name()},
         "tables": tables,
@@ -1277,6 +1279,19 @@ mod tests {
         let mut reader = ChunkReader::new(failing.into_iter(), None, "f");
         assert!(reader.read_to_end(&mut Vec::new()).is_err());
         assert!(reader.error.unwrap().to_string().contains("boom"));
+    }
+
+    #[test]
+    fn problems_in_manifests_keep_no_url_beyond_its_host() {
+        let text = "attachment att1 (`a.png`): downloading \
+                    `https://v5.airtableusercontent.com/v3/u/27/SIGNATURE/a.png?sig=X` failed \
+                    (error sending request for url (http://user:pw@host:8080/p?q=1))";
+        assert_eq!(
+            crate::backup::without_urls(text),
+            "attachment att1 (`a.png`): downloading `https://v5.airtableusercontent.com/…` \
+             failed (error sending request for url (http://host:8080/…))"
+        );
+        assert_eq!(crate::backup::without_urls("no url here"), "no url here");
     }
 
     #[test]

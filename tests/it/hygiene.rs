@@ -1,11 +1,15 @@
 //! Output and error hygiene of the `airback` binary (issue 10, defect 8 and "weaknesses"): a
 //! closed standard output, colour codes, backtraces and repeated warnings on standard error,
 //! storage errors that say what airback was doing, plural agreement, damaged snapshots named
-//! as such. Each test failed on the code before its fix.
+//! as such, no signed attachment URLs kept. Each test failed on the code before its fix.
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
+use airback::airtable::{Client, ClientOptions, Token};
+use airback::backup::{BackupOptions, NoProgress, backup_base};
+use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::id::SnapshotId;
 use airback::repo::Repository;
 use airback::repo::pack::BlobKind;
@@ -308,4 +312,141 @@ async fn counts_of_one_are_singular() {
     .await;
     assert_eq!(code, 0);
     assert!(out.ends_with("\n1 snapshot\n"), "{out}");
+}
+
+/// Runs the binary against the fake Airtable.
+async fn run_with_fake(fake: &FakeAirtable, cache: &Path, args: &[&str]) -> (i32, String, String) {
+    let url = fake.url();
+    let token = fake.token();
+    let env = [
+        ("AIRTABLE_API_URL", url.as_str()),
+        ("AIRTABLE_CONTENT_URL", url.as_str()),
+        ("AIRTABLE_TOKEN", token.as_str()),
+    ];
+    run(cache, args, &env).await
+}
+
+/// A demo base whose attachments half fail to download, backed up once (partial).
+async fn partial_snapshot() -> (
+    FakeAirtable,
+    tempfile::TempDir,
+    String,
+    Repository,
+    SnapshotId,
+) {
+    let mut options = FakeOptions::unlimited(Preset::Demo);
+    options.faults = "missing=0.5,seed=3".parse().unwrap();
+    let fake = FakeAirtable::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo").to_str().unwrap().to_owned();
+    let repo = new_repo(&location, &small_options()).await;
+    let client = Client::new(
+        Token::new(fake.token()).unwrap(),
+        ClientOptions::default().with_url(&fake.url()),
+    )
+    .unwrap();
+    let options = BackupOptions::new(fake.bases()[0].id.clone());
+    let summary = backup_base(&repo, &client, &options, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(summary.partial && !summary.problems.is_empty());
+    (fake, dir, location, repo, summary.snapshot_id)
+}
+
+/// Whether `text` holds an attachment URL of the fake (they carry their signature in the
+/// path) or a signature of one.
+fn has_attachment_url(text: &str, signatures: &[String]) -> bool {
+    text.contains("/attachments/") || signatures.iter().any(|s| text.contains(s.as_str()))
+}
+
+/// The signatures (last path segment) of the attachment URLs the fake hands out now.
+fn signatures(fake: &FakeAirtable) -> Vec<String> {
+    fn collect(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(url) = map.get("url").and_then(Value::as_str) {
+                    out.push(url.rsplit('/').next().unwrap().to_owned());
+                }
+                map.values().for_each(|v| collect(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    let base = fake.bases()[0].id.clone();
+    let mut out = Vec::new();
+    for table in fake.schema_json(&base)["tables"].as_array().unwrap() {
+        for record in fake.records_json(&base, table["id"].as_str().unwrap()) {
+            collect(&record, &mut out);
+        }
+    }
+    out.retain(|s| s.len() >= 16);
+    assert!(!out.is_empty());
+    out
+}
+
+/// A partial snapshot's `problems`, and an export's `manifest.json`, kept the signed URLs of
+/// the attachments that failed: they name them by id and filename instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_signed_attachment_url_is_kept_in_problems_or_manifests() {
+    let (fake, dir, location, repo, id) = partial_snapshot().await;
+    let signatures = signatures(&fake);
+    let snapshot = repo.load_snapshot(&id).await.unwrap();
+    for problem in &snapshot.problems {
+        assert!(!has_attachment_url(problem, &signatures), "{problem}");
+        assert!(
+            problem.starts_with("attachment att") && problem.contains("(`"),
+            "{problem}"
+        );
+    }
+    // A snapshot of an earlier version, with a URL in its problems: its export leaves it out.
+    let mut old = snapshot.clone();
+    old.problems.push(format!(
+        "attachment attX (`x.png`) of record recX in table tblX: downloading `{}/attachments/1/2/attX/full/{}` failed (HTTP 404)",
+        fake.url(),
+        signatures[0]
+    ));
+    old.time = "2030-01-01T00:00:00Z".into();
+    let old_id = repo.save_snapshot(&old).await.unwrap();
+    let cache = dir.path().join("cache");
+    for (snapshot, name) in [(id, "new"), (old_id, "old")] {
+        let out = dir.path().join(name);
+        let args = [
+            "export",
+            &snapshot.to_hex(),
+            "--repo",
+            &location,
+            "--format",
+            "dir",
+            "-o",
+        ];
+        let mut args = args.to_vec();
+        args.push(out.to_str().unwrap());
+        let (code, _, err) = run_with_fake(&fake, &cache, &args).await;
+        assert_eq!(code, 0, "{err}");
+        let manifest = std::fs::read_to_string(out.join("manifest.json")).unwrap();
+        assert!(
+            !has_attachment_url(&manifest, &signatures),
+            "{name}: {manifest}"
+        );
+        let parsed: Value = serde_json::from_str(&manifest).unwrap();
+        assert!(
+            !parsed["snapshot"]["problems"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // `show` prints them without URLs too.
+    let (code, out, _) = run_with_fake(
+        &fake,
+        &cache,
+        &["show", &old_id.to_hex(), "--repo", &location],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("attX") && !has_attachment_url(&out, &signatures),
+        "{out}"
+    );
 }
