@@ -1,7 +1,8 @@
 //! Output and error hygiene of the `airback` binary (issue 10, defect 8 and "weaknesses"): a
 //! closed standard output, colour codes, backtraces and repeated warnings on standard error,
 //! storage errors that say what airback was doing, plural agreement, damaged snapshots named
-//! as such, no signed attachment URLs kept. Each test failed on the code before its fix.
+//! as such, no signed attachment URLs kept, and `restore --to-base` into the snapshot's own
+//! base refused. Each test failed on the code before its fix.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -448,5 +449,50 @@ async fn no_signed_attachment_url_is_kept_in_problems_or_manifests() {
     assert!(
         out.contains("attX") && !has_attachment_url(&out, &signatures),
         "{out}"
+    );
+}
+
+/// `restore --to-base` naming the snapshot's own base planned "(restored)" copies of every
+/// table inside the live base without a word: refused (usage), pointing at what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_into_the_snapshots_own_base_is_refused() {
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo").to_str().unwrap().to_owned();
+    let repo = new_repo(&location, &small_options()).await;
+    let client = Client::new(
+        Token::new(fake.token()).unwrap(),
+        ClientOptions::default().with_url(&fake.url()),
+    )
+    .unwrap();
+    let summary = backup_base(
+        &repo,
+        &client,
+        &BackupOptions::new(&base),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let tables_before = fake.schema_json(&base)["tables"].as_array().unwrap().len();
+    let cache = dir.path().join("cache");
+    let id = summary.snapshot_id.to_hex();
+    for extra in [vec!["--dry-run"], vec![]] {
+        let mut args = vec!["restore", &id, "--to-base", &base, "--repo", &location];
+        args.extend(extra.iter().copied());
+        let (code, out, err) = run_with_fake(&fake, &cache, &args).await;
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("{base} is the base this snapshot was taken from"))
+                && err.contains("--workspace")
+                && err.contains("--in-place"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        fake.schema_json(&base)["tables"].as_array().unwrap().len(),
+        tables_before
     );
 }
