@@ -34,8 +34,9 @@ pub enum BackendError {
         /// Where the repository is.
         location: String,
     },
-    /// Any other storage failure, after opendal's retries.
-    #[error("storage operation `{op}` on `{path}` in {location} failed")]
+    /// Any other storage failure, after opendal's retries: what airback was doing, then the
+    /// service's message.
+    #[error("{}: {source}", doing(op, path, location))]
     Storage {
         /// What was attempted.
         op: &'static str,
@@ -47,6 +48,20 @@ pub enum BackendError {
         #[source]
         source: StorageFailure,
     },
+}
+
+/// What a storage operation was doing, as the start of an error message.
+fn doing(op: &str, path: &str, location: &str) -> String {
+    match op {
+        "open" => format!("cannot open the storage at {location}"),
+        "read" => format!("cannot read `{path}` from {location}"),
+        "write" => format!("cannot write `{path}` to {location}"),
+        "stat" => format!("cannot look up `{path}` in {location}"),
+        "list" => format!("cannot list `{path}` in {location}"),
+        "delete" => format!("cannot delete `{path}` from {location}"),
+        "presign" => format!("cannot make a signed URL for `{path}` in {location}"),
+        other => format!("storage operation `{other}` on `{path}` in {location} failed"),
+    }
 }
 
 /// Tuning for every backend.
@@ -294,7 +309,8 @@ impl Backend {
                     .with_jitter()
                     .with_max_times(options.retries)
                     .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(10)),
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_notify(log_retry),
             )
             .layer(ConcurrentLimitLayer::new(options.connections.max(1)));
         Ok(Backend { op, display })
@@ -454,6 +470,25 @@ impl Backend {
             .await
             .map_err(|e| self.err("delete", path, e))
     }
+}
+
+/// Logs a storage request about to be retried: the same line for every retry of the same
+/// kind of failure (so that the log prints it once, with a count), the error's text without
+/// secrets at debug level, and never its backtrace (opendal's own log prints the error with
+/// `Debug`, which holds one when `RUST_BACKTRACE` is set).
+fn log_retry(event: opendal::layers::RetryEvent<'_>) {
+    tracing::warn!(
+        "a storage request ({}) failed ({}); retrying",
+        event.op,
+        event.err.kind()
+    );
+    tracing::debug!(
+        "retry {} of {} in {:.1} s after: {}",
+        event.attempt,
+        event.op,
+        event.retry_after.as_secs_f64(),
+        sanitize_error_text(&event.err.to_string())
+    );
 }
 
 fn fill_from_env(opts: &mut BTreeMap<String, String>, pairs: &[(&str, &str)]) {

@@ -557,11 +557,38 @@ fn queue_attachment(
                 );
             }
             Err(e) => st.problems.push(format!(
-                "attachment {} (`{}`) of record {record_id} in table {table}: {e}",
-                attachment.id, attachment.filename
+                "attachment {} (`{}`) of record {record_id} in table {table}: {}",
+                attachment.id,
+                attachment.filename,
+                without_urls(&e)
             )),
         }
     });
+}
+
+/// `text` with every URL cut to its scheme and host. Attachment URLs carry a signature (in
+/// the path or the query) that lets anyone download the file for hours, and problems are kept
+/// in snapshots and exports: they name the attachment by id and filename instead.
+pub fn without_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let after = &rest[start + 3..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || "`'\"()<>[]{},".contains(c))
+            .unwrap_or(after.len());
+        let url = &after[..end];
+        let host_end = url.find(['/', '?', '#']).unwrap_or(url.len());
+        let host = &url[..host_end];
+        out.push_str(&rest[..start + 3]);
+        out.push_str(host.rsplit_once('@').map_or(host, |(_, host)| host));
+        if host_end < url.len() {
+            out.push_str("/…");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
+use super::print::out;
 use super::snapshot::human_bytes;
 use super::{GlobalArgs, exit, progress};
 use crate::airtable::{Client, ClientOptions, Token};
@@ -36,9 +37,10 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
     let temp = tempfile::Builder::new().prefix("airback-demo-").tempdir()?;
     let repo_dir = args.dir.clone().unwrap_or_else(|| temp.path().join("repo"));
     let say = |text: String| {
-        if !g.quiet {
-            println!("{text}");
+        if g.quiet {
+            return Ok(());
         }
+        out!("{text}")
     };
 
     let fake = FakeAirtable::start(FakeOptions {
@@ -56,7 +58,7 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         fake.url(),
         base.name,
         base.id
-    ));
+    ))?;
 
     let backend = Backend::open(
         repo_dir
@@ -72,7 +74,7 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
     say(format!(
         "\n1. Created a repository in {}.",
         repo_dir.display()
-    ));
+    ))?;
 
     let client = Client::new(
         Token::new(fake.token())?,
@@ -91,10 +93,10 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         first.api_requests,
         first.rate_limited,
         first.duration_secs
-    ));
+    ))?;
 
     let changed = change_the_base(&fake, &base.id)?;
-    say(format!("3. In the fake base: {changed}."));
+    say(format!("3. In the fake base: {changed}."))?;
 
     let second = backup_base(&repo, &client, &options, Arc::new(NoProgress)).await?;
     say(format!(
@@ -105,7 +107,7 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         human_bytes(second.bytes_added),
         100.0 * second.bytes_added as f64 / first.bytes_added.max(1) as f64,
         second.objects_written
-    ));
+    ))?;
 
     let report = check(
         &repo,
@@ -125,7 +127,7 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         } else {
             "ERRORS FOUND"
         }
-    ));
+    ))?;
     let stored = StoredBase::open(
         &repo,
         second.snapshot_id,
@@ -159,7 +161,7 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         fidelity.cells.cells,
         fidelity.attachments.equal,
         fidelity.attachments.cells,
-    ));
+    ))?;
     let package = repo_dir.with_file_name(format!(
         "{}.zip",
         repo_dir
@@ -184,24 +186,24 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         exported.tables,
         exported.records,
         exported.attachments,
-    ));
+    ))?;
     if args.dir.is_some() {
         say(format!(
             "\nThe repository stays in {0} and the export in {1}. Look inside with:\n  airback snapshots --repo {0}\n  airback show latest --repo {0}\n  unzip -l {1}",
             repo_dir.display(),
             package.display()
-        ));
+        ))?;
     } else {
         say(
             "\nThe repository and the zip were temporary; keep them with `airback demo --dir DIR`."
                 .to_string(),
-        );
+        )?;
     }
     if g.json {
-        println!(
+        out!(
             "{}",
             json!({"first": first, "second": second, "check_errors": report.errors, "restore": restored, "export": exported})
-        );
+        )?;
     }
     fake.shutdown().await;
     if report.is_ok() && restored.is_complete() {

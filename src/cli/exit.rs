@@ -27,6 +27,9 @@ pub fn for_error(err: &anyhow::Error) -> u8 {
         {
             return USAGE;
         }
+        if let Some(crate::restore::RestoreError::SameBase(_)) = cause.downcast_ref() {
+            return USAGE;
+        }
         if let Some(repo_err) = cause.downcast_ref::<RepoError>() {
             return match repo_err {
                 RepoError::NoRepository { .. } => NO_REPOSITORY,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::print::{count, err, out};
 use super::snapshot::human_bytes;
 use super::{GlobalArgs, exit, open_repo, progress};
 use crate::export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output};
@@ -46,9 +47,12 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
     let format = match (args.format, &output) {
         (Some(format), _) => format,
         (None, Output::Stdout) => ExportFormat::Tar,
-        (None, Output::Path(path)) => {
-            ExportFormat::from_extension(path).ok_or_else(|| ExportError::NoFormat(path.clone()))?
-        }
+        (None, Output::Path(path)) => match ExportFormat::from_extension(path) {
+            Some(format) => format,
+            // `-o /dev/null`, a named pipe: a stream, as for `-o -`.
+            None if output.is_stream() => ExportFormat::Tar,
+            None => return Err(ExportError::NoFormat(path.clone()).into()),
+        },
     };
     if output == Output::Stdout {
         if format != ExportFormat::Tar {
@@ -67,6 +71,8 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
     let repo = open_repo(g).await?;
     // Shared, like `check`: a future `prune` must not delete packs while they are read.
     let lock = repo.lock(false, "export").await?;
+    // Checked before the export writes to it: `-o /dev/stdout` carries the archive.
+    let to_stderr = options.output.is_stdout();
     let result = async {
         let (id, snapshot) =
             snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
@@ -80,22 +86,27 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
     .await;
     lock.release().await?;
     let summary = result?;
-    print_summary(g, &options, &summary)?;
+    print_summary(g, &options, &summary, to_stderr)?;
     Ok(exit::OK)
 }
 
-fn print_summary(g: &GlobalArgs, options: &ExportOptions, s: &ExportSummary) -> anyhow::Result<()> {
-    // With `-o -` standard output carries the archive: everything else goes to stderr.
-    let to_stderr = options.output == Output::Stdout;
+/// Prints the summary, to standard error when standard output carries the archive.
+fn print_summary(
+    g: &GlobalArgs,
+    options: &ExportOptions,
+    s: &ExportSummary,
+    to_stderr: bool,
+) -> anyhow::Result<()> {
     let say = |line: String| {
         if to_stderr {
-            eprintln!("{line}");
+            err!("{line}");
+            Ok(())
         } else {
-            println!("{line}");
+            out!("{line}")
         }
     };
     if g.json {
-        say(serde_json::to_string(s)?);
+        say(serde_json::to_string(s)?)?;
     } else if !g.quiet {
         let rate = if s.duration_secs > 0.0 {
             format!(
@@ -106,27 +117,30 @@ fn print_summary(g: &GlobalArgs, options: &ExportOptions, s: &ExportSummary) -> 
             String::new()
         };
         say(format!(
-            "exported snapshot {} of base {} ({}) as {} to {}: {} tables, {} records, {} \
-             attachments ({}); {} written in {:.1} s{rate}",
+            "exported snapshot {} of base {} ({}) as {} to {}: {}, {}, {} ({}); {} written \
+             in {:.1} s{rate}",
             s.snapshot_id.short(),
             s.base_id,
             s.base_name,
             s.format,
             options.output,
-            s.tables,
-            s.records,
-            s.attachments,
+            count(s.tables as u64, "table"),
+            count(s.records, "record"),
+            count(s.attachments, "attachment"),
             human_bytes(s.attachment_bytes),
             human_bytes(s.bytes_written),
             s.duration_secs,
-        ));
+        ))?;
     }
     if s.missing_attachments > 0 {
-        eprintln!(
-            "warning: {} attachments have no content in this snapshot (it is partial, or was \
-             taken without attachment content); their metadata is exported, manifest.json \
-             lists their ids",
-            s.missing_attachments
+        err!(
+            "warning: {} no content in this snapshot (it is partial, or was taken without \
+             attachment content); their metadata is exported, manifest.json lists their ids",
+            if s.missing_attachments == 1 {
+                "1 attachment has".to_owned()
+            } else {
+                format!("{} attachments have", s.missing_attachments)
+            }
         );
     }
     Ok(())

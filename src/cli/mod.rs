@@ -4,6 +4,8 @@
 mod demo;
 pub mod exit;
 mod export;
+mod logging;
+pub(crate) mod print;
 mod progress;
 mod repair;
 mod restore;
@@ -20,6 +22,7 @@ use crate::backend::{Backend, BackendOptions};
 use crate::check::{CheckOptions, Subset};
 use crate::repo::config::InitOptions;
 use crate::repo::{CacheChoice, Repository};
+use print::{count, err, out};
 
 /// Back up Airtable bases into a deduplicating repository, and restore them.
 #[derive(Debug, Parser)]
@@ -140,38 +143,37 @@ impl clap::builder::ValueParserFactory for Subset {
 /// Parses the command line, runs the command and returns the documented exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.quiet);
+    let repeats = logging::init(cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            err!("error: cannot start the async runtime: {e}");
             return ExitCode::from(exit::ERROR);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    repeats.report();
+    match result {
         Ok(code) => ExitCode::from(code),
-        Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+        // The reader of standard output is gone (`| head`): nothing more to say.
+        Err(e) if print::is_stdout_closed(&e) => ExitCode::from(exit::OK),
+        Err(e) => {
+            err!("error: {e}");
+            let mut said = e.to_string();
+            for cause in e.chain().skip(1) {
+                // Messages that already include their cause's text are not repeated.
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    err!("  caused by: {text}");
+                }
+                said = text;
             }
-            ExitCode::from(exit::for_error(&err))
+            ExitCode::from(exit::for_error(&e))
         }
     }
-}
-
-fn init_logging(quiet: bool) {
-    let default = if quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRBACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
@@ -244,16 +246,16 @@ async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
         .await
         .context("cannot create the repository")?;
     if g.json {
-        println!(
+        out!(
             "{}",
             json!({"repository_id": config.id, "location": backend.location(), "version": config.version})
-        );
+        )?;
     } else if !g.quiet {
-        println!(
+        out!(
             "created airback repository {} at {}",
             config.id.short(),
             backend.location()
-        );
+        )?;
     }
     Ok(exit::OK)
 }
@@ -269,34 +271,35 @@ async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
     lock.release().await?;
     let report = report?;
     if g.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?)?;
     } else {
         for w in &report.warnings {
             if !g.quiet {
-                println!("warning: {w}");
+                out!("warning: {w}")?;
             }
         }
         for e in &report.errors {
-            println!("error: {e}");
+            out!("error: {e}")?;
         }
         if !g.quiet {
-            println!(
-                "checked {} snapshots, {} index files, {} packs, {} blobs{}",
-                report.snapshots,
-                report.index_files,
-                report.packs,
-                report.blobs,
+            out!(
+                "checked {}, {}, {}, {}{}",
+                count(report.snapshots as u64, "snapshot"),
+                count(report.index_files as u64, "index file"),
+                count(report.packs as u64, "pack"),
+                count(report.blobs as u64, "blob"),
                 if report.packs_read > 0 {
                     format!(
-                        "; read {} packs ({} bytes)",
-                        report.packs_read, report.bytes_read
+                        "; read {} ({})",
+                        count(report.packs_read as u64, "pack"),
+                        count(report.bytes_read, "byte")
                     )
                 } else {
                     String::new()
                 }
-            );
+            )?;
             if report.is_ok() {
-                println!("no errors were found");
+                out!("no errors were found")?;
             }
         }
     }
@@ -305,7 +308,7 @@ async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
     } else {
         if !report.damaged_snapshots.is_empty() {
             let n = report.damaged_snapshots.len();
-            eprintln!(
+            err!(
                 "{n} {} damaged; run `airback repair index`, then `airback repair snapshots`",
                 if n == 1 {
                     "snapshot is"
@@ -314,9 +317,6 @@ async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
                 }
             );
         }
-        bail!(
-            "check found {}",
-            crate::check::plural(report.errors.len(), "error")
-        )
+        bail!("check found {}", count(report.errors.len() as u64, "error"))
     }
 }

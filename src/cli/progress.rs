@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use super::print::err;
 use crate::backup::{NoProgress, Progress};
 
 /// The right progress reporter for this run.
@@ -98,7 +99,7 @@ impl LogLines {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if last.elapsed() >= Duration::from_secs(30) {
             *last = Instant::now();
-            eprintln!(
+            err!(
                 "{}: {} records read, {} MB of attachments stored",
                 self.base,
                 self.records.load(Ordering::Relaxed),
@@ -179,14 +180,14 @@ impl crate::restore::RestoreProgress for PassLines {
     fn pass(&self, name: &str, total: u64) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *state = (name.to_string(), total, 0, Instant::now());
-        eprintln!("restore: {name} ({total} to do)");
+        err!("restore: {name} ({total} to do)");
     }
     fn advance(&self, n: u64) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.2 += n;
         if state.3.elapsed() >= Duration::from_secs(30) {
             state.3 = Instant::now();
-            eprintln!("restore: {} {}/{}", state.0, state.2, state.1);
+            err!("restore: {} {}/{}", state.0, state.2, state.1);
         }
     }
 }

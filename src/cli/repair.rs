@@ -2,8 +2,8 @@
 
 use clap::{Args, Subcommand};
 
+use super::print::{count, out};
 use super::{GlobalArgs, exit, open_repo};
-use crate::check::plural;
 use crate::repair;
 
 /// Arguments of `airback repair`.
@@ -49,7 +49,7 @@ async fn index(
 ) -> anyhow::Result<u8> {
     let report = repair::repair_index(repo, dry_run).await?;
     if g.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?)?;
         return Ok(exit::OK);
     }
     if g.quiet {
@@ -57,35 +57,35 @@ async fn index(
     }
     let would = if dry_run { "would be " } else { "" };
     for p in &report.packs_damaged {
-        println!("pack {}: {}; {would}dropped from the index", p.id, p.reason);
+        out!("pack {}: {}; {would}dropped from the index", p.id, p.reason)?;
     }
     for d in &report.dictionaries_restored {
-        println!("zstd dictionary {d}: {would}written back from its copy");
+        out!("zstd dictionary {d}: {would}written back from its copy")?;
     }
     for d in &report.dictionaries_removed {
-        println!("zstd dictionary {d}: damaged without a copy; removed");
+        out!("zstd dictionary {d}: damaged without a copy; removed")?;
     }
-    println!(
+    out!(
         "read {} ({} bytes): {} kept ({} newly indexed), {} missing or damaged; {} salvaged, {} lost",
-        plural(report.packs_read, "pack"),
+        count(report.packs_read as u64, "pack"),
         report.bytes_read,
         report.packs_kept,
         report.packs_adopted,
         report.packs_damaged.len(),
-        plural(report.blobs_salvaged, "blob"),
-        plural(report.blobs_lost, "blob"),
-    );
+        count(report.blobs_salvaged as u64, "blob"),
+        count(report.blobs_lost as u64, "blob"),
+    )?;
     if !dry_run {
-        println!(
+        out!(
             "wrote {}, removed {}",
-            plural(report.index_files_written, "index file"),
-            plural(report.index_files_removed, "index file")
-        );
+            count(report.index_files_written as u64, "index file"),
+            count(report.index_files_removed as u64, "index file")
+        )?;
     }
     if report.blobs_lost > 0 {
-        println!(
+        out!(
             "the next snapshot stores again what the bases still hold; run `airback repair snapshots` to mark older snapshots that lost content"
-        );
+        )?;
     }
     Ok(exit::OK)
 }
@@ -97,7 +97,7 @@ async fn snapshots(
 ) -> anyhow::Result<u8> {
     let report = repair::repair_snapshots(repo, dry_run).await?;
     if g.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?)?;
         return Ok(exit::OK);
     }
     if g.quiet {
@@ -105,23 +105,23 @@ async fn snapshots(
     }
     for r in &report.repaired {
         match (&r.replacement, dry_run) {
-            (Some(new), _) => println!(
+            (Some(new), _) => out!(
                 "snapshot {} replaced by partial snapshot {}:",
                 r.original.short(),
                 new.short()
             ),
-            (None, true) => println!("snapshot {} would be repaired:", r.original.short()),
-            (None, false) => println!("snapshot {} removed:", r.original.short()),
-        }
+            (None, true) => out!("snapshot {} would be repaired:", r.original.short()),
+            (None, false) => out!("snapshot {} removed:", r.original.short()),
+        }?;
         for lost in &r.lost {
-            println!("  lost: {lost}");
+            out!("  lost: {lost}")?;
         }
     }
-    println!(
+    out!(
         "checked {}, {} {}",
-        plural(report.snapshots, "snapshot"),
+        count(report.snapshots as u64, "snapshot"),
         report.repaired.len(),
         if dry_run { "to repair" } else { "repaired" }
-    );
+    )?;
     Ok(exit::OK)
 }

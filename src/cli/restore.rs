@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use super::print::{err, out};
 use super::snapshot::human_bytes;
 use super::{GlobalArgs, exit, open_repo, progress};
 use crate::airtable::{Client, ClientOptions, Token};
@@ -115,19 +116,19 @@ async fn run_locked(
     let progress = progress::for_restore(g.quiet || g.json || args.dry_run);
     let report = restore(&stored, &client, &options, progress).await?;
     if g.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?)?;
     } else if args.dry_run {
-        print_plan(&report);
+        print_plan(&report)?;
     } else if !g.quiet {
-        print_report(&report);
+        print_report(&report)?;
     }
     if !report.problems.is_empty() && !g.json {
-        eprintln!(
+        err!(
             "warning: not everything {} restored:",
             if args.dry_run { "would be" } else { "was" }
         );
         for p in &report.problems {
-            eprintln!("  {p}");
+            err!("  {p}");
         }
     }
     Ok(if report.dry_run || report.is_complete() {
@@ -137,13 +138,13 @@ async fn run_locked(
     })
 }
 
-fn print_plan(r: &RestoreReport) {
-    println!(
+fn print_plan(r: &RestoreReport) -> anyhow::Result<()> {
+    out!(
         "plan for restoring snapshot {} (nothing is written with --dry-run):",
         &r.snapshot[..8]
-    );
+    )?;
     for table in &r.plan.tables {
-        println!("  table `{}`", table.name);
+        out!("  table `{}`", table.name)?;
         for f in &table.fields {
             let what = match (&f.role, &f.note) {
                 (Role::Skipped, Some(note)) => format!("not restored: {note}"),
@@ -152,25 +153,25 @@ fn print_plan(r: &RestoreReport) {
                 (_, Some(note)) => format!("{} → {note}", f.source_type),
                 _ => f.source_type.clone(),
             };
-            println!("    {:<32} {what}", f.name);
+            out!("    {:<32} {what}", f.name)?;
         }
-        println!(
+        out!(
             "    {:<32} singleLineText, the original record id (added)",
             table.source_id_field
-        );
+        )?;
     }
     for note in &r.plan.notes {
-        println!("note: {note}");
+        out!("note: {note}")?;
     }
-    println!("cannot be restored:");
+    out!("cannot be restored:")?;
     for loss in &r.plan.losses {
         match &loss.table {
-            Some(t) => println!("  {t}: {}", loss.what),
-            None => println!("  {}", loss.what),
+            Some(t) => out!("  {t}: {}", loss.what)?,
+            None => out!("  {}", loss.what)?,
         }
     }
     let w = &r.workload;
-    println!(
+    out!(
         "work: {} records, {} with links, {} uploads and {} files over 5 MB ({}), {} schema requests; at least {:.0} s at 5 requests/s",
         w.records,
         w.link_records,
@@ -179,11 +180,12 @@ fn print_plan(r: &RestoreReport) {
         human_bytes(w.attachment_bytes),
         w.schema_requests,
         r.floor_seconds
-    );
+    )?;
+    Ok(())
 }
 
-fn print_report(r: &RestoreReport) {
-    println!(
+fn print_report(r: &RestoreReport) -> anyhow::Result<()> {
+    out!(
         "restored snapshot {} into base {}{}: {} records written ({} resumed), {} files uploaded, {} through staging, links of {} records",
         &r.snapshot[..8],
         r.base_id.as_deref().unwrap_or("?"),
@@ -193,8 +195,8 @@ fn print_report(r: &RestoreReport) {
         r.attachments_uploaded,
         r.attachments_staged,
         r.link_records_written
-    );
-    println!(
+    )?;
+    out!(
         "{} API requests ({} retried, {} rate-limited) in {:.1} s ({:.2}/s while writing; the floor for this work is {:.0} s)",
         r.requests,
         r.retries,
@@ -202,12 +204,12 @@ fn print_report(r: &RestoreReport) {
         r.seconds,
         r.apply_requests as f64 / r.apply_seconds.max(0.001),
         r.floor_seconds
-    );
+    )?;
     for note in &r.plan.notes {
-        println!("note: {note}");
+        out!("note: {note}")?;
     }
     if let Some(f) = &r.fidelity {
-        println!(
+        out!(
             "verified: {} of {} records, {} duplicates; cells {}/{} equal ({:.1} %), files {}/{} equal, {} values not restorable",
             f.records_found,
             f.records_expected,
@@ -218,9 +220,9 @@ fn print_report(r: &RestoreReport) {
             f.attachments.equal,
             f.attachments.cells,
             f.cells.not_restorable + f.attachments.not_restorable
-        );
+        )?;
         for t in &f.tables {
-            println!(
+            out!(
                 "  {:<32} {:>7} records  cells {:>6.1} %  files {}/{}{}",
                 t.name,
                 t.records_found,
@@ -232,19 +234,22 @@ fn print_report(r: &RestoreReport) {
                 } else {
                     String::new()
                 }
-            );
+            )?;
             for e in &t.examples {
-                println!("      {e}");
+                out!("      {e}")?;
             }
         }
-        println!("  by field type:");
+        out!("  by field type:")?;
         for (kind, s) in &f.by_type {
             if s.cells + s.not_restorable > 0 {
-                println!(
+                out!(
                     "    {kind:<24} {:>6}/{:<6} equal  {:>5} not restorable",
-                    s.equal, s.cells, s.not_restorable
-                );
+                    s.equal,
+                    s.cells,
+                    s.not_restorable
+                )?;
             }
         }
     }
+    Ok(())
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
+use super::print::{count, err, out};
 use super::{GlobalArgs, exit, open_repo_at, progress};
 use crate::airtable::{Client, ClientOptions, Token};
 use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base};
@@ -162,9 +163,9 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
         }
     }
     if failed.len() == jobs.len() && jobs.len() > 1 {
-        eprintln!("error: all {} bases failed", jobs.len());
+        err!("error: all {} bases failed", jobs.len());
     } else if !failed.is_empty() && jobs.len() > 1 {
-        eprintln!(
+        err!(
             "error: {} of {} bases failed ({}); the others were backed up",
             failed.len(),
             jobs.len(),
@@ -177,9 +178,9 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
 /// Reports a base whose backup failed (no snapshot was saved for it): a line on stderr, and
 /// with `--json` an object `{"base_id", "outcome": "failed", "error"}` on stdout.
 fn print_failure(g: &GlobalArgs, base: &str, err: &anyhow::Error) {
-    eprintln!("error: base {base} failed, no snapshot was saved for it: {err:#}");
+    err!("error: base {base} failed, no snapshot was saved for it: {err:#}");
     if g.json {
-        println!(
+        let _ = out!(
             "{}",
             json!({"base_id": base, "outcome": "failed", "error": format!("{err:#}")})
         );
@@ -190,7 +191,7 @@ fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
     // Filter entries that matched nothing: printed even with --quiet or --json, since a
     // nightly run would otherwise drop a renamed table without a word.
     for w in &s.warnings {
-        eprintln!("warning: base {}: {w}", s.base_id);
+        err!("warning: base {}: {w}", s.base_id);
     }
     if g.json {
         /// The summary's keys, in their order, then `outcome`.
@@ -205,39 +206,39 @@ fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
             summary: s,
             outcome,
         })?;
-        println!("{line}");
+        out!("{line}")?;
         return Ok(());
     }
     if !g.quiet {
-        println!(
-            "snapshot {} of base {} ({}): {} tables, {} records, {} attachments ({} downloaded, {} reused); {} added in {} objects; {} API requests ({} retries, {} rate-limited) in {:.1} s",
+        out!(
+            "snapshot {} of base {} ({}): {}, {}, {} ({} downloaded, {} reused); {} added in {}; {} ({}, {} rate-limited) in {:.1} s",
             s.snapshot_id.short(),
             s.base_id,
             s.base_name,
-            s.tables,
-            s.records,
-            s.attachments,
+            count(s.tables as u64, "table"),
+            count(s.records, "record"),
+            count(s.attachments, "attachment"),
             s.attachments_downloaded,
             s.attachments_reused,
             human_bytes(s.bytes_added),
-            s.objects_written,
-            s.api_requests,
-            s.retries,
+            count(s.objects_written, "object"),
+            count(s.api_requests, "API request"),
+            count(s.retries, "retry"),
             s.rate_limited,
             s.duration_secs
-        );
+        )?;
     }
     if !s.problems.is_empty() {
-        eprintln!(
-            "warning: snapshot {} is partial; {} items could not be read:",
+        err!(
+            "warning: snapshot {} is partial; {} could not be read:",
             s.snapshot_id.short(),
-            s.problems.len()
+            count(s.problems.len() as u64, "item")
         );
         for p in &s.problems {
-            eprintln!("  {p}");
+            err!("  {p}");
         }
     } else if s.partial {
-        eprintln!(
+        err!(
             "warning: snapshot {} is marked partial: the configuration names tables or fields \
              that base {} does not have (see above)",
             s.snapshot_id.short(),
@@ -287,13 +288,20 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string(&rows)?);
+        out!("{}", serde_json::to_string(&rows)?)?;
         return Ok(exit::OK);
     }
-    println!(
+    out!(
         "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}",
-        "ID", "TIME", "BASE", "NAME", "TABLES", "RECORDS", "ATTACHMENTS", "SIZE"
-    );
+        "ID",
+        "TIME",
+        "BASE",
+        "NAME",
+        "TABLES",
+        "RECORDS",
+        "ATTACHMENTS",
+        "SIZE"
+    )?;
     for (id, s) in &selected {
         let name = s
             .source
@@ -301,7 +309,7 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let name: String = name.chars().take(24).collect();
-        println!(
+        out!(
             "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}{}",
             id.short(),
             s.time,
@@ -312,10 +320,10 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
             summary_u64(s, "attachments"),
             human_bytes(summary_u64(s, "size")),
             if s.partial { "  (partial)" } else { "" }
-        );
+        )?;
     }
     if !g.quiet {
-        println!("{} snapshots", selected.len());
+        out!("{}", count(selected.len() as u64, "snapshot"))?;
     }
     Ok(exit::OK)
 }
@@ -344,44 +352,47 @@ pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
         }
     }
     if g.json {
-        println!("{}", json!({"id": id, "snapshot": s, "tables": tables}));
+        out!("{}", json!({"id": id, "snapshot": s, "tables": tables}))?;
         return Ok(exit::OK);
     }
-    println!("snapshot {id}");
-    println!("  time:      {}", s.time);
-    println!("  host:      {}", s.hostname);
-    println!("  program:   {}", s.program);
-    println!(
+    out!("snapshot {id}")?;
+    out!("  time:      {}", s.time)?;
+    out!("  host:      {}", s.hostname)?;
+    out!("  program:   {}", s.program)?;
+    out!(
         "  base:      {} ({})",
         snapshots::base_id(&s).unwrap_or("-"),
         s.source
             .get("base_name")
             .and_then(|v| v.as_str())
             .unwrap_or("")
-    );
+    )?;
     if !s.tags.is_empty() {
-        println!("  tags:      {}", s.tags.join(", "));
+        out!("  tags:      {}", s.tags.join(", "))?;
     }
-    println!(
-        "  contents:  {} records in {} tables, {} attachments ({}), {} in all",
-        summary_u64(&s, "records"),
-        summary_u64(&s, "tables"),
-        summary_u64(&s, "attachments"),
+    out!(
+        "  contents:  {} in {}, {} ({}), {} in all",
+        count(summary_u64(&s, "records"), "record"),
+        count(summary_u64(&s, "tables"), "table"),
+        count(summary_u64(&s, "attachments"), "attachment"),
         human_bytes(summary_u64(&s, "attachment_bytes")),
         human_bytes(summary_u64(&s, "size"))
-    );
+    )?;
     for t in &tables {
-        println!(
+        out!(
             "    {:<32} {:>8} records  {:>9}",
             t["name"].as_str().unwrap_or(""),
             t["records"].as_u64().unwrap_or(0),
             human_bytes(t["size"].as_u64().unwrap_or(0))
-        );
+        )?;
     }
     if s.partial {
-        println!("  PARTIAL: {} problems:", s.problems.len());
+        out!(
+            "  PARTIAL: {} could not be read:",
+            count(s.problems.len() as u64, "item")
+        )?;
         for p in &s.problems {
-            println!("    {p}");
+            out!("    {}", crate::backup::without_urls(p))?;
         }
     }
     Ok(exit::OK)

@@ -128,8 +128,43 @@ impl FromStr for ExportFormat {
 pub enum Output {
     /// Standard output (`-o -`; tar only).
     Stdout,
-    /// A file (tar, zip, sqlite) or a folder (dir).
+    /// A file (tar, zip, sqlite) or a folder (dir); a character device or a FIFO (tar, zip)
+    /// is written as a stream.
     Path(PathBuf),
+}
+
+impl Output {
+    /// Whether the output is a character device or a FIFO (`/dev/null`, a named pipe),
+    /// which takes the package as a stream.
+    pub fn is_stream(&self) -> bool {
+        match self {
+            Output::Stdout => true,
+            Output::Path(path) => std::fs::metadata(path).is_ok_and(|m| package::is_stream(&m)),
+        }
+    }
+
+    /// Whether the output is the file standard output writes to (`-o -`, `-o /dev/stdout`):
+    /// then messages go to standard error.
+    pub fn is_stdout(&self) -> bool {
+        match self {
+            Output::Stdout => true,
+            #[cfg(unix)]
+            Output::Path(path) => {
+                use std::os::fd::AsFd;
+                use std::os::unix::fs::MetadataExt;
+                let stdout = io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .and_then(|fd| std::fs::File::from(fd).metadata());
+                match (std::fs::metadata(path), stdout) {
+                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                    _ => false,
+                }
+            }
+            #[cfg(not(unix))]
+            Output::Path(_) => false,
+        }
+    }
 }
 
 impl fmt::Display for Output {
@@ -214,6 +249,27 @@ pub enum ExportError {
          earlier export, so pick another folder or empty this one"
     )]
     NotAnExport(PathBuf),
+    /// `--force` on a folder whose earlier export's files cannot be told.
+    #[error(
+        "{0} holds an earlier airback export, but which files it wrote cannot be told ({1}); \
+         --force replaces only those, so move the folder aside or empty it, and export again"
+    )]
+    UnknownExport(PathBuf, String),
+    /// A character device or a FIFO for a format that cannot be written as a stream.
+    #[error(
+        "{0} is a character device or a FIFO, which can only take a stream, and a {1} export \
+         cannot be one; use --format tar or zip, or give a file name (-o PATH)"
+    )]
+    NotStreamable(PathBuf, ExportFormat),
+    /// A terminal as the destination.
+    #[error("{0} is a terminal; give a file name, or a pipe or FIFO that a program reads")]
+    Terminal(PathBuf),
+    /// Something that is never written to or replaced.
+    #[error(
+        "{0} is {1}; an export goes to a regular file, a folder, a character device or a FIFO, \
+         and never replaces anything else: give another path"
+    )]
+    Special(PathBuf, &'static str),
     /// The destination's folder does not exist.
     #[error("the folder {0} does not exist; create it first or choose another path")]
     NoParent(PathBuf),
@@ -259,6 +315,8 @@ impl ExportError {
             ExportError::StdoutNeedsTar(_)
                 | ExportError::NoFormat(_)
                 | ExportError::StdoutIsTerminal
+                | ExportError::NotStreamable(..)
+                | ExportError::Terminal(_)
         )
     }
 
@@ -278,8 +336,8 @@ impl ExportError {
 
 /// Exports `base` as `options` say. Checks the destination before reading anything, writes
 /// under a temporary name and renames at the end; on failure nothing is left under the
-/// destination's name (a stream to standard output is left without its end, so that `tar`
-/// reports it as truncated).
+/// destination's name. Standard output, a character device or a FIFO gets a tar or zip
+/// stream instead, left without its end on failure, so that `tar` reports it as truncated.
 pub async fn export(
     base: &StoredBase,
     options: &ExportOptions,
@@ -325,6 +383,14 @@ fn run(
         format => {
             let mut package: Box<dyn Package> = match (&target, format) {
                 (Target::Stdout, _) => Box::new(TarPackage::new(io::stdout(), mtime(source))),
+                (Target::Stream(file), ExportFormat::Tar) => Box::new(TarPackage::new(
+                    file.try_clone().map_err(|e| ExportError::write(&what, e))?,
+                    mtime(source),
+                )),
+                (Target::Stream(file), ExportFormat::Zip) => Box::new(ZipPackage::stream(
+                    file.try_clone().map_err(|e| ExportError::write(&what, e))?,
+                    &source.base.snapshot.time,
+                )),
                 (Target::File { temp, .. }, ExportFormat::Tar) => Box::new(TarPackage::new(
                     temp.as_file()
                         .try_clone()
@@ -380,13 +446,18 @@ fn prepare_target(options: &ExportOptions) -> Result<Target, ExportError> {
     };
     let prepared = match options.format {
         ExportFormat::Dir => Target::dir(path, options.force),
-        _ => Target::file(path, options.force),
+        ExportFormat::Sqlite => Target::file(path, options.force, false),
+        ExportFormat::Tar | ExportFormat::Zip => Target::file(path, options.force, true),
     };
     prepared.map_err(|problem| match problem {
         TargetProblem::Exists => ExportError::Exists(path.clone()),
         TargetProblem::IsDir => ExportError::IsDir(path.clone(), options.format),
         TargetProblem::NotDir => ExportError::NotDir(path.clone()),
+        TargetProblem::NotStreamable => ExportError::NotStreamable(path.clone(), options.format),
+        TargetProblem::Terminal => ExportError::Terminal(path.clone()),
+        TargetProblem::Special(what) => ExportError::Special(path.clone(), what),
         TargetProblem::NotAnExport => ExportError::NotAnExport(path.clone()),
+        TargetProblem::UnknownExport(why) => ExportError::UnknownExport(path.clone(), why),
         TargetProblem::NoParent(parent) => ExportError::NoParent(parent),
         TargetProblem::Io(e) => ExportError::write(path.display().to_string(), e),
     })
@@ -763,7 +834,9 @@ fn manifest(base: &StoredBase, layout: &Layout) -> Value {
         "exported_by": format!("airback {}", env!("CARGO_PKG_VERSION")),
         "snapshot": {
             "id": base.id, "time": s.time, "hostname": s.hostname, "program": s.program,
-            "partial": s.partial, "problems": s.problems, "tags": s.tags,
+            "partial": s.partial, "tags": s.tags,
+            // Snapshots of earlier versions kept attachment URLs (with their signature) here.
+            "problems": s.problems.iter().map(|p| crate::backup::without_urls(p)).collect::<Vec<_>>(),
         },
         "base": {"id": base.base_id(), "name": base.base_name()},
         "tables": tables,
@@ -1206,6 +1279,19 @@ mod tests {
         let mut reader = ChunkReader::new(failing.into_iter(), None, "f");
         assert!(reader.read_to_end(&mut Vec::new()).is_err());
         assert!(reader.error.unwrap().to_string().contains("boom"));
+    }
+
+    #[test]
+    fn problems_in_manifests_keep_no_url_beyond_its_host() {
+        let text = "attachment att1 (`a.png`): downloading \
+                    `https://v5.airtableusercontent.com/v3/u/27/SIGNATURE/a.png?sig=X` failed \
+                    (error sending request for url (http://user:pw@host:8080/p?q=1))";
+        assert_eq!(
+            crate::backup::without_urls(text),
+            "attachment att1 (`a.png`): downloading `https://v5.airtableusercontent.com/…` \
+             failed (error sending request for url (http://host:8080/…))"
+        );
+        assert_eq!(crate::backup::without_urls("no url here"), "no url here");
     }
 
     #[test]

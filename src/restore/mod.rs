@@ -126,6 +126,14 @@ pub enum RestoreError {
     /// Bad input or a target that does not fit; the message says what to do.
     #[error("{0}")]
     Invalid(String),
+    /// `Target::Base` is the base the snapshot was taken from.
+    #[error(
+        "{0} is the base this snapshot was taken from; restoring into it would add a copy of \
+         every table next to the live ones. Restore into a new base with --workspace \
+         wspXXXXXXXXXXXXXX (or into another, empty base with --to-base); restoring over the \
+         live base (`restore --in-place`) is not supported yet"
+    )]
+    SameBase(String),
 }
 
 /// What the snapshot holds that the restore writes, counted before writing.
@@ -236,13 +244,19 @@ struct Run<'a> {
     report: RestoreReport,
 }
 
-/// Restores `stored` as `options` say.
+/// Restores `stored` as `options` say. The snapshot's own base is refused as a
+/// [`Target::Base`] ([`RestoreError::SameBase`]).
 pub async fn restore(
     stored: &StoredBase,
     client: &Client,
     options: &RestoreOptions,
     progress: Arc<dyn RestoreProgress>,
 ) -> Result<RestoreReport, RestoreError> {
+    if let Target::Base(base) = &options.target
+        && base == stored.base_id()
+    {
+        return Err(RestoreError::SameBase(base.clone()));
+    }
     let started = Instant::now();
     let at_start = client.counters();
     let requests_at_start = at_start.requests;

@@ -626,3 +626,301 @@ async fn errors_are_clear_and_leave_nothing_behind() {
         "tar took a truncated stream for complete"
     );
 }
+
+/// Issue 10, defect 4: `--force` onto a FIFO replaced it with a regular file, and its reader
+/// got nothing. A FIFO takes the archive as a stream (tar and zip; without `--force`, as it
+/// replaces nothing), stays a FIFO, and its reader gets the whole archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_gets_the_whole_archive_and_stays_a_fifo() {
+    use std::os::unix::fs::FileTypeExt;
+    let zoo = zoo(true).await;
+    let tar_file = std::fs::read(zoo.export_to("file.tar", &[])).unwrap();
+    let zip_file = zoo.export_to("file.zip", &[]);
+    for (name, extra) in [
+        ("pipe.tar", vec!["--force"]),
+        ("pipe", vec![]),
+        ("zip-pipe", vec!["--format", "zip", "--force"]),
+    ] {
+        let fifo = zoo.path(name);
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success(), "mkfifo {}", fifo.display());
+        // The reader: opening waits for the writer, reading ends when the writer closes.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader_path = fifo.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let read =
+                std::fs::File::open(&reader_path).and_then(|mut f| f.read_to_end(&mut bytes));
+            let _ = tx.send(read.map(|_| bytes));
+        });
+        let mut args = vec!["latest", "-o", fifo.to_str().unwrap()];
+        args.extend(extra);
+        let (code, out, err) = zoo.export(&args);
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "{name}: the FIFO was replaced by {kind:?}");
+        assert_eq!(code, 0, "{name}: {}{err}", String::from_utf8_lossy(&out));
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the reader got the end of the stream")
+            .unwrap();
+        if name.contains("zip") {
+            // A zip stream has data descriptors instead of sizes in its headers: the same
+            // entries with the same bytes as the zip file, not the same archive bytes.
+            let entries = |bytes: Vec<u8>| {
+                let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+                (0..zip.len())
+                    .map(|i| {
+                        let mut entry = zip.by_index(i).unwrap();
+                        let mut data = Vec::new();
+                        entry.read_to_end(&mut data).unwrap();
+                        (entry.name().unwrap().into_owned(), data)
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let expected = entries(std::fs::read(&zip_file).unwrap());
+            assert!(expected.len() > 20);
+            assert!(entries(got) == expected, "{name}: the zip stream differs");
+        } else {
+            assert!(
+                got == tar_file,
+                "{name}: the reader got {} bytes",
+                got.len()
+            );
+            let mut archive = tar::Archive::new(&got[..]);
+            assert!(archive.entries().unwrap().count() > 20);
+        }
+    }
+
+    // A folder or a database cannot be a stream: refused (usage), the FIFO left alone and
+    // never opened (its reader would wait forever).
+    let fifo = zoo.path("pipe");
+    for format in ["dir", "sqlite"] {
+        let args = [
+            "latest",
+            "--format",
+            format,
+            "-o",
+            fifo.to_str().unwrap(),
+            "--force",
+        ];
+        let (code, _, err) = zoo.export(&args);
+        assert_eq!(code, 2, "{format}: {err}");
+        assert!(
+            err.contains("FIFO") && err.contains("--format tar"),
+            "{err}"
+        );
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+    }
+}
+
+/// Makes a character device like `/dev/null` (1:3) at `path`, if this process may (root, and
+/// a file system that allows device nodes); else says why not.
+fn scratch_null_device(path: &Path) -> Result<(), String> {
+    let out = Command::new("mknod")
+        .arg(path)
+        .args(["c", "1", "3"])
+        .output()
+        .map_err(|e| format!("mknod cannot run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mknod failed (not root?): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(b"x"))
+        .map_err(|e| format!("the file system does not allow device nodes: {e}"))
+}
+
+/// Issue 10, defect 4: as root, `export -o /dev/null --force` replaced `/dev/null` with a
+/// regular file. A character device takes the archive as a stream and stays a device; the
+/// test uses a scratch device node, not the machine's `/dev/null`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_character_device_is_written_to_and_never_replaced() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let zoo = zoo(true).await;
+    let null = zoo.path("null");
+    if let Err(why) = scratch_null_device(&null) {
+        eprintln!("skipped: no scratch character device: {why}");
+        return;
+    }
+    let rdev = std::fs::metadata(&null).unwrap().rdev();
+    let still_a_device = || {
+        let meta = std::fs::symlink_metadata(&null).unwrap();
+        meta.file_type().is_char_device() && meta.rdev() == rdev
+    };
+    // Through a symbolic link too, as `/dev/stdout` is one.
+    let link = zoo.path("link.tar");
+    std::os::unix::fs::symlink(&null, &link).unwrap();
+    for (path, extra) in [
+        (&null, vec!["--format", "tar", "--force"]),
+        // Without --format (a stream is a tar, as for `-o -`) and without --force (nothing
+        // is replaced).
+        (&null, vec![]),
+        (&null, vec!["--format", "zip", "--force"]),
+        (&link, vec!["--force"]),
+    ] {
+        let mut args = vec!["latest", "-o", path.to_str().unwrap()];
+        args.extend(extra.iter().copied());
+        let (code, _, err) = zoo.export(&args);
+        assert!(still_a_device(), "{args:?} replaced the device");
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{args:?} replaced the link"
+        );
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    for format in ["dir", "sqlite"] {
+        let args = [
+            "latest",
+            "--format",
+            format,
+            "-o",
+            null.to_str().unwrap(),
+            "--force",
+        ];
+        let (code, _, err) = zoo.export(&args);
+        assert_eq!(code, 2, "{format}: {err}");
+        assert!(err.contains("character device"), "{err}");
+        assert!(still_a_device());
+    }
+    // Nothing was left next to it.
+    let mut names: Vec<String> = std::fs::read_dir(zoo.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cache", "link.tar", "null", "repo"]);
+}
+
+/// `--force` through a symbolic link replaces the file it points to, not the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_through_a_symbolic_link_replaces_its_file_not_the_link() {
+    let zoo = zoo(true).await;
+    let real = zoo.path("real.tar");
+    std::fs::write(&real, b"old").unwrap();
+    let link = zoo.path("link.tar");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let (code, _, err) = zoo.export(&["latest", "-o", link.to_str().unwrap(), "--force"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_link(&link).unwrap(), real);
+    let mut archive = tar::Archive::new(std::fs::File::open(&real).unwrap());
+    assert!(archive.entries().unwrap().count() > 20);
+}
+
+/// Issue 10, defect 4: `--force` into a folder holding an earlier export deleted the files
+/// the user had added there. Only what the earlier export wrote (as its manifest and tables
+/// say) is replaced or removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_into_an_earlier_export_replaces_only_what_it_wrote() {
+    let zoo = zoo(true).await;
+    let fresh = zoo.export_to("fresh", &["--format", "dir"]);
+    let out = zoo.export_to("out", &["--format", "dir"]);
+    let exported = files_below(&out);
+    assert_eq!(exported, files_below(&fresh));
+    let first_table = exported
+        .iter()
+        .find(|p| p.starts_with("attachments"))
+        .and_then(|p| p.iter().nth(1))
+        .unwrap()
+        .to_owned();
+
+    // The user's files: beside the export, in its folders, in a folder of their own.
+    let table_folder = Path::new("attachments").join(&first_table);
+    let mine = [
+        PathBuf::from("notes.txt"),
+        PathBuf::from("tables/my-query.csv"),
+        table_folder.join("my-scans/scan.pdf"),
+    ];
+    for path in &mine {
+        std::fs::create_dir_all(out.join(path).parent().unwrap()).unwrap();
+        std::fs::write(out.join(path), format!("mine: {}", path.display())).unwrap();
+    }
+    // The earlier export's files: one changed, and a table (with an attachment) that the
+    // new export does not have.
+    std::fs::write(out.join("schema.json"), b"old").unwrap();
+    let manifest_path = out.join("manifest.json");
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["tables"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "id": "tblGone", "name": "Gone", "json": "tables/Gone.json", "csv": "tables/Gone.csv",
+            "attachments": "attachments/Gone",
+        }));
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let gone_json = "{\"table\":{\"id\":\"tblGone\",\"name\":\"Gone\"},\n\"fields\":[],\n\
+         \"records\":[\n{\"id\":\"recGone\",\"createdTime\":\"2026-01-01T00:00:00.000Z\",\
+         \"fields\":{\"Files\":[{\"filename\":\"old.bin\",\"id\":\"attGone\",\
+         \"path\":\"attachments/Gone/recGone/old.bin\",\"size\":3}]}}\n]}\n";
+    std::fs::write(out.join("tables/Gone.json"), gone_json).unwrap();
+    std::fs::write(out.join("tables/Gone.csv"), b"id\r\n").unwrap();
+    std::fs::create_dir_all(out.join("attachments/Gone/recGone")).unwrap();
+    std::fs::write(out.join("attachments/Gone/recGone/old.bin"), b"old").unwrap();
+
+    let (code, _, err) = zoo.export(&[
+        "latest",
+        "--format",
+        "dir",
+        "-o",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for path in &mine {
+        assert_eq!(
+            std::fs::read_to_string(out.join(path)).ok(),
+            Some(format!("mine: {}", path.display())),
+            "the user's {} was not kept",
+            path.display()
+        );
+    }
+    // Everything else is the new export, file for file, byte for byte.
+    let mut expected = exported.clone();
+    expected.extend(mine.iter().cloned());
+    expected.sort();
+    assert_eq!(files_below(&out), expected);
+    for path in &exported {
+        assert!(
+            std::fs::read(out.join(path)).unwrap() == std::fs::read(fresh.join(path)).unwrap(),
+            "{} was not replaced",
+            path.display()
+        );
+    }
+    assert!(
+        !out.join("attachments/Gone").exists(),
+        "an emptied folder was left"
+    );
+    // No temporary folder left, inside or beside it.
+    let hidden = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    };
+    assert_eq!(hidden(&out) + hidden(zoo.dir.path()), 0);
+}

@@ -5,6 +5,7 @@ mod cli;
 mod damage;
 mod export;
 mod fake_airtable;
+mod hygiene;
 mod regressions;
 mod repo;
 mod restore;

@@ -1,0 +1,142 @@
+//! Log output on standard error: `AIRBACK_LOG` picks the level (default `warn`, `error` with
+//! `--quiet`); colours only on a terminal (and not with `NO_COLOR`); a warning or error
+//! repeated within a run is printed once, and [`Repeats::report`] says at the end how often it
+//! happened.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+
+use super::print::err;
+
+/// Distinct messages remembered; beyond that, messages are printed every time.
+const MAX_REMEMBERED: usize = 1000;
+
+/// Installs the log output for the process. The returned [`Repeats`] reports repeated
+/// messages at the end.
+pub fn init(quiet: bool) -> Repeats {
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRBACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let repeats = Repeats::default();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(repeats.clone())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(colour),
+        )
+        .try_init();
+    repeats
+}
+
+/// Counts warnings and errors by their text, and lets only the first of each through.
+#[derive(Clone, Default)]
+pub struct Repeats {
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Level and text → its position in `order`.
+    index: HashMap<String, usize>,
+    /// Level, text and count, in the order first seen.
+    order: Vec<(Level, String, u64)>,
+}
+
+impl Repeats {
+    /// Prints, for each message that came more than once, how many times it came.
+    pub fn report(&self) {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (level, text, n) in &seen.order {
+            if *n > 1 {
+                let level = if *level == Level::ERROR {
+                    "error"
+                } else {
+                    "warning"
+                };
+                err!("{level}: {text} (repeated {n} times)");
+            }
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Repeats {
+    fn event_enabled(&self, event: &Event<'_>, _cx: Context<'_, S>) -> bool {
+        let level = *event.metadata().level();
+        // More verbose levels compare greater.
+        if level > Level::WARN {
+            return true;
+        }
+        let mut text = Text::default();
+        event.record(&mut text);
+        let key = format!("{level} {}", text.0);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&i) = seen.index.get(&key) {
+            seen.order[i].2 += 1;
+            return false;
+        }
+        if seen.order.len() < MAX_REMEMBERED {
+            let i = seen.order.len();
+            seen.order.push((level, text.0, 1));
+            seen.index.insert(key, i);
+        }
+        true
+    }
+}
+
+/// An event's message and fields as one line of text.
+#[derive(Default)]
+struct Text(String);
+
+impl Visit for Text {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let name = field.name();
+        if name.starts_with("log.") {
+            return;
+        }
+        if !self.0.is_empty() {
+            self.0.push(' ');
+        }
+        let _ = if name == "message" {
+            write!(self.0, "{value:?}")
+        } else {
+            write!(self.0, "{name}={value:?}")
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_passes_once_and_is_counted() {
+        let repeats = Repeats::default();
+        let subscriber = tracing_subscriber::registry().with(repeats.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..3 {
+                tracing::warn!("the same thing");
+            }
+            tracing::warn!("another thing");
+            tracing::info!("not counted");
+            tracing::info!("not counted");
+        });
+        let seen = repeats.seen.lock().unwrap();
+        let counts: Vec<(&str, u64)> = seen
+            .order
+            .iter()
+            .map(|(_, text, n)| (text.as_str(), *n))
+            .collect();
+        assert_eq!(counts, vec![("the same thing", 3), ("another thing", 1)]);
+    }
+}
