@@ -5,15 +5,22 @@
 //! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
 //! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
 //! to the opendal service (`?endpoint=…&region=…`); for S3 the standard `AWS_*` variables fill
-//! in what the URI leaves out. Secrets in a location never reach `Display`.
+//! in what the URI leaves out. Secrets in a location never reach `Display`, nor any log: S3 keys
+//! reach opendal's signer in a type whose `Debug` hides them, a login in an endpoint URL never
+//! reaches opendal (WebDAV gets it as `username`/`password`), retried failures are logged
+//! sanitized, and every secret seen is registered with [`crate::secrets`], whose log writer
+//! scrubs what dependencies print.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
-use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
-use opendal::{ErrorKind, Operator, services};
+use opendal::layers::{ConcurrentLimitLayer, RetryEvent, RetryLayer, TimeoutLayer};
+use opendal::{Configurator, ErrorKind, Operator, services};
+use reqsign_core::{ProvideCredential, ProvideCredentialChain};
+
+use crate::secrets;
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +134,7 @@ pub fn redact_location(location: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if SHOWN_OPTIONS.contains(&k) => format!("{k}={v}"),
+            Some((k, v)) if SHOWN_OPTIONS.contains(&k) => format!("{k}={}", strip_password(v)),
             Some((k, _)) => format!("{k}=***"),
             None => kv.to_string(),
         })
@@ -242,6 +249,7 @@ impl Backend {
                         (k.to_string(), v.to_string())
                     })
                     .collect();
+                remember_secrets(authority, &opts);
                 opts.insert("root".into(), format!("/{path}"));
                 let service = match scheme {
                     "s3" => {
@@ -284,7 +292,17 @@ impl Backend {
                         )));
                     }
                 };
-                Operator::via_iter(service, opts).map_err(storage)?
+                move_endpoint_login(service, &display, &mut opts);
+                match S3Keys::take(service, &mut opts) {
+                    Some(keys) => {
+                        let builder = services::S3Config::from_iter(opts)
+                            .map_err(storage)?
+                            .into_builder()
+                            .credential_provider_chain(ProvideCredentialChain::new().push(keys));
+                        Operator::new(builder).map_err(storage)?
+                    }
+                    None => Operator::via_iter(service, opts).map_err(storage)?,
+                }
             }
         };
         let op = op
@@ -294,7 +312,8 @@ impl Backend {
                     .with_jitter()
                     .with_max_times(options.retries)
                     .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(10)),
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_notify(log_retry),
             )
             .layer(ConcurrentLimitLayer::new(options.connections.max(1)));
         Ok(Backend { op, display })
@@ -462,9 +481,144 @@ fn fill_from_env(opts: &mut BTreeMap<String, String>, pairs: &[(&str, &str)]) {
             && let Ok(value) = std::env::var(var)
             && !value.is_empty()
         {
+            if !SHOWN_OPTIONS.contains(key) {
+                secrets::remember(&value);
+            }
             opts.insert((*key).to_string(), value);
         }
     }
+}
+
+/// Tells [`secrets`] about every secret in a location: the values of options not in
+/// [`SHOWN_OPTIONS`] and passwords in the authority or in URL-valued options.
+fn remember_secrets(authority: &str, opts: &BTreeMap<String, String>) {
+    let password = |url: &str| {
+        let (_, login) = split_login(url);
+        if let Some((_, Some(password))) = login {
+            secrets::remember(&password);
+        }
+    };
+    password(&format!("x://{authority}"));
+    for (key, value) in opts {
+        if SHOWN_OPTIONS.contains(&key.as_str()) {
+            password(value);
+        } else {
+            secrets::remember(value);
+        }
+    }
+}
+
+/// Splits `scheme://user:password@host/...` into the URL without its login and the login.
+fn split_login(url: &str) -> (String, Option<(String, Option<String>)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password.to_string())),
+                None => (userinfo, None),
+            };
+            (
+                format!("{scheme}://{host}{}", &rest[authority_end..]),
+                Some((user.to_string(), password)),
+            )
+        }
+        None => (url.to_string(), None),
+    }
+}
+
+/// A login in the endpoint (`http://user:password@host`) never reaches the storage library,
+/// which logs its endpoint and puts it in error messages. WebDAV gets it as its `username` and
+/// `password` options; the other services sign requests with their own keys, so it is dropped
+/// with a warning.
+fn move_endpoint_login(service: &str, location: &str, opts: &mut BTreeMap<String, String>) {
+    let Some(endpoint) = opts.get("endpoint") else {
+        return;
+    };
+    let (bare, Some((user, password))) = split_login(endpoint) else {
+        return;
+    };
+    opts.insert("endpoint".into(), bare);
+    if service == "webdav" {
+        opts.entry("username".into()).or_insert(user);
+        if let Some(password) = password {
+            opts.entry("password".into()).or_insert(password);
+        }
+    } else {
+        tracing::warn!(
+            "the user name and password in the endpoint of {location} are not used ({service} \
+             signs requests with its access keys); remove them from the location"
+        );
+    }
+}
+
+/// S3 keys for opendal's request signer. The signer logs its credential providers with `Debug`
+/// at debug level, and opendal's own provider shows the keys there: this one shows the access
+/// key id only.
+#[derive(Clone)]
+struct S3Keys {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+impl fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Keys")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"***")
+            .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl S3Keys {
+    /// Takes the keys out of an S3 service's options. Not with `role_arn`: opendal then signs
+    /// its STS requests with the keys, through its own provider.
+    fn take(service: &str, opts: &mut BTreeMap<String, String>) -> Option<S3Keys> {
+        if service != "s3"
+            || opts.contains_key("role_arn")
+            || !opts.contains_key("access_key_id")
+            || !opts.contains_key("secret_access_key")
+        {
+            return None;
+        }
+        Some(S3Keys {
+            access_key_id: opts.remove("access_key_id")?,
+            secret_access_key: opts.remove("secret_access_key")?,
+            session_token: opts.remove("session_token"),
+        })
+    }
+}
+
+impl ProvideCredential for S3Keys {
+    type Credential = reqsign_aws_v4::Credential;
+
+    async fn provide_credential(
+        &self,
+        _: &reqsign_core::Context,
+    ) -> reqsign_core::Result<Option<Self::Credential>> {
+        Ok(Some(reqsign_aws_v4::Credential {
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            expires_in: None,
+        }))
+    }
+}
+
+/// Logs a retried storage failure in one line, secrets removed (opendal's default logs the
+/// error's `Debug`, with its URL and a backtrace).
+fn log_retry(event: RetryEvent<'_>) {
+    tracing::warn!(
+        "storage operation {} failed, retrying in {:.1} s (attempt {}): {}",
+        event.op,
+        event.retry_after.as_secs_f64(),
+        event.attempt,
+        sanitize_error_text(&event.err.to_string())
+    );
 }
 
 #[cfg(test)]
@@ -495,6 +649,60 @@ mod tests {
             "request to https://host/b/k?X-Amz-Signature=abc&sig=SECRET failed",
         );
         assert_eq!(text, "request to https://host/b/k?*** failed");
+    }
+
+    #[test]
+    fn endpoint_logins_are_redacted_and_kept_from_the_storage_library() {
+        let shown = redact_location("s3://b/p?endpoint=http://user:PASS1@127.0.0.1:9000&region=x");
+        assert_eq!(
+            shown,
+            "s3://b/p?endpoint=http://user:***@127.0.0.1:9000&region=x"
+        );
+
+        let mut opts = BTreeMap::from([(
+            "endpoint".to_string(),
+            "http://user:PASS1@127.0.0.1:9000".to_string(),
+        )]);
+        move_endpoint_login("s3", "s3://b/p", &mut opts);
+        assert_eq!(opts["endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(opts.len(), 1, "{opts:?}");
+
+        let mut opts = BTreeMap::from([(
+            "endpoint".to_string(),
+            "https://alice:hunter2@dav.example.com".to_string(),
+        )]);
+        move_endpoint_login("webdav", "webdavs://dav.example.com", &mut opts);
+        assert_eq!(opts["endpoint"], "https://dav.example.com");
+        assert_eq!(opts["username"], "alice");
+        assert_eq!(opts["password"], "hunter2");
+    }
+
+    #[test]
+    fn s3_keys_reach_the_signer_in_a_type_whose_debug_hides_them() {
+        let mut opts = BTreeMap::from([
+            ("access_key_id".to_string(), "AKID".to_string()),
+            ("secret_access_key".to_string(), "SECRETKEY1".to_string()),
+            ("session_token".to_string(), "SESSIONTOKEN1".to_string()),
+        ]);
+        let keys = S3Keys::take("s3", &mut opts).unwrap();
+        assert!(opts.is_empty(), "the keys left the options: {opts:?}");
+        let debug = format!("{keys:?}");
+        assert!(
+            debug.contains("AKID")
+                && !debug.contains("SECRETKEY1")
+                && !debug.contains("SESSIONTOKEN1"),
+            "{debug}"
+        );
+        let backend = Backend::open(
+            "s3://b/p?endpoint=http://u:PASS2@127.0.0.1:1&access_key_id=A&secret_access_key=SECRETKEY2",
+            &BackendOptions::default(),
+        )
+        .unwrap();
+        let debug = format!("{backend:?} {}", backend.location());
+        assert!(
+            !debug.contains("SECRETKEY2") && !debug.contains("PASS2"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub mod fake;
 pub mod id;
 pub mod repo;
 pub mod restore;
+pub mod secrets;
 pub mod snapshots;
 pub mod stored;

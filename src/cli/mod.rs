@@ -151,9 +151,10 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("error: {err}");
+            use crate::secrets::scrub;
+            eprintln!("error: {}", scrub(&err.to_string()));
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", scrub(&cause.to_string()));
             }
             ExitCode::from(exit::for_error(&err))
         }
@@ -161,12 +162,13 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(quiet: bool) {
+    crate::secrets::remember_env();
     let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRBACK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::secrets::ScrubbedStderr)
         .with_target(false)
         .try_init();
 }

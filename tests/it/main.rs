@@ -7,5 +7,6 @@ mod fake_airtable;
 mod regressions;
 mod repo;
 mod restore;
+mod secrets;
 mod snapshot;
 mod support;
