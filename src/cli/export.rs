@@ -66,7 +66,7 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
 
     let repo = open_repo(g).await?;
     // Shared, like `check`: a future `prune` must not delete packs while they are read.
-    let lock = repo.lock(false, "export").await?;
+    let lock = super::read_lock(g, &repo, "export").await?;
     let result = async {
         let (id, snapshot) =
             snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
@@ -78,7 +78,7 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
         anyhow::Ok(summary?)
     }
     .await;
-    lock.release().await?;
+    super::release(lock).await?;
     let summary = result?;
     print_summary(g, &options, &summary)?;
     Ok(exit::OK)

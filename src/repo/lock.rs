@@ -141,7 +141,16 @@ impl Repository {
             exclusive,
             operation: operation.to_string(),
         };
-        let path = write_lock(&backend, &info).await?;
+        let path = match write_lock(&backend, &info).await {
+            Ok(path) => path,
+            Err(RepoError::Backend(source)) if !exclusive => {
+                return Err(RepoError::LockNotWritten {
+                    location: backend.location().to_string(),
+                    source,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         // Two processes may have written their locks at the same moment: look again.
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(holder) = conflicting(&backend, exclusive, Some(&path)).await? {

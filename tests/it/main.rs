@@ -4,6 +4,7 @@ mod airtable_client;
 mod cli;
 mod export;
 mod fake_airtable;
+mod ops;
 mod regressions;
 mod repo;
 mod restore;

@@ -1,0 +1,212 @@
+//! Operating a repository on a bad day (issue #10): a read-only repository read with
+//! `--no-lock` (defect 7), a damaged or unwritable cache (defect 9), locks from a host whose
+//! clock is ahead, `tmp/` leftovers, and the permissions of what airback creates.
+
+use std::path::Path;
+
+use airback::fake::{FakeAirtable, FakeOptions, Preset};
+
+use crate::support::s3::S3Server;
+
+/// Runs the binary against a fake Airtable with a private cache dir; (code, stdout, stderr).
+async fn run(fake: &FakeAirtable, cache: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+        .args(args)
+        .env("AIRBACK_CACHE_DIR", cache)
+        .env("AIRTABLE_API_URL", fake.url())
+        .env("AIRTABLE_CONTENT_URL", fake.url())
+        .env("AIRTABLE_TOKEN", fake.token())
+        .env_remove("AIRBACK_REPO")
+        .env_remove("AIRBACK_LOG")
+        .output()
+        .await
+        .expect("the airback binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A fake Airtable and a repository at `location` holding one snapshot of its first base.
+async fn repo_with_a_snapshot(location: &str, cache: &Path) -> FakeAirtable {
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    let (code, out, err) = run(&fake, cache, &["init", "--repo", location]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(
+        &fake,
+        cache,
+        &["snapshot", "--repo", location, "--base", &base],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    fake
+}
+
+// ---------------------------------------------------------------------------------------------
+// Defect 7: a read-only repository can be read.
+
+/// Reading commands on a repository that refuses writes: without `--no-lock` the lock cannot be
+/// written and the message says what to do; with it, check and export work.
+async fn read_only_checks(fake: &FakeAirtable, location: &str, dir: &Path) {
+    let cache = dir.join("cache");
+    let (code, out, err) = run(fake, &cache, &["check", "--repo", location]).await;
+    assert_eq!(code, 1, "check must fail without --no-lock: {out}{err}");
+    assert!(
+        err.contains("--no-lock") && err.contains("read-only"),
+        "the message must point at --no-lock: {err}"
+    );
+    for args in [
+        &["check", "--no-lock"][..],
+        &["check", "--read-data", "--no-lock"],
+        &["snapshots", "--no-lock"],
+        &["snapshots"],
+        &["show", "latest", "--no-lock"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--repo", location]);
+        let (code, out, err) = run(fake, &cache, &args).await;
+        assert_eq!(code, 0, "airback {args:?}: {out}{err}");
+    }
+    let tar = dir.join("out.tar");
+    let (code, out, err) = run(
+        fake,
+        &cache,
+        &[
+            "export",
+            "latest",
+            "-o",
+            tar.to_str().unwrap(),
+            "--no-lock",
+            "--repo",
+            location,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "export --no-lock: {out}{err}");
+    assert!(std::fs::metadata(&tar).unwrap().len() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_s3_repository_is_read_with_no_lock() {
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let location = s3.location("ro");
+    let fake = repo_with_a_snapshot(&location, &dir.path().join("cache")).await;
+    s3.set_read_only(true);
+    read_only_checks(&fake, &location, dir.path()).await;
+}
+
+/// The same on a local folder mounted read-only (a bind mount in a private mount namespace, so
+/// that it refuses writes to root too). Skipped where mount namespaces are not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_local_repository_is_read_with_no_lock() {
+    let probe = std::process::Command::new("unshare")
+        .args(["-m", "--", "mount", "-t", "tmpfs", "none", "/mnt"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: `unshare -m` with mount is not allowed here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let fake = repo_with_a_snapshot(repo, &dir.path().join("cache")).await;
+    // Each command runs in its own namespace where `repo` is a read-only bind mount of itself.
+    let wrapper = dir.path().join("ro-airback");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec unshare -m -- sh -c 'mount --bind \"$0\" \"$0\" || exit 98; \
+             mount -o remount,bind,ro \"$0\" \"$0\" || exit 98; \
+             if touch \"$0/probe\" 2>/dev/null; then exit 99; fi; exec \"$@\"' {repo} {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_airback")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let ro = |args: Vec<&str>| {
+        let wrapper = wrapper.clone();
+        let fake_url = fake.url();
+        let token = fake.token();
+        let cache = cache.clone();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        async move {
+            let out = tokio::process::Command::new(&wrapper)
+                .args(&args)
+                .env("AIRBACK_CACHE_DIR", &cache)
+                .env("AIRTABLE_API_URL", &fake_url)
+                .env("AIRTABLE_TOKEN", token)
+                .env_remove("AIRBACK_LOG")
+                .output()
+                .await
+                .unwrap();
+            let code = out.status.code();
+            assert!(
+                code != Some(98) && code != Some(99),
+                "no read-only bind mount"
+            );
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, out, err) = ro(vec!["check", "--repo", repo]).await;
+    assert_eq!(code, 1, "check must fail without --no-lock: {out}{err}");
+    assert!(err.contains("--no-lock"), "{err}");
+    let (code, out, err) = ro(vec!["check", "--read-data", "--no-lock", "--repo", repo]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let tar = dir.path().join("out.tar");
+    let (code, out, err) = ro(vec![
+        "export",
+        "latest",
+        "-o",
+        tar.to_str().unwrap(),
+        "--no-lock",
+        "--repo",
+        repo,
+    ])
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(std::fs::metadata(&tar).unwrap().len() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_that_write_refuse_no_lock() {
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    for args in [
+        &["init", "--no-lock", "--repo", repo][..],
+        &[
+            "snapshot",
+            "--no-lock",
+            "--base",
+            "appXXXXXXXXXXXXXX",
+            "--repo",
+            repo,
+        ],
+    ] {
+        let (code, _, err) = run(&fake, &cache, args).await;
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("--no-lock is for commands that only read"),
+            "{err}"
+        );
+    }
+    assert!(!Path::new(repo).exists(), "nothing was created");
+}
