@@ -134,6 +134,18 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
     }
 
     let repo = open_repo_at(g, &location).await?;
+    let backend = repo.backend();
+    match backend
+        .remove_tmp_leftovers(crate::backend::TMP_LEFTOVER_AGE)
+        .await
+    {
+        Ok(removed) => {
+            for leftover in removed {
+                tracing::info!("removed {leftover}, left by an interrupted write");
+            }
+        }
+        Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
+    }
     let mut code = exit::OK;
     for job in &jobs {
         let progress = progress::for_backup(g.quiet || g.json, &job.base_id);

@@ -4,13 +4,24 @@
 
 use std::path::Path;
 
+use std::time::{Duration, SystemTime};
+
+use airback::backend::{Backend, BackendOptions, TMP_LEFTOVER_AGE};
 use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback::repo::lock::LockInfo;
+use airback::repo::{CacheChoice, RepoError, Repository};
 
 use crate::support::s3::S3Server;
 
-/// Runs the binary against a fake Airtable with a private cache dir; (code, stdout, stderr).
+/// Runs the binary against a fake Airtable with a private cache dir, under the usual umask 022;
+/// (code, stdout, stderr).
 async fn run(fake: &FakeAirtable, cache: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+    let out = tokio::process::Command::new("sh")
+        .args([
+            "-c",
+            "umask 022 && exec \"$0\" \"$@\"",
+            env!("CARGO_BIN_EXE_airback"),
+        ])
         .args(args)
         .env("AIRBACK_CACHE_DIR", cache)
         .env("AIRTABLE_API_URL", fake.url())
@@ -287,4 +298,156 @@ async fn an_unwritable_cache_location_gives_an_in_memory_cache_with_one_warning(
         );
     }
     assert_eq!(std::fs::read(&not_a_dir).unwrap(), b"a file");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weaknesses: locks from a host whose clock is ahead, `tmp/` leftovers, file permissions.
+
+async fn open_local(location: &str, cache: &Path) -> Repository {
+    let backend = Backend::open(location, &BackendOptions::default()).unwrap();
+    Repository::open(backend, CacheChoice::Dir(cache.to_path_buf()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_dated_in_the_future_expires_thirty_minutes_after_it_was_first_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let location = location.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    crate::support::new_repo(location, &crate::support::small_options()).await;
+    // A prune on a host whose clock is a year ahead died holding its lock.
+    let year_ahead = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
+    let lock = LockInfo {
+        time: humantime::format_rfc3339_seconds(year_ahead).to_string(),
+        hostname: "fast-clock-host".into(),
+        pid: 4242,
+        exclusive: true,
+        operation: "prune".into(),
+    };
+    let name = "future-lock";
+    let repo = open_local(location, &cache).await;
+    repo.backend()
+        .write(&format!("locks/{name}"), serde_json::to_vec(&lock).unwrap())
+        .await
+        .unwrap();
+
+    // Seen for the first time: it blocks, and the message says when it stops counting.
+    let err = repo.lock(false, "check").await.unwrap_err();
+    assert!(matches!(err, RepoError::Locked { .. }), "{err}");
+    assert!(
+        err.to_string().contains("in the future") && err.to_string().contains("stale from"),
+        "{err}"
+    );
+    let key = format!("lock-first-seen:{name}");
+    let seen: u64 = repo
+        .cache()
+        .get_value(&key)
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // A later run, 31 minutes after that first sighting (moved back in the cache, as the
+    // clock cannot be): the lock is stale, removed, and no longer blocks.
+    repo.cache()
+        .set_value(&key, &(seen - 31 * 60).to_string())
+        .unwrap();
+    drop(repo);
+    let repo = open_local(location, &cache).await;
+    let guard = repo.lock(false, "check").await.unwrap();
+    guard.release().await.unwrap();
+    assert!(repo.backend().list("locks/").await.unwrap().is_empty());
+}
+
+fn age_file(path: &Path, age: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - age).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tmp_leftovers_are_reported_by_check_and_removed_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let location = repo.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let fake = repo_with_a_snapshot(location, &cache).await;
+    let tmp = repo.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    // An upload cut short by a full disk two hours ago, and one being written right now.
+    let old = tmp.join("0123abcd.5f3a9e01c2d4b6a8");
+    std::fs::write(&old, vec![7u8; 1000]).unwrap();
+    age_file(&old, TMP_LEFTOVER_AGE + Duration::from_secs(3600));
+    let fresh = tmp.join("4567ef01.0b1c2d3e4f5a6b7c");
+    std::fs::write(&fresh, vec![7u8; 10]).unwrap();
+
+    let (code, out, err) = run(&fake, &cache, &["check", "--repo", location]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains("tmp/0123abcd.5f3a9e01c2d4b6a8")
+            && warnings[0].contains("1000 bytes")
+            && warnings[0].contains("interrupted write"),
+        "{out}"
+    );
+
+    let base = fake.bases()[0].id.clone();
+    let (code, out, err) = run(
+        &fake,
+        &cache,
+        &["snapshot", "--base", &base, "--repo", location],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!old.exists(), "the leftover was removed");
+    assert!(
+        fresh.exists(),
+        "a write that may be in progress is left alone"
+    );
+    let (code, out, err) = run(&fake, &cache, &["check", "--repo", location]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("warning:"), "{out}");
+}
+
+/// Every file below `dir` is 0600 and every folder (`dir` included) 0700.
+fn assert_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", path.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files > 0, "nothing below {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repository_and_cache_files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let cache = dir.path().join("cache");
+    // `run` sets umask 022, under which files would be 0644 and folders 0755.
+    let fake = repo_with_a_snapshot(repo.to_str().unwrap(), &cache).await;
+    let (code, out, err) = run(
+        &fake,
+        &cache,
+        &["check", "--read-data", "--repo", repo.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(repo.join("data").is_dir() && repo.join("snapshots").is_dir());
+    assert_private(&repo);
+    assert_private(&cache);
 }
