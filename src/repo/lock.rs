@@ -200,7 +200,7 @@ impl Repository {
             Err(RepoError::Backend(source)) if !exclusive => {
                 return Err(RepoError::LockNotWritten {
                     location: backend.location().to_string(),
-                    source,
+                    source: Box::new(source),
                 });
             }
             Err(e) => return Err(e),

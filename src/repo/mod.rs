@@ -94,7 +94,7 @@ pub enum RepoError {
         location: String,
         /// Why the write failed.
         #[source]
-        source: BackendError,
+        source: Box<BackendError>,
     },
     /// An earlier upload of this run failed, so nothing may be committed.
     #[error("an earlier upload failed ({0}); nothing was committed, run the command again")]
