@@ -5,15 +5,28 @@
 //! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
 //! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
 //! to the opendal service (`?endpoint=…&region=…`); for S3 the standard `AWS_*` variables fill
-//! in what the URI leaves out. Secrets in a location never reach `Display`.
+//! in what the URI leaves out. Secrets in a location never reach `Display`, nor any log: S3 keys
+//! reach opendal's signer in a type whose `Debug` hides them, a login in an endpoint URL never
+//! reaches opendal (WebDAV gets it as `username`/`password`), retried failures are logged
+//! sanitized, and every secret seen is registered with [`crate::secrets`], whose log writer
+//! scrubs what dependencies print.
+//!
+//! Local folders are read through opendal but written here: each object goes to `tmp/` first
+//! (created 0600, whatever the umask), is synced, and renamed into place; folders are created
+//! 0700. A leftover in `tmp/` (a write cut short by a full disk or a file-size limit) is found
+//! by [`Backend::tmp_leftovers`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
-use opendal::{ErrorKind, Operator, services};
+use opendal::{Configurator, ErrorKind, Operator, services};
+use reqsign_core::{ProvideCredential, ProvideCredentialChain};
+
+use crate::secrets;
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +107,8 @@ impl Default for BackendOptions {
 pub struct Backend {
     op: Operator,
     display: String,
+    /// The folder of a local repository: its writes bypass opendal (see [`write_local`]).
+    local: Option<PathBuf>,
 }
 
 impl fmt::Debug for Backend {
@@ -142,7 +157,7 @@ pub fn redact_location(location: &str) -> String {
     let parts: Vec<String> = query
         .split('&')
         .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if SHOWN_OPTIONS.contains(&k) => format!("{k}={v}"),
+            Some((k, v)) if SHOWN_OPTIONS.contains(&k) => format!("{k}={}", strip_password(v)),
             Some((k, _)) => format!("{k}=***"),
             None => kv.to_string(),
         })
@@ -226,14 +241,21 @@ impl Backend {
             location: display.clone(),
             source: StorageFailure::new(&source),
         };
-        let local = |path: &str| {
-            if !options.create && !std::path::Path::new(path).is_dir() {
+        let mut local_root = None;
+        let mut local = |path: &str| {
+            let root = std::path::absolute(path).unwrap_or_else(|_| path.into());
+            if options.create {
+                create_private_dirs(&root).map_err(|e| storage(io_failure(e)))?;
+            } else if !root.is_dir() {
                 return Err(BackendError::NotFound {
                     path: String::new(),
                     location: display.clone(),
                 });
             }
-            Self::fs_operator(path).map_err(storage)
+            let op = Operator::new(services::Fs::default().root(&root.to_string_lossy()))
+                .map_err(storage)?;
+            local_root = Some(root);
+            Ok(op)
         };
         let op = match location.split_once("://") {
             None => local(location)?,
@@ -257,6 +279,7 @@ impl Backend {
                         (k.to_string(), v.to_string())
                     })
                     .collect();
+                remember_secrets(authority, &opts);
                 opts.insert("root".into(), format!("/{path}"));
                 let service = match scheme {
                     "s3" => {
@@ -299,7 +322,17 @@ impl Backend {
                         )));
                     }
                 };
-                Operator::via_iter(service, opts).map_err(storage)?
+                move_endpoint_login(service, &display, &mut opts);
+                match S3Keys::take(service, &mut opts) {
+                    Some(keys) => {
+                        let builder = services::S3Config::from_iter(opts)
+                            .map_err(storage)?
+                            .into_builder()
+                            .credential_provider_chain(ProvideCredentialChain::new().push(keys));
+                        Operator::new(builder).map_err(storage)?
+                    }
+                    None => Operator::via_iter(service, opts).map_err(storage)?,
+                }
             }
         };
         let op = op
@@ -313,16 +346,11 @@ impl Backend {
                     .with_notify(log_retry),
             )
             .layer(ConcurrentLimitLayer::new(options.connections.max(1)));
-        Ok(Backend { op, display })
-    }
-
-    fn fs_operator(path: &str) -> opendal::Result<Operator> {
-        let abs = std::path::absolute(path).unwrap_or_else(|_| path.into());
-        let root = abs.to_string_lossy().to_string();
-        // Writes go to a temporary file first and are renamed into place, so a crash never
-        // leaves a half-written object under its final name.
-        let tmp = abs.join("tmp").to_string_lossy().to_string();
-        Operator::new(services::Fs::default().root(&root).atomic_write_dir(&tmp))
+        Ok(Backend {
+            op,
+            display,
+            local: local_root,
+        })
     }
 
     /// The location, safe to print.
@@ -348,6 +376,14 @@ impl Backend {
 
     /// Writes a whole object in one request.
     pub async fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), BackendError> {
+        if let Some(root) = &self.local {
+            let (root, rel) = (root.clone(), path.to_string());
+            return tokio::task::spawn_blocking(move || write_local(&root, &rel, &bytes))
+                .await
+                .map_err(|e| io_failure(std::io::Error::other(e)))
+                .and_then(|r| r.map_err(io_failure))
+                .map_err(|e| self.err("write", path, e));
+        }
         self.op
             .write(path, bytes)
             .await
@@ -419,6 +455,25 @@ impl Backend {
         mut chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     ) -> Result<(), BackendError> {
         use futures::StreamExt;
+        if let Some(root) = &self.local {
+            let mut file = LocalFile::create(root, path)
+                .await
+                .map_err(|e| self.err("write", path, io_failure(e)))?;
+            while let Some(chunk) = chunks.next().await {
+                let written = match chunk {
+                    Ok(chunk) => file.write(&chunk).await.map_err(io_failure),
+                    Err(e) => Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
+                };
+                if let Err(e) = written {
+                    file.abort().await;
+                    return Err(self.err("write", path, e));
+                }
+            }
+            return file
+                .commit()
+                .await
+                .map_err(|e| self.err("write", path, io_failure(e)));
+        }
         let mut writer = self
             .op
             .writer(path)
@@ -470,6 +525,208 @@ impl Backend {
             .await
             .map_err(|e| self.err("delete", path, e))
     }
+
+    /// Files in a local repository's `tmp/` last written more than `older_than` ago: writes
+    /// that were interrupted (disk full, a file-size limit, a killed process). Younger ones may
+    /// be another process's writes in progress. Other storages have no `tmp/`: empty.
+    pub async fn tmp_leftovers(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<TmpLeftover>, BackendError> {
+        let Some(root) = &self.local else {
+            return Ok(Vec::new());
+        };
+        let dir = root.join(TMP_DIR);
+        tokio::task::spawn_blocking(move || leftovers_in(&dir, older_than))
+            .await
+            .map_err(|e| io_failure(std::io::Error::other(e)))
+            .and_then(|r| r.map_err(io_failure))
+            .map_err(|e| self.err("list", "tmp/", e))
+    }
+
+    /// Removes what [`Backend::tmp_leftovers`] finds; returns what it removed. Writing commands
+    /// call it when they start.
+    pub async fn remove_tmp_leftovers(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<TmpLeftover>, BackendError> {
+        let leftovers = self.tmp_leftovers(older_than).await?;
+        if let Some(root) = &self.local {
+            for leftover in &leftovers {
+                let path = root.join(TMP_DIR).join(&leftover.name);
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    let rel = format!("{TMP_DIR}/{}", leftover.name);
+                    return Err(self.err("delete", &rel, io_failure(e)));
+                }
+            }
+        }
+        Ok(leftovers)
+    }
+}
+
+/// Where local writes are staged before they are renamed into place.
+const TMP_DIR: &str = "tmp";
+
+/// A file in `tmp/` not written for this long is an interrupted write's leftover, not a write
+/// in progress.
+pub const TMP_LEFTOVER_AGE: Duration = Duration::from_secs(60 * 60);
+
+/// A file an interrupted write left in a local repository's `tmp/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TmpLeftover {
+    /// Its name in `tmp/`.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// How long ago it was last written.
+    pub age: Duration,
+}
+
+impl fmt::Display for TmpLeftover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let minutes = Duration::from_secs(self.age.as_secs() / 60 * 60);
+        write!(
+            f,
+            "{TMP_DIR}/{} ({} bytes, last written {} ago)",
+            self.name,
+            self.size,
+            humantime::format_duration(minutes)
+        )
+    }
+}
+
+fn leftovers_in(dir: &Path, older_than: Duration) -> std::io::Result<Vec<TmpLeftover>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let meta = match entry.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            _ => continue,
+        };
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default();
+        if age > older_than {
+            out.push(TmpLeftover {
+                name: entry.file_name().to_string_lossy().into_owned(),
+                size: meta.len(),
+                age,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Creates `dir` and its missing parents, each readable by the owner only (0700) whatever the
+/// umask. Folders that exist keep their mode.
+fn create_private_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Opens a new file in `tmp/` for the object `path`, readable by the owner only (0600) whatever
+/// the umask, and creates the folders of `tmp/` and of `path` that are missing (0700).
+fn create_tmp_file(root: &Path, path: &str) -> std::io::Result<(std::fs::File, PathBuf, PathBuf)> {
+    let target = root.join(path);
+    let tmp_dir = root.join(TMP_DIR);
+    create_private_dirs(&tmp_dir)?;
+    if let Some(parent) = target.parent() {
+        create_private_dirs(parent)?;
+    }
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let tmp = tmp_dir.join(format!("{name}.{:016x}", fastrand::u64(..)));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    Ok((options.open(&tmp)?, tmp, target))
+}
+
+/// Writes an object of a local repository: into `tmp/` (0600), synced, then renamed into place,
+/// so a crash never leaves a half-written object under its final name. opendal's own atomic
+/// write does the same but creates files and folders with the umask's modes (0644 and 0755),
+/// which would let every user of the machine read the backups.
+fn write_local(root: &Path, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let (mut file, tmp, target) = create_tmp_file(root, path)?;
+    let result = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, &target));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A streamed write of [`write_local`].
+struct LocalFile {
+    file: tokio::fs::File,
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+impl LocalFile {
+    async fn create(root: &Path, path: &str) -> std::io::Result<LocalFile> {
+        let (root, path) = (root.to_path_buf(), path.to_string());
+        let (file, tmp, target) =
+            tokio::task::spawn_blocking(move || create_tmp_file(&root, &path))
+                .await
+                .map_err(std::io::Error::other)??;
+        Ok(LocalFile {
+            file: tokio::fs::File::from_std(file),
+            tmp,
+            target,
+        })
+    }
+
+    async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(chunk).await
+    }
+
+    async fn commit(mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let result = async {
+            self.file.flush().await?;
+            self.file.sync_all().await?;
+            tokio::fs::rename(&self.tmp, &self.target).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+        }
+        result
+    }
+
+    async fn abort(self) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+/// An I/O error of a local write, as opendal would report it.
+fn io_failure(e: std::io::Error) -> opendal::Error {
+    let kind = match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+        _ => ErrorKind::Unexpected,
+    };
+    opendal::Error::new(kind, e.to_string()).set_source(e)
 }
 
 /// Logs a storage request about to be retried: the same line for every retry of the same
@@ -497,8 +754,131 @@ fn fill_from_env(opts: &mut BTreeMap<String, String>, pairs: &[(&str, &str)]) {
             && let Ok(value) = std::env::var(var)
             && !value.is_empty()
         {
+            if !SHOWN_OPTIONS.contains(key) {
+                secrets::remember(&value);
+            }
             opts.insert((*key).to_string(), value);
         }
+    }
+}
+
+/// Tells [`secrets`] about every secret in a location: the values of options not in
+/// [`SHOWN_OPTIONS`] and passwords in the authority or in URL-valued options.
+fn remember_secrets(authority: &str, opts: &BTreeMap<String, String>) {
+    let password = |url: &str| {
+        let (_, login) = split_login(url);
+        if let Some((_, Some(password))) = login {
+            secrets::remember(&password);
+        }
+    };
+    password(&format!("x://{authority}"));
+    for (key, value) in opts {
+        if SHOWN_OPTIONS.contains(&key.as_str()) {
+            password(value);
+        } else {
+            secrets::remember(value);
+        }
+    }
+}
+
+/// Splits `scheme://user:password@host/...` into the URL without its login and the login.
+fn split_login(url: &str) -> (String, Option<(String, Option<String>)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, password)) => (user, Some(password.to_string())),
+                None => (userinfo, None),
+            };
+            (
+                format!("{scheme}://{host}{}", &rest[authority_end..]),
+                Some((user.to_string(), password)),
+            )
+        }
+        None => (url.to_string(), None),
+    }
+}
+
+/// A login in the endpoint (`http://user:password@host`) never reaches the storage library,
+/// which logs its endpoint and puts it in error messages. WebDAV gets it as its `username` and
+/// `password` options; the other services sign requests with their own keys, so it is dropped
+/// with a warning.
+fn move_endpoint_login(service: &str, location: &str, opts: &mut BTreeMap<String, String>) {
+    let Some(endpoint) = opts.get("endpoint") else {
+        return;
+    };
+    let (bare, Some((user, password))) = split_login(endpoint) else {
+        return;
+    };
+    opts.insert("endpoint".into(), bare);
+    if service == "webdav" {
+        opts.entry("username".into()).or_insert(user);
+        if let Some(password) = password {
+            opts.entry("password".into()).or_insert(password);
+        }
+    } else {
+        tracing::warn!(
+            "the user name and password in the endpoint of {location} are not used ({service} \
+             signs requests with its access keys); remove them from the location"
+        );
+    }
+}
+
+/// S3 keys for opendal's request signer. The signer logs its credential providers with `Debug`
+/// at debug level, and opendal's own provider shows the keys there: this one shows the access
+/// key id only.
+#[derive(Clone)]
+struct S3Keys {
+    access_key_id: String,
+    secret_access_key: String,
+    session_token: Option<String>,
+}
+
+impl fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Keys")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"***")
+            .field("session_token", &self.session_token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl S3Keys {
+    /// Takes the keys out of an S3 service's options. Not with `role_arn`: opendal then signs
+    /// its STS requests with the keys, through its own provider.
+    fn take(service: &str, opts: &mut BTreeMap<String, String>) -> Option<S3Keys> {
+        if service != "s3"
+            || opts.contains_key("role_arn")
+            || !opts.contains_key("access_key_id")
+            || !opts.contains_key("secret_access_key")
+        {
+            return None;
+        }
+        Some(S3Keys {
+            access_key_id: opts.remove("access_key_id")?,
+            secret_access_key: opts.remove("secret_access_key")?,
+            session_token: opts.remove("session_token"),
+        })
+    }
+}
+
+impl ProvideCredential for S3Keys {
+    type Credential = reqsign_aws_v4::Credential;
+
+    async fn provide_credential(
+        &self,
+        _: &reqsign_core::Context,
+    ) -> reqsign_core::Result<Option<Self::Credential>> {
+        Ok(Some(reqsign_aws_v4::Credential {
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            session_token: self.session_token.clone(),
+            expires_in: None,
+        }))
     }
 }
 
@@ -530,6 +910,60 @@ mod tests {
             "request to https://host/b/k?X-Amz-Signature=abc&sig=SECRET failed",
         );
         assert_eq!(text, "request to https://host/b/k?*** failed");
+    }
+
+    #[test]
+    fn endpoint_logins_are_redacted_and_kept_from_the_storage_library() {
+        let shown = redact_location("s3://b/p?endpoint=http://user:PASS1@127.0.0.1:9000&region=x");
+        assert_eq!(
+            shown,
+            "s3://b/p?endpoint=http://user:***@127.0.0.1:9000&region=x"
+        );
+
+        let mut opts = BTreeMap::from([(
+            "endpoint".to_string(),
+            "http://user:PASS1@127.0.0.1:9000".to_string(),
+        )]);
+        move_endpoint_login("s3", "s3://b/p", &mut opts);
+        assert_eq!(opts["endpoint"], "http://127.0.0.1:9000");
+        assert_eq!(opts.len(), 1, "{opts:?}");
+
+        let mut opts = BTreeMap::from([(
+            "endpoint".to_string(),
+            "https://alice:hunter2@dav.example.com".to_string(),
+        )]);
+        move_endpoint_login("webdav", "webdavs://dav.example.com", &mut opts);
+        assert_eq!(opts["endpoint"], "https://dav.example.com");
+        assert_eq!(opts["username"], "alice");
+        assert_eq!(opts["password"], "hunter2");
+    }
+
+    #[test]
+    fn s3_keys_reach_the_signer_in_a_type_whose_debug_hides_them() {
+        let mut opts = BTreeMap::from([
+            ("access_key_id".to_string(), "AKID".to_string()),
+            ("secret_access_key".to_string(), "SECRETKEY1".to_string()),
+            ("session_token".to_string(), "SESSIONTOKEN1".to_string()),
+        ]);
+        let keys = S3Keys::take("s3", &mut opts).unwrap();
+        assert!(opts.is_empty(), "the keys left the options: {opts:?}");
+        let debug = format!("{keys:?}");
+        assert!(
+            debug.contains("AKID")
+                && !debug.contains("SECRETKEY1")
+                && !debug.contains("SESSIONTOKEN1"),
+            "{debug}"
+        );
+        let backend = Backend::open(
+            "s3://b/p?endpoint=http://u:PASS2@127.0.0.1:1&access_key_id=A&secret_access_key=SECRETKEY2",
+            &BackendOptions::default(),
+        )
+        .unwrap();
+        let debug = format!("{backend:?} {}", backend.location());
+        assert!(
+            !debug.contains("SECRETKEY2") && !debug.contains("PASS2"),
+            "{debug}"
+        );
     }
 
     #[test]

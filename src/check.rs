@@ -438,6 +438,17 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
         });
     }
 
+    // 7. Leftovers of interrupted writes in a local repository's `tmp/`.
+    for leftover in repo
+        .backend()
+        .tmp_leftovers(crate::backend::TMP_LEFTOVER_AGE)
+        .await?
+    {
+        report.warnings.push(format!(
+            "{leftover} was left by an interrupted write; the next `airback snapshot` removes \
+             it, or delete it"
+        ));
+    }
     Ok(report)
 }
 

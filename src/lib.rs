@@ -19,5 +19,6 @@ pub mod id;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+pub mod secrets;
 pub mod snapshots;
 pub mod stored;

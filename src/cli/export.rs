@@ -70,7 +70,7 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
 
     let repo = open_repo(g).await?;
     // Shared, like `check`: a future `prune` must not delete packs while they are read.
-    let lock = repo.lock(false, "export").await?;
+    let lock = super::read_lock(g, &repo, "export").await?;
     // Checked before the export writes to it: `-o /dev/stdout` carries the archive.
     let to_stderr = options.output.is_stdout();
     let result = async {
@@ -84,7 +84,7 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
         anyhow::Ok(summary?)
     }
     .await;
-    lock.release().await?;
+    super::release(lock).await?;
     let summary = result?;
     print_summary(g, &options, &summary, to_stderr)?;
     Ok(exit::OK)

@@ -21,6 +21,7 @@ const MAX_REMEMBERED: usize = 1000;
 /// Installs the log output for the process. The returned [`Repeats`] reports repeated
 /// messages at the end.
 pub fn init(quiet: bool) -> Repeats {
+    crate::secrets::remember_env();
     let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRBACK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -31,7 +32,8 @@ pub fn init(quiet: bool) -> Repeats {
         .with(repeats.clone())
         .with(
             tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
+                // Secrets seen in locations or the environment never reach the log.
+                .with_writer(crate::secrets::ScrubbedStderr)
                 .with_target(false)
                 .with_ansi(colour),
         )
@@ -64,7 +66,10 @@ impl Repeats {
                 } else {
                     "warning"
                 };
-                err!("{level}: {text} (repeated {n} times)");
+                err!(
+                    "{level}: {} (repeated {n} times)",
+                    crate::secrets::scrub(text)
+                );
             }
         }
     }

@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::backend::{Backend, BackendOptions};
 use crate::check::{CheckOptions, Subset};
 use crate::repo::config::InitOptions;
+use crate::repo::lock::LockGuard;
 use crate::repo::{CacheChoice, Repository};
 use print::{count, err, out};
 
@@ -58,6 +59,10 @@ struct GlobalArgs {
     /// Print only errors
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Read the repository without locking it (when it is read-only or full); only for
+    /// commands that read: check, export, restore, snapshots, show
+    #[arg(long, global = true)]
+    no_lock: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +148,21 @@ impl clap::builder::ValueParserFactory for Subset {
 /// Parses the command line, runs the command and returns the documented exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.global.no_lock
+        && matches!(
+            cli.command,
+            Command::Init(_) | Command::Snapshot(_) | Command::Demo(_)
+        )
+    {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--no-lock is for commands that only read a repository (check, export, restore, \
+                 snapshots, show); init, snapshot and demo write to one",
+            )
+            .exit();
+    }
     let repeats = logging::init(cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -161,13 +181,14 @@ pub fn main() -> ExitCode {
         // The reader of standard output is gone (`| head`): nothing more to say.
         Err(e) if print::is_stdout_closed(&e) => ExitCode::from(exit::OK),
         Err(e) => {
-            err!("error: {e}");
+            use crate::secrets::scrub;
+            err!("error: {}", scrub(&e.to_string()));
             let mut said = e.to_string();
             for cause in e.chain().skip(1) {
                 // Messages that already include their cause's text are not repeated.
                 let text = cause.to_string();
                 if !said.contains(&text) {
-                    err!("  caused by: {text}");
+                    err!("  caused by: {}", scrub(&text));
                 }
                 said = text;
             }
@@ -231,6 +252,26 @@ async fn open_repo_at(g: &GlobalArgs, location: &str) -> anyhow::Result<Reposito
     Ok(Repository::open(backend, cache_choice(g)).await?)
 }
 
+/// The shared lock of a command that only reads, or none with `--no-lock`.
+async fn read_lock(
+    g: &GlobalArgs,
+    repo: &Repository,
+    operation: &str,
+) -> anyhow::Result<Option<LockGuard>> {
+    if g.no_lock {
+        return Ok(None);
+    }
+    Ok(Some(repo.lock(false, operation).await?))
+}
+
+/// Releases what [`read_lock`] took.
+async fn release(lock: Option<LockGuard>) -> anyhow::Result<()> {
+    if let Some(lock) = lock {
+        lock.release().await?;
+    }
+    Ok(())
+}
+
 async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
     let options = BackendOptions {
         create: true,
@@ -262,13 +303,13 @@ async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
 
 async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
     let repo = open_repo(g).await?;
-    let lock = repo.lock(false, "check").await?;
+    let lock = read_lock(g, &repo, "check").await?;
     let options = CheckOptions {
         read_data: args.read_data,
         subset: args.read_data_subset,
     };
     let report = crate::check::check(&repo, &options).await;
-    lock.release().await?;
+    release(lock).await?;
     let report = report?;
     if g.json {
         out!("{}", serde_json::to_string(&report)?)?;

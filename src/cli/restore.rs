@@ -71,10 +71,10 @@ pub async fn run(g: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<u8> {
     let client = Client::new(token, ClientOptions::from_env())?;
     let repo = open_repo(g).await?;
     // Shared, like `check` and `export`: a future `prune` must not delete packs being read.
-    let lock = repo.lock(false, "restore").await?;
+    let lock = super::read_lock(g, &repo, "restore").await?;
     tracing::debug!("restore: repository open and locked");
     let result = run_locked(g, args, &repo, target, client).await;
-    lock.release().await?;
+    super::release(lock).await?;
     result
 }
 

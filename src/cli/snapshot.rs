@@ -139,6 +139,18 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
     // Each base on its own: one that fails is reported and the next one still runs; the exit
     // code is the worst outcome (error over partial over ok).
     let repo = open_repo_at(g, &location).await?;
+    let backend = repo.backend();
+    match backend
+        .remove_tmp_leftovers(crate::backend::TMP_LEFTOVER_AGE)
+        .await
+    {
+        Ok(removed) => {
+            for leftover in removed {
+                tracing::info!("removed {leftover}, left by an interrupted write");
+            }
+        }
+        Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
+    }
     let mut code = exit::OK;
     let mut failed = Vec::new();
     for job in &jobs {

@@ -4,13 +4,16 @@
 //! repository lists `index/` and brings the cache up to date, which is how it notices writes
 //! from other machines.
 //!
+//! A damaged file is moved aside and rebuilt, and a location that cannot be written gives an
+//! in-memory cache ([`Cache::open`]), each with one warning: no command fails for the cache.
+//!
 //! rusqlite is synchronous: the connection sits behind a mutex and is never held across `.await`.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::codec::Compression;
 use crate::id::{BlobId, DictId, IndexId, PackId, RepoId};
@@ -57,6 +60,81 @@ pub fn default_cache_path(cache_dir: Option<&Path>, id: &RepoId) -> Option<PathB
     Some(base.join(id.to_hex()).join("cache.sqlite"))
 }
 
+/// Whether SQLite found the file is not a (sound) database.
+fn is_damaged(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt)
+    )
+}
+
+/// Whether SQLite could not create or write the file.
+fn is_unwritable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::CannotOpen
+                | ErrorCode::ReadOnly
+                | ErrorCode::PermissionDenied
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+        )
+    )
+}
+
+/// `cache.sqlite.broken-<unix time>` next to `path`.
+fn broken_name(path: &Path) -> PathBuf {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".broken-{secs}"));
+    PathBuf::from(name)
+}
+
+/// SQLite's `-wal` or `-shm` file of the database at `path`.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Creates the folder of the cache file `path` (and its parents) readable by the owner only;
+/// an existing one is made so.
+fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    Ok(())
+}
+
+/// Creates the database file readable by its owner only before SQLite opens it (SQLite creates
+/// files 0644 less the umask, and its `-wal` and `-shm` files copy the database's mode).
+fn create_private_file(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path);
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
 fn kind_to_int(kind: BlobKind) -> i64 {
     match kind {
         BlobKind::Data => 0,
@@ -89,19 +167,58 @@ fn mark_bad(tx: &rusqlite::Transaction<'_>, id: &PackId, reason: &str) -> rusqli
 
 impl Cache {
     /// Opens (creating) the cache at `path`, or an in-memory one for `None`.
+    ///
+    /// It is only a cache, so it heals itself: a file that is not a readable cache is moved
+    /// aside (to `cache.sqlite.broken-<unix time>`) and rebuilt, and a location that cannot be
+    /// written (a read-only folder, a path through a regular file, a full disk) gives an
+    /// in-memory cache. Either is said once, as a warning naming the file. The folder is created
+    /// 0700 and the file 0600, whatever the umask.
     pub fn open(path: Option<&Path>) -> rusqlite::Result<Cache> {
-        let conn = match path {
-            Some(p) => {
-                if let Some(dir) = p.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
-                let conn = Connection::open(p)?;
-                conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-                conn
-            }
-            None => Connection::open_in_memory()?,
+        let Some(path) = path else {
+            return Cache::setup(Connection::open_in_memory()?, None);
         };
+        let in_memory = |why: String| {
+            tracing::warn!(
+                "cannot write the local cache {} ({why}); using one in memory for this run, \
+                 which is slower (fix the folder's permissions or pass --cache-dir)",
+                path.display()
+            );
+            Cache::setup(Connection::open_in_memory()?, None)
+        };
+        if let Err(e) = create_private_dir(path) {
+            return in_memory(e.to_string());
+        }
+        match Cache::open_file(path) {
+            Ok(cache) => Ok(cache),
+            Err(e) if is_damaged(&e) => {
+                let aside = broken_name(path);
+                if let Err(rename) = std::fs::rename(path, &aside) {
+                    return in_memory(format!("it is damaged ({e}) and cannot be moved: {rename}"));
+                }
+                for suffix in ["-wal", "-shm"] {
+                    let _ = std::fs::remove_file(sidecar(path, suffix));
+                }
+                tracing::warn!(
+                    "the local cache {} was damaged ({e}); moved it to {} and rebuilding it",
+                    path.display(),
+                    aside.display()
+                );
+                Cache::open_file(path).or_else(|e| in_memory(e.to_string()))
+            }
+            Err(e) if is_unwritable(&e) => in_memory(e.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_file(path: &Path) -> rusqlite::Result<Cache> {
+        create_private_file(path);
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Cache::setup(conn, Some(path))
+    }
+
+    fn setup(conn: Connection, path: Option<&Path>) -> rusqlite::Result<Cache> {
         conn.busy_timeout(std::time::Duration::from_secs(60))?;
         let version: i32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != CACHE_SCHEMA_VERSION {

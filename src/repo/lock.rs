@@ -4,9 +4,13 @@
 //!
 //! A lock is refreshed every [`REFRESH_INTERVAL`] while held and is stale after
 //! [`STALE_AFTER`], or at once when it names a process on this host that no longer exists, so a
-//! crashed run never blocks the next cron run for long.
+//! crashed run never blocks the next cron run for long. A lock dated more than [`STALE_AFTER`]
+//! in the future (another host's clock is ahead) ages from when this host first saw it instead:
+//! the first sighting is kept in the local cache, so it counts across runs. A holder that is
+//! alive rewrites its lock under a new name at every refresh, so only a dead holder's lock
+//! grows old this way.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -51,16 +55,48 @@ impl LockInfo {
         )
     }
 
-    /// Whether the lock can be ignored.
-    pub fn is_stale(&self, now: SystemTime) -> bool {
+    /// When the lock says it was written, if that is more than [`STALE_AFTER`] after `now`.
+    pub fn far_future(&self, now: SystemTime) -> Option<SystemTime> {
+        let time = humantime::parse_rfc3339(&self.time).ok()?;
+        (time.duration_since(now).ok()? > STALE_AFTER).then_some(time)
+    }
+
+    /// Whether the lock can be ignored at `now`. `first_seen` is when this host first saw the
+    /// lock; it counts only for a lock dated far in the future ([`LockInfo::far_future`]).
+    pub fn is_stale(&self, now: SystemTime, first_seen: SystemTime) -> bool {
         let Ok(time) = humantime::parse_rfc3339(&self.time) else {
             return true;
         };
-        if now.duration_since(time).unwrap_or_default() > STALE_AFTER {
+        let since = if self.far_future(now).is_some() {
+            first_seen
+        } else {
+            time
+        };
+        if now.duration_since(since).unwrap_or_default() > STALE_AFTER {
             return true;
         }
         self.hostname == hostname() && !process_exists(self.pid)
     }
+}
+
+/// When this host first saw the lock `name` dated far in the future: from the cache's
+/// `lock-first-seen:<name>` entry, else `now` (which is then recorded there).
+fn first_seen(repo: &Repository, name: &str, now: SystemTime) -> SystemTime {
+    let key = format!("lock-first-seen:{name}");
+    let recorded = repo
+        .cache()
+        .get_value(&key)
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(secs) = recorded {
+        return UNIX_EPOCH + Duration::from_secs(secs);
+    }
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    if let Err(e) = repo.cache().set_value(&key, &secs.to_string()) {
+        tracing::debug!("cannot record when lock {name} was first seen: {e}");
+    }
+    now
 }
 
 /// This machine's name, for lock files and snapshots.
@@ -96,11 +132,14 @@ async fn write_lock(backend: &Backend, info: &LockInfo) -> Result<String> {
     Ok(path)
 }
 
+/// The description of a lock that conflicts with the one wanted, if any; stale locks met on
+/// the way are deleted.
 async fn conflicting(
-    backend: &Backend,
+    repo: &Repository,
     exclusive: bool,
     own: Option<&str>,
-) -> Result<Option<LockInfo>> {
+) -> Result<Option<String>> {
+    let backend = repo.backend();
     let now = SystemTime::now();
     for entry in backend.list("locks/").await? {
         let path = format!("locks/{}", entry.name);
@@ -114,12 +153,29 @@ async fn conflicting(
             },
             Err(_) => continue, // removed meanwhile
         };
-        if info.is_stale(now) {
+        let seen = match info.far_future(now) {
+            Some(_) => {
+                let (this, name) = (repo.clone(), entry.name.clone());
+                tokio::task::spawn_blocking(move || first_seen(&this, &name, now))
+                    .await
+                    .map_err(|e| RepoError::Internal(e.to_string()))?
+            }
+            None => now,
+        };
+        if info.is_stale(now, seen) {
             let _ = backend.delete(&path).await;
             continue;
         }
         if exclusive || info.exclusive {
-            return Ok(Some(info));
+            let mut holder = info.describe();
+            if info.far_future(now).is_some() {
+                holder.push_str(&format!(
+                    ", a time in the future (that host's clock is ahead): the lock counts as \
+                     stale from {} on",
+                    humantime::format_rfc3339_seconds(seen + STALE_AFTER)
+                ));
+            }
+            return Ok(Some(holder));
         }
     }
     Ok(None)
@@ -129,10 +185,8 @@ impl Repository {
     /// Takes a lock for `operation`; fails with [`RepoError::Locked`] on a conflict.
     pub async fn lock(&self, exclusive: bool, operation: &str) -> Result<LockGuard> {
         let backend = self.backend().clone();
-        if let Some(holder) = conflicting(&backend, exclusive, None).await? {
-            return Err(RepoError::Locked {
-                holder: holder.describe(),
-            });
+        if let Some(holder) = conflicting(self, exclusive, None).await? {
+            return Err(RepoError::Locked { holder });
         }
         let info = LockInfo {
             time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -141,14 +195,21 @@ impl Repository {
             exclusive,
             operation: operation.to_string(),
         };
-        let path = write_lock(&backend, &info).await?;
+        let path = match write_lock(&backend, &info).await {
+            Ok(path) => path,
+            Err(RepoError::Backend(source)) if !exclusive => {
+                return Err(RepoError::LockNotWritten {
+                    location: backend.location().to_string(),
+                    source: Box::new(source),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         // Two processes may have written their locks at the same moment: look again.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some(holder) = conflicting(&backend, exclusive, Some(&path)).await? {
+        if let Some(holder) = conflicting(self, exclusive, Some(&path)).await? {
             let _ = backend.delete(&path).await;
-            return Err(RepoError::Locked {
-                holder: holder.describe(),
-            });
+            return Err(RepoError::Locked { holder });
         }
         let shared_path = std::sync::Arc::new(std::sync::Mutex::new(path));
         let refresher = {
@@ -190,5 +251,57 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         self.refresher.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    fn lock_dated(time: SystemTime) -> LockInfo {
+        LockInfo {
+            time: humantime::format_rfc3339_seconds(time).to_string(),
+            hostname: "another-host".into(),
+            pid: 1,
+            exclusive: true,
+            operation: "prune".into(),
+        }
+    }
+
+    const NOW: u64 = 1_800_000_000;
+    const MIN: u64 = 60;
+
+    #[test]
+    fn a_lock_is_stale_thirty_minutes_after_its_time() {
+        let lock = lock_dated(at(NOW));
+        assert!(!lock.is_stale(at(NOW + 29 * MIN), at(NOW + 29 * MIN)));
+        assert!(lock.is_stale(at(NOW + 31 * MIN), at(NOW + 31 * MIN)));
+        // A little ahead (clocks a few minutes apart): its own time still counts.
+        let ahead = lock_dated(at(NOW + 10 * MIN));
+        assert_eq!(ahead.far_future(at(NOW)), None);
+        assert!(!ahead.is_stale(at(NOW), at(NOW)));
+        assert!(ahead.is_stale(at(NOW + 41 * MIN), at(NOW)));
+    }
+
+    #[test]
+    fn a_far_future_lock_is_stale_thirty_minutes_after_it_was_first_seen() {
+        let lock = lock_dated(at(NOW + 365 * 24 * 60 * MIN));
+        assert!(lock.far_future(at(NOW)).is_some());
+        // First seen now: not stale yet, neither now nor 29 minutes later.
+        assert!(!lock.is_stale(at(NOW), at(NOW)));
+        assert!(!lock.is_stale(at(NOW + 29 * MIN), at(NOW)));
+        // 31 minutes after it was first seen (by this run or an earlier one): stale.
+        assert!(lock.is_stale(at(NOW + 31 * MIN), at(NOW)));
+    }
+
+    #[test]
+    fn a_lock_with_an_unreadable_time_is_stale() {
+        let mut lock = lock_dated(at(NOW));
+        lock.time = "yesterday".into();
+        assert!(lock.is_stale(at(NOW), at(NOW)));
     }
 }

@@ -105,6 +105,19 @@ pub enum RepoError {
         /// Who holds the lock.
         holder: String,
     },
+    /// A reading command could not write its lock file (a read-only or full repository).
+    #[error(
+        "cannot lock the repository at {location} for reading: writing the lock file failed; if \
+         the repository is read-only or its disk is full, pass --no-lock to read it without a \
+         lock (no `prune` may run meanwhile)"
+    )]
+    LockNotWritten {
+        /// Where the repository is.
+        location: String,
+        /// Why the write failed.
+        #[source]
+        source: Box<BackendError>,
+    },
     /// An earlier upload of this run failed, so nothing may be committed.
     #[error("an earlier upload failed ({0}); nothing was committed, run the command again")]
     WriterFailed(String),

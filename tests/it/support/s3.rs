@@ -1,5 +1,10 @@
 //! A real S3-compatible server (s3s-fs) started in-process on 127.0.0.1 with an OS-chosen
-//! port. It lives as long as the test's runtime, so it stops by itself.
+//! port. It lives as long as the test's runtime, so it stops by itself. It can be switched to
+//! read-only ([`S3Server::set_read_only`]): then it refuses every write, like a read-only
+//! bucket policy, whoever runs the tests (root included).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -12,7 +17,26 @@ pub struct S3Server {
     pub endpoint: String,
     /// The bucket created for the test.
     pub bucket: String,
+    read_only: Arc<AtomicBool>,
     _root: tempfile::TempDir,
+}
+
+/// Refuses every request but reads (GET, HEAD) while the flag is set; otherwise s3s's default:
+/// signed requests only.
+struct ReadOnlySwitch(Arc<AtomicBool>);
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for ReadOnlySwitch {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        if cx.credentials().is_none() {
+            return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
+        }
+        let reads = [http::Method::GET, http::Method::HEAD];
+        if self.0.load(Ordering::SeqCst) && !reads.contains(cx.method()) {
+            return Err(s3s::s3_error!(AccessDenied, "the bucket is read-only"));
+        }
+        Ok(())
+    }
 }
 
 pub const ACCESS_KEY: &str = "airbacktest";
@@ -27,6 +51,8 @@ impl S3Server {
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let read_only = Arc::new(AtomicBool::new(false));
+        builder.set_access(ReadOnlySwitch(read_only.clone()));
         let service = builder.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -47,8 +73,14 @@ impl S3Server {
         S3Server {
             endpoint,
             bucket,
+            read_only,
             _root: root,
         }
+    }
+
+    /// Makes the server refuse (or accept again) every write.
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::SeqCst);
     }
 
     /// A repository location in the bucket, with credentials in the query.
