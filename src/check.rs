@@ -126,8 +126,8 @@ impl CheckReport {
 /// Where an indexed blob lives, as far as `check` needs to know.
 #[derive(Debug, Clone)]
 struct Located {
-    /// Every pack that holds it (usually one).
-    packs: Vec<PackId>,
+    /// Every pack that holds it (usually one), with its entry there.
+    packs: Vec<(PackId, PackedBlob)>,
     /// Whether its entry is compressed with a dictionary.
     dict_compressed: bool,
 }
@@ -162,7 +162,7 @@ impl Damage {
             ));
         };
         let mut why = None;
-        for pack in &located.packs {
+        for (pack, _) in &located.packs {
             if self.bad_packs_readable.contains(pack)
                 && !self.bad_blobs.contains_key(&(id, kind, *pack))
             {
@@ -280,7 +280,7 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
                     packs: Vec::new(),
                     dict_compressed: false,
                 });
-                entry.packs.push(p.id);
+                entry.packs.push((p.id, b.clone()));
                 entry.dict_compressed |= b.compression == codec::Compression::ZstdDict;
             }
             packs.insert(p.id, p);
@@ -503,7 +503,7 @@ fn tree_losses<'a>(
                 format!(" (the whole folder): its tree {why}"),
             ));
         } else {
-            match repo.load_tree(&tree).await {
+            match load_tree(repo, tree, blobs, damage).await {
                 Err(e) => relative.push(("/".to_string(), format!(" (the whole folder): {e}"))),
                 Ok(loaded) => {
                     for node in loaded.nodes {
@@ -534,6 +534,35 @@ fn tree_losses<'a>(
         memo.insert(tree, relative);
         out
     })
+}
+
+/// Reads a tree from a copy that check found readable, straight from the index's entry (the
+/// cache may have just recorded that copy's pack as damaged while this blob in it is sound).
+async fn load_tree(
+    repo: &Repository,
+    tree: BlobId,
+    blobs: &HashMap<(BlobId, BlobKind), Located>,
+    damage: &Damage,
+) -> Result<crate::repo::snapshot::Tree> {
+    let mut last = None;
+    for (pack, entry) in blobs
+        .get(&(tree, BlobKind::Meta))
+        .map(|l| l.packs.as_slice())
+        .unwrap_or_default()
+    {
+        if damage.bad_packs.contains_key(pack) && !damage.bad_packs_readable.contains(pack)
+            || damage
+                .bad_blobs
+                .contains_key(&(tree, BlobKind::Meta, *pack))
+        {
+            continue;
+        }
+        match repo.read_blob_at(pack, entry).await {
+            Ok(bytes) => return Repository::parse_tree(&tree, &bytes),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(crate::repo::RepoError::MissingBlob(tree)))
 }
 
 fn prefixed(prefix: &str, relative: &[(String, String)]) -> Vec<(String, String)> {

@@ -250,7 +250,7 @@ async fn a_damaged_cache_is_moved_aside_and_rebuilt_with_one_warning() {
 
     let (code, out, err) = run(&fake, &cache, &["snapshots", "--repo", repo]).await;
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("1 snapshots"), "{out}");
+    assert!(out.contains("1 snapshot"), "{out}");
     let warnings = lines_naming(&err, shown);
     assert_eq!(warnings.len(), 1, "one warning naming the file: {err}");
     assert!(warnings[0].contains("damaged"), "{err}");
