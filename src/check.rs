@@ -280,7 +280,7 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
                     packs: Vec::new(),
                     dict_compressed: false,
                 });
-                entry.packs.push((p.id, b.clone()));
+                entry.packs.push((p.id, *b));
                 entry.dict_compressed |= b.compression == codec::Compression::ZstdDict;
             }
             packs.insert(p.id, p);

@@ -811,7 +811,7 @@ impl Repository {
             .backend()
             .read_range(&pack_path(pack), start..start + u64::from(entry.length))
             .await?;
-        let entry = entry.clone();
+        let entry = *entry;
         let dicts = self.dictionaries();
         let pack = *pack;
         tokio::task::spawn_blocking(move || {
