@@ -136,6 +136,9 @@ impl World {
             r(&["check", "--read-data"]),
             r(&["export", "latest", "-o", export]),
             r(&["restore", "latest", "--to-base", &self.target, "--dry-run"]),
+            r(&["repair", "index", "--dry-run"]),
+            r(&["repair", "index"]),
+            r(&["repair", "snapshots"]),
             r(&["init"]), // fails: the repository exists
         ]
     }
