@@ -642,7 +642,9 @@ async fn a_flipped_byte_in_the_dictionary_costs_nothing() {
     assert_eq!(dicts.len(), 1);
     flip(&dicts[0], 100);
     let backend = repo.backend().clone();
-    let repo = Repository::open(backend, CacheChoice::Memory).await.unwrap();
+    let repo = Repository::open(backend, CacheChoice::Memory)
+        .await
+        .unwrap();
     let mut read = Vec::new();
     for id in &ids {
         read.extend(repo.read_blob(id).await.unwrap());
