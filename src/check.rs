@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::codec;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
+use crate::layout::{AttachmentMeta, LayoutJson, Source, TableMeta};
 use crate::repo::index::IndexPack;
 use crate::repo::pack::{self, BlobKind, PackedBlob, pack_path};
 use crate::repo::snapshot::NodeKind;
@@ -463,17 +464,17 @@ pub fn plural(n: usize, word: &str) -> String {
 
 /// "base appXXX", or the source JSON when it is not an Airtable base.
 fn describe_source(source: &serde_json::Value) -> String {
-    match source.get("base_id").and_then(|v| v.as_str()) {
-        Some(base) => format!("base {base}"),
+    match Source::from_json(source) {
+        Some(airtable) => format!("base {}", airtable.base_id),
         None => source.to_string(),
     }
 }
 
 /// The name a node carries in its metadata (a table's name, an attachment's filename).
 fn node_label(meta: &serde_json::Value) -> String {
-    ["name", "filename"]
-        .iter()
-        .find_map(|k| meta.get(*k).and_then(|v| v.as_str()))
+    TableMeta::from_json(meta)
+        .map(|table| table.name)
+        .or_else(|| AttachmentMeta::from_json(meta).map(|attachment| attachment.filename))
         .map(|name| format!(" ({name:?})"))
         .unwrap_or_default()
 }

@@ -23,6 +23,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use crate::check::PackProblem;
 use crate::codec;
 use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
+use crate::layout::{self, AttachmentMeta, LayoutJson, TableMeta};
 use crate::repo::index::{DamagedPack, IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE, index_path};
 use crate::repo::pack::{self, BlobKind, pack_path};
 use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree, snapshot_path};
@@ -561,7 +562,7 @@ impl Repairer<'_> {
         else {
             return Ok(None);
         };
-        if *blob_kind != BlobKind::Meta || !node.name.ends_with(".jsonl") {
+        if *blob_kind != BlobKind::Meta || !layout::is_table_file(&node.name) {
             return Ok(None);
         }
         // Runs of consecutive readable blobs; a line that crosses a gap is lost.
@@ -608,7 +609,7 @@ impl Repairer<'_> {
         if !run.is_empty() {
             flush_run(&mut run, run_starts_file, true);
         }
-        let total = node.meta.get("records").and_then(|v| v.as_u64());
+        let total = TableMeta::from_json(&node.meta).map(|table| table.records);
         let description = match total {
             Some(total) => format!(
                 "{}: {} of {total} records lost (their content is missing or damaged)",
@@ -630,11 +631,7 @@ impl Repairer<'_> {
             self.writer.save_bytes(BlobKind::Meta, kept_lines).await?
         };
         let mut meta = node.meta.clone();
-        if let Some(obj) = meta.as_object_mut()
-            && obj.contains_key("records")
-        {
-            obj.insert("records".into(), kept.into());
-        }
+        TableMeta::set_records(&mut meta, kept);
         let new_node = Node {
             name: node.name.clone(),
             kind: NodeKind::File {
@@ -656,12 +653,11 @@ fn is_record_line(line: &[u8]) -> bool {
 
 /// How a node is named in a loss: its path, and the table name or filename it carries.
 fn describe(node: &Node) -> String {
-    let label = ["name", "filename"]
-        .iter()
-        .find_map(|k| node.meta.get(*k).and_then(|v| v.as_str()));
-    match (label, node.meta.get("filename").is_some()) {
-        (Some(filename), true) => format!("attachment {} ({filename:?})", node.name),
-        (Some(name), false) => format!("table {name:?} ({})", node.name),
-        (None, _) => format!("`{}`", node.name),
+    if let Some(attachment) = AttachmentMeta::from_json(&node.meta) {
+        format!("attachment {} ({:?})", node.name, attachment.filename)
+    } else if let Some(table) = TableMeta::from_json(&node.meta) {
+        format!("table {:?} ({})", table.name, node.name)
+    } else {
+        format!("`{}`", node.name)
     }
 }

@@ -39,9 +39,9 @@ pub enum ResolveError {
     Repo(#[from] RepoError),
 }
 
-/// The base a snapshot belongs to, if it is an Airtable snapshot.
+/// The base a snapshot belongs to, if it is an Airtable snapshot ([`crate::layout::Source`]).
 pub fn base_id(snapshot: &Snapshot) -> Option<&str> {
-    snapshot.source.get("base_id").and_then(|v| v.as_str())
+    crate::layout::base_id(snapshot)
 }
 
 /// Every snapshot, oldest first (by time, then id). Unreadable manifests are skipped with a

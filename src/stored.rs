@@ -1,7 +1,8 @@
 //! Reading an Airtable snapshot back: its schema, its tables' records and its attachments'
 //! bytes, streamed blob by blob so memory stays flat whatever the snapshot's size. Restore and
-//! export both read snapshots through this module, so neither knows the tree layout
-//! (docs/FORMAT.md, "Airtable snapshots"):
+//! export both read snapshots through this module, so neither knows the tree layout, which
+//! this module reads with the types of [`crate::layout`] (docs/FORMAT.md, "Airtable
+//! snapshots"):
 //!
 //! ```text
 //! schema.json                      the meta API's answer
@@ -22,6 +23,7 @@ use serde_json::Value;
 
 use crate::airtable::{BaseSchema, Record};
 use crate::id::{BlobId, SnapshotId};
+use crate::layout::{self, AttachmentMeta, LayoutJson, TableMeta};
 use crate::repo::snapshot::{NodeKind, Snapshot, Tree};
 use crate::repo::{RepoError, Repository};
 
@@ -55,7 +57,7 @@ pub struct StoredTable {
     pub name: String,
     /// How many records the snapshot holds.
     pub records: u64,
-    /// Field ids left out of the backup by configuration.
+    /// Field ids left out of the backup by configuration ([`TableMeta::excluded_fields`]).
     pub excluded_fields: Vec<String>,
     /// Size of the JSON-lines file.
     size: u64,
@@ -102,22 +104,20 @@ impl StoredBase {
             reason,
         };
         let root = repo.load_tree(&snapshot.tree).await?;
-        let schema_node = root
-            .nodes
-            .iter()
-            .find(|n| n.name == "schema.json")
-            .ok_or_else(|| layout("it has no schema.json".into()))?;
+        let schema_file = layout::SCHEMA_FILE;
+        let schema_node =
+            layout::schema_file(&root).ok_or_else(|| layout(format!("it has no {schema_file}")))?;
         let NodeKind::File { content, .. } = &schema_node.kind else {
-            return Err(layout("schema.json is not a file".into()));
+            return Err(layout(format!("{schema_file} is not a file")));
         };
         let raw = read_all(repo, content).await?;
         let raw: Value = serde_json::from_slice(&raw)
-            .map_err(|e| layout(format!("schema.json is not JSON: {e}")))?;
+            .map_err(|e| layout(format!("{schema_file} is not JSON: {e}")))?;
         let schema = BaseSchema::from_raw(raw)
-            .map_err(|e| layout(format!("schema.json is not a base schema: {e}")))?;
+            .map_err(|e| layout(format!("{schema_file} is not a base schema: {e}")))?;
 
         let mut files = HashMap::new();
-        if let Some(subtree) = subtree_of(&root, "tables") {
+        if let Some(subtree) = layout::tables_dir(&root) {
             for node in repo.load_tree(&subtree).await?.nodes {
                 if let NodeKind::File { size, content, .. } = node.kind {
                     files.insert(node.name, (size, content, node.meta));
@@ -126,22 +126,17 @@ impl StoredBase {
         }
         let mut tables = Vec::new();
         for table in &schema.tables {
-            let Some((size, content, meta)) = files.remove(&format!("{}.jsonl", table.id)) else {
+            let Some((size, content, meta)) = files.remove(&layout::table_file(&table.id)) else {
                 continue;
             };
-            let excluded_fields = meta
-                .get("excluded_fields")
-                .and_then(Value::as_array)
-                .map(|ids| {
-                    ids.iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let (records, excluded_fields) = match TableMeta::from_json(&meta) {
+                Some(meta) => (meta.records, meta.excluded_fields),
+                None => (0, Vec::new()),
+            };
             tables.push(StoredTable {
                 id: table.id.clone(),
                 name: table.name.clone(),
-                records: meta.get("records").and_then(Value::as_u64).unwrap_or(0),
+                records,
                 excluded_fields,
                 size,
                 content,
@@ -149,7 +144,7 @@ impl StoredBase {
         }
 
         let mut attachment_groups = HashMap::new();
-        if let Some(subtree) = subtree_of(&root, "attachments") {
+        if let Some(subtree) = layout::attachments_dir(&root) {
             for node in repo.load_tree(&subtree).await?.nodes {
                 if let NodeKind::Dir { subtree } = node.kind {
                     attachment_groups.insert(node.name, subtree);
@@ -169,16 +164,12 @@ impl StoredBase {
 
     /// The base id the snapshot was taken of.
     pub fn base_id(&self) -> &str {
-        crate::snapshots::base_id(&self.snapshot).unwrap_or("")
+        layout::base_id(&self.snapshot).unwrap_or("")
     }
 
     /// The base's name when it was backed up.
     pub fn base_name(&self) -> &str {
-        self.snapshot
-            .source
-            .get("base_name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        layout::Source::of(&self.snapshot).map_or("", |s| s.base_name)
     }
 
     /// The repository the snapshot lives in.
@@ -252,9 +243,7 @@ impl StoredBase {
     /// The stored content of attachment `id`, or `None` when the snapshot does not hold it (an
     /// attachment the backup could not download, or a backup without attachment content).
     pub async fn attachment(&self, id: &str) -> Result<Option<StoredFile>, StoredError> {
-        let Some(group) = id.chars().nth(3).map(String::from) else {
-            return Ok(None);
-        };
+        let group = layout::attachment_group(id);
         let tree = {
             let cached = self
                 .loaded_groups
@@ -284,16 +273,11 @@ impl StoredBase {
         let NodeKind::File { size, content, .. } = &node.kind else {
             return Ok(None);
         };
-        let text = |key: &str| {
-            node.meta
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let meta = AttachmentMeta::from_json(&node.meta);
         Ok(Some(StoredFile {
             size: *size,
-            filename: text("filename"),
-            content_type: text("type"),
+            filename: meta.as_ref().map(|m| m.filename.clone()),
+            content_type: meta.and_then(|m| m.content_type),
             content: content.clone(),
         }))
     }
@@ -309,15 +293,6 @@ impl StoredBase {
     pub async fn read_file(&self, file: &StoredFile) -> Result<Vec<u8>, StoredError> {
         Ok(read_all(&self.repo, &file.content).await?)
     }
-}
-
-fn subtree_of(tree: &Tree, name: &str) -> Option<BlobId> {
-    tree.nodes
-        .iter()
-        .find_map(|n| match (&n.kind, n.name == name) {
-            (NodeKind::Dir { subtree }, true) => Some(*subtree),
-            _ => None,
-        })
 }
 
 /// The blobs of `content`, in order, with up to `read_ahead` reads running ahead of the

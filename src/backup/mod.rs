@@ -1,7 +1,8 @@
 //! Backing up one Airtable base into a snapshot: the schema as the meta API returned it, every
 //! record of every selected table as canonical JSON lines, and every attachment's content.
 //!
-//! A base becomes this tree (docs/FORMAT.md, "Airtable snapshots"):
+//! A base becomes this tree, built with the types of [`crate::layout`] (docs/FORMAT.md,
+//! "Airtable snapshots"):
 //!
 //! ```text
 //! schema.json                      the meta API's answer, verbatim (keys sorted)
@@ -23,13 +24,15 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use serde::Serialize;
-use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::airtable::{AirtableError, Attachment, Client, ListRecordsOptions, Record, TableSchema};
 use crate::config::{FieldRef, TableFilter};
 use crate::id::{BlobId, SnapshotId};
+use crate::layout::{
+    self, AttachmentMeta, AttachmentsMeta, LayoutJson, SnapshotSummary, TableMeta, TablesMeta,
+};
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
 use crate::repo::{BlobWriter, RepoError, Repository};
@@ -65,19 +68,18 @@ impl BackupOptions {
         }
     }
 
-    /// The ids of the table's fields to back up.
-    fn fields_to_list(&self, table: &TableSchema) -> Vec<String> {
-        table
-            .fields
-            .iter()
-            .filter(|f| {
-                !self
-                    .exclude_fields
-                    .iter()
-                    .any(|r| r.matches(&table.id, &table.name, &f.id, &f.name))
-            })
-            .map(|f| f.id.clone())
-            .collect()
+    /// The ids of the table's fields to back up, and of those left out, in schema order.
+    fn fields_to_list(&self, table: &TableSchema) -> (Vec<String>, Vec<String>) {
+        let (listed, excluded): (Vec<_>, Vec<_>) = table.fields.iter().partition(|f| {
+            !self
+                .exclude_fields
+                .iter()
+                .any(|r| r.matches(&table.id, &table.name, &f.id, &f.name))
+        });
+        let ids = |fields: Vec<&crate::airtable::FieldSchema>| {
+            fields.into_iter().map(|f| f.id.clone()).collect()
+        };
+        (ids(listed), ids(excluded))
     }
 
     /// The entries of `tables` and `exclude_fields` not marked optional that match nothing in
@@ -283,7 +285,7 @@ pub async fn backup_base(
     // the next table's listing starts as soon as the last page of a table arrives, while that
     // table is sorted and stored. Listing thus runs at the pacer's rate.
     let start_listing = |table: &TableSchema| {
-        let fields = options.fields_to_list(table);
+        let (fields, _) = options.fields_to_list(table);
         let list_options = ListRecordsOptions {
             fields: if fields.len() < table.fields.len() {
                 fields
@@ -297,7 +299,7 @@ pub async fn backup_base(
     let mut upcoming = tables.first().map(|t| start_listing(t));
     for (position, table) in tables.iter().enumerate() {
         progress.table(&table.name);
-        let listed_fields = options.fields_to_list(table).len();
+        let (_, excluded_fields) = options.fields_to_list(table);
         let spill = RecordSpill::new().map_err(BackupError::Spill)?;
         let mut pages = upcoming
             .take()
@@ -343,16 +345,13 @@ pub async fn backup_base(
         let size = spill.stream_sorted(&mut saver).await?;
         let (content, _) = saver.finish().await?;
         total_records += count;
-        table_nodes.push(Node {
-            name: format!("{}.jsonl", table.id),
-            kind: NodeKind::File {
-                size,
-                blob_kind: BlobKind::Meta,
-                content,
-            },
-            meta: json!({"id": table.id, "name": table.name, "records": count,
-                         "excluded_fields": table.fields.len() - listed_fields}),
-        });
+        let meta = TableMeta {
+            id: table.id.clone(),
+            name: table.name.clone(),
+            records: count,
+            excluded_fields,
+        };
+        table_nodes.push(layout::table_node(&meta, size, content));
     }
     while let Some(joined) = downloads.join_next().await {
         if let Err(e) = joined {
@@ -388,49 +387,40 @@ pub async fn backup_base(
     let attachments_dir = save_fanout(&writer, attachment_nodes).await?;
     let tables_count = table_nodes.len();
     let tables_dir = save_tree(&writer, Tree::new(table_nodes)).await?;
-    let root = Tree::new(vec![
-        Node {
-            name: "schema.json".into(),
-            kind: NodeKind::File {
-                size: schema_len,
-                blob_kind: BlobKind::Meta,
-                content: schema_content,
+    let root = layout::root_tree(
+        (schema_len, schema_content),
+        (
+            tables_dir,
+            TablesMeta {
+                tables: tables_count as u64,
             },
-            meta: Value::Null,
-        },
-        Node {
-            name: "tables".into(),
-            kind: NodeKind::Dir {
-                subtree: tables_dir,
+        ),
+        (
+            attachments_dir,
+            AttachmentsMeta {
+                attachments: attachment_count,
             },
-            meta: json!({"tables": tables_count}),
-        },
-        Node {
-            name: "attachments".into(),
-            kind: NodeKind::Dir {
-                subtree: attachments_dir,
-            },
-            meta: json!({"attachments": attachment_count}),
-        },
-    ]);
+        ),
+    );
     let root_id = save_tree(&writer, root).await?;
     let stats = writer.flush().await?;
 
     let partial = !problems.is_empty() || !warnings.is_empty();
-    let summary_json = json!({
-        "tables": tables_count,
-        "records": total_records,
-        "attachments": attachment_count,
-        "attachment_bytes": attachment_total,
-        "size": schema_len + table_total + attachment_total,
-    });
+    let summary_json = SnapshotSummary {
+        tables: tables_count as u64,
+        records: total_records,
+        attachments: attachment_count,
+        attachment_bytes: attachment_total,
+        size: schema_len + table_total + attachment_total,
+    }
+    .to_json();
     let snapshot = Snapshot {
         version: 1,
         time,
         hostname: crate::repo::lock::hostname(),
         program: format!("airback {}", env!("CARGO_PKG_VERSION")),
         tree: root_id,
-        source: json!({"kind": "airtable-base", "base_id": base, "base_name": base_name}),
+        source: layout::Source::airtable_base(&base, &base_name).to_json(),
         tags: options.tags.clone(),
         partial,
         problems: problems.iter().chain(&warnings).cloned().collect(),
@@ -617,15 +607,11 @@ async fn download(
 }
 
 fn attachment_node(attachment: &Attachment, size: u64, content: Vec<BlobId>) -> Node {
-    Node {
-        name: attachment.id.clone(),
-        kind: NodeKind::File {
-            size,
-            blob_kind: BlobKind::Data,
-            content,
-        },
-        meta: json!({"filename": attachment.filename, "type": attachment.content_type}),
-    }
+    let meta = AttachmentMeta {
+        filename: attachment.filename.clone(),
+        content_type: attachment.content_type.clone(),
+    };
+    layout::attachment_node(&attachment.id, &meta, size, content)
 }
 
 /// Saves a tree as one metadata blob.
@@ -634,32 +620,26 @@ async fn save_tree(writer: &BlobWriter, tree: Tree) -> Result<BlobId, RepoError>
     writer.save_blob(BlobKind::Meta, bytes).await
 }
 
-/// The character of an attachment id that picks its subtree.
-fn fanout_key(id: &str) -> String {
-    id.chars()
-        .nth(3)
-        .map_or_else(|| "_".to_string(), |c| c.to_string())
-}
-
-/// Saves attachment nodes in subtrees keyed by [`fanout_key`], so that a new attachment
-/// rewrites one small subtree, not one tree listing every attachment.
+/// Saves attachment nodes in subtrees keyed by [`layout::attachment_group`], so that a new
+/// attachment rewrites one small subtree, not one tree listing every attachment.
 async fn save_fanout(
     writer: &BlobWriter,
     nodes: BTreeMap<String, Node>,
 ) -> Result<BlobId, RepoError> {
     let mut groups: BTreeMap<String, Vec<Node>> = BTreeMap::new();
     for (id, node) in nodes {
-        groups.entry(fanout_key(&id)).or_default().push(node);
+        groups
+            .entry(layout::attachment_group(&id))
+            .or_default()
+            .push(node);
     }
     let mut dirs = Vec::new();
     for (key, nodes) in groups {
-        let count = nodes.len();
+        let meta = AttachmentsMeta {
+            attachments: nodes.len() as u64,
+        };
         let subtree = save_tree(writer, Tree::new(nodes)).await?;
-        dirs.push(Node {
-            name: key,
-            kind: NodeKind::Dir { subtree },
-            meta: json!({"attachments": count}),
-        });
+        dirs.push(layout::attachment_group_node(key, subtree, meta));
     }
     save_tree(writer, Tree::new(dirs)).await
 }
@@ -677,15 +657,10 @@ async fn previous_attachments(
     let Ok(root) = repo.load_tree(&snapshot.tree).await else {
         return out;
     };
-    let Some(NodeKind::Dir { subtree }) = root
-        .nodes
-        .iter()
-        .find(|n| n.name == "attachments")
-        .map(|n| &n.kind)
-    else {
+    let Some(subtree) = layout::attachments_dir(&root) else {
         return out;
     };
-    let Ok(dirs) = repo.load_tree(subtree).await else {
+    let Ok(dirs) = repo.load_tree(&subtree).await else {
         return out;
     };
     for dir in dirs.nodes {

@@ -11,6 +11,7 @@ use super::{GlobalArgs, exit, open_repo_at, progress};
 use crate::airtable::{Client, ClientOptions, Token};
 use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base};
 use crate::config::Config;
+use crate::layout::{self, LayoutJson, SnapshotSummary, Source, TableMeta};
 use crate::repo::snapshot::NodeKind;
 use crate::snapshots;
 
@@ -271,10 +272,6 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-fn summary_u64(s: &crate::repo::snapshot::Snapshot, key: &str) -> u64 {
-    s.summary.get(key).and_then(|v| v.as_u64()).unwrap_or(0)
-}
-
 /// Runs `airback snapshots`.
 pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
     let repo = super::open_repo(g).await?;
@@ -291,11 +288,13 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
         let rows: Vec<_> = selected
             .iter()
             .map(|(id, s)| {
+                let sum = SnapshotSummary::of(s);
                 json!({
                     "id": id, "time": s.time, "hostname": s.hostname,
-                    "base_id": snapshots::base_id(s), "base_name": s.source.get("base_name"),
-                    "tables": summary_u64(s, "tables"), "records": summary_u64(s, "records"),
-                    "attachments": summary_u64(s, "attachments"), "size": summary_u64(s, "size"),
+                    "base_id": snapshots::base_id(s),
+                    "base_name": Source::of(s).map(|source| source.base_name),
+                    "tables": sum.tables, "records": sum.records,
+                    "attachments": sum.attachments, "size": sum.size,
                     "partial": s.partial, "tags": s.tags,
                 })
             })
@@ -315,11 +314,8 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
         "SIZE"
     )?;
     for (id, s) in &selected {
-        let name = s
-            .source
-            .get("base_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
+        let sum = SnapshotSummary::of(s);
+        let name = Source::of(s).map_or("", |source| source.base_name);
         let name: String = name.chars().take(24).collect();
         out!(
             "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}{}",
@@ -327,10 +323,10 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
             s.time,
             snapshots::base_id(s).unwrap_or("-"),
             name,
-            summary_u64(s, "tables"),
-            summary_u64(s, "records"),
-            summary_u64(s, "attachments"),
-            human_bytes(summary_u64(s, "size")),
+            sum.tables,
+            sum.records,
+            sum.attachments,
+            human_bytes(sum.size),
             if s.partial { "  (partial)" } else { "" }
         )?;
     }
@@ -345,25 +341,27 @@ pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
     let repo = super::open_repo(g).await?;
     let (id, s) = snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
     let root = repo.load_tree(&s.tree).await?;
-    let mut tables = Vec::new();
-    if let Some(NodeKind::Dir { subtree }) = root
-        .nodes
-        .iter()
-        .find(|n| n.name == "tables")
-        .map(|n| &n.kind)
-    {
-        for node in repo.load_tree(subtree).await?.nodes {
+    // Each table file's meta (`None` when unreadable) and size.
+    let mut tables: Vec<(Option<TableMeta>, u64)> = Vec::new();
+    if let Some(subtree) = layout::tables_dir(&root) {
+        for node in repo.load_tree(&subtree).await?.nodes {
             let size = match node.kind {
                 NodeKind::File { size, .. } => size,
                 NodeKind::Dir { .. } => 0,
             };
-            tables.push(json!({
-                "id": node.meta.get("id"), "name": node.meta.get("name"),
-                "records": node.meta.get("records"), "size": size,
-            }));
+            tables.push((TableMeta::from_json(&node.meta), size));
         }
     }
     if g.json {
+        let tables: Vec<_> = tables
+            .iter()
+            .map(|(meta, size)| {
+                json!({
+                    "id": meta.as_ref().map(|t| &t.id), "name": meta.as_ref().map(|t| &t.name),
+                    "records": meta.as_ref().map(|t| t.records), "size": size,
+                })
+            })
+            .collect();
         out!("{}", json!({"id": id, "snapshot": s, "tables": tables}))?;
         return Ok(exit::OK);
     }
@@ -374,28 +372,26 @@ pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
     out!(
         "  base:      {} ({})",
         snapshots::base_id(&s).unwrap_or("-"),
-        s.source
-            .get("base_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
+        Source::of(&s).map_or("", |source| source.base_name)
     )?;
     if !s.tags.is_empty() {
         out!("  tags:      {}", s.tags.join(", "))?;
     }
+    let sum = SnapshotSummary::of(&s);
     out!(
         "  contents:  {} in {}, {} ({}), {} in all",
-        count(summary_u64(&s, "records"), "record"),
-        count(summary_u64(&s, "tables"), "table"),
-        count(summary_u64(&s, "attachments"), "attachment"),
-        human_bytes(summary_u64(&s, "attachment_bytes")),
-        human_bytes(summary_u64(&s, "size"))
+        count(sum.records, "record"),
+        count(sum.tables, "table"),
+        count(sum.attachments, "attachment"),
+        human_bytes(sum.attachment_bytes),
+        human_bytes(sum.size)
     )?;
-    for t in &tables {
+    for (meta, size) in &tables {
         out!(
             "    {:<32} {:>8} records  {:>9}",
-            t["name"].as_str().unwrap_or(""),
-            t["records"].as_u64().unwrap_or(0),
-            human_bytes(t["size"].as_u64().unwrap_or(0))
+            meta.as_ref().map_or("", |t| t.name.as_str()),
+            meta.as_ref().map_or(0, |t| t.records),
+            human_bytes(*size)
         )?;
     }
     if s.partial {

@@ -21,7 +21,7 @@ pub struct Snapshot {
     pub program: String,
     /// The root tree blob.
     pub tree: BlobId,
-    /// What was backed up (for Airtable: `{"kind":"airtable-base","base_id":…,"base_name":…}`).
+    /// What was backed up (for Airtable: a [`crate::layout::Source`]).
     pub source: serde_json::Value,
     /// User tags.
     #[serde(default)]
@@ -32,7 +32,8 @@ pub struct Snapshot {
     /// Human-readable descriptions of what is missing from a partial snapshot.
     #[serde(default)]
     pub problems: Vec<String>,
-    /// Counters for listings (records, attachments, bytes, …); informative only.
+    /// Counters for listings (for Airtable: a [`crate::layout::SnapshotSummary`]); informative
+    /// only.
     #[serde(default)]
     pub summary: serde_json::Value,
 }

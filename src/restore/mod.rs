@@ -306,7 +306,12 @@ pub async fn restore(
                 }
                 Target::Workspace { .. } => Vec::new(),
             };
-            plan::build(&stored.schema, &selected, &taken)
+            let excluded: Vec<String> = stored
+                .tables
+                .iter()
+                .flat_map(|t| t.excluded_fields.iter().cloned())
+                .collect();
+            plan::build(&stored.schema, &selected, &excluded, &taken)
         }
     };
     let workload = scan(stored, &plan, options.staging.is_some()).await?;

@@ -14,6 +14,8 @@
 //!   id. Record creation is an upsert keyed on it, which is what makes restore idempotent.
 //! - Link pairs are created once, from the side that comes first in the schema; the inverse
 //!   Airtable creates is renamed to the backed-up name. A self-link is created once.
+//! - Fields the backup left out (`exclude_fields`) are not created: the snapshot holds none of
+//!   their values. A primary field is the exception (a table needs one): it is created empty.
 
 use std::collections::{HashMap, HashSet};
 
@@ -186,11 +188,18 @@ impl Plan {
     }
 }
 
-/// Builds the plan for `tables` (original ids, in schema order) of `schema`. `taken` holds the
-/// table names that already exist in the target (compared ignoring case); a restored table
-/// whose name is taken gets " (restored)" appended, then a number.
-pub fn build(schema: &BaseSchema, tables: &[String], taken: &[String]) -> Plan {
+/// Builds the plan for `tables` (original ids, in schema order) of `schema`. `excluded` holds
+/// the ids of the fields the backup left out (`exclude_fields`), which are not created.
+/// `taken` holds the table names that already exist in the target (compared ignoring case); a
+/// restored table whose name is taken gets " (restored)" appended, then a number.
+pub fn build(
+    schema: &BaseSchema,
+    tables: &[String],
+    excluded: &[String],
+    taken: &[String],
+) -> Plan {
     let selected: HashSet<&str> = tables.iter().map(String::as_str).collect();
+    let excluded: HashSet<&str> = excluded.iter().map(String::as_str).collect();
     let mut used_names: HashSet<String> = taken.iter().map(|n| n.to_lowercase()).collect();
     let names = field_names(schema);
     let mut plan = Plan {
@@ -231,7 +240,10 @@ pub fn build(schema: &BaseSchema, tables: &[String], taken: &[String]) -> Plan {
         .filter(|t| selected.contains(t.id.as_str()))
     {
         for field in &table.fields {
-            if field.field_type != "multipleRecordLinks" || inverse_of.contains_key(&*field.id) {
+            if field.field_type != "multipleRecordLinks"
+                || inverse_of.contains_key(&*field.id)
+                || excluded.contains(&*field.id)
+            {
                 continue;
             }
             let Some(linked) = linked_table(field) else {
@@ -299,6 +311,27 @@ pub fn build(schema: &BaseSchema, tables: &[String], taken: &[String]) -> Plan {
             );
         for field in ordered {
             let primary = field.id == table.primary_field_id;
+            if excluded.contains(&*field.id) {
+                plan.losses.push(Loss {
+                    table: Some(table.name.clone()),
+                    what: if primary {
+                        format!(
+                            "primary field `{}` ({}): left out of the snapshot by \
+                             `exclude_fields`; it is created empty, as a table needs one",
+                            field.name, field.field_type
+                        )
+                    } else {
+                        format!(
+                            "field `{}` ({}): left out of the snapshot by `exclude_fields`, so \
+                             it is not created",
+                            field.name, field.field_type
+                        )
+                    },
+                });
+                if !primary {
+                    continue;
+                }
+            }
             let planned = plan_field(field, primary, &names, &selected, &created_links);
             if let Role::Skipped = planned.role {
                 plan.losses.push(Loss {
@@ -315,12 +348,25 @@ pub fn build(schema: &BaseSchema, tables: &[String], taken: &[String]) -> Plan {
                 && created_links.contains(&*field.id)
                 && let Some(linked) = linked_table(field)
             {
-                let inverse = field
+                let inverse_field = field
                     .inverse_link_field_id()
                     .filter(|_| linked != table.id)
-                    .and_then(|id| schema.table(linked)?.field(id))
+                    .and_then(|id| schema.table(linked)?.field(id));
+                if let Some(left_out) = inverse_field.filter(|f| excluded.contains(&*f.id)) {
+                    plan.losses.push(Loss {
+                        table: Some(table.name.clone()),
+                        what: format!(
+                            "link field `{}`: its inverse `{}` was left out of the snapshot by \
+                             `exclude_fields`; Airtable creates one in the linked table, which \
+                             stays",
+                            field.name, left_out.name
+                        ),
+                    });
+                }
+                let inverse = inverse_field
+                    .filter(|f| !excluded.contains(&*f.id))
                     .map(|f| (f.id.clone(), f.name.clone(), f.description.clone()));
-                if inverse.is_none() && linked != table.id {
+                if inverse_field.is_none() && linked != table.id {
                     plan.losses.push(Loss {
                         table: Some(table.name.clone()),
                         what: format!(
@@ -811,7 +857,7 @@ mod tests {
     #[test]
     fn computed_primaries_and_fields_become_static_copies_with_their_configuration() {
         let s = two_tables();
-        let plan = build(&s, &["tblA".into(), "tblB".into()], &[]);
+        let plan = build(&s, &["tblA".into(), "tblB".into()], &[], &[]);
         let a = plan.table("tblA").unwrap();
         assert_eq!(a.fields[0].source_id, "fldF", "the primary comes first");
         assert_eq!(a.fields[0].target_type.as_deref(), Some("number"));
@@ -832,8 +878,45 @@ mod tests {
     }
 
     #[test]
+    fn fields_left_out_of_the_backup_are_not_created_but_a_primary_is() {
+        let tables = ["tblA".into(), "tblB".into()];
+        let plan = build(&two_tables(), &tables, &["fldK".into(), "fldF".into()], &[]);
+        let a = plan.table("tblA").unwrap();
+        assert!(
+            a.field("fldK").is_none(),
+            "an excluded field is not created"
+        );
+        assert_eq!(a.fields[0].source_id, "fldF", "an excluded primary is");
+        let losses = serde_json::to_string(&plan.losses).unwrap();
+        assert!(
+            losses.contains("field `Sel` (singleSelect): left out"),
+            "{losses}"
+        );
+        assert!(
+            losses.contains("primary field `F` (formula): left out"),
+            "{losses}"
+        );
+
+        // One side of a link pair left out: the other is created, with no inverse to rename.
+        let plan = build(&two_tables(), &tables, &["fldL".into()], &[]);
+        assert!(plan.table("tblA").unwrap().field("fldL").is_none());
+        let link = plan.links.iter().find(|l| l.table == "tblB").unwrap();
+        assert_eq!((link.field.as_str(), &link.inverse), ("fldI", &None));
+        assert_eq!(
+            plan.table("tblB").unwrap().field("fldI").unwrap().role,
+            Role::Link
+        );
+        assert!(!plan.links.iter().any(|l| l.field == "fldL"));
+        let losses = serde_json::to_string(&plan.losses).unwrap();
+        assert!(
+            losses.contains("its inverse `To B` was left out"),
+            "{losses}"
+        );
+    }
+
+    #[test]
     fn each_link_pair_is_created_once_and_a_self_link_once() {
-        let plan = build(&two_tables(), &["tblA".into(), "tblB".into()], &[]);
+        let plan = build(&two_tables(), &["tblA".into(), "tblB".into()], &[], &[]);
         assert_eq!(plan.links.len(), 2);
         assert_eq!(plan.links[0].field, "fldL");
         assert_eq!(plan.links[0].inverse.as_ref().unwrap().1, "Back to A");
@@ -848,7 +931,7 @@ mod tests {
 
     #[test]
     fn links_to_tables_left_out_are_skipped_and_reported() {
-        let plan = build(&two_tables(), &["tblA".into()], &[]);
+        let plan = build(&two_tables(), &["tblA".into()], &[], &[]);
         assert_eq!(
             plan.table("tblA").unwrap().field("fldL").unwrap().role,
             Role::Skipped
@@ -862,6 +945,7 @@ mod tests {
         let plan = build(
             &two_tables(),
             &["tblA".into(), "tblB".into()],
+            &[],
             &["table 1".into()],
         );
         assert_eq!(plan.table("tblB").unwrap().name, "Table 1 (restored)");

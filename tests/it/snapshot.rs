@@ -329,3 +329,218 @@ async fn unreadable_attachments_make_a_partial_snapshot_that_names_them() {
     .unwrap();
     assert!(report.is_ok(), "{:?}", report.errors);
 }
+
+/// Reads the `manifest.json`, table JSON and CSV files of a tar, zip or dir export (not the
+/// attachments), by path.
+fn export_texts(
+    format: airback::export::ExportFormat,
+    path: &std::path::Path,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use airback::export::ExportFormat;
+    use std::io::Read;
+    let wanted = |name: &str| name == "manifest.json" || name.starts_with("tables/");
+    let mut out = std::collections::BTreeMap::new();
+    match format {
+        ExportFormat::Tar => {
+            let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
+            for entry in archive.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let name = entry.path().unwrap().to_string_lossy().into_owned();
+                if wanted(&name) {
+                    let mut bytes = Vec::new();
+                    entry.read_to_end(&mut bytes).unwrap();
+                    out.insert(name, bytes);
+                }
+            }
+        }
+        ExportFormat::Zip => {
+            let mut archive = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+            for i in 0..archive.len() {
+                let mut file = archive.by_index(i).unwrap();
+                let name = file.name().unwrap().into_owned();
+                if wanted(&name) {
+                    let mut bytes = Vec::new();
+                    file.read_to_end(&mut bytes).unwrap();
+                    out.insert(name, bytes);
+                }
+            }
+        }
+        ExportFormat::Dir => {
+            for file in crate::support::files_below(path) {
+                let name = file.to_string_lossy().replace('\\', "/");
+                if wanted(&name) {
+                    out.insert(name, std::fs::read(path.join(&file)).unwrap());
+                }
+            }
+        }
+        ExportFormat::Sqlite => panic!("a SQLite export is not a package"),
+    }
+    out
+}
+
+/// A field left out by `exclude_fields` stays out of everything made from the snapshot: no
+/// JSON key or CSV column in tar, zip and folder exports, no SQLite column, no field in a
+/// restored base. (The backup used to record the excluded fields as a count where readers
+/// expect their ids, so exports and restores brought the field back, empty.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_fields_stay_out_of_exports_and_restores() {
+    use airback::export::{ExportFormat, ExportOptions, Output, export};
+    use airback::restore::{RestoreOptions, Target, restore};
+    use airback::stored::StoredBase;
+
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
+    let schema = s.fake.schema_json(&s.base);
+    let table = &schema["tables"][0];
+    let (table_id, table_name) = (
+        table["id"].as_str().unwrap(),
+        table["name"].as_str().unwrap(),
+    );
+    let fields = table["fields"].as_array().unwrap();
+    let excluded = fields.iter().find(|f| f["name"] == "Notes").unwrap();
+    let excluded_id = excluded["id"].as_str().unwrap();
+    let primary = table["primaryFieldId"].as_str().unwrap();
+    let kept = fields.iter().find(|f| f["id"] == primary).unwrap()["name"]
+        .as_str()
+        .unwrap();
+    assert!(
+        s.fake
+            .records_json(&s.base, table_id)
+            .iter()
+            .any(|r| r["fields"].get(excluded_id).is_some()),
+        "the field to exclude has values"
+    );
+
+    let mut options = BackupOptions::new(&s.base);
+    options.exclude_fields = vec![airback::config::FieldRef {
+        table: table_name.to_owned(),
+        field: "Notes".to_owned(),
+        optional: false,
+    }];
+    let summary = backup_base(&s.repo, &s.client, &options, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(!summary.partial, "{summary:?}");
+    let snapshot = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
+    let stored = StoredBase::open(&s.repo, summary.snapshot_id, snapshot)
+        .await
+        .unwrap();
+
+    for format in ExportFormat::ALL {
+        let path = s.dir.path().join(format!("export-{format}"));
+        let options = ExportOptions {
+            format,
+            output: Output::Path(path.clone()),
+            force: false,
+        };
+        export(&stored, &options, Arc::new(NoProgress))
+            .await
+            .unwrap_or_else(|e| panic!("{format} export: {e}"));
+        if format == ExportFormat::Sqlite {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            let sql_table: String = conn
+                .query_row(
+                    "SELECT sql_table FROM _airback_tables WHERE table_id = ?1",
+                    [table_id],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            let mut info = conn
+                .prepare(&format!(
+                    "PRAGMA table_info(\"{}\")",
+                    sql_table.replace('"', "\"\"")
+                ))
+                .unwrap();
+            let columns: Vec<String> = info
+                .query_map([], |row| row.get::<_, String>(1))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(columns.iter().any(|c| c == kept), "{columns:?}");
+            assert!(!columns.iter().any(|c| c == "Notes"), "sqlite: {columns:?}");
+            let listed: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM _airback_fields WHERE field_id = ?1",
+                    [excluded_id],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(
+                listed, 0,
+                "sqlite: the excluded field is listed in _airback_fields"
+            );
+            continue;
+        }
+        let files = export_texts(format, &path);
+        let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+        let entry = manifest["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == table_id)
+            .unwrap();
+        let json: Value = serde_json::from_slice(&files[entry["json"].as_str().unwrap()]).unwrap();
+        let ids: Vec<&str> = json["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&primary), "{format}: {ids:?}");
+        assert!(
+            !ids.contains(&excluded_id),
+            "{format} JSON lists the field: {ids:?}"
+        );
+        for record in json["records"].as_array().unwrap() {
+            assert!(
+                record["fields"].get("Notes").is_none(),
+                "{format}: {record}"
+            );
+        }
+        let csv = String::from_utf8(files[entry["csv"].as_str().unwrap()].clone()).unwrap();
+        let header: Vec<&str> = csv
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches('\u{feff}')
+            .split(',')
+            .map(|c| c.trim_matches('"'))
+            .collect();
+        assert!(header.contains(&kept), "{format}: {header:?}");
+        assert!(
+            !header.contains(&"Notes"),
+            "{format} CSV header: {header:?}"
+        );
+    }
+
+    let target = s.fake.add_empty_base("Restored").id;
+    let options = RestoreOptions::new(
+        Target::Base(target.clone()),
+        Some(s.dir.path().join("journal.sqlite")),
+    );
+    let report = restore(
+        &stored,
+        &s.client,
+        &options,
+        Arc::new(airback::restore::NoProgress),
+    )
+    .await
+    .unwrap();
+    let restored = s.fake.schema_json(&target);
+    let names: Vec<&str> = restored["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == table_name)
+        .unwrap()["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&kept), "{names:?}");
+    assert!(
+        !names.contains(&"Notes"),
+        "restore created the field: {names:?}"
+    );
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
