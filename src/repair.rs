@@ -24,10 +24,10 @@ use crate::check::PackProblem;
 use crate::codec;
 use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
 use crate::layout::{self, AttachmentMeta, LayoutJson, TableMeta};
-use crate::repo::index::{DamagedPack, IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE, index_path};
+use crate::repo::index::{DamagedPack, IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE};
 use crate::repo::pack::{self, BlobKind, pack_path};
-use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree, snapshot_path};
-use crate::repo::{BlobWriter, RepoError, Repository, Result, dict_path};
+use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
+use crate::repo::{BlobWriter, Exclusive, RepoError, Repository, Result, dict_path};
 
 /// What `repair index` did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -82,7 +82,7 @@ pub struct SnapshotsRepair {
 }
 
 /// Rebuilds the index from the packs in storage; see the module documentation.
-pub async fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepair> {
+pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair> {
     let mut report = IndexRepair {
         dry_run,
         ..IndexRepair::default()
@@ -229,14 +229,14 @@ pub async fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepai
         if written.contains(id) {
             continue;
         }
-        repo.backend().delete(&index_path(id)).await?;
+        repo.delete_index_file(id).await?;
         report.index_files_removed += 1;
     }
     // Damaged packs still in storage: what could be read is stored again and indexed, the rest
     // is unreadable; removing them keeps later runs from reading them again.
     for d in &damaged {
         if in_storage.contains(&d.id) {
-            repo.backend().delete(&pack_path(&d.id)).await?;
+            repo.delete_pack(&d.id).await?;
         }
     }
 
@@ -259,7 +259,7 @@ pub async fn repair_index(repo: &Repository, dry_run: bool) -> Result<IndexRepai
             .await?
             .is_some()
         {
-            repo.backend().delete(&dict_path(&problem.id)).await?;
+            repo.delete_dictionary(&problem.id).await?;
             report.dictionaries_removed.push(problem.id);
         }
     }
@@ -357,7 +357,7 @@ async fn verify_pack(
 
 /// Rewrites the snapshots that refer to content the index does not hold; see the module
 /// documentation.
-pub async fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<SnapshotsRepair> {
+pub async fn repair_snapshots(repo: &Exclusive, dry_run: bool) -> Result<SnapshotsRepair> {
     let mut report = SnapshotsRepair {
         dry_run,
         ..SnapshotsRepair::default()
@@ -372,7 +372,7 @@ pub async fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Snapsh
             Ok(s) => s,
             Err(RepoError::Corrupt { detail, .. }) => {
                 if !dry_run {
-                    repo.backend().delete(&snapshot_path(&id)).await?;
+                    repo.delete_snapshot(&id).await?;
                 }
                 report.repaired.push(SnapshotRepair {
                     original: id,
@@ -396,7 +396,7 @@ pub async fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Snapsh
             Outcome::Unchanged => continue,
             Outcome::Lost(why) => {
                 if !dry_run {
-                    repo.backend().delete(&snapshot_path(&id)).await?;
+                    repo.delete_snapshot(&id).await?;
                 }
                 report.repaired.push(SnapshotRepair {
                     original: id,
@@ -428,7 +428,7 @@ pub async fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<Snapsh
             let new_id = repo.save_snapshot(&repaired).await?;
             // The replacement is durable: the damaged original can go.
             if new_id != id {
-                repo.backend().delete(&snapshot_path(&id)).await?;
+                repo.delete_snapshot(&id).await?;
             }
             Some(new_id)
         };

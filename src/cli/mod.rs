@@ -151,7 +151,7 @@ pub fn main() -> ExitCode {
     if cli.global.no_lock
         && matches!(
             cli.command,
-            Command::Init(_) | Command::Snapshot(_) | Command::Demo(_)
+            Command::Init(_) | Command::Snapshot(_) | Command::Demo(_) | Command::Repair(_)
         )
     {
         use clap::CommandFactory;
@@ -159,7 +159,7 @@ pub fn main() -> ExitCode {
             .error(
                 clap::error::ErrorKind::ArgumentConflict,
                 "--no-lock is for commands that only read a repository (check, export, restore, \
-                 snapshots, show); init, snapshot and demo write to one",
+                 snapshots, show); init, snapshot, repair and demo write to one",
             )
             .exit();
     }

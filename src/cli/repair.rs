@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use super::print::{count, out};
 use super::{GlobalArgs, exit, open_repo};
 use crate::repair;
+use crate::repo::Exclusive;
 
 /// Arguments of `airback repair`.
 #[derive(Debug, Args)]
@@ -32,21 +33,16 @@ struct DryRun {
 
 /// Runs `airback repair …`.
 pub async fn run(g: &GlobalArgs, args: &RepairArgs) -> anyhow::Result<u8> {
-    let repo = open_repo(g).await?;
-    let lock = repo.lock(true, "repair").await?;
+    let repo = open_repo(g).await?.lock_exclusive("repair").await?;
     let result = match &args.what {
         RepairCommand::Index(o) => index(g, &repo, o.dry_run).await,
         RepairCommand::Snapshots(o) => snapshots(g, &repo, o.dry_run).await,
     };
-    lock.release().await?;
+    repo.release().await?;
     result
 }
 
-async fn index(
-    g: &GlobalArgs,
-    repo: &crate::repo::Repository,
-    dry_run: bool,
-) -> anyhow::Result<u8> {
+async fn index(g: &GlobalArgs, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
     let report = repair::repair_index(repo, dry_run).await?;
     if g.json {
         out!("{}", serde_json::to_string(&report)?)?;
@@ -90,11 +86,7 @@ async fn index(
     Ok(exit::OK)
 }
 
-async fn snapshots(
-    g: &GlobalArgs,
-    repo: &crate::repo::Repository,
-    dry_run: bool,
-) -> anyhow::Result<u8> {
+async fn snapshots(g: &GlobalArgs, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
     let report = repair::repair_snapshots(repo, dry_run).await?;
     if g.json {
         out!("{}", serde_json::to_string(&report)?)?;

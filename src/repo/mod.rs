@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+mod exclusive;
 pub mod index;
 pub mod lock;
 pub mod pack;
@@ -30,6 +31,7 @@ use index::{IndexFile, IndexPack, index_path};
 use pack::{BlobKind, FOOTER_LEN, PackedBlob, pack_path};
 use snapshot::{Snapshot, Tree, snapshot_path};
 
+pub use exclusive::Exclusive;
 pub use writer::{BlobWriter, FileSaver, WriterStats};
 
 /// Why a repository operation failed.

@@ -285,10 +285,14 @@ async fn case(object: Object, harm: Harm) {
     );
 
     // repair index, then tonight's snapshot: complete.
-    let repaired = repair_index(&s.repo, false).await.unwrap();
+    let exclusive = s.repo.lock_exclusive("repair").await.unwrap();
+    let repaired = repair_index(&exclusive, false).await.unwrap();
+    exclusive.release().await.unwrap();
     assert!(!repaired.dry_run);
     let summary = snapshot(&s).await;
-    let repaired_snapshots = repair_snapshots(&s.repo, false).await.unwrap();
+    let exclusive = s.repo.lock_exclusive("repair").await.unwrap();
+    let repaired_snapshots = repair_snapshots(&exclusive, false).await.unwrap();
+    exclusive.release().await.unwrap();
     assert_complete(&s, &summary).await;
 
     // Every snapshot is complete, or partial with its losses named.
