@@ -291,13 +291,7 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     report.blobs = blobs.len();
 
     // 3. Packs: present, right size, header agrees with the index.
-    let listed: HashMap<PackId, u64> = repo
-        .backend()
-        .list("data/")
-        .await?
-        .into_iter()
-        .filter_map(|e| Some((e.name.rsplit('/').next()?.parse().ok()?, e.size)))
-        .collect();
+    let listed: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
     let mut pack_ids: Vec<&PackId> = packs.keys().collect();
     pack_ids.sort();
     for id in pack_ids {

@@ -103,14 +103,7 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
             Err(e) => return Err(e),
         }
     }
-    let mut stored: Vec<(PackId, u64)> = repo
-        .backend()
-        .list("data/")
-        .await?
-        .into_iter()
-        .filter_map(|e| Some((e.name.rsplit('/').next()?.parse().ok()?, e.size)))
-        .collect();
-    stored.sort();
+    let stored = repo.list_packs().await?;
     let in_storage: HashSet<PackId> = stored.iter().map(|(id, _)| *id).collect();
 
     let mut damaged: Vec<DamagedPack> = Vec::new();
@@ -371,16 +364,8 @@ pub async fn repair_snapshots(repo: &Exclusive, dry_run: bool) -> Result<Snapsho
         let snapshot = match repo.load_snapshot(&id).await {
             Ok(s) => s,
             Err(RepoError::Corrupt { detail, .. }) => {
-                if !dry_run {
-                    repo.delete_snapshot(&id).await?;
-                }
-                report.repaired.push(SnapshotRepair {
-                    original: id,
-                    replacement: None,
-                    lost: vec![format!(
-                        "the snapshot's manifest cannot be read ({detail}); it was removed"
-                    )],
-                });
+                let why = format!("the snapshot's manifest cannot be read ({detail})");
+                report.repaired.push(remove(repo, id, why, dry_run).await?);
                 continue;
             }
             Err(e) => return Err(e),
@@ -395,16 +380,8 @@ pub async fn repair_snapshots(repo: &Exclusive, dry_run: bool) -> Result<Snapsho
         let (new_tree, lost) = match outcome {
             Outcome::Unchanged => continue,
             Outcome::Lost(why) => {
-                if !dry_run {
-                    repo.delete_snapshot(&id).await?;
-                }
-                report.repaired.push(SnapshotRepair {
-                    original: id,
-                    replacement: None,
-                    lost: vec![format!(
-                        "everything: the snapshot's root folder is lost ({why}); it was removed"
-                    )],
-                });
+                let why = format!("everything: the snapshot's root folder is lost ({why})");
+                report.repaired.push(remove(repo, id, why, dry_run).await?);
                 continue;
             }
             Outcome::Changed(tree, lost) => (tree, lost),
@@ -439,6 +416,26 @@ pub async fn repair_snapshots(repo: &Exclusive, dry_run: bool) -> Result<Snapsho
         });
     }
     Ok(report)
+}
+
+/// Removes a snapshot nothing can be saved of (unless `dry_run`), and says so.
+async fn remove(
+    repo: &Exclusive,
+    id: SnapshotId,
+    why: String,
+    dry_run: bool,
+) -> Result<SnapshotRepair> {
+    if !dry_run {
+        repo.delete_snapshot(&id).await?;
+    }
+    Ok(SnapshotRepair {
+        original: id,
+        replacement: None,
+        lost: vec![format!(
+            "{why}; it {} removed",
+            if dry_run { "would be" } else { "was" }
+        )],
+    })
 }
 
 /// What became of a tree.

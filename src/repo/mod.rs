@@ -510,6 +510,20 @@ impl Repository {
         Ok(stats)
     }
 
+    /// The packs in storage (`data/`) with their sizes, sorted by id. Names that are not pack
+    /// ids are left out.
+    pub async fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut packs: Vec<(PackId, u64)> = self
+            .backend()
+            .list("data/")
+            .await?
+            .into_iter()
+            .filter_map(|e| Some((e.name.rsplit('/').next()?.parse().ok()?, e.size)))
+            .collect();
+        packs.sort();
+        Ok(packs)
+    }
+
     /// Reads a pack's header with range requests and checks it is well formed.
     pub async fn read_pack_header(
         &self,
@@ -561,13 +575,7 @@ impl Repository {
         })
         .await
         .map_err(|e| RepoError::Internal(e.to_string()))??;
-        let listed: HashMap<PackId, u64> = self
-            .backend()
-            .list("data/")
-            .await?
-            .into_iter()
-            .filter_map(|e| Some((e.name.rsplit('/').next()?.parse().ok()?, e.size)))
-            .collect();
+        let listed: HashMap<PackId, u64> = self.list_packs().await?.into_iter().collect();
         let mut damaged: Vec<(PackId, String)> = known
             .iter()
             .filter_map(|(id, size)| match listed.get(id) {
@@ -845,15 +853,6 @@ impl Repository {
 
     /// Reads a tree blob.
     pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read_blob(id).await?;
-        let tree: Tree = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(format!("tree {id}"), e.to_string()))?;
-        if tree.version != 1 {
-            return Err(corrupt(
-                format!("tree {id}"),
-                format!("version {} is not supported; upgrade airback", tree.version),
-            ));
-        }
-        Ok(tree)
+        Self::parse_tree(id, &self.read_blob(id).await?)
     }
 }
