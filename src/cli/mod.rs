@@ -1,5 +1,7 @@
 //! The command line: argument definitions (clap), one function per command, output and exit
-//! codes. The only module that prints or knows about clap.
+//! codes. The only module that prints, reads environment variables or knows about clap:
+//! `settings.rs` merges flags, environment and config file into the library's options, and
+//! `print.rs` prints every result.
 
 mod demo;
 pub mod exit;
@@ -9,6 +11,7 @@ pub(crate) mod print;
 mod progress;
 mod repair;
 mod restore;
+mod settings;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -20,9 +23,10 @@ use serde_json::json;
 
 use crate::backend::{Backend, BackendOptions};
 use crate::check::{CheckOptions, Subset};
+use crate::repo::Repository;
 use crate::repo::config::InitOptions;
-use crate::repo::{CacheChoice, Repository};
-use print::{count, err, out};
+use print::{count, err};
+use settings::Settings;
 
 /// Back up Airtable bases into a deduplicating repository, and restore them.
 #[derive(Debug, Parser)]
@@ -143,7 +147,8 @@ impl clap::builder::ValueParserFactory for Subset {
 /// Parses the command line, runs the command and returns the documented exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let repeats = logging::init(cli.global.quiet);
+    let settings = Settings::new(&cli.global);
+    let repeats = logging::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -154,7 +159,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, settings));
     repeats.report();
     match result {
         Ok(code) => ExitCode::from(code),
@@ -176,18 +181,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let g = &cli.global;
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<u8> {
+    let s = &settings;
     match &cli.command {
-        Command::Demo(args) => demo::demo(g, args).await,
-        Command::Init(args) => init(g, args).await,
-        Command::Snapshot(args) => snapshot::snapshot(g, args).await,
-        Command::Snapshots(args) => snapshot::list(g, args).await,
-        Command::Show(args) => snapshot::show(g, args).await,
-        Command::Restore(args) => restore::run(g, args).await,
-        Command::Check(args) => check(g, args).await,
-        Command::Export(args) => export::export(g, args).await,
-        Command::Repair(args) => repair::run(g, args).await,
+        Command::Demo(args) => demo::demo(s, args).await,
+        Command::Init(args) => init(s, args).await,
+        Command::Snapshot(args) => snapshot::snapshot(s, args).await,
+        Command::Snapshots(args) => snapshot::list(s, args).await,
+        Command::Show(args) => snapshot::show(s, args).await,
+        Command::Restore(args) => restore::run(s, args).await,
+        Command::Check(args) => check(s, args).await,
+        Command::Export(args) => export::export(s, args).await,
+        Command::Repair(args) => repair::run(s, args).await,
         Command::FakeAirtable(args) => fake_airtable(args).await,
     }
 }
@@ -207,36 +212,21 @@ async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn location(g: &GlobalArgs) -> anyhow::Result<&str> {
-    match &g.repo {
-        Some(location) => Ok(location),
-        None => bail!("no repository given: pass --repo LOCATION or set AIRBACK_REPO"),
-    }
+async fn open_repo(s: &Settings) -> anyhow::Result<Repository> {
+    open_repo_at(s, s.location()?).await
 }
 
-fn cache_choice(g: &GlobalArgs) -> CacheChoice {
-    match (&g.cache_dir, g.no_cache) {
-        (_, true) => CacheChoice::Memory,
-        (Some(dir), false) => CacheChoice::Dir(dir.clone()),
-        (None, false) => CacheChoice::Default,
-    }
+async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository> {
+    let backend = Repository::backend_for(location, &s.backend)?;
+    Ok(Repository::open(backend, s.cache.clone()).await?)
 }
 
-async fn open_repo(g: &GlobalArgs) -> anyhow::Result<Repository> {
-    open_repo_at(g, location(g)?).await
-}
-
-async fn open_repo_at(g: &GlobalArgs, location: &str) -> anyhow::Result<Repository> {
-    let backend = Repository::backend_for(location, &BackendOptions::default())?;
-    Ok(Repository::open(backend, cache_choice(g)).await?)
-}
-
-async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
+async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
     let options = BackendOptions {
         create: true,
-        ..BackendOptions::default()
+        ..s.backend.clone()
     };
-    let backend = Backend::open(location(g)?, &options)?;
+    let backend = Backend::open(s.location()?, &options)?;
     let options = InitOptions {
         pack_size: args.pack_size_mib * 1024 * 1024,
         compression_level: args.compression_level,
@@ -245,23 +235,19 @@ async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
     let config = Repository::init(&backend, &options)
         .await
         .context("cannot create the repository")?;
-    if g.json {
-        out!(
-            "{}",
-            json!({"repository_id": config.id, "location": backend.location(), "version": config.version})
-        )?;
-    } else if !g.quiet {
-        out!(
+    let created = json!({"repository_id": config.id, "location": backend.location(), "version": config.version});
+    s.printer.result(&created, |t| {
+        t.note(format_args!(
             "created airback repository {} at {}",
             config.id.short(),
             backend.location()
-        )?;
-    }
+        ))
+    })?;
     Ok(exit::OK)
 }
 
-async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
-    let repo = open_repo(g).await?;
+async fn check(s: &Settings, args: &CheckArgs) -> anyhow::Result<u8> {
+    let repo = open_repo(s).await?;
     let lock = repo.lock(false, "check").await?;
     let options = CheckOptions {
         read_data: args.read_data,
@@ -270,39 +256,34 @@ async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
     let report = crate::check::check(&repo, &options).await;
     lock.release().await?;
     let report = report?;
-    if g.json {
-        out!("{}", serde_json::to_string(&report)?)?;
-    } else {
+    s.printer.result(&report, |t| {
         for w in &report.warnings {
-            if !g.quiet {
-                out!("warning: {w}")?;
-            }
+            t.note(format_args!("warning: {w}"))?;
         }
         for e in &report.errors {
-            out!("error: {e}")?;
+            t.line(format_args!("error: {e}"))?;
         }
-        if !g.quiet {
-            out!(
-                "checked {}, {}, {}, {}{}",
-                count(report.snapshots as u64, "snapshot"),
-                count(report.index_files as u64, "index file"),
-                count(report.packs as u64, "pack"),
-                count(report.blobs as u64, "blob"),
-                if report.packs_read > 0 {
-                    format!(
-                        "; read {} ({})",
-                        count(report.packs_read as u64, "pack"),
-                        count(report.bytes_read, "byte")
-                    )
-                } else {
-                    String::new()
-                }
-            )?;
-            if report.is_ok() {
-                out!("no errors were found")?;
+        t.note(format_args!(
+            "checked {}, {}, {}, {}{}",
+            count(report.snapshots as u64, "snapshot"),
+            count(report.index_files as u64, "index file"),
+            count(report.packs as u64, "pack"),
+            count(report.blobs as u64, "blob"),
+            if report.packs_read > 0 {
+                format!(
+                    "; read {} ({})",
+                    count(report.packs_read as u64, "pack"),
+                    count(report.bytes_read, "byte")
+                )
+            } else {
+                String::new()
             }
+        ))?;
+        if report.is_ok() {
+            t.note(format_args!("no errors were found"))?;
         }
-    }
+        Ok(())
+    })?;
     if report.is_ok() {
         Ok(exit::OK)
     } else {
