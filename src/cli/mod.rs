@@ -182,17 +182,17 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<u8> {
-    let s = &settings;
+    let g = &settings;
     match &cli.command {
-        Command::Demo(args) => demo::demo(s, args).await,
-        Command::Init(args) => init(s, args).await,
-        Command::Snapshot(args) => snapshot::snapshot(s, args).await,
-        Command::Snapshots(args) => snapshot::list(s, args).await,
-        Command::Show(args) => snapshot::show(s, args).await,
-        Command::Restore(args) => restore::run(s, args).await,
-        Command::Check(args) => check(s, args).await,
-        Command::Export(args) => export::export(s, args).await,
-        Command::Repair(args) => repair::run(s, args).await,
+        Command::Demo(args) => demo::demo(g, args).await,
+        Command::Init(args) => init(g, args).await,
+        Command::Snapshot(args) => snapshot::snapshot(g, args).await,
+        Command::Snapshots(args) => snapshot::list(g, args).await,
+        Command::Show(args) => snapshot::show(g, args).await,
+        Command::Restore(args) => restore::run(g, args).await,
+        Command::Check(args) => check(g, args).await,
+        Command::Export(args) => export::export(g, args).await,
+        Command::Repair(args) => repair::run(g, args).await,
         Command::FakeAirtable(args) => fake_airtable(args).await,
     }
 }
