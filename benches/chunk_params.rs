@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench --bench chunk_params`.
 
+// The crate denies printing outside src/cli/print.rs; benchmarks print their tables.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::time::Instant;
 
 use airback::backend::{Backend, BackendOptions};

@@ -6,6 +6,9 @@
 //! airback's figures are the mean over three chunker seeds (see `SEEDS`).
 //! Prints a markdown table for docs/BENCHMARKS.md.
 
+// The crate denies printing outside src/cli/print.rs; benchmarks print their tables.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -4,12 +4,14 @@
 //! Locations: a local path (the default), `file:///abs/path`, `memory://` (tests),
 //! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
 //! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
-//! to the opendal service (`?endpoint=…&region=…`); for S3 the standard `AWS_*` variables fill
-//! in what the URI leaves out. Secrets in a location never reach `Display`, nor any log: S3 keys
-//! reach opendal's signer in a type whose `Debug` hides them, a login in an endpoint URL never
-//! reaches opendal (WebDAV gets it as `username`/`password`), retried failures are logged
-//! sanitized, and every secret seen is registered with [`crate::secrets`], whose log writer
-//! scrubs what dependencies print.
+//! to the opendal service (`?endpoint=…&region=…`); for S3, [`S3Defaults`] in the options fill
+//! in what the URI leaves out (the command line reads them from the standard `AWS_*`
+//! variables; this module reads no environment variable, though opendal's S3 service still
+//! looks for credentials where the AWS tools do when none are given). Secrets in a location
+//! never reach `Display`, nor any log: S3 keys reach opendal's signer in a type whose `Debug`
+//! hides them, a login in an endpoint URL never reaches opendal (WebDAV gets it as
+//! `username`/`password`), retried failures are logged sanitized, and every secret seen is
+//! registered with [`crate::secrets`], whose log writer scrubs what dependencies print.
 //!
 //! Local folders are read through opendal but written here: each object goes to `tmp/` first
 //! (created 0600, whatever the umask), is synced, and renamed into place; folders are created
@@ -89,6 +91,52 @@ pub struct BackendOptions {
     /// Create a local directory that does not exist yet (only `init` does; other commands
     /// must not leave empty folders behind a mistyped path).
     pub create: bool,
+    /// Settings of `s3://` locations that their query string leaves out.
+    pub s3: S3Defaults,
+}
+
+/// Settings of an `s3://` location used where its query string does not give them (the
+/// command line fills them from `AWS_ENDPOINT_URL`, `AWS_REGION` or `AWS_DEFAULT_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`). Empty values count
+/// as unset. `Debug` shows neither the secret key nor the session token.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct S3Defaults {
+    /// The service's URL, for S3-compatible stores (`endpoint`).
+    pub endpoint: Option<String>,
+    /// The region (`region`); `us-east-1` when neither the location nor this gives one.
+    pub region: Option<String>,
+    /// The access key id (`access_key_id`).
+    pub access_key_id: Option<String>,
+    /// The secret access key (`secret_access_key`).
+    pub secret_access_key: Option<String>,
+    /// A temporary session token (`session_token`).
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for S3Defaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = |v: &Option<String>| v.as_ref().map(|_| "***");
+        f.debug_struct("S3Defaults")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &secret(&self.secret_access_key))
+            .field("session_token", &secret(&self.session_token))
+            .finish()
+    }
+}
+
+impl S3Defaults {
+    /// Each option name with its value, in the order they are applied.
+    fn options(&self) -> [(&'static str, &Option<String>); 5] {
+        [
+            ("endpoint", &self.endpoint),
+            ("region", &self.region),
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+            ("session_token", &self.session_token),
+        ]
+    }
 }
 
 impl Default for BackendOptions {
@@ -98,6 +146,7 @@ impl Default for BackendOptions {
             retries: 5,
             timeout: Duration::from_secs(120),
             create: false,
+            s3: S3Defaults::default(),
         }
     }
 }
@@ -284,17 +333,14 @@ impl Backend {
                 let service = match scheme {
                     "s3" => {
                         opts.insert("bucket".into(), authority.into());
-                        fill_from_env(
-                            &mut opts,
-                            &[
-                                ("endpoint", "AWS_ENDPOINT_URL"),
-                                ("region", "AWS_REGION"),
-                                ("region", "AWS_DEFAULT_REGION"),
-                                ("access_key_id", "AWS_ACCESS_KEY_ID"),
-                                ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                                ("session_token", "AWS_SESSION_TOKEN"),
-                            ],
-                        );
+                        for (key, value) in options.s3.options() {
+                            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                                if !SHOWN_OPTIONS.contains(&key) {
+                                    secrets::remember(value);
+                                }
+                                opts.entry(key.into()).or_insert_with(|| value.into());
+                            }
+                        }
                         opts.entry("region".into()).or_insert("us-east-1".into());
                         "s3"
                     }
@@ -746,20 +792,6 @@ fn log_retry(event: opendal::layers::RetryEvent<'_>) {
         event.retry_after.as_secs_f64(),
         sanitize_error_text(&event.err.to_string())
     );
-}
-
-fn fill_from_env(opts: &mut BTreeMap<String, String>, pairs: &[(&str, &str)]) {
-    for (key, var) in pairs {
-        if !opts.contains_key(*key)
-            && let Ok(value) = std::env::var(var)
-            && !value.is_empty()
-        {
-            if !SHOWN_OPTIONS.contains(key) {
-                secrets::remember(&value);
-            }
-            opts.insert((*key).to_string(), value);
-        }
-    }
 }
 
 /// Tells [`secrets`] about every secret in a location: the values of options not in

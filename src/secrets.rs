@@ -17,7 +17,7 @@ const MIN_LEN: usize = 4;
 static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Environment variables that hold credentials airback or its storage library may read.
-const SECRET_VARS: &[&str] = &[
+pub const SECRET_VARS: &[&str] = &[
     "AIRTABLE_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -39,16 +39,6 @@ pub fn remember(secret: &str) {
         secrets.push(secret.to_string());
         // Longest first, so that a secret containing another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
-}
-
-/// Remembers the credentials found in the environment (`AIRTABLE_TOKEN`, `AWS_SECRET_ACCESS_KEY`,
-/// ...).
-pub fn remember_env() {
-    for var in SECRET_VARS {
-        if let Ok(value) = std::env::var(var) {
-            remember(&value);
-        }
     }
 }
 

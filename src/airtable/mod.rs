@@ -24,7 +24,8 @@
 //! # async fn demo() -> Result<(), airback::airtable::AirtableError> {
 //! use airback::airtable::{Client, ClientOptions, ListRecordsOptions, Token};
 //!
-//! let client = Client::new(Token::from_env()?, ClientOptions::from_env())?;
+//! let token = Token::from_file("/etc/airback/airtable-token")?;
+//! let client = Client::new(token, ClientOptions::default())?;
 //! let schema = client.base_schema("appXXXXXXXXXXXXXX").await?;
 //! for table in &schema.tables {
 //!     let mut pager = client.list_records("appXXXXXXXXXXXXXX", &table.id, ListRecordsOptions::default());
@@ -58,7 +59,7 @@ pub use model::{
     NameDescriptionUpdate, NewField, NewRecord, NewTable, Record, RecordUpdate, TableSchema,
     ViewSchema, WhoAmI, attachment_id,
 };
-pub use options::{API_URL_ENV, CONTENT_URL_ENV, ClientOptions};
+pub use options::ClientOptions;
 pub use reads::{MAX_PAGE_SIZE, MAX_URL_LEN, RecordPager};
-pub use token::{TOKEN_ENV, Token, TokenError};
+pub use token::{Token, TokenError};
 pub use writes::{MAX_RECORDS_PER_WRITE, MAX_UPLOAD_BYTES};

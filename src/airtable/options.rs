@@ -2,15 +2,11 @@
 //!
 //! The defaults follow Airtable's published limits (5 requests/s per base, 50/s per token, a
 //! 30-second penalty after a 429) and can all be changed, because Airtable may change them and
-//! tests need short penalties. [`ClientOptions::from_env`] also reads the endpoint overrides
-//! `AIRTABLE_API_URL` and `AIRTABLE_CONTENT_URL`, which point airback at the fake server.
+//! tests need short penalties. Nothing here reads the environment: the command line sets the
+//! endpoints from `AIRTABLE_API_URL` and `AIRTABLE_CONTENT_URL`, which point airback at the
+//! fake server.
 
 use std::time::Duration;
-
-/// The environment variable that overrides [`ClientOptions::api_url`].
-pub const API_URL_ENV: &str = "AIRTABLE_API_URL";
-/// The environment variable that overrides [`ClientOptions::content_url`].
-pub const CONTENT_URL_ENV: &str = "AIRTABLE_CONTENT_URL";
 
 /// How a [`Client`](super::Client) talks to Airtable.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,18 +66,6 @@ impl Default for ClientOptions {
 }
 
 impl ClientOptions {
-    /// The defaults, with `AIRTABLE_API_URL` and `AIRTABLE_CONTENT_URL` applied when set.
-    pub fn from_env() -> ClientOptions {
-        let mut options = ClientOptions::default();
-        if let Some(url) = non_empty_env(API_URL_ENV) {
-            options.api_url = url;
-        }
-        if let Some(url) = non_empty_env(CONTENT_URL_ENV) {
-            options.content_url = url;
-        }
-        options
-    }
-
     /// Both endpoints at one URL, as the fake server serves them.
     pub fn with_url(mut self, url: &str) -> ClientOptions {
         self.api_url = url.to_owned();
@@ -95,11 +79,4 @@ impl ClientOptions {
         self.per_token_rate = f64::INFINITY;
         self
     }
-}
-
-fn non_empty_env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
 }

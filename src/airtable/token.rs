@@ -6,15 +6,13 @@
 //! header (marked sensitive, so hyper and reqwest never print it either). Tokens travel in that
 //! header only, never in URLs, so request URLs in errors and logs are safe to show.
 //!
-//! Tokens come from the `AIRTABLE_TOKEN` environment variable ([`Token::from_env`]), from a file
-//! given with `--token-file` ([`Token::from_file`], surrounding whitespace trimmed), or from a
-//! string found in the configuration file ([`Token::new`]).
+//! Tokens come from a file ([`Token::from_file`], surrounding whitespace trimmed), or from a
+//! string the caller read somewhere ([`Token::new`], or [`Token::with_origin`] to name where in
+//! error messages). This module reads no environment variable: the command line reads
+//! `AIRTABLE_TOKEN` and hands its value over.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// The environment variable [`Token::from_env`] reads.
-pub const TOKEN_ENV: &str = "AIRTABLE_TOKEN";
 
 /// An Airtable access token that never prints its value.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,7 +24,8 @@ pub struct Token {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// `AIRTABLE_TOKEN` is unset.
+    /// No token was given (the command line: `AIRTABLE_TOKEN` is unset and no token file was
+    /// named).
     #[error(
         "no airtable token: set `AIRTABLE_TOKEN` to a personal access token (create one at \
          https://airtable.com/create/tokens) or pass `--token-file`"
@@ -65,15 +64,10 @@ impl Token {
         Token::checked(value.into(), "the configuration")
     }
 
-    /// Reads the token from `AIRTABLE_TOKEN`.
-    pub fn from_env() -> Result<Token, TokenError> {
-        match std::env::var(TOKEN_ENV) {
-            Ok(value) => Token::checked(value, "`AIRTABLE_TOKEN`"),
-            Err(std::env::VarError::NotPresent) => Err(TokenError::Missing),
-            Err(std::env::VarError::NotUnicode(_)) => Err(TokenError::Malformed {
-                origin: "`AIRTABLE_TOKEN`".to_owned(),
-            }),
-        }
+    /// Wraps a token read from `origin`, which errors name (e.g. "`AIRTABLE_TOKEN`").
+    /// Surrounding whitespace is trimmed.
+    pub fn with_origin(value: impl Into<String>, origin: &str) -> Result<Token, TokenError> {
+        Token::checked(value.into(), origin)
     }
 
     /// Reads the token from a file (`--token-file`), trimming surrounding whitespace such as the

@@ -11,9 +11,9 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
-use super::print::out;
+use super::settings::Settings;
 use super::snapshot::human_bytes;
-use super::{GlobalArgs, exit, progress};
+use super::{exit, progress};
 use crate::airtable::{Client, ClientOptions, Token};
 use crate::backend::{Backend, BackendOptions};
 use crate::backup::{BackupOptions, NoProgress, backup_base};
@@ -33,15 +33,12 @@ pub struct DemoArgs {
 }
 
 /// Runs `airback demo`.
-pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
+pub async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result<u8> {
     let temp = tempfile::Builder::new().prefix("airback-demo-").tempdir()?;
     let repo_dir = args.dir.clone().unwrap_or_else(|| temp.path().join("repo"));
-    let say = |text: String| {
-        if g.quiet {
-            return Ok(());
-        }
-        out!("{text}")
-    };
+    let printer = settings.printer;
+    // The steps as they happen; with --json only the result at the end.
+    let say = |text: String| printer.note(format_args!("{text}"));
 
     let fake = FakeAirtable::start(FakeOptions {
         preset: Preset::Demo,
@@ -142,7 +139,7 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
         &stored,
         &client,
         &RestoreOptions::new(target, None),
-        progress::for_restore(g.quiet || g.json),
+        progress::for_restore(!printer.shows_progress()),
     )
     .await?;
     let fidelity = restored.fidelity.clone().unwrap_or_default();
@@ -171,10 +168,12 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
     ));
     let exported = crate::export::export(
         &stored,
-        &crate::export::ExportOptions {
-            format: crate::export::ExportFormat::Zip,
-            output: crate::export::Output::Path(package.clone()),
+        crate::export::ExportOptions {
             force: true,
+            ..crate::export::ExportOptions::new(
+                crate::export::ExportFormat::Zip,
+                crate::export::Output::Path(package.clone()),
+            )
         },
         Arc::new(NoProgress),
     )
@@ -199,12 +198,8 @@ pub async fn demo(g: &GlobalArgs, args: &DemoArgs) -> anyhow::Result<u8> {
                 .to_string(),
         )?;
     }
-    if g.json {
-        out!(
-            "{}",
-            json!({"first": first, "second": second, "check_errors": report.errors, "restore": restored, "export": exported})
-        )?;
-    }
+    let result = json!({"first": first, "second": second, "check_errors": report.errors, "restore": restored, "export": exported});
+    printer.result(&result, |_| Ok(()))?;
     fake.shutdown().await;
     if report.is_ok() && restored.is_complete() {
         Ok(exit::OK)

@@ -2,14 +2,14 @@
 //! (docs/EXPORT.md). Argument checks, the repository's shared lock, progress and the summary;
 //! the work is `crate::export`.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::print::{count, err, out};
+use super::print::{self, Printer, count, err};
+use super::settings::Settings;
 use super::snapshot::human_bytes;
-use super::{GlobalArgs, exit, open_repo, progress};
+use super::{exit, open_repo, progress};
 use crate::export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output};
 use crate::snapshots;
 use crate::stored::StoredBase;
@@ -38,15 +38,15 @@ fn parse_format(text: &str) -> Result<ExportFormat, String> {
 }
 
 /// Runs `airback export`.
-pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
+pub async fn export(settings: &Settings, args: &ExportArgs) -> anyhow::Result<u8> {
     let output = if args.output.as_os_str() == "-" {
-        Output::Stdout
+        Output::Stdout(print::stdout_stream())
     } else {
         Output::Path(args.output.clone())
     };
     let format = match (args.format, &output) {
         (Some(format), _) => format,
-        (None, Output::Stdout) => ExportFormat::Tar,
+        (None, Output::Stdout(_)) => ExportFormat::Tar,
         (None, Output::Path(path)) => match ExportFormat::from_extension(path) {
             Some(format) => format,
             // `-o /dev/null`, a named pipe: a stream, as for `-o -`.
@@ -54,60 +54,51 @@ pub async fn export(g: &GlobalArgs, args: &ExportArgs) -> anyhow::Result<u8> {
             None => return Err(ExportError::NoFormat(path.clone()).into()),
         },
     };
-    if output == Output::Stdout {
+    if let Output::Stdout(_) = output {
         if format != ExportFormat::Tar {
             return Err(ExportError::StdoutNeedsTar(format).into());
         }
-        if std::io::stdout().is_terminal() {
+        if print::stdout_is_terminal() {
             return Err(ExportError::StdoutIsTerminal.into());
         }
     }
+    // Checked before the export writes to it: `-o /dev/stdout` carries the archive.
+    let to_stderr = match &output {
+        Output::Stdout(_) => true,
+        Output::Path(path) => print::is_stdout_file(path),
+    };
+    let destination = output.to_string();
     let options = ExportOptions {
-        format,
-        output,
         force: args.force,
+        text_buffer: settings.export_text_buffer,
+        ..ExportOptions::new(format, output)
     };
 
-    let repo = open_repo(g).await?;
+    let repo = open_repo(settings).await?;
     // Shared, like `check`: a future `prune` must not delete packs while they are read.
-    let lock = super::read_lock(g, &repo, "export").await?;
-    // Checked before the export writes to it: `-o /dev/stdout` carries the archive.
-    let to_stderr = options.output.is_stdout();
+    let lock = super::read_lock(settings, &repo, "export").await?;
+    let printer = settings.printer.to_stderr(to_stderr);
     let result = async {
         let (id, snapshot) =
             snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
         let base = StoredBase::open(&repo, id, snapshot).await?;
         let label = format!("{} {}", base.base_id(), id.short());
-        let bars = progress::for_backup(g.quiet || g.json, &label);
-        let summary = crate::export::export(&base, &options, bars.clone()).await;
+        let bars = progress::for_backup(!printer.shows_progress(), &label);
+        let summary = crate::export::export(&base, options, bars.clone()).await;
         drop(bars);
         anyhow::Ok(summary?)
     }
     .await;
     super::release(lock).await?;
     let summary = result?;
-    print_summary(g, &options, &summary, to_stderr)?;
+    print_summary(printer, &destination, &summary)?;
     Ok(exit::OK)
 }
 
-/// Prints the summary, to standard error when standard output carries the archive.
-fn print_summary(
-    g: &GlobalArgs,
-    options: &ExportOptions,
-    s: &ExportSummary,
-    to_stderr: bool,
-) -> anyhow::Result<()> {
-    let say = |line: String| {
-        if to_stderr {
-            err!("{line}");
-            Ok(())
-        } else {
-            out!("{line}")
-        }
-    };
-    if g.json {
-        say(serde_json::to_string(s)?)?;
-    } else if !g.quiet {
+/// Prints the summary (`printer` writes to standard error when standard output carries the
+/// archive).
+fn print_summary(printer: Printer, destination: &str, s: &ExportSummary) -> anyhow::Result<()> {
+    printer.result(s, |t| {
         let rate = if s.duration_secs > 0.0 {
             format!(
                 " ({}/s of attachments)",
@@ -116,22 +107,22 @@ fn print_summary(
         } else {
             String::new()
         };
-        say(format!(
+        t.note(format_args!(
             "exported snapshot {} of base {} ({}) as {} to {}: {}, {}, {} ({}); {} written \
              in {:.1} s{rate}",
             s.snapshot_id.short(),
             s.base_id,
             s.base_name,
             s.format,
-            options.output,
+            destination,
             count(s.tables as u64, "table"),
             count(s.records, "record"),
             count(s.attachments, "attachment"),
             human_bytes(s.attachment_bytes),
             human_bytes(s.bytes_written),
             s.duration_secs,
-        ))?;
-    }
+        ))
+    })?;
     if s.missing_attachments > 0 {
         err!(
             "warning: {} no content in this snapshot (it is partial, or was taken without \

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
@@ -13,19 +12,22 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-use super::print::err;
+use super::print::{err, stderr_is_terminal};
+use super::settings::LogSettings;
 
 /// Distinct messages remembered; beyond that, messages are printed every time.
 const MAX_REMEMBERED: usize = 1000;
 
 /// Installs the log output for the process. The returned [`Repeats`] reports repeated
 /// messages at the end.
-pub fn init(quiet: bool) -> Repeats {
-    crate::secrets::remember_env();
-    let default = if quiet { "error" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRBACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+pub fn init(settings: &LogSettings) -> Repeats {
+    let default = if settings.quiet { "error" } else { "warn" };
+    let filter = settings
+        .filter
+        .as_deref()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(default));
+    let colour = stderr_is_terminal() && !settings.no_color;
     let repeats = Repeats::default();
     let _ = tracing_subscriber::registry()
         .with(filter)

@@ -1,5 +1,7 @@
 //! The command line: argument definitions (clap), one function per command, output and exit
-//! codes. The only module that prints or knows about clap.
+//! codes. The only module that prints, reads environment variables or knows about clap:
+//! `settings.rs` merges flags, environment and config file into the library's options, and
+//! `print.rs` prints every result.
 
 mod demo;
 pub mod exit;
@@ -9,6 +11,7 @@ pub(crate) mod print;
 mod progress;
 mod repair;
 mod restore;
+mod settings;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -20,10 +23,11 @@ use serde_json::json;
 
 use crate::backend::{Backend, BackendOptions};
 use crate::check::{CheckOptions, Subset};
+use crate::repo::Repository;
 use crate::repo::config::InitOptions;
 use crate::repo::lock::LockGuard;
-use crate::repo::{CacheChoice, Repository};
-use print::{count, err, out};
+use print::{count, err};
+use settings::Settings;
 
 /// Back up Airtable bases into a deduplicating repository, and restore them.
 #[derive(Debug, Parser)]
@@ -163,7 +167,9 @@ pub fn main() -> ExitCode {
             )
             .exit();
     }
-    let repeats = logging::init(cli.global.quiet);
+    settings::remember_secrets_from_env();
+    let settings = Settings::new(&cli.global);
+    let repeats = logging::init(&settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -174,7 +180,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, settings));
     repeats.report();
     match result {
         Ok(code) => ExitCode::from(code),
@@ -197,8 +203,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let g = &cli.global;
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<u8> {
+    let g = &settings;
     match &cli.command {
         Command::Demo(args) => demo::demo(g, args).await,
         Command::Init(args) => init(g, args).await,
@@ -228,37 +234,22 @@ async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn location(g: &GlobalArgs) -> anyhow::Result<&str> {
-    match &g.repo {
-        Some(location) => Ok(location),
-        None => bail!("no repository given: pass --repo LOCATION or set AIRBACK_REPO"),
-    }
+async fn open_repo(s: &Settings) -> anyhow::Result<Repository> {
+    open_repo_at(s, s.location()?).await
 }
 
-fn cache_choice(g: &GlobalArgs) -> CacheChoice {
-    match (&g.cache_dir, g.no_cache) {
-        (_, true) => CacheChoice::Memory,
-        (Some(dir), false) => CacheChoice::Dir(dir.clone()),
-        (None, false) => CacheChoice::Default,
-    }
-}
-
-async fn open_repo(g: &GlobalArgs) -> anyhow::Result<Repository> {
-    open_repo_at(g, location(g)?).await
-}
-
-async fn open_repo_at(g: &GlobalArgs, location: &str) -> anyhow::Result<Repository> {
-    let backend = Repository::backend_for(location, &BackendOptions::default())?;
-    Ok(Repository::open(backend, cache_choice(g)).await?)
+async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository> {
+    let backend = Repository::backend_for(location, &s.backend)?;
+    Ok(Repository::open(backend, s.cache.clone()).await?)
 }
 
 /// The shared lock of a command that only reads, or none with `--no-lock`.
 async fn read_lock(
-    g: &GlobalArgs,
+    s: &Settings,
     repo: &Repository,
     operation: &str,
 ) -> anyhow::Result<Option<LockGuard>> {
-    if g.no_lock {
+    if s.no_lock {
         return Ok(None);
     }
     Ok(Some(repo.lock(false, operation).await?))
@@ -272,12 +263,12 @@ async fn release(lock: Option<LockGuard>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
+async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
     let options = BackendOptions {
         create: true,
-        ..BackendOptions::default()
+        ..s.backend.clone()
     };
-    let backend = Backend::open(location(g)?, &options)?;
+    let backend = Backend::open(s.location()?, &options)?;
     let options = InitOptions {
         pack_size: args.pack_size_mib * 1024 * 1024,
         compression_level: args.compression_level,
@@ -286,24 +277,20 @@ async fn init(g: &GlobalArgs, args: &InitArgs) -> anyhow::Result<u8> {
     let config = Repository::init(&backend, &options)
         .await
         .context("cannot create the repository")?;
-    if g.json {
-        out!(
-            "{}",
-            json!({"repository_id": config.id, "location": backend.location(), "version": config.version})
-        )?;
-    } else if !g.quiet {
-        out!(
+    let created = json!({"repository_id": config.id, "location": backend.location(), "version": config.version});
+    s.printer.result(&created, |t| {
+        t.note(format_args!(
             "created airback repository {} at {}",
             config.id.short(),
             backend.location()
-        )?;
-    }
+        ))
+    })?;
     Ok(exit::OK)
 }
 
-async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
-    let repo = open_repo(g).await?;
-    let lock = read_lock(g, &repo, "check").await?;
+async fn check(s: &Settings, args: &CheckArgs) -> anyhow::Result<u8> {
+    let repo = open_repo(s).await?;
+    let lock = read_lock(s, &repo, "check").await?;
     let options = CheckOptions {
         read_data: args.read_data,
         subset: args.read_data_subset,
@@ -311,39 +298,34 @@ async fn check(g: &GlobalArgs, args: &CheckArgs) -> anyhow::Result<u8> {
     let report = crate::check::check(&repo, &options).await;
     release(lock).await?;
     let report = report?;
-    if g.json {
-        out!("{}", serde_json::to_string(&report)?)?;
-    } else {
+    s.printer.result(&report, |t| {
         for w in &report.warnings {
-            if !g.quiet {
-                out!("warning: {w}")?;
-            }
+            t.note(format_args!("warning: {w}"))?;
         }
         for e in &report.errors {
-            out!("error: {e}")?;
+            t.line(format_args!("error: {e}"))?;
         }
-        if !g.quiet {
-            out!(
-                "checked {}, {}, {}, {}{}",
-                count(report.snapshots as u64, "snapshot"),
-                count(report.index_files as u64, "index file"),
-                count(report.packs as u64, "pack"),
-                count(report.blobs as u64, "blob"),
-                if report.packs_read > 0 {
-                    format!(
-                        "; read {} ({})",
-                        count(report.packs_read as u64, "pack"),
-                        count(report.bytes_read, "byte")
-                    )
-                } else {
-                    String::new()
-                }
-            )?;
-            if report.is_ok() {
-                out!("no errors were found")?;
+        t.note(format_args!(
+            "checked {}, {}, {}, {}{}",
+            count(report.snapshots as u64, "snapshot"),
+            count(report.index_files as u64, "index file"),
+            count(report.packs as u64, "pack"),
+            count(report.blobs as u64, "blob"),
+            if report.packs_read > 0 {
+                format!(
+                    "; read {} ({})",
+                    count(report.packs_read as u64, "pack"),
+                    count(report.bytes_read, "byte")
+                )
+            } else {
+                String::new()
             }
+        ))?;
+        if report.is_ok() {
+            t.note(format_args!("no errors were found"))?;
         }
-    }
+        Ok(())
+    })?;
     if report.is_ok() {
         Ok(exit::OK)
     } else {

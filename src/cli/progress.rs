@@ -1,21 +1,20 @@
 //! Progress for long runs: indicatif bars on a terminal, a plain line every 30 seconds when
 //! stderr is not a terminal (cron mail stays short), nothing with `--quiet`.
 
-use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::print::err;
+use super::print::{err, stderr_is_terminal};
 use crate::backup::{NoProgress, Progress};
 
 /// The right progress reporter for this run.
 pub fn for_backup(quiet: bool, base: &str) -> std::sync::Arc<dyn Progress> {
     if quiet {
         std::sync::Arc::new(NoProgress)
-    } else if std::io::stderr().is_terminal() {
+    } else if stderr_is_terminal() {
         std::sync::Arc::new(Bars::new(base))
     } else {
         std::sync::Arc::new(LogLines::new(base))
@@ -124,7 +123,7 @@ impl Progress for LogLines {
 pub fn for_restore(quiet: bool) -> std::sync::Arc<dyn crate::restore::RestoreProgress> {
     if quiet {
         std::sync::Arc::new(crate::restore::NoProgress)
-    } else if std::io::stderr().is_terminal() {
+    } else if stderr_is_terminal() {
         std::sync::Arc::new(PassBar::default())
     } else {
         std::sync::Arc::new(PassLines::default())

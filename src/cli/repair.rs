@@ -2,8 +2,9 @@
 
 use clap::{Args, Subcommand};
 
-use super::print::{count, out};
-use super::{GlobalArgs, exit, open_repo};
+use super::print::{Printer, Text, count};
+use super::settings::Settings;
+use super::{exit, open_repo};
 use crate::repair;
 use crate::repo::Exclusive;
 
@@ -32,36 +33,43 @@ struct DryRun {
 }
 
 /// Runs `airback repair …`.
-pub async fn run(g: &GlobalArgs, args: &RepairArgs) -> anyhow::Result<u8> {
-    let repo = open_repo(g).await?.lock_exclusive("repair").await?;
+pub async fn run(settings: &Settings, args: &RepairArgs) -> anyhow::Result<u8> {
+    let repo = open_repo(settings).await?.lock_exclusive("repair").await?;
+    let printer = settings.printer;
     let result = match &args.what {
-        RepairCommand::Index(o) => index(g, &repo, o.dry_run).await,
-        RepairCommand::Snapshots(o) => snapshots(g, &repo, o.dry_run).await,
+        RepairCommand::Index(o) => index(printer, &repo, o.dry_run).await,
+        RepairCommand::Snapshots(o) => snapshots(printer, &repo, o.dry_run).await,
     };
     repo.release().await?;
     result
 }
 
-async fn index(g: &GlobalArgs, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
+async fn index(printer: Printer, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
     let report = repair::repair_index(repo, dry_run).await?;
-    if g.json {
-        out!("{}", serde_json::to_string(&report)?)?;
-        return Ok(exit::OK);
-    }
-    if g.quiet {
-        return Ok(exit::OK);
-    }
+    printer.result(&report, |t| print_index(t, &report, dry_run))?;
+    Ok(exit::OK)
+}
+
+/// What `repair index` did or would do: left out with `--quiet`.
+fn print_index(t: &Text, report: &repair::IndexRepair, dry_run: bool) -> anyhow::Result<()> {
     let would = if dry_run { "would be " } else { "" };
     for p in &report.packs_damaged {
-        out!("pack {}: {}; {would}dropped from the index", p.id, p.reason)?;
+        t.note(format_args!(
+            "pack {}: {}; {would}dropped from the index",
+            p.id, p.reason
+        ))?;
     }
     for d in &report.dictionaries_restored {
-        out!("zstd dictionary {d}: {would}written back from its copy")?;
+        t.note(format_args!(
+            "zstd dictionary {d}: {would}written back from its copy"
+        ))?;
     }
     for d in &report.dictionaries_removed {
-        out!("zstd dictionary {d}: damaged without a copy; removed")?;
+        t.note(format_args!(
+            "zstd dictionary {d}: damaged without a copy; removed"
+        ))?;
     }
-    out!(
+    t.note(format_args!(
         "read {} ({} bytes): {} kept ({} newly indexed), {} missing or damaged; {} salvaged, {} lost",
         count(report.packs_read as u64, "pack"),
         report.bytes_read,
@@ -70,50 +78,56 @@ async fn index(g: &GlobalArgs, repo: &Exclusive, dry_run: bool) -> anyhow::Resul
         report.packs_damaged.len(),
         count(report.blobs_salvaged as u64, "blob"),
         count(report.blobs_lost as u64, "blob"),
-    )?;
+    ))?;
     if !dry_run {
-        out!(
+        t.note(format_args!(
             "wrote {}, removed {}",
             count(report.index_files_written as u64, "index file"),
             count(report.index_files_removed as u64, "index file")
-        )?;
+        ))?;
     }
     if report.blobs_lost > 0 {
-        out!(
+        t.note(format_args!(
             "the next snapshot stores again what the bases still hold; run `airback repair snapshots` to mark older snapshots that lost content"
-        )?;
+        ))?;
     }
+    Ok(())
+}
+
+async fn snapshots(printer: Printer, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
+    let report = repair::repair_snapshots(repo, dry_run).await?;
+    printer.result(&report, |t| print_snapshots(t, &report, dry_run))?;
     Ok(exit::OK)
 }
 
-async fn snapshots(g: &GlobalArgs, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
-    let report = repair::repair_snapshots(repo, dry_run).await?;
-    if g.json {
-        out!("{}", serde_json::to_string(&report)?)?;
-        return Ok(exit::OK);
-    }
-    if g.quiet {
-        return Ok(exit::OK);
-    }
+/// What `repair snapshots` did or would do: left out with `--quiet`.
+fn print_snapshots(
+    t: &Text,
+    report: &repair::SnapshotsRepair,
+    dry_run: bool,
+) -> anyhow::Result<()> {
     for r in &report.repaired {
         match (&r.replacement, dry_run) {
-            (Some(new), _) => out!(
+            (Some(new), _) => t.note(format_args!(
                 "snapshot {} replaced by partial snapshot {}:",
                 r.original.short(),
                 new.short()
-            ),
-            (None, true) => out!("snapshot {} would be repaired:", r.original.short()),
-            (None, false) => out!("snapshot {} removed:", r.original.short()),
+            )),
+            (None, true) => t.note(format_args!(
+                "snapshot {} would be repaired:",
+                r.original.short()
+            )),
+            (None, false) => t.note(format_args!("snapshot {} removed:", r.original.short())),
         }?;
         for lost in &r.lost {
-            out!("  lost: {lost}")?;
+            t.note(format_args!("  lost: {lost}"))?;
         }
     }
-    out!(
+    t.note(format_args!(
         "checked {}, {} {}",
         count(report.snapshots as u64, "snapshot"),
         report.repaired.len(),
         if dry_run { "to repair" } else { "repaired" }
-    )?;
-    Ok(exit::OK)
+    ))?;
+    Ok(())
 }

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::print::{err, out};
+use super::print::{Text, err};
+use super::settings::Settings;
 use super::snapshot::human_bytes;
-use super::{GlobalArgs, exit, open_repo, progress};
-use crate::airtable::{Client, ClientOptions, Token};
-use crate::backend::{Backend, BackendOptions};
+use super::{exit, open_repo, progress};
+use crate::airtable::Client;
+use crate::backend::Backend;
 use crate::restore::{RestoreOptions, RestoreReport, Role, Target, restore};
 use crate::snapshots;
 use crate::stored::StoredBase;
@@ -55,7 +56,7 @@ pub struct RestoreArgs {
 }
 
 /// Runs `airback restore`.
-pub async fn run(g: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<u8> {
+pub async fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<u8> {
     let target = match (&args.to_base, &args.workspace) {
         (Some(base), None) => Target::Base(base.clone()),
         (None, Some(workspace)) => Target::Workspace {
@@ -64,22 +65,19 @@ pub async fn run(g: &GlobalArgs, args: &RestoreArgs) -> anyhow::Result<u8> {
         },
         _ => bail!("pass either --to-base appXXXXXXXXXXXXXX or --workspace wspXXXXXXXXXXXXXX"),
     };
-    let token = match &args.token_file {
-        Some(path) => Token::from_file(path)?,
-        None => Token::from_env()?,
-    };
-    let client = Client::new(token, ClientOptions::from_env())?;
-    let repo = open_repo(g).await?;
+    let token = settings.token(args.token_file.as_deref(), None)?;
+    let client = Client::new(token, settings.client.clone())?;
+    let repo = open_repo(settings).await?;
     // Shared, like `check` and `export`: a future `prune` must not delete packs being read.
-    let lock = super::read_lock(g, &repo, "restore").await?;
+    let lock = super::read_lock(settings, &repo, "restore").await?;
     tracing::debug!("restore: repository open and locked");
-    let result = run_locked(g, args, &repo, target, client).await;
+    let result = run_locked(settings, args, &repo, target, client).await;
     super::release(lock).await?;
     result
 }
 
 async fn run_locked(
-    g: &GlobalArgs,
+    settings: &Settings,
     args: &RestoreArgs,
     repo: &crate::repo::Repository,
     target: Target,
@@ -90,7 +88,7 @@ async fn run_locked(
     tracing::debug!("restore: snapshot {id} open");
     let staging = match &args.staging {
         Some(location) => Some(
-            Backend::open(location, &BackendOptions::default())
+            Backend::open(location, &settings.backend)
                 .context("cannot open the staging location")?,
         ),
         None => None,
@@ -113,16 +111,17 @@ async fn run_locked(
         journal,
         verify: !args.no_verify,
     };
-    let progress = progress::for_restore(g.quiet || g.json || args.dry_run);
+    let printer = settings.printer;
+    let progress = progress::for_restore(!printer.shows_progress() || args.dry_run);
     let report = restore(&stored, &client, &options, progress).await?;
-    if g.json {
-        out!("{}", serde_json::to_string(&report)?)?;
-    } else if args.dry_run {
-        print_plan(&report)?;
-    } else if !g.quiet {
-        print_report(&report)?;
-    }
-    if !report.problems.is_empty() && !g.json {
+    printer.result(&report, |t| {
+        if args.dry_run {
+            print_plan(t, &report)
+        } else {
+            print_report(t, &report)
+        }
+    })?;
+    if !report.problems.is_empty() && !printer.is_json() {
         err!(
             "warning: not everything {} restored:",
             if args.dry_run { "would be" } else { "was" }
@@ -138,13 +137,14 @@ async fn run_locked(
     })
 }
 
-fn print_plan(r: &RestoreReport) -> anyhow::Result<()> {
-    out!(
+/// The plan of a `--dry-run`: the result itself, printed even with `--quiet`.
+fn print_plan(t: &Text, r: &RestoreReport) -> anyhow::Result<()> {
+    t.line(format_args!(
         "plan for restoring snapshot {} (nothing is written with --dry-run):",
         &r.snapshot[..8]
-    )?;
+    ))?;
     for table in &r.plan.tables {
-        out!("  table `{}`", table.name)?;
+        t.line(format_args!("  table `{}`", table.name))?;
         for f in &table.fields {
             let what = match (&f.role, &f.note) {
                 (Role::Skipped, Some(note)) => format!("not restored: {note}"),
@@ -153,25 +153,25 @@ fn print_plan(r: &RestoreReport) -> anyhow::Result<()> {
                 (_, Some(note)) => format!("{} → {note}", f.source_type),
                 _ => f.source_type.clone(),
             };
-            out!("    {:<32} {what}", f.name)?;
+            t.line(format_args!("    {:<32} {what}", f.name))?;
         }
-        out!(
+        t.line(format_args!(
             "    {:<32} singleLineText, the original record id (added)",
             table.source_id_field
-        )?;
+        ))?;
     }
     for note in &r.plan.notes {
-        out!("note: {note}")?;
+        t.line(format_args!("note: {note}"))?;
     }
-    out!("cannot be restored:")?;
+    t.line(format_args!("cannot be restored:"))?;
     for loss in &r.plan.losses {
         match &loss.table {
-            Some(t) => out!("  {t}: {}", loss.what)?,
-            None => out!("  {}", loss.what)?,
+            Some(table) => t.line(format_args!("  {table}: {}", loss.what))?,
+            None => t.line(format_args!("  {}", loss.what))?,
         }
     }
     let w = &r.workload;
-    out!(
+    t.line(format_args!(
         "work: {} records, {} with links, {} uploads and {} files over 5 MB ({}), {} schema requests; at least {:.0} s at 5 requests/s",
         w.records,
         w.link_records,
@@ -180,12 +180,13 @@ fn print_plan(r: &RestoreReport) -> anyhow::Result<()> {
         human_bytes(w.attachment_bytes),
         w.schema_requests,
         r.floor_seconds
-    )?;
+    ))?;
     Ok(())
 }
 
-fn print_report(r: &RestoreReport) -> anyhow::Result<()> {
-    out!(
+/// What a restore did: left out with `--quiet`.
+fn print_report(t: &Text, r: &RestoreReport) -> anyhow::Result<()> {
+    t.note(format_args!(
         "restored snapshot {} into base {}{}: {} records written ({} resumed), {} files uploaded, {} through staging, links of {} records",
         &r.snapshot[..8],
         r.base_id.as_deref().unwrap_or("?"),
@@ -195,8 +196,8 @@ fn print_report(r: &RestoreReport) -> anyhow::Result<()> {
         r.attachments_uploaded,
         r.attachments_staged,
         r.link_records_written
-    )?;
-    out!(
+    ))?;
+    t.note(format_args!(
         "{} API requests ({} retried, {} rate-limited) in {:.1} s ({:.2}/s while writing; the floor for this work is {:.0} s)",
         r.requests,
         r.retries,
@@ -204,12 +205,12 @@ fn print_report(r: &RestoreReport) -> anyhow::Result<()> {
         r.seconds,
         r.apply_requests as f64 / r.apply_seconds.max(0.001),
         r.floor_seconds
-    )?;
+    ))?;
     for note in &r.plan.notes {
-        out!("note: {note}")?;
+        t.note(format_args!("note: {note}"))?;
     }
     if let Some(f) = &r.fidelity {
-        out!(
+        t.note(format_args!(
             "verified: {} of {} records, {} duplicates; cells {}/{} equal ({:.1} %), files {}/{} equal, {} values not restorable",
             f.records_found,
             f.records_expected,
@@ -220,34 +221,35 @@ fn print_report(r: &RestoreReport) -> anyhow::Result<()> {
             f.attachments.equal,
             f.attachments.cells,
             f.cells.not_restorable + f.attachments.not_restorable
-        )?;
-        for t in &f.tables {
-            out!(
+        ))?;
+        for table in &f.tables {
+            t.note(format_args!(
                 "  {:<32} {:>7} records  cells {:>6.1} %  files {}/{}{}",
-                t.name,
-                t.records_found,
-                t.cells.percent(),
-                t.attachments.equal,
-                t.attachments.cells,
-                if t.missing + t.duplicates > 0 {
-                    format!("  ({} missing, {} duplicated)", t.missing, t.duplicates)
+                table.name,
+                table.records_found,
+                table.cells.percent(),
+                table.attachments.equal,
+                table.attachments.cells,
+                if table.missing + table.duplicates > 0 {
+                    format!(
+                        "  ({} missing, {} duplicated)",
+                        table.missing, table.duplicates
+                    )
                 } else {
                     String::new()
                 }
-            )?;
-            for e in &t.examples {
-                out!("      {e}")?;
+            ))?;
+            for e in &table.examples {
+                t.note(format_args!("      {e}"))?;
             }
         }
-        out!("  by field type:")?;
+        t.note(format_args!("  by field type:"))?;
         for (kind, s) in &f.by_type {
             if s.cells + s.not_restorable > 0 {
-                out!(
+                t.note(format_args!(
                     "    {kind:<24} {:>6}/{:<6} equal  {:>5} not restorable",
-                    s.equal,
-                    s.cells,
-                    s.not_restorable
-                )?;
+                    s.equal, s.cells, s.not_restorable
+                ))?;
             }
         }
     }

@@ -6,13 +6,15 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
 
-use super::print::{count, err, out};
-use super::{GlobalArgs, exit, open_repo_at, progress};
-use crate::airtable::{Client, ClientOptions, Token};
+use super::print::{Printer, Text, count, err};
+use super::settings::Settings;
+use super::{exit, open_repo_at, progress};
+use crate::airtable::Client;
 use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base};
 use crate::config::Config;
+use crate::id::SnapshotId;
 use crate::layout::{self, LayoutJson, SnapshotSummary, Source, TableMeta};
-use crate::repo::snapshot::NodeKind;
+use crate::repo::snapshot::{NodeKind, Snapshot};
 use crate::snapshots;
 
 /// Arguments of `airback snapshot`.
@@ -59,37 +61,19 @@ pub struct ShowArgs {
     base: Option<String>,
 }
 
-fn token(args: &SnapshotArgs, config: Option<&Config>) -> anyhow::Result<Token> {
-    let file = args
-        .token_file
-        .clone()
-        .or_else(|| config.and_then(|c| c.token_file.clone()));
-    Ok(match file {
-        Some(path) => Token::from_file(&path)?,
-        None => Token::from_env()?,
-    })
-}
-
 /// Runs `airback snapshot`.
-pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8> {
+pub async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow::Result<u8> {
     let config = match &args.config {
         Some(path) => Some(Config::from_path(path)?),
         None => None,
     };
-    let location = g
-        .repo
-        .clone()
-        .or_else(|| config.as_ref().and_then(|c| c.repository.clone()));
-    let Some(location) = location else {
-        bail!(
-            "no repository given: pass --repo LOCATION, set AIRBACK_REPO, or add `repository:` to the config"
-        );
-    };
+    let location = settings.location_or(config.as_ref())?;
     let all_bases = args.all_bases || config.as_ref().is_some_and(|c| c.all_bases);
     if args.bases.is_empty() && config.as_ref().is_none_or(|c| c.bases.is_empty()) && !all_bases {
         bail!("nothing to back up: pass --base appXXXXXXXXXXXXXX, --all-bases, or --config FILE");
     }
-    let client = Client::new(token(args, config.as_ref())?, ClientOptions::from_env())?;
+    let token = settings.token(args.token_file.as_deref(), config.as_ref())?;
+    let client = Client::new(token, settings.client.clone())?;
 
     // Which bases, with which options.
     let mut jobs: Vec<BackupOptions> = Vec::new();
@@ -139,7 +123,8 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
 
     // Each base on its own: one that fails is reported and the next one still runs; the exit
     // code is the worst outcome (error over partial over ok).
-    let repo = open_repo_at(g, &location).await?;
+    let repo = open_repo_at(settings, &location).await?;
+    let printer = settings.printer;
     let backend = repo.backend();
     match backend
         .remove_tmp_leftovers(crate::backend::TMP_LEFTOVER_AGE)
@@ -155,13 +140,13 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
     let mut code = exit::OK;
     let mut failed = Vec::new();
     for job in &jobs {
-        let progress = progress::for_backup(g.quiet || g.json, &job.base_id);
+        let progress = progress::for_backup(!printer.shows_progress(), &job.base_id);
         match backup_base(&repo, &client, job, progress).await {
             Ok(summary) => {
                 if summary.partial && code == exit::OK {
                     code = exit::PARTIAL;
                 }
-                print_summary(g, &summary)?;
+                print_summary(printer, &summary)?;
             }
             Err(err) => {
                 code = exit::ERROR;
@@ -170,7 +155,7 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
                     BackupError::Airtable { source, .. } => anyhow::Error::from(source),
                     other => anyhow::Error::from(other),
                 };
-                print_failure(g, &job.base_id, &err);
+                print_failure(printer, &job.base_id, &err);
                 failed.push(job.base_id.as_str());
             }
         }
@@ -190,40 +175,32 @@ pub async fn snapshot(g: &GlobalArgs, args: &SnapshotArgs) -> anyhow::Result<u8>
 
 /// Reports a base whose backup failed (no snapshot was saved for it): a line on stderr, and
 /// with `--json` an object `{"base_id", "outcome": "failed", "error"}` on stdout.
-fn print_failure(g: &GlobalArgs, base: &str, err: &anyhow::Error) {
+fn print_failure(printer: Printer, base: &str, err: &anyhow::Error) {
     err!("error: base {base} failed, no snapshot was saved for it: {err:#}");
-    if g.json {
-        let _ = out!(
-            "{}",
-            json!({"base_id": base, "outcome": "failed", "error": format!("{err:#}")})
-        );
-    }
+    let failure = json!({"base_id": base, "outcome": "failed", "error": format!("{err:#}")});
+    let _ = printer.result(&failure, |_| Ok(()));
 }
 
-fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
+fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
     // Filter entries that matched nothing: printed even with --quiet or --json, since a
     // nightly run would otherwise drop a renamed table without a word.
     for w in &s.warnings {
         err!("warning: base {}: {w}", s.base_id);
     }
-    if g.json {
-        /// The summary's keys, in their order, then `outcome`.
-        #[derive(serde::Serialize)]
-        struct WithOutcome<'a> {
-            #[serde(flatten)]
-            summary: &'a BackupSummary,
-            outcome: &'static str,
-        }
-        let outcome = if s.partial { "partial" } else { "ok" };
-        let line = serde_json::to_string(&WithOutcome {
-            summary: s,
-            outcome,
-        })?;
-        out!("{line}")?;
-        return Ok(());
+    /// The summary's keys, in their order, then `outcome`.
+    #[derive(serde::Serialize)]
+    struct WithOutcome<'a> {
+        #[serde(flatten)]
+        summary: &'a BackupSummary,
+        outcome: &'static str,
     }
-    if !g.quiet {
-        out!(
+    let outcome = if s.partial { "partial" } else { "ok" };
+    let with_outcome = WithOutcome {
+        summary: s,
+        outcome,
+    };
+    printer.result(&with_outcome, |t| {
+        t.note(format_args!(
             "snapshot {} of base {} ({}): {}, {}, {} ({} downloaded, {} reused); {} added in {}; {} ({}, {} rate-limited) in {:.1} s",
             s.snapshot_id.short(),
             s.base_id,
@@ -239,7 +216,11 @@ fn print_summary(g: &GlobalArgs, s: &BackupSummary) -> anyhow::Result<()> {
             count(s.retries, "retry"),
             s.rate_limited,
             s.duration_secs
-        )?;
+        ))
+    })?;
+    if printer.is_json() {
+        // The JSON holds the problems.
+        return Ok(());
     }
     if !s.problems.is_empty() {
         err!(
@@ -273,8 +254,8 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// Runs `airback snapshots`.
-pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
-    let repo = super::open_repo(g).await?;
+pub async fn list(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<u8> {
+    let repo = super::open_repo(settings).await?;
     let all = snapshots::list(&repo).await?;
     let selected: Vec<_> = all
         .iter()
@@ -284,61 +265,50 @@ pub async fn list(g: &GlobalArgs, args: &SnapshotsArgs) -> anyhow::Result<u8> {
                 .is_none_or(|b| snapshots::base_id(s) == Some(b))
         })
         .collect();
-    if g.json {
-        let rows: Vec<_> = selected
-            .iter()
-            .map(|(id, s)| {
-                let sum = SnapshotSummary::of(s);
-                json!({
-                    "id": id, "time": s.time, "hostname": s.hostname,
-                    "base_id": snapshots::base_id(s),
-                    "base_name": Source::of(s).map(|source| source.base_name),
-                    "tables": sum.tables, "records": sum.records,
-                    "attachments": sum.attachments, "size": sum.size,
-                    "partial": s.partial, "tags": s.tags,
-                })
+    let rows: Vec<_> = selected
+        .iter()
+        .map(|(id, s)| {
+            let sum = SnapshotSummary::of(s);
+            json!({
+                "id": id, "time": s.time, "hostname": s.hostname,
+                "base_id": snapshots::base_id(s),
+                "base_name": Source::of(s).map(|source| source.base_name),
+                "tables": sum.tables, "records": sum.records,
+                "attachments": sum.attachments, "size": sum.size,
+                "partial": s.partial, "tags": s.tags,
             })
-            .collect();
-        out!("{}", serde_json::to_string(&rows)?)?;
-        return Ok(exit::OK);
-    }
-    out!(
-        "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}",
-        "ID",
-        "TIME",
-        "BASE",
-        "NAME",
-        "TABLES",
-        "RECORDS",
-        "ATTACHMENTS",
-        "SIZE"
-    )?;
-    for (id, s) in &selected {
-        let sum = SnapshotSummary::of(s);
-        let name = Source::of(s).map_or("", |source| source.base_name);
-        let name: String = name.chars().take(24).collect();
-        out!(
-            "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}{}",
-            id.short(),
-            s.time,
-            snapshots::base_id(s).unwrap_or("-"),
-            name,
-            sum.tables,
-            sum.records,
-            sum.attachments,
-            human_bytes(sum.size),
-            if s.partial { "  (partial)" } else { "" }
-        )?;
-    }
-    if !g.quiet {
-        out!("{}", count(selected.len() as u64, "snapshot"))?;
-    }
+        })
+        .collect();
+    settings.printer.result(&rows, |t| {
+        t.line(format_args!(
+            "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}",
+            "ID", "TIME", "BASE", "NAME", "TABLES", "RECORDS", "ATTACHMENTS", "SIZE"
+        ))?;
+        for (id, s) in &selected {
+            let sum = SnapshotSummary::of(s);
+            let name = Source::of(s).map_or("", |source| source.base_name);
+            let name: String = name.chars().take(24).collect();
+            t.line(format_args!(
+                "{:<8}  {:<20}  {:<17}  {:<24}  {:>6}  {:>8}  {:>11}  {:>9}{}",
+                id.short(),
+                s.time,
+                snapshots::base_id(s).unwrap_or("-"),
+                name,
+                sum.tables,
+                sum.records,
+                sum.attachments,
+                human_bytes(sum.size),
+                if s.partial { "  (partial)" } else { "" }
+            ))?;
+        }
+        t.note(format_args!("{}", count(selected.len() as u64, "snapshot")))
+    })?;
     Ok(exit::OK)
 }
 
 /// Runs `airback show`.
-pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
-    let repo = super::open_repo(g).await?;
+pub async fn show(settings: &Settings, args: &ShowArgs) -> anyhow::Result<u8> {
+    let repo = super::open_repo(settings).await?;
     let (id, s) = snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
     let root = repo.load_tree(&s.tree).await?;
     // Each table file's meta (`None` when unreadable) and size.
@@ -352,56 +322,66 @@ pub async fn show(g: &GlobalArgs, args: &ShowArgs) -> anyhow::Result<u8> {
             tables.push((TableMeta::from_json(&node.meta), size));
         }
     }
-    if g.json {
-        let tables: Vec<_> = tables
-            .iter()
-            .map(|(meta, size)| {
-                json!({
-                    "id": meta.as_ref().map(|t| &t.id), "name": meta.as_ref().map(|t| &t.name),
-                    "records": meta.as_ref().map(|t| t.records), "size": size,
-                })
+    let tables: Vec<_> = tables
+        .iter()
+        .map(|(meta, size)| {
+            json!({
+                "id": meta.as_ref().map(|t| &t.id), "name": meta.as_ref().map(|t| &t.name),
+                "records": meta.as_ref().map(|t| t.records), "size": size,
             })
-            .collect();
-        out!("{}", json!({"id": id, "snapshot": s, "tables": tables}))?;
-        return Ok(exit::OK);
-    }
-    out!("snapshot {id}")?;
-    out!("  time:      {}", s.time)?;
-    out!("  host:      {}", s.hostname)?;
-    out!("  program:   {}", s.program)?;
-    out!(
+        })
+        .collect();
+    let shown = json!({"id": id, "snapshot": s, "tables": tables});
+    settings
+        .printer
+        .result(&shown, |t| print_snapshot(t, &id, &s, &tables))?;
+    Ok(exit::OK)
+}
+
+/// `airback show` as text.
+fn print_snapshot(
+    t: &Text,
+    id: &SnapshotId,
+    s: &Snapshot,
+    tables: &[serde_json::Value],
+) -> anyhow::Result<()> {
+    t.line(format_args!("snapshot {id}"))?;
+    t.line(format_args!("  time:      {}", s.time))?;
+    t.line(format_args!("  host:      {}", s.hostname))?;
+    t.line(format_args!("  program:   {}", s.program))?;
+    t.line(format_args!(
         "  base:      {} ({})",
-        snapshots::base_id(&s).unwrap_or("-"),
-        Source::of(&s).map_or("", |source| source.base_name)
-    )?;
+        snapshots::base_id(s).unwrap_or("-"),
+        Source::of(s).map_or("", |source| source.base_name)
+    ))?;
     if !s.tags.is_empty() {
-        out!("  tags:      {}", s.tags.join(", "))?;
+        t.line(format_args!("  tags:      {}", s.tags.join(", ")))?;
     }
-    let sum = SnapshotSummary::of(&s);
-    out!(
+    let sum = SnapshotSummary::of(s);
+    t.line(format_args!(
         "  contents:  {} in {}, {} ({}), {} in all",
         count(sum.records, "record"),
         count(sum.tables, "table"),
         count(sum.attachments, "attachment"),
         human_bytes(sum.attachment_bytes),
         human_bytes(sum.size)
-    )?;
-    for (meta, size) in &tables {
-        out!(
+    ))?;
+    for table in tables {
+        t.line(format_args!(
             "    {:<32} {:>8} records  {:>9}",
-            meta.as_ref().map_or("", |t| t.name.as_str()),
-            meta.as_ref().map_or(0, |t| t.records),
-            human_bytes(*size)
-        )?;
+            table["name"].as_str().unwrap_or(""),
+            table["records"].as_u64().unwrap_or(0),
+            human_bytes(table["size"].as_u64().unwrap_or(0))
+        ))?;
     }
     if s.partial {
-        out!(
+        t.line(format_args!(
             "  PARTIAL: {} could not be read:",
             count(s.problems.len() as u64, "item")
-        )?;
+        ))?;
         for p in &s.problems {
-            out!("    {}", crate::backup::without_urls(p))?;
+            t.line(format_args!("    {}", crate::backup::without_urls(p)))?;
         }
     }
-    Ok(exit::OK)
+    Ok(())
 }

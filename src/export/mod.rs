@@ -31,7 +31,7 @@ mod sqlite;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -48,7 +48,9 @@ use crate::backup::Progress;
 use crate::id::SnapshotId;
 use crate::stored::{StoredBase, StoredError, StoredFile, StoredTable};
 use names::{MAX_NAME_BYTES, NameSet};
-use package::{Content, DirPackage, Package, TarPackage, Target, TargetProblem, ZipPackage};
+use package::{
+    CallerStream, Content, DirPackage, Package, TarPackage, Target, TargetProblem, ZipPackage,
+};
 use render::Column;
 
 /// The `format` of an export's `manifest.json` (and of the SQLite `_airback_manifest`).
@@ -124,10 +126,11 @@ impl FromStr for ExportFormat {
 }
 
 /// Where an export goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Standard output (`-o -`; tar only).
-    Stdout,
+    /// Standard output, opened by the caller (the command line's `-o -`; tar only): the
+    /// package is written to it as a stream. Named `standard output` in messages and `-` in
+    /// the summary.
+    Stdout(Box<dyn Write + Send>),
     /// A file (tar, zip, sqlite) or a folder (dir); a character device or a FIFO (tar, zip)
     /// is written as a stream.
     Path(PathBuf),
@@ -138,31 +141,17 @@ impl Output {
     /// which takes the package as a stream.
     pub fn is_stream(&self) -> bool {
         match self {
-            Output::Stdout => true,
+            Output::Stdout(_) => true,
             Output::Path(path) => std::fs::metadata(path).is_ok_and(|m| package::is_stream(&m)),
         }
     }
+}
 
-    /// Whether the output is the file standard output writes to (`-o -`, `-o /dev/stdout`):
-    /// then messages go to standard error.
-    pub fn is_stdout(&self) -> bool {
+impl fmt::Debug for Output {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Output::Stdout => true,
-            #[cfg(unix)]
-            Output::Path(path) => {
-                use std::os::fd::AsFd;
-                use std::os::unix::fs::MetadataExt;
-                let stdout = io::stdout()
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .and_then(|fd| std::fs::File::from(fd).metadata());
-                match (std::fs::metadata(path), stdout) {
-                    (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-                    _ => false,
-                }
-            }
-            #[cfg(not(unix))]
-            Output::Path(_) => false,
+            Output::Stdout(_) => f.write_str("Stdout"),
+            Output::Path(path) => f.debug_tuple("Path").field(path).finish(),
         }
     }
 }
@@ -170,14 +159,14 @@ impl Output {
 impl fmt::Display for Output {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Output::Stdout => f.write_str("standard output"),
+            Output::Stdout(_) => f.write_str("standard output"),
             Output::Path(path) => write!(f, "{}", path.display()),
         }
     }
 }
 
 /// What to export where.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ExportOptions {
     /// The format.
     pub format: ExportFormat,
@@ -185,6 +174,22 @@ pub struct ExportOptions {
     pub output: Output,
     /// Replace an existing file, or a folder holding an earlier export.
     pub force: bool,
+    /// Table text kept in memory rather than rendered a second time, per file, in bytes
+    /// ([`DEFAULT_TEXT_BUFFER`]; the command line reads `AIRBACK_EXPORT_TEXT_BUFFER`, for
+    /// tests of the other path).
+    pub text_buffer: usize,
+}
+
+impl ExportOptions {
+    /// `format` to `output`, replacing nothing, with the default text buffer.
+    pub fn new(format: ExportFormat, output: Output) -> ExportOptions {
+        ExportOptions {
+            format,
+            output,
+            force: false,
+            text_buffer: DEFAULT_TEXT_BUFFER,
+        }
+    }
 }
 
 /// What an export wrote; `--json` prints it.
@@ -340,29 +345,34 @@ impl ExportError {
 /// stream instead, left without its end on failure, so that `tar` reports it as truncated.
 pub async fn export(
     base: &StoredBase,
-    options: &ExportOptions,
+    options: ExportOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<ExportSummary, ExportError> {
-    if options.output == Output::Stdout && options.format != ExportFormat::Tar {
+    if matches!(options.output, Output::Stdout(_)) && options.format != ExportFormat::Tar {
         return Err(ExportError::StdoutNeedsTar(options.format));
     }
     let source = Source {
         base: base.clone(),
         rt: Handle::current(),
     };
-    let options = options.clone();
-    tokio::task::spawn_blocking(move || run(&source, &options, &*progress))
+    tokio::task::spawn_blocking(move || run(&source, options, &*progress))
         .await
         .map_err(|e| ExportError::Internal(format!("the export thread failed: {e}")))?
 }
 
 fn run(
     source: &Source,
-    options: &ExportOptions,
+    options: ExportOptions,
     progress: &dyn Progress,
 ) -> Result<ExportSummary, ExportError> {
     let started = Instant::now();
-    let target = prepare_target(options)?;
+    let what = options.output.to_string();
+    let output = match &options.output {
+        Output::Stdout(_) => "-".to_owned(),
+        Output::Path(path) => path.display().to_string(),
+    };
+    let (format, text_buffer) = (options.format, options.text_buffer);
+    let mut target = prepare_target(options)?;
     let layout = Layout::build(source)?;
     tracing::debug!(
         "export layout: {} tables, {} records, {} attachment files in {:.2} s",
@@ -372,8 +382,7 @@ fn run(
         started.elapsed().as_secs_f64()
     );
     let manifest = manifest(&source.base, &layout);
-    let what = options.output.to_string();
-    let bytes_written = match options.format {
+    let bytes_written = match format {
         ExportFormat::Sqlite => {
             let path = target
                 .work_path()
@@ -381,8 +390,8 @@ fn run(
             sqlite::write(source, &layout, &manifest, path, progress)?
         }
         format => {
-            let mut package: Box<dyn Package> = match (&target, format) {
-                (Target::Stdout, _) => Box::new(TarPackage::new(io::stdout(), mtime(source))),
+            let mut package: Box<dyn Package> = match (&mut target, format) {
+                (Target::Stdout(out), _) => Box::new(TarPackage::new(out.take(), mtime(source))),
                 (Target::Stream(file), ExportFormat::Tar) => Box::new(TarPackage::new(
                     file.try_clone().map_err(|e| ExportError::write(&what, e))?,
                     mtime(source),
@@ -406,7 +415,16 @@ fn run(
                 (Target::Dir { temp, .. }, _) => Box::new(DirPackage::new(temp.path().to_owned())),
                 _ => return Err(ExportError::Internal(format!("no target for {format}"))),
             };
-            match write_package(source, &layout, &manifest, &mut *package, &what, progress) {
+            let written = write_package(
+                source,
+                &layout,
+                &manifest,
+                &mut *package,
+                &what,
+                progress,
+                text_buffer,
+            );
+            match written {
                 Ok(()) => package.finish().map_err(|e| ExportError::write(&what, e))?,
                 Err(e) => {
                     package.abandon();
@@ -424,11 +442,8 @@ fn run(
         snapshot_id: source.base.id,
         base_id: source.base.base_id().to_owned(),
         base_name: source.base.base_name().to_owned(),
-        format: options.format,
-        output: match &options.output {
-            Output::Stdout => "-".to_owned(),
-            Output::Path(path) => path.display().to_string(),
-        },
+        format,
+        output,
         tables: layout.tables.len(),
         records: layout.records,
         attachments: layout.files.len() as u64,
@@ -439,15 +454,15 @@ fn run(
     })
 }
 
-fn prepare_target(options: &ExportOptions) -> Result<Target, ExportError> {
-    let path = match &options.output {
-        Output::Stdout => return Ok(Target::Stdout),
+fn prepare_target(options: ExportOptions) -> Result<Target, ExportError> {
+    let path = match options.output {
+        Output::Stdout(out) => return Ok(Target::Stdout(CallerStream(out))),
         Output::Path(path) => path,
     };
     let prepared = match options.format {
-        ExportFormat::Dir => Target::dir(path, options.force),
-        ExportFormat::Sqlite => Target::file(path, options.force, false),
-        ExportFormat::Tar | ExportFormat::Zip => Target::file(path, options.force, true),
+        ExportFormat::Dir => Target::dir(&path, options.force),
+        ExportFormat::Sqlite => Target::file(&path, options.force, false),
+        ExportFormat::Tar | ExportFormat::Zip => Target::file(&path, options.force, true),
     };
     prepared.map_err(|problem| match problem {
         TargetProblem::Exists => ExportError::Exists(path.clone()),
@@ -858,6 +873,7 @@ fn write_package(
     package: &mut dyn Package,
     what: &str,
     progress: &dyn Progress,
+    text_buffer: usize,
 ) -> Result<(), ExportError> {
     let begun = Instant::now();
     let mut w = PackageWriter {
@@ -866,7 +882,7 @@ fn write_package(
         package,
         what,
         progress,
-        text_buffer: text_buffer(),
+        text_buffer,
     };
     let pretty = |value: &Value| {
         let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialize");
@@ -1014,16 +1030,8 @@ fn records_of(table: &StoredTable) -> impl FnOnce(StoredError) -> ExportError {
 }
 
 /// Table text kept in memory rather than rendered a second time, per file: a table's JSON
-/// and CSV hold at most twice this. `AIRBACK_EXPORT_TEXT_BUFFER` (bytes) changes it, for
-/// tests of the other path.
-const TEXT_BUFFER: usize = 8 << 20;
-
-fn text_buffer() -> usize {
-    std::env::var("AIRBACK_EXPORT_TEXT_BUFFER")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(TEXT_BUFFER)
-}
+/// and CSV hold at most twice this, unless [`ExportOptions::text_buffer`] says otherwise.
+pub const DEFAULT_TEXT_BUFFER: usize = 8 << 20;
 
 /// Rendered text, kept up to `cap` bytes, and its length in any case.
 struct Capture {

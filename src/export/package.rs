@@ -325,8 +325,8 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
 /// or folder created next to the destination, or the stream opened.
 #[derive(Debug)]
 pub(crate) enum Target {
-    /// Standard output (tar only).
-    Stdout,
+    /// Standard output, as the caller opened it (tar only).
+    Stdout(CallerStream),
     /// A character device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe), open for
     /// writing as a stream: it is never replaced, whatever `--force` says.
     Stream(File),
@@ -347,6 +347,22 @@ pub(crate) enum Target {
         /// For an existing folder: the files the earlier export wrote (relative paths).
         existing: Option<BTreeSet<PathBuf>>,
     },
+}
+
+/// A stream the caller opened (standard output), written to as it is.
+pub(crate) struct CallerStream(pub(crate) Box<dyn Write + Send>);
+
+impl CallerStream {
+    /// The stream, leaving an empty sink in its place.
+    pub(crate) fn take(&mut self) -> Box<dyn Write + Send> {
+        std::mem::replace(&mut self.0, Box::new(std::io::sink()))
+    }
+}
+
+impl std::fmt::Debug for CallerStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallerStream")
+    }
 }
 
 /// Why a destination cannot be used.
@@ -478,7 +494,7 @@ impl Target {
     /// Where the package is being written: the temporary file or folder.
     pub(crate) fn work_path(&self) -> Option<&Path> {
         match self {
-            Target::Stdout | Target::Stream(_) => None,
+            Target::Stdout(_) | Target::Stream(_) => None,
             Target::File { temp, .. } => Some(temp.path()),
             Target::Dir { temp, .. } => Some(temp.path()),
         }
@@ -487,7 +503,7 @@ impl Target {
     /// Moves the finished package to its destination, replacing what `--force` allowed.
     pub(crate) fn commit(self) -> io::Result<()> {
         match self {
-            Target::Stdout | Target::Stream(_) => Ok(()),
+            Target::Stdout(_) | Target::Stream(_) => Ok(()),
             Target::File {
                 path,
                 existed,
@@ -1071,6 +1087,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::print_stderr)] // says why it skipped
     fn a_fifo_is_a_stream_and_only_for_archives() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("pipe");

@@ -47,15 +47,12 @@ pub struct Cache {
     path: Option<PathBuf>,
 }
 
-/// Where the cache of repository `id` lives: `$AIRBACK_CACHE_DIR`, else the user's cache
+/// Where the cache of repository `id` lives: under `cache_dir`, else under the user's cache
 /// directory (`~/.cache/airback` on Linux), then `<repo id>/cache.sqlite`.
 pub fn default_cache_path(cache_dir: Option<&Path>, id: &RepoId) -> Option<PathBuf> {
     let base = match cache_dir {
         Some(dir) => dir.to_path_buf(),
-        None => match std::env::var_os("AIRBACK_CACHE_DIR") {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => dirs::cache_dir()?.join("airback"),
-        },
+        None => dirs::cache_dir()?.join("airback"),
     };
     Some(base.join(id.to_hex()).join("cache.sqlite"))
 }

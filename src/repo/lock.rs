@@ -99,13 +99,14 @@ fn first_seen(repo: &Repository, name: &str, now: SystemTime) -> SystemTime {
     now
 }
 
-/// This machine's name, for lock files and snapshots.
+/// This machine's name, for lock files and snapshots: the kernel's, else `/etc/hostname`,
+/// else `unknown`.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
         .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
+        .find(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".to_string())
 }
 

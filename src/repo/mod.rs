@@ -134,7 +134,7 @@ pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 /// Where the local cache lives.
 #[derive(Debug, Clone, Default)]
 pub enum CacheChoice {
-    /// `$AIRBACK_CACHE_DIR` or the user's cache directory.
+    /// The user's cache directory (`~/.cache/airback` on Linux).
     #[default]
     Default,
     /// Under this directory.

@@ -47,6 +47,21 @@ async fn the_demo_runs_in_one_command() {
     assert!(out.contains("2 snapshots"), "{out}");
 }
 
+/// With `--json`, the demo printed its steps as text and then the JSON, so its standard
+/// output was not one JSON document. It prints exactly one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_with_json_prints_one_json_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = airback(dir.path(), &["demo", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let result: Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {out}"));
+    assert_eq!(out.trim().lines().count(), 1, "{out}");
+    for key in ["first", "second", "check_errors", "restore", "export"] {
+        assert!(result.get(key).is_some(), "--json lacks `{key}`: {result}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_json_snapshots_and_show() {
     let fake = FakeAirtable::start(FakeOptions::default()).await.unwrap();

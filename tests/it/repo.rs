@@ -132,6 +132,78 @@ async fn init_then_check_on_s3() {
     init_and_check(&server.location("nightly"), cache.path()).await;
 }
 
+/// What an `s3://` location's query leaves out comes from `BackendOptions::s3` (the command
+/// line fills it from the `AWS_*` variables); what the query gives wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_defaults_fill_in_what_the_location_leaves_out() {
+    use crate::support::s3::{ACCESS_KEY, SECRET_KEY};
+    use airback::backend::{BackendOptions, S3Defaults};
+
+    let server = S3Server::start().await;
+    let defaults = BackendOptions {
+        s3: S3Defaults {
+            endpoint: Some(server.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            session_token: None,
+        },
+        ..BackendOptions::default()
+    };
+    let bare = format!("s3://{}/defaults", server.bucket);
+    let backend = Backend::open(&bare, &defaults).unwrap();
+    backend.write("probe", b"filled in".to_vec()).await.unwrap();
+    assert_eq!(backend.read("probe").await.unwrap(), b"filled in");
+
+    let wrong = BackendOptions {
+        s3: S3Defaults {
+            endpoint: Some("http://127.0.0.1:9".into()),
+            region: Some("eu-west-3".into()),
+            access_key_id: Some("WRONG".into()),
+            secret_access_key: Some("WRONGSECRET".into()),
+            session_token: None,
+        },
+        retries: 0,
+        ..BackendOptions::default()
+    };
+    let backend = Backend::open(&server.location("defaults"), &wrong).unwrap();
+    assert_eq!(backend.read("probe").await.unwrap(), b"filled in");
+    let shown = format!("{wrong:?}");
+    assert!(!shown.contains("WRONGSECRET"), "a secret in Debug: {shown}");
+}
+
+/// The command line reads the `AWS_*` variables for an `s3://` location without a query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_variables_fill_in_an_s3_location_on_the_command_line() {
+    use crate::support::s3::{ACCESS_KEY, SECRET_KEY};
+
+    let server = S3Server::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let location = format!("s3://{}/from-env", server.bucket);
+    for args in [vec!["init"], vec!["check"]] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+            .args(&args)
+            .args(["--repo", &location])
+            .env("AIRBACK_CACHE_DIR", cache.path())
+            .env_remove("AIRBACK_REPO")
+            .env("AWS_ENDPOINT_URL", &server.endpoint)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_SESSION_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout}{stderr}");
+        assert!(!stdout.contains(SECRET_KEY) && !stderr.contains(SECRET_KEY));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_without_a_repository_exit_10() {
     let dir = tempfile::tempdir().unwrap();

@@ -427,12 +427,8 @@ async fn excluded_fields_stay_out_of_exports_and_restores() {
 
     for format in ExportFormat::ALL {
         let path = s.dir.path().join(format!("export-{format}"));
-        let options = ExportOptions {
-            format,
-            output: Output::Path(path.clone()),
-            force: false,
-        };
-        export(&stored, &options, Arc::new(NoProgress))
+        let options = ExportOptions::new(format, Output::Path(path.clone()));
+        export(&stored, options, Arc::new(NoProgress))
             .await
             .unwrap_or_else(|e| panic!("{format} export: {e}"));
         if format == ExportFormat::Sqlite {
