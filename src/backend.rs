@@ -6,10 +6,16 @@
 //! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
 //! to the opendal service (`?endpoint=…&region=…`); for S3 the standard `AWS_*` variables fill
 //! in what the URI leaves out. Secrets in a location never reach `Display`.
+//!
+//! A local folder's objects are written to `tmp/` and renamed into place. A write cancelled
+//! before the rename (Ctrl-C) removes its temporary file when dropped; one that a blocking
+//! thread creates just after that is removed by [`remove_abandoned_temp_files`].
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
@@ -94,6 +100,8 @@ impl Default for BackendOptions {
 pub struct Backend {
     op: Operator,
     display: String,
+    /// A local folder's `tmp/`, where opendal writes objects before renaming them.
+    temp_dir: Option<Arc<PathBuf>>,
 }
 
 impl fmt::Debug for Backend {
@@ -226,13 +234,16 @@ impl Backend {
             location: display.clone(),
             source: StorageFailure::new(&source),
         };
-        let local = |path: &str| {
+        let mut temp_dir = None;
+        let mut local = |path: &str| {
             if !options.create && !std::path::Path::new(path).is_dir() {
                 return Err(BackendError::NotFound {
                     path: String::new(),
                     location: display.clone(),
                 });
             }
+            let root = std::path::absolute(path).unwrap_or_else(|_| path.into());
+            temp_dir = Some(Arc::new(root.join("tmp")));
             Self::fs_operator(path).map_err(storage)
         };
         let op = match location.split_once("://") {
@@ -313,7 +324,11 @@ impl Backend {
                     .with_notify(log_retry),
             )
             .layer(ConcurrentLimitLayer::new(options.connections.max(1)));
-        Ok(Backend { op, display })
+        Ok(Backend {
+            op,
+            display,
+            temp_dir,
+        })
     }
 
     fn fs_operator(path: &str) -> opendal::Result<Operator> {
@@ -348,11 +363,21 @@ impl Backend {
 
     /// Writes a whole object in one request.
     pub async fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), BackendError> {
-        self.op
-            .write(path, bytes)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err("write", path, e))
+        let pending = self.pending_write(path);
+        let written = self.op.write(path, bytes).await;
+        pending.settled();
+        written.map(|_| ()).map_err(|e| self.err("write", path, e))
+    }
+
+    /// A guard for a write to `path` that removes its temporary file if the write is dropped
+    /// (cancelled) before it settles.
+    fn pending_write(&self, path: &str) -> PendingWrite {
+        PendingWrite {
+            temp: self.temp_dir.as_ref().map(|dir| {
+                let name = path.rsplit('/').next().unwrap_or(path);
+                (dir.clone(), name.to_owned())
+            }),
+        }
     }
 
     /// Reads a whole object.
@@ -418,6 +443,17 @@ impl Backend {
         path: &str,
         mut chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     ) -> Result<(), BackendError> {
+        let pending = self.pending_write(path);
+        let written = self.write_chunks(path, &mut chunks).await;
+        pending.settled();
+        written
+    }
+
+    async fn write_chunks<E: std::fmt::Display>(
+        &self,
+        path: &str,
+        chunks: &mut (impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin),
+    ) -> Result<(), BackendError> {
         use futures::StreamExt;
         let mut writer = self
             .op
@@ -469,6 +505,67 @@ impl Backend {
             .delete(path)
             .await
             .map_err(|e| self.err("delete", path, e))
+    }
+}
+
+/// A write in progress to a local folder. opendal writes the object to `tmp/NAME.XXXXXXXX`
+/// (eight random letters or digits) and renames it into place; it does not remove that file
+/// when the write is dropped before the rename. Dropped before [`PendingWrite::settled`], the
+/// guard removes it, and remembers the name for [`remove_abandoned_temp_files`]: the file may
+/// be created by a blocking thread just after the guard is dropped.
+struct PendingWrite {
+    temp: Option<(Arc<PathBuf>, String)>,
+}
+
+/// The temporary files of cancelled writes: (the `tmp/` folder, the object's name).
+static ABANDONED: Mutex<Vec<(Arc<PathBuf>, String)>> = Mutex::new(Vec::new());
+
+impl PendingWrite {
+    /// The write ended, done or failed: it was not cancelled.
+    fn settled(mut self) {
+        self.temp = None;
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        if let Some((dir, name)) = self.temp.take() {
+            remove_temp_files(&dir, &name);
+            ABANDONED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((dir, name));
+        }
+    }
+}
+
+/// Removes the temporary files that cancelled writes to local folders left in `tmp/`. Call it
+/// once no blocking thread of the runtime that ran them is left (after its shutdown): one may
+/// have created a file after the write was dropped.
+pub fn remove_abandoned_temp_files() {
+    let abandoned = std::mem::take(&mut *ABANDONED.lock().unwrap_or_else(|e| e.into_inner()));
+    for (dir, name) in abandoned {
+        remove_temp_files(&dir, &name);
+    }
+}
+
+/// Removes `dir/NAME.XXXXXXXX`, opendal's temporary files for the object `name`.
+fn remove_temp_files(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let is_temp = file_name
+            .to_str()
+            .and_then(|f| f.strip_prefix(name))
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|suffix| {
+                suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_alphanumeric())
+            });
+        if is_temp {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
