@@ -1,6 +1,7 @@
 //! The command line: argument definitions (clap), one function per command, output and exit
 //! codes. The only module that prints or knows about clap.
 
+mod cancel;
 mod demo;
 pub mod exit;
 mod export;
@@ -154,8 +155,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    let result = runtime.block_on(run(cli));
+    let interrupted = cancel::interrupted_message(&cli.command);
+    let result = cancel::run(runtime, run(cli));
     repeats.report();
+    let Some(result) = result else {
+        err!("{interrupted}");
+        return ExitCode::from(exit::INTERRUPTED);
+    };
     match result {
         Ok(code) => ExitCode::from(code),
         // The reader of standard output is gone (`| head`): nothing more to say.
