@@ -1,6 +1,7 @@
 //! The integration tests, in one binary so they link once. One module per area.
 
 mod airtable_client;
+mod cancel;
 mod cli;
 mod damage;
 mod export;
