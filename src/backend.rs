@@ -17,11 +17,15 @@
 //! (created 0600, whatever the umask), is synced, and renamed into place; folders are created
 //! 0700. A leftover in `tmp/` (a write cut short by a full disk or a file-size limit) is found
 //! by [`Backend::tmp_leftovers`].
+//!
+//! A write cancelled before its rename (Ctrl-C) leaves no temporary file: the local write runs
+//! to its end on a blocking thread, and [`remove_abandoned_temp_files`] sweeps `tmp/` on exit.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
@@ -500,6 +504,14 @@ impl Backend {
         path: &str,
         mut chunks: impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     ) -> Result<(), BackendError> {
+        self.write_chunks(path, &mut chunks).await
+    }
+
+    async fn write_chunks<E: std::fmt::Display>(
+        &self,
+        path: &str,
+        chunks: &mut (impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin),
+    ) -> Result<(), BackendError> {
         use futures::StreamExt;
         if let Some(root) = &self.local {
             let mut file = LocalFile::create(root, path)
@@ -719,9 +731,11 @@ fn write_local(root: &Path, path: &str, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// A streamed write of [`write_local`].
+/// A streamed write of [`write_local`]. Dropped before it is committed or aborted (a cancelled
+/// command), it removes its temporary file and remembers it for
+/// [`remove_abandoned_temp_files`].
 struct LocalFile {
-    file: tokio::fs::File,
+    file: Option<tokio::fs::File>,
     tmp: PathBuf,
     target: PathBuf,
 }
@@ -734,34 +748,54 @@ impl LocalFile {
                 .await
                 .map_err(std::io::Error::other)??;
         Ok(LocalFile {
-            file: tokio::fs::File::from_std(file),
+            file: Some(tokio::fs::File::from_std(file)),
             tmp,
             target,
         })
     }
 
+    fn file(&mut self) -> std::io::Result<&mut tokio::fs::File> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("the write already ended"))
+    }
+
     async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
-        self.file.write_all(chunk).await
+        self.file()?.write_all(chunk).await
     }
 
     async fn commit(mut self) -> std::io::Result<()> {
         use tokio::io::AsyncWriteExt;
         let result = async {
-            self.file.flush().await?;
-            self.file.sync_all().await?;
+            let file = self.file()?;
+            file.flush().await?;
+            file.sync_all().await?;
             tokio::fs::rename(&self.tmp, &self.target).await
         }
         .await;
+        self.file = None;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&self.tmp).await;
         }
         result
     }
 
-    async fn abort(self) {
-        drop(self.file);
+    async fn abort(mut self) {
+        self.file = None;
         let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+impl Drop for LocalFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+            ABANDONED
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.tmp.clone());
+        }
     }
 }
 
@@ -773,6 +807,19 @@ fn io_failure(e: std::io::Error) -> opendal::Error {
         _ => ErrorKind::Unexpected,
     };
     opendal::Error::new(kind, e.to_string()).set_source(e)
+}
+
+/// The temporary files of cancelled local writes.
+static ABANDONED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the temporary files that cancelled writes to local folders left in `tmp/`. Call it
+/// once no blocking thread of the runtime that ran them is left (after its shutdown): one may
+/// have created a file after the write was dropped.
+pub fn remove_abandoned_temp_files() {
+    let abandoned = std::mem::take(&mut *ABANDONED.lock().unwrap_or_else(|e| e.into_inner()));
+    for tmp in abandoned {
+        let _ = std::fs::remove_file(tmp);
+    }
 }
 
 /// Logs a storage request about to be retried: the same line for every retry of the same

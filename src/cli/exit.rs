@@ -15,7 +15,7 @@ pub const NO_REPOSITORY: u8 = 10;
 pub const LOCKED: u8 = 11;
 /// Wrong password (reserved for encrypted repositories).
 pub const WRONG_PASSWORD: u8 = 12;
-/// Interrupted (Ctrl-C).
+/// Interrupted (Ctrl-C or SIGTERM): stopped cleanly, locks and temporary files removed.
 pub const INTERRUPTED: u8 = 130;
 
 /// The exit code for an error.

@@ -1,10 +1,12 @@
 //! Log output on standard error: `AIRBACK_LOG` picks the level (default `warn`, `error` with
 //! `--quiet`); colours only on a terminal (and not with `NO_COLOR`); a warning or error
 //! repeated within a run is printed once, and [`Repeats::report`] says at the end how often it
-//! happened.
+//! happened. After an interruption the log is muted ([`mute`]): the abandoned work's last
+//! failures are not news.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
@@ -17,6 +19,14 @@ use super::settings::LogSettings;
 
 /// Distinct messages remembered; beyond that, messages are printed every time.
 const MAX_REMEMBERED: usize = 1000;
+
+/// Set by [`mute`].
+static MUTED: AtomicBool = AtomicBool::new(false);
+
+/// Drops every later log message.
+pub fn mute() {
+    MUTED.store(true, Ordering::Relaxed);
+}
 
 /// Installs the log output for the process. The returned [`Repeats`] reports repeated
 /// messages at the end.
@@ -31,6 +41,9 @@ pub fn init(settings: &LogSettings) -> Repeats {
     let repeats = Repeats::default();
     let _ = tracing_subscriber::registry()
         .with(filter)
+        .with(tracing_subscriber::filter::filter_fn(|_| {
+            !MUTED.load(Ordering::Relaxed)
+        }))
         .with(repeats.clone())
         .with(
             tracing_subscriber::fmt::layer()

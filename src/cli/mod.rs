@@ -3,6 +3,7 @@
 //! `settings.rs` merges flags, environment and config file into the library's options, and
 //! `print.rs` prints every result.
 
+mod cancel;
 mod demo;
 pub mod exit;
 mod export;
@@ -180,8 +181,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::ERROR);
         }
     };
-    let result = runtime.block_on(run(cli, settings));
+    let interrupted = cancel::interrupted_message(&cli.command);
+    let result = cancel::run(runtime, run(cli, settings));
     repeats.report();
+    let Some(result) = result else {
+        err!("{interrupted}");
+        return ExitCode::from(exit::INTERRUPTED);
+    };
     match result {
         Ok(code) => ExitCode::from(code),
         // The reader of standard output is gone (`| head`): nothing more to say.

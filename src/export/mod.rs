@@ -22,7 +22,9 @@
 //!
 //! The writing is blocking I/O and CPU work (rendering, deflate, SQLite), so it all runs on one
 //! blocking thread; reads from the repository run as tokio tasks feeding it through bounded
-//! channels ([`Source`]), so reading and writing overlap.
+//! channels ([`Source`]), so reading and writing overlap. Dropping the future of [`export`]
+//! (Ctrl-C) stops that thread at its next read or file; it then deletes what it wrote, and
+//! nothing is moved to the destination.
 
 pub mod names;
 mod package;
@@ -35,6 +37,7 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -307,6 +310,9 @@ pub enum ExportError {
     /// SQLite failed.
     #[error("cannot write the SQLite database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The export was cancelled (its future dropped) before it was complete.
+    #[error("the export was interrupted; nothing was written under the destination's name")]
+    Interrupted,
     /// A bug.
     #[error("internal error: {0}; please report it")]
     Internal(String),
@@ -351,13 +357,24 @@ pub async fn export(
     if matches!(options.output, Output::Stdout(_)) && options.format != ExportFormat::Tar {
         return Err(ExportError::StdoutNeedsTar(options.format));
     }
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let source = Source {
         base: base.clone(),
         rt: Handle::current(),
+        stop: stop.0.clone(),
     };
     tokio::task::spawn_blocking(move || run(&source, options, &*progress))
         .await
         .map_err(|e| ExportError::Internal(format!("the export thread failed: {e}")))?
+}
+
+/// Tells the writing thread to stop when the future of [`export`] is dropped (cancelled).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn run(
@@ -437,6 +454,8 @@ fn run(
         "export: written after {:.2} s",
         started.elapsed().as_secs_f64()
     );
+    // A cancelled export saw its reads end early: what it wrote is incomplete.
+    source.check_stop()?;
     target.commit().map_err(|e| ExportError::write(&what, e))?;
     Ok(ExportSummary {
         snapshot_id: source.base.id,
@@ -487,31 +506,66 @@ fn mtime(source: &Source) -> u64 {
 }
 
 /// The snapshot as the writing thread sees it: blocking iterators over its records and bytes,
-/// fed by tokio tasks through bounded channels.
+/// fed by tokio tasks through bounded channels. Once `stop` is set (the export was cancelled),
+/// every iterator ends early and [`Source::check_stop`] fails.
 struct Source {
     base: StoredBase,
     rt: Handle,
+    stop: Arc<AtomicBool>,
 }
 
 impl Source {
     fn records(&self, table: &StoredTable) -> impl Iterator<Item = Result<Record, StoredError>> {
-        forward(&self.rt, self.base.records(table), RECORDS_AHEAD)
+        forward(
+            &self.rt,
+            self.base.records(table),
+            RECORDS_AHEAD,
+            &self.stop,
+        )
     }
 
-    fn attachment(&self, id: &str) -> Result<Option<StoredFile>, StoredError> {
-        self.rt.block_on(self.base.attachment(id))
+    /// Read by a task (not `Handle::block_on`): a runtime shutting down drops the task, and
+    /// this returns an error rather than panicking.
+    fn attachment(&self, id: &str) -> Result<Option<StoredFile>, ExportError> {
+        self.check_stop()?;
+        let (base, owned_id) = (self.base.clone(), id.to_owned());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.rt.spawn(async move {
+            let _ = tx.send(base.attachment(&owned_id).await);
+        });
+        let found = rx.blocking_recv().map_err(|_| ExportError::Interrupted)?;
+        found.map_err(ExportError::reading(format!("attachment {id}")))
     }
 
     fn file_bytes(&self, file: &StoredFile) -> impl Iterator<Item = Result<Bytes, StoredError>> {
-        forward(&self.rt, self.base.file_bytes(file), BLOBS_AHEAD)
+        forward(
+            &self.rt,
+            self.base.file_bytes(file),
+            BLOBS_AHEAD,
+            &self.stop,
+        )
+    }
+
+    /// Fails once the export is cancelled.
+    fn check_stop(&self) -> Result<(), ExportError> {
+        if self.stop.load(Ordering::Relaxed) {
+            Err(ExportError::Interrupted)
+        } else {
+            Ok(())
+        }
     }
 }
 
 /// A stream read by a tokio task, handed to a blocking thread as an iterator: items travel
 /// in batches of what is ready (up to `capacity`), so a stream of many small items does not
 /// cost a thread wake-up each. At most two batches wait in the channel. Dropping the
-/// iterator stops the task at its next batch.
-fn forward<S>(rt: &Handle, stream: S, capacity: usize) -> impl Iterator<Item = S::Item> + use<S>
+/// iterator stops the task at its next batch; once `stop` is set, the iterator ends.
+fn forward<S>(
+    rt: &Handle,
+    stream: S,
+    capacity: usize,
+    stop: &Arc<AtomicBool>,
+) -> impl Iterator<Item = S::Item> + use<S>
 where
     S: Stream + Send + 'static,
     S::Item: Send + 'static,
@@ -525,7 +579,14 @@ where
             }
         }
     });
-    std::iter::from_fn(move || rx.blocking_recv()).flatten()
+    let stop = stop.clone();
+    std::iter::from_fn(move || {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        rx.blocking_recv()
+    })
+    .flatten()
 }
 
 /// Every name and path of an export, decided before anything is written.
@@ -726,9 +787,7 @@ impl Layout {
         let id = crate::airtable::attachment_id(object)
             .unwrap_or_default()
             .to_owned();
-        let found = source
-            .attachment(&id)
-            .map_err(ExportError::reading(format!("attachment {id}")))?;
+        let found = source.attachment(&id)?;
         let Some(file) = found else {
             self.paths.insert(id.clone(), Slot::Missing);
             self.missing.push(id);
@@ -1010,6 +1069,7 @@ impl PackageWriter<'_> {
     where
         I: Iterator<Item = Result<Bytes, ExportError>>,
     {
+        self.source.check_stop()?;
         match self.package.add_file(path, size, content, &mut reader) {
             Ok(()) => Ok(()),
             Err(e) => Err(match reader.error.take() {

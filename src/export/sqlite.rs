@@ -349,6 +349,7 @@ fn insert_attachments(
     progress.attachment_queued(layout.attachment_bytes());
     for entry in &layout.files {
         debug_assert!(matches!(layout.paths.get(&entry.id), Some(Slot::File(_))));
+        source.check_stop()?;
         let size = entry.file.size;
         let fits = size <= MAX_BLOB;
         let text = |key: &str| entry.object.get(key).and_then(Value::as_str);

@@ -9,6 +9,8 @@
 //! the first sighting is kept in the local cache, so it counts across runs. A holder that is
 //! alive rewrites its lock under a new name at every refresh, so only a dead holder's lock
 //! grows old this way.
+//! A guard dropped without [`LockGuard::release`] (a cancelled command) removes its lock
+//! file in the background; [`dropped_locks_removed`] waits for that before the process exits.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -118,12 +120,32 @@ fn process_exists(pid: u32) -> bool {
     }
 }
 
-/// A held lock. Dropping it stops the refresh; call [`LockGuard::release`] to remove it.
+/// A held lock. Call [`LockGuard::release`] to remove it; dropping it instead (a cancelled
+/// command) removes it in a background task, which [`dropped_locks_removed`] waits for.
 #[derive(Debug)]
 pub struct LockGuard {
     backend: Backend,
     path: std::sync::Arc<std::sync::Mutex<String>>,
     refresher: JoinHandle<()>,
+    released: bool,
+}
+
+/// The removals started by dropped [`LockGuard`]s that nobody waited for yet.
+static REMOVALS: std::sync::Mutex<Vec<JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits until the lock files of guards dropped without [`LockGuard::release`] are removed. A
+/// program that cancels a command (Ctrl-C) calls it before its runtime shuts down (which would
+/// cancel the removals).
+pub async fn dropped_locks_removed() {
+    loop {
+        let removals = std::mem::take(&mut *REMOVALS.lock().unwrap_or_else(|e| e.into_inner()));
+        if removals.is_empty() {
+            return;
+        }
+        for removal in removals {
+            let _ = removal.await;
+        }
+    }
 }
 
 async fn write_lock(backend: &Backend, info: &LockInfo) -> Result<String> {
@@ -206,12 +228,6 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        // Two processes may have written their locks at the same moment: look again.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some(holder) = conflicting(self, exclusive, Some(&path)).await? {
-            let _ = backend.delete(&path).await;
-            return Err(RepoError::Locked { holder });
-        }
         let shared_path = std::sync::Arc::new(std::sync::Mutex::new(path));
         let refresher = {
             let backend = backend.clone();
@@ -231,20 +247,34 @@ impl Repository {
                 }
             })
         };
-        Ok(LockGuard {
-            backend,
+        // From here on, a cancelled command removes the lock when it drops the guard.
+        let guard = LockGuard {
+            backend: backend.clone(),
             path: shared_path,
             refresher,
-        })
+            released: false,
+        };
+        // Two processes may have written their locks at the same moment: look again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(holder) = conflicting(self, exclusive, Some(&guard.path())).await? {
+            let _ = guard.release().await;
+            return Err(RepoError::Locked { holder });
+        }
+        Ok(guard)
     }
 }
 
 impl LockGuard {
+    /// The lock file's current path.
+    fn path(&self) -> String {
+        self.path.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Stops refreshing and removes the lock file.
-    pub async fn release(self) -> Result<()> {
+    pub async fn release(mut self) -> Result<()> {
         self.refresher.abort();
-        let path = self.path.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        self.backend.delete(&path).await?;
+        self.backend.delete(&self.path()).await?;
+        self.released = true;
         Ok(())
     }
 }
@@ -252,6 +282,24 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         self.refresher.abort();
+        if self.released {
+            return;
+        }
+        // Outside a runtime nothing can be removed: the lock goes stale (at once for this
+        // host when this process has ended).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (backend, path) = (self.backend.clone(), self.path());
+        let removal = runtime.spawn(async move {
+            if let Err(e) = backend.delete(&path).await {
+                tracing::warn!("cannot remove the lock `{path}`: {e}; it expires by itself");
+            }
+        });
+        REMOVALS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(removal);
     }
 }
 

@@ -9,7 +9,9 @@
 //! attachment cell left half-filled is re-read from Airtable before uploading more.
 //!
 //! rusqlite is synchronous: the connection sits behind a mutex and is never held across
-//! `.await`.
+//! `.await`. So a cancelled restore (Ctrl-C drops its future, which can only happen at an
+//! `.await`) stops between two changes, never inside a transaction; a killed process leaves an
+//! unfinished transaction that SQLite rolls back when the journal is next opened.
 
 use std::path::Path;
 use std::sync::Mutex;

@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod airtable_client;
+mod cancel;
 mod cli;
 mod damage;
 mod export;

@@ -80,16 +80,16 @@ const WRITABLE: &[&str] = &[
 
 /// What this test found comparing the two bases.
 #[derive(Debug, Default)]
-struct Comparison {
-    writable_cells: u64,
-    writable_equal: u64,
-    links: u64,
-    links_equal: u64,
-    files: u64,
-    files_equal: u64,
-    computed_fields: u64,
-    computed_with_description: u64,
-    differences: Vec<String>,
+pub(crate) struct Comparison {
+    pub(crate) writable_cells: u64,
+    pub(crate) writable_equal: u64,
+    pub(crate) links: u64,
+    pub(crate) links_equal: u64,
+    pub(crate) files: u64,
+    pub(crate) files_equal: u64,
+    pub(crate) computed_fields: u64,
+    pub(crate) computed_with_description: u64,
+    pub(crate) differences: Vec<String>,
 }
 
 fn by_name<'a>(items: &'a Value, name: &str) -> Option<&'a Value> {
@@ -112,7 +112,12 @@ fn names_of(cell: Option<&Value>) -> Vec<String> {
 
 /// Compares base `to` with base `from` as the fake holds them, every table and field by name.
 /// `expected` optionally replaces the source records (for older snapshots).
-fn compare_bases(fake: &FakeAirtable, from: &str, to: &str, with_large: bool) -> Comparison {
+pub(crate) fn compare_bases(
+    fake: &FakeAirtable,
+    from: &str,
+    to: &str,
+    with_large: bool,
+) -> Comparison {
     let mut c = Comparison::default();
     let source_schema = fake.schema_json(from);
     let target_schema = fake.schema_json(to);
