@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use anyhow::Context;
 use clap::Args;
 use serde_json::{Map, Value, json};
@@ -17,7 +18,6 @@ use crate::airtable::{Client, ClientOptions, Token};
 use crate::backend::{Backend, BackendOptions};
 use crate::backup::{BackupOptions, NoProgress, backup_base};
 use crate::check::{CheckOptions, check};
-use crate::fake::{FakeAirtable, FakeOptions, Preset};
 use crate::repo::config::InitOptions;
 use crate::repo::{CacheChoice, Repository};
 use crate::restore::{RestoreOptions, Target, restore};

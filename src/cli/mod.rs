@@ -89,7 +89,7 @@ struct FakeAirtableArgs {
     listen: std::net::SocketAddr,
     /// Which base to serve: empty, demo, zoo or large
     #[arg(long, default_value = "demo")]
-    preset: crate::fake::Preset,
+    preset: airback_fake::Preset,
     /// Seed of the generated data and of the faults
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -104,10 +104,10 @@ struct FakeAirtableArgs {
     url_ttl_secs: u64,
     /// Faults to inject, e.g. 503=0.05,502=0.02,reset=0.02,iterexpire=3,urlexpire=5,seed=7
     #[arg(long, default_value = "")]
-    faults: crate::fake::Faults,
+    faults: airback_fake::Faults,
     /// Sizes of the large preset, e.g. tables=4,records=25000,attachments=2000
     #[arg(long)]
-    large: Option<crate::fake::LargeParams>,
+    large: Option<airback_fake::LargeParams>,
 }
 
 #[derive(Debug, Args)]
@@ -191,7 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
-    let options = crate::fake::FakeOptions {
+    let options = airback_fake::FakeOptions {
         preset: args.preset,
         seed: args.seed,
         rate_limit: (args.rate > 0).then_some(args.rate),
@@ -199,9 +199,9 @@ async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
         url_ttl: std::time::Duration::from_secs(args.url_ttl_secs),
         faults: args.faults.clone(),
         large: args.large.clone().unwrap_or_default(),
-        ..crate::fake::FakeOptions::default()
+        ..airback_fake::FakeOptions::default()
     };
-    crate::fake::serve_standalone(args.listen, options).await?;
+    airback_fake::serve_standalone(args.listen, options).await?;
     Ok(exit::OK)
 }
 

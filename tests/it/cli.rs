@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use serde_json::Value;
 
 use crate::support::airback;
