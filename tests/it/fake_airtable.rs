@@ -2049,6 +2049,7 @@ async fn standalone_serves_with_the_seeds_token() {
 }
 
 /// `airback fake-airtable` prints one JSON line with its URL, token and bases, then serves.
+#[cfg(feature = "fake")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_airtable_command_prints_one_json_line_and_serves() {
     use tokio::io::AsyncBufReadExt;
