@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use airback::airtable::{Client, ClientCounters, ClientOptions, ListRecordsOptions, Token};
-use airback::fake::{FakeAirtable, FakeCounters, FakeOptions, LargeParams, Preset};
+use airback_fake::{FakeAirtable, FakeCounters, FakeOptions, LargeParams, Preset};
 
 struct Row {
     scenario: String,

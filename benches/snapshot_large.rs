@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use airback::airtable::{
     Attachment, Client, ClientOptions, ListRecordsOptions, Record, RecordUpdate, Token,
 };
-use airback::fake::LargeParams;
+use airback_fake::LargeParams;
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
 

@@ -14,7 +14,6 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod export;
-pub mod fake;
 pub mod id;
 pub mod layout;
 pub mod repair;

@@ -2,35 +2,26 @@
 //! plain words. Starts the fake with its demo base, creates a repository, takes a snapshot,
 //! changes a few records and adds an attachment, takes a second snapshot that reuses what did
 //! not change, checks every byte, and restores the second snapshot into a new base, comparing
-//! it cell by cell with the snapshot, and exports it as a zip file.
+//! it cell by cell with the snapshot, and exports it as a zip file. Built only with the `fake`
+//! feature (the default); without it, `cli::run` answers `demo` with an error instead.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use anyhow::Context;
-use clap::Args;
 use serde_json::{Map, Value, json};
 
 use super::settings::Settings;
 use super::snapshot::human_bytes;
-use super::{exit, progress};
+use super::{DemoArgs, exit, progress};
 use crate::airtable::{Client, ClientOptions, Token};
 use crate::backend::{Backend, BackendOptions};
 use crate::backup::{BackupOptions, NoProgress, backup_base};
 use crate::check::{CheckOptions, check};
-use crate::fake::{FakeAirtable, FakeOptions, Preset};
 use crate::repo::config::InitOptions;
 use crate::repo::{CacheChoice, Repository};
 use crate::restore::{RestoreOptions, Target, restore};
 use crate::stored::StoredBase;
-
-/// Arguments of `airback demo`.
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// Keep the demo repository in this (new or empty) folder instead of a temporary one
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-}
 
 /// Runs `airback demo`.
 pub async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result<u8> {

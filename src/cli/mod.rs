@@ -4,6 +4,7 @@
 //! `print.rs` prints every result.
 
 mod cancel;
+#[cfg(feature = "fake")]
 mod demo;
 pub mod exit;
 mod export;
@@ -18,6 +19,8 @@ mod snapshot;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(feature = "fake")]
+use airback_fake::{Faults, LargeParams, Preset};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -73,7 +76,13 @@ struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole job against a built-in fake Airtable, in a temporary repository
-    Demo(demo::DemoArgs),
+    #[cfg_attr(
+        not(feature = "fake"),
+        command(
+            about = "Run the whole job against a built-in fake Airtable (not built into this binary)"
+        )
+    )]
+    Demo(DemoArgs),
     /// Create a new repository
     Init(InitArgs),
     /// Back up bases: schema, every record, every attachment
@@ -95,14 +104,33 @@ enum Command {
     FakeAirtable(Box<FakeAirtableArgs>),
 }
 
+/// Arguments of `airback demo`.
 #[derive(Debug, Args)]
+#[cfg_attr(not(feature = "fake"), allow(dead_code))]
+struct DemoArgs {
+    /// Keep the demo repository in this (new or empty) folder instead of a temporary one
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+// Without the `fake` feature, `fake-airtable` keeps its flags (as plain text) so that a
+// command line that works with the fake built in still parses; it then says the fake is missing.
+#[cfg(not(feature = "fake"))]
+type Preset = String;
+#[cfg(not(feature = "fake"))]
+type Faults = String;
+#[cfg(not(feature = "fake"))]
+type LargeParams = String;
+
+#[derive(Debug, Args)]
+#[cfg_attr(not(feature = "fake"), allow(dead_code))]
 struct FakeAirtableArgs {
     /// Address to listen on (port 0: the OS picks one)
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
     /// Which base to serve: empty, demo, zoo or large
     #[arg(long, default_value = "demo")]
-    preset: crate::fake::Preset,
+    preset: Preset,
     /// Seed of the generated data and of the faults
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -117,10 +145,10 @@ struct FakeAirtableArgs {
     url_ttl_secs: u64,
     /// Faults to inject, e.g. 503=0.05,502=0.02,reset=0.02,iterexpire=3,urlexpire=5,seed=7
     #[arg(long, default_value = "")]
-    faults: crate::fake::Faults,
+    faults: Faults,
     /// Sizes of the large preset, e.g. tables=4,records=25000,attachments=2000
     #[arg(long)]
-    large: Option<crate::fake::LargeParams>,
+    large: Option<LargeParams>,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +240,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<u8> {
     let g = &settings;
     match &cli.command {
+        #[cfg(feature = "fake")]
         Command::Demo(args) => demo::demo(g, args).await,
         Command::Init(args) => init(g, args).await,
         Command::Snapshot(args) => snapshot::snapshot(g, args).await,
@@ -221,12 +250,26 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<u8> {
         Command::Check(args) => check(g, args).await,
         Command::Export(args) => export::export(g, args).await,
         Command::Repair(args) => repair::run(g, args).await,
+        #[cfg(feature = "fake")]
         Command::FakeAirtable(args) => fake_airtable(args).await,
+        #[cfg(not(feature = "fake"))]
+        Command::Demo(_) | Command::FakeAirtable(_) => Err(fake_not_built()),
     }
 }
 
+/// What `demo` and `fake-airtable` say in a binary built without the `fake` feature.
+#[cfg(not(feature = "fake"))]
+fn fake_not_built() -> anyhow::Error {
+    anyhow::anyhow!(
+        "the demo is not built into this binary: it was built without the fake Airtable (cargo \
+         feature `fake`); rebuild it with the default features, e.g. `cargo build --release`, \
+         to use `airback demo` and `airback fake-airtable`"
+    )
+}
+
+#[cfg(feature = "fake")]
 async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
-    let options = crate::fake::FakeOptions {
+    let options = airback_fake::FakeOptions {
         preset: args.preset,
         seed: args.seed,
         rate_limit: (args.rate > 0).then_some(args.rate),
@@ -234,9 +277,9 @@ async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
         url_ttl: std::time::Duration::from_secs(args.url_ttl_secs),
         faults: args.faults.clone(),
         large: args.large.clone().unwrap_or_default(),
-        ..crate::fake::FakeOptions::default()
+        ..airback_fake::FakeOptions::default()
     };
-    crate::fake::serve_standalone(args.listen, options).await?;
+    airback_fake::serve_standalone(args.listen, options).await?;
     Ok(exit::OK)
 }
 

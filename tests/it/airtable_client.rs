@@ -1,6 +1,6 @@
 //! Tests of the Airtable client (`airback::airtable`).
 //!
-//! Most run against the strict fake (`airback::fake`), which enforces the real rate limits and
+//! Most run against the strict fake (`airback_fake`), which enforces the real rate limits and
 //! injects faults. A few need failures placed exactly (a connection dropped after the request
 //! was read, a body cut at a known byte) and use tiny purpose-built servers defined below.
 
@@ -14,7 +14,7 @@ use airback::airtable::{
     AirtableError, Attachment, Client, ClientOptions, ListRecordsOptions, MAX_UPLOAD_BYTES,
     NameDescriptionUpdate, NewField, NewRecord, NewTable, Record, RecordPager, RecordUpdate, Token,
 };
-use airback::fake::{FakeAirtable, FakeOptions, Faults, LargeParams, Preset, Route};
+use airback_fake::{FakeAirtable, FakeOptions, Faults, LargeParams, Preset, Route};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

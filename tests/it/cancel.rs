@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use airback::fake::{FakeAirtable, FakeOptions, Preset, Route};
+use airback_fake::{FakeAirtable, FakeOptions, Preset, Route};
 use futures::StreamExt;
 use serde_json::Value;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use serde_json::Value;
 
 use crate::support::airback;
@@ -31,6 +31,7 @@ pub(crate) async fn airback_with(
     )
 }
 
+#[cfg(feature = "fake")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_runs_in_one_command() {
     let dir = tempfile::tempdir().unwrap();
@@ -60,6 +61,39 @@ async fn the_demo_with_json_prints_one_json_document() {
     for key in ["first", "second", "check_errors", "restore", "export"] {
         assert!(result.get(key).is_some(), "--json lacks `{key}`: {result}");
     }
+}
+
+/// Built without the `fake` feature (`cargo test --no-default-features --test it not_built_in`),
+/// `demo` and `fake-airtable` still parse and are listed, but say the demo is not built into the
+/// binary and exit 1.
+#[cfg(not(feature = "fake"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_fake_feature_the_demo_says_it_is_not_built_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands: [&[&str]; 4] = [
+        &["demo"],
+        &["demo", "--dir", "somewhere"],
+        &["--json", "demo"],
+        &["fake-airtable", "--preset", "zoo", "--faults", "503=0.1"],
+    ];
+    for args in commands {
+        let (code, out, err) = airback(dir.path(), args).await;
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(
+            err.contains("the demo is not built into this binary")
+                && err.contains("rebuild it with the default features"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, _) = airback(dir.path(), &["--help"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("demo") && out.contains("not built into this binary"),
+        "{out}"
+    );
+    let (code, _, err) = airback(dir.path(), &["demo", "--no-such-flag"]).await;
+    assert_eq!(code, 2, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

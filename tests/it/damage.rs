@@ -11,12 +11,12 @@ use crate::snapshot::assert_complete;
 use crate::support::{FakeSetup, random_bytes};
 use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
 use airback::check::{CheckOptions, check};
-use airback::fake::{FakeOptions, LargeParams, Preset};
 use airback::id::{BlobId, IndexId, PackId, SnapshotId};
 use airback::repair::{repair_index, repair_snapshots};
 use airback::repo::pack::BlobKind;
 use airback::repo::snapshot::NodeKind;
 use airback::repo::{CacheChoice, Repository};
+use airback_fake::{FakeOptions, LargeParams, Preset};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Object {
@@ -472,7 +472,7 @@ async fn a_snapshot_after_check_found_a_damaged_pack_stores_its_content_again() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_repair_commands_from_the_command_line() {
     use crate::cli::airback_with;
-    let fake = airback::fake::FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+    let fake = airback_fake::FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
         .await
         .unwrap();
     let base = fake.bases()[0].id.clone();

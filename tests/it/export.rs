@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use airback::airtable::{Client, ClientOptions, Token};
 use airback::backup::{BackupOptions, NoProgress, backup_base};
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use serde_json::Value;
 
 use crate::support::{files_below, new_repo, small_options};

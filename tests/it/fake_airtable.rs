@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use airback::fake::{
+use airback_fake::{
     FakeAirtable, FakeOptions, Faults, Preset, Route, UPLOAD_LIMIT_BYTES, is_airtable_id,
 };
 use base64::Engine as _;
@@ -2027,7 +2027,7 @@ async fn standalone_serves_with_the_seeds_token() {
         seed: 9,
         ..FakeOptions::unlimited(Preset::Empty)
     };
-    let server = tokio::spawn(airback::fake::serve_standalone(addr, options.clone()));
+    let server = tokio::spawn(airback_fake::serve_standalone(addr, options.clone()));
     let twin = FakeAirtable::start(options).await.unwrap();
     let http = reqwest::Client::new();
     let url = format!("http://{addr}/v0/meta/bases");
@@ -2049,6 +2049,7 @@ async fn standalone_serves_with_the_seeds_token() {
 }
 
 /// `airback fake-airtable` prints one JSON line with its URL, token and bases, then serves.
+#[cfg(feature = "fake")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_airtable_command_prints_one_json_line_and_serves() {
     use tokio::io::AsyncBufReadExt;

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use airback::airtable::{Client, ClientOptions, Token};
 use airback::backup::{BackupOptions, NoProgress, backup_base};
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::id::SnapshotId;
 use airback::repo::Repository;
 use airback::repo::pack::BlobKind;
 use airback::repo::snapshot::{Snapshot, Tree};
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

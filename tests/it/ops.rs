@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use airback::backend::{Backend, BackendOptions, TMP_LEFTOVER_AGE};
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::repo::lock::LockInfo;
 use airback::repo::{CacheChoice, RepoError, Repository};
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 
 use crate::support::s3::S3Server;
 

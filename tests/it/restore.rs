@@ -9,11 +9,11 @@ use std::time::Duration;
 use crate::support::FakeSetup;
 use airback::backend::{Backend, BackendOptions};
 use airback::backup::{BackupOptions, NoProgress, backup_base};
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::id::SnapshotId;
 use airback::restore::plan::SOURCE_ID_FIELD;
 use airback::restore::{RestoreError, RestoreOptions, RestoreReport, Target, restore};
 use airback::stored::StoredBase;
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use serde_json::{Value, json};
 
 use crate::support::s3::S3Server;

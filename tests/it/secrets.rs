@@ -4,7 +4,7 @@
 //! with a wrong secret key and with an unreachable endpoint, so the error paths run too. All of
 //! stdout and stderr is searched for each secret and for the Airtable token.
 
-use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback_fake::{FakeAirtable, FakeOptions, Preset};
 
 use crate::support::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 

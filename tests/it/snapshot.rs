@@ -7,9 +7,9 @@ use std::time::Duration;
 use crate::support::FakeSetup;
 use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
 use airback::check::{CheckOptions, check};
-use airback::fake::{FakeOptions, Preset};
 use airback::repo::Repository;
 use airback::repo::snapshot::{NodeKind, Tree};
+use airback_fake::{FakeOptions, Preset};
 use serde_json::Value;
 
 async fn snapshot(s: &FakeSetup) -> BackupSummary {

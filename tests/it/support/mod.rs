@@ -136,7 +136,7 @@ pub async fn commit(repo: &Repository, tree: BlobId) -> SnapshotId {
 /// A fake Airtable, a fresh local repository (with its cache) and a client for the fake, as
 /// most Airtable-facing tests start.
 pub struct FakeSetup {
-    pub fake: airback::fake::FakeAirtable,
+    pub fake: airback_fake::FakeAirtable,
     pub repo: Repository,
     pub client: airback::airtable::Client,
     /// The first base of the preset.
@@ -147,9 +147,9 @@ pub struct FakeSetup {
 
 impl FakeSetup {
     /// Starts the fake with `options` and creates the repository.
-    pub async fn start(options: airback::fake::FakeOptions) -> FakeSetup {
+    pub async fn start(options: airback_fake::FakeOptions) -> FakeSetup {
         use airback::airtable::{Client, ClientOptions, Token};
-        let fake = airback::fake::FakeAirtable::start(options).await.unwrap();
+        let fake = airback_fake::FakeAirtable::start(options).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let location = dir.path().join("repo");
         let backend = Backend::open(

@@ -1,6 +1,10 @@
-//! A strict, stateful fake of the Airtable Web API, used by the tests, the benchmarks and
-//! `airback demo`. It serves the same routes, shapes and errors as the real service, and is at
-//! least as strict wherever the real behaviour is unconfirmed.
+//! A strict, stateful fake of the Airtable Web API, used by airback's tests, its benchmarks,
+//! `airback demo` and `airback fake-airtable`. It serves the same routes, shapes and errors as
+//! the real service, and is at least as strict wherever the real behaviour is unconfirmed.
+//!
+//! It is a crate of its own (`airback-fake`, in `fake-airtable/` of airback's workspace) and
+//! depends on nothing from airback: the product depends on it behind its default `fake`
+//! feature and, for tests and benchmarks, as a dev-dependency.
 //!
 //! [`FakeAirtable::start`] binds a real HTTP server on `127.0.0.1:0` with a generated world
 //! (see [`Preset`]). The same server stands in for both hosts: the API (`/v0/...`) and the
