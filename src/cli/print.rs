@@ -137,7 +137,9 @@ impl Printer {
     }
 
     /// A remark outside any result (what the demo is doing): text only, left out with
-    /// `--quiet` and with `--json`.
+    /// `--quiet` and with `--json`. Only the demo uses it, which a build without the `fake`
+    /// feature leaves out.
+    #[cfg_attr(not(feature = "fake"), allow(dead_code))]
     pub fn note(&self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
         if self.json || self.quiet {
             return Ok(());
