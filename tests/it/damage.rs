@@ -5,11 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use crate::snapshot::assert_complete;
+use crate::snapshot::{assert_complete, snapshot};
 use crate::support::{FakeSetup, random_bytes};
-use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
 use airback::check::{CheckOptions, check};
 use airback::id::{BlobId, IndexId, PackId, SnapshotId};
 use airback::repair::{repair_index, repair_snapshots};
@@ -31,17 +29,6 @@ enum Object {
 enum Harm {
     Delete,
     Flip,
-}
-
-async fn snapshot(s: &FakeSetup) -> BackupSummary {
-    backup_base(
-        &s.repo,
-        &s.client,
-        &BackupOptions::new(&s.base),
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap()
 }
 
 /// Every (blob, kind) a tree needs, trees included.

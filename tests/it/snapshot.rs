@@ -12,7 +12,7 @@ use airback::repo::snapshot::{NodeKind, Tree};
 use airback_fake::{FakeOptions, Preset};
 use serde_json::Value;
 
-async fn snapshot(s: &FakeSetup) -> BackupSummary {
+pub(crate) async fn snapshot(s: &FakeSetup) -> BackupSummary {
     backup_base(
         &s.repo,
         &s.client,
