@@ -24,8 +24,8 @@
 //! blocking thread; reads from the repository run as tokio tasks feeding it through bounded
 //! channels ([`Source`]), so reading and writing overlap.
 //!
-//! The parts: `plan.rs` (the [`Layout`], the first pass), `source.rs` (the async-to-blocking
-//! [`Source`]), `render.rs` (a table's JSON and CSV text), `writer.rs` (the files of a package,
+//! The parts: `plan.rs` (the `Layout`, the first pass), `source.rs` (the async-to-blocking
+//! `Source`), `render.rs` (a table's JSON and CSV text), `writer.rs` (the files of a package,
 //! in order), `package.rs` (tar, zip, folder, and the destination) and `sqlite.rs` (the SQLite
 //! database). This file holds the options, the errors, the summary, the manifest, and
 //! [`export`], which checks the destination, plans, and writes.
