@@ -2,10 +2,21 @@
 //! field name) and a CSV file (RFC 4180). Both are rendered record by record, so a table of
 //! any size streams through a small buffer, and both are byte-for-byte the same every time for
 //! the same snapshot. The conventions are documented in docs/EXPORT.md, "Tables".
+//!
+//! [`TableText`] drives the rendering for the package writer: it reads a table's records from
+//! the source as it is asked for text, gives their attachment objects the paths of the
+//! layout, and yields the text in chunks of about 64 KiB, optionally rendering the CSV into a
+//! [`Capture`] (kept in memory up to a bound) alongside the JSON.
 
+use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::plan::{Layout, TableLayout};
+use super::source::Source;
+use super::{ExportError, records_of};
 use crate::airtable::Record;
+use crate::backup::Progress;
+use crate::stored::StoredError;
 
 /// One column of an exported table: a field of the schema, or a field id found in records
 /// that the schema does not list.
@@ -155,6 +166,148 @@ fn csv_text(out: &mut Vec<u8>, text: &str) {
 
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     serde_json::to_writer(&mut *out, value).expect("writing JSON to memory cannot fail");
+}
+
+/// Records rendered into one chunk before it is handed to the package.
+const TEXT_CHUNK: usize = 64 * 1024;
+
+/// Rendered text, kept up to `cap` bytes, and its length in any case.
+pub(super) struct Capture {
+    cap: usize,
+    bytes: Vec<u8>,
+    pub(super) len: u64,
+    overflowed: bool,
+}
+
+impl Capture {
+    pub(super) fn new(cap: usize) -> Capture {
+        Capture {
+            cap,
+            bytes: Vec::new(),
+            len: 0,
+            overflowed: false,
+        }
+    }
+
+    pub(super) fn push(&mut self, text: &[u8]) {
+        self.len += text.len() as u64;
+        if self.overflowed {
+            return;
+        }
+        if self.bytes.len() + text.len() > self.cap {
+            self.overflowed = true;
+            self.bytes = Vec::new();
+        } else {
+            self.bytes.extend_from_slice(text);
+        }
+    }
+
+    /// The text, if all of it was kept.
+    pub(super) fn take(&mut self) -> Option<Vec<u8>> {
+        (!self.overflowed).then(|| std::mem::take(&mut self.bytes))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TextKind {
+    Json,
+    Csv,
+}
+
+/// A table's JSON or CSV text, in chunks of about [`TEXT_CHUNK`] bytes, read from the
+/// snapshot as they are asked for. Optionally renders the CSV into a [`Capture`] alongside
+/// the JSON, and reports records to the progress.
+pub(super) struct TableText<'a> {
+    records: Box<dyn Iterator<Item = Result<Record, StoredError>> + 'a>,
+    layout: &'a Layout,
+    table: &'a TableLayout,
+    kind: TextKind,
+    csv: Option<&'a mut Capture>,
+    progress: Option<&'a dyn Progress>,
+    started: bool,
+    done: bool,
+    first: bool,
+}
+
+impl<'a> TableText<'a> {
+    pub(super) fn new(
+        source: &'a Source,
+        layout: &'a Layout,
+        table: &'a TableLayout,
+        kind: TextKind,
+        csv: Option<&'a mut Capture>,
+        progress: Option<&'a dyn Progress>,
+    ) -> TableText<'a> {
+        TableText {
+            records: Box::new(source.records(&table.table)),
+            layout,
+            table,
+            kind,
+            csv,
+            progress,
+            started: false,
+            done: false,
+            first: true,
+        }
+    }
+}
+
+impl Iterator for TableText<'_> {
+    type Item = Result<Bytes, ExportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let table = self.table;
+        let columns = &table.columns;
+        let mut out = Vec::with_capacity(TEXT_CHUNK + 4096);
+        if !self.started {
+            self.started = true;
+            match self.kind {
+                TextKind::Json => out = json_header(&table.table.id, &table.table.name, columns),
+                TextKind::Csv => out = csv_header(columns),
+            }
+            if let Some(csv) = self.csv.as_deref_mut() {
+                csv.push(&csv_header(columns));
+            }
+        }
+        let mut rendered = 0;
+        let mut row = Vec::new();
+        while out.len() < TEXT_CHUNK {
+            match self.records.next() {
+                Some(Ok(record)) => {
+                    let record = self.layout.prepare(record);
+                    match self.kind {
+                        TextKind::Json => json_record(&mut out, &record, columns, self.first),
+                        TextKind::Csv => csv_record(&mut out, &record, columns),
+                    }
+                    if let Some(csv) = self.csv.as_deref_mut() {
+                        row.clear();
+                        csv_record(&mut row, &record, columns);
+                        csv.push(&row);
+                    }
+                    self.first = false;
+                    rendered += 1;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(records_of(&table.table)(e)));
+                }
+                None => {
+                    if self.kind == TextKind::Json {
+                        out.extend_from_slice(JSON_FOOTER);
+                    }
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        if let Some(progress) = self.progress {
+            progress.records(rendered);
+        }
+        Some(Ok(Bytes::from(out)))
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, MAIN_DB, params, params_from_iter};
 use serde_json::Value;
 
-use super::{ExportError, Layout, Slot, Source, TableLayout};
+use super::ExportError;
+use super::plan::{Layout, Slot, TableLayout};
+use super::source::Source;
 use crate::backup::Progress;
 
 /// The largest value SQLite stores (its default `SQLITE_MAX_LENGTH`); larger attachments are
