@@ -329,7 +329,6 @@ pub async fn backup_base(
     progress: Arc<dyn Progress>,
 ) -> Result<BackupSummary, BackupError> {
     let mut run = BaseRun::new(repo, client, options, progress);
-    repo.adopt_unindexed_packs().await?;
     let base_name = run.base_name().await?;
     let (schema, schema_file) = run.save_schema().await?;
     let warnings = options.unmatched_entries(&schema.tables);
