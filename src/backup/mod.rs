@@ -19,7 +19,7 @@
 mod records;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -27,7 +27,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::airtable::{AirtableError, Attachment, Client, ListRecordsOptions, Record, TableSchema};
+use crate::airtable::{
+    AirtableError, Attachment, BaseSchema, Client, ClientCounters, ListRecordsOptions, Record,
+    TableSchema,
+};
 use crate::config::{FieldRef, TableFilter};
 use crate::id::{BlobId, SnapshotId};
 use crate::layout::{
@@ -35,7 +38,7 @@ use crate::layout::{
 };
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
-use crate::repo::{BlobWriter, RepoError, Repository};
+use crate::repo::{BlobWriter, RepoError, Repository, WriterStats};
 use records::RecordSpill;
 
 /// What to back up from one base.
@@ -214,78 +217,246 @@ pub enum BackupError {
     Spill(String),
 }
 
-/// Shared state of one run's attachment downloads.
+/// What a run's attachment downloads gathered; the download tasks share it.
+#[derive(Default)]
 struct Attachments {
     /// Previous snapshot's attachments: id → (size, content).
     previous: HashMap<String, (u64, Vec<BlobId>)>,
+    /// The attachment ids met so far: each is stored once, however many cells cite it.
     seen: HashSet<String>,
+    /// The nodes of the attachments stored or reused, by id.
     nodes: BTreeMap<String, Node>,
+    /// The attachments that could not be downloaded, described for people.
     problems: Vec<String>,
     downloaded: u64,
     reused: u64,
+    /// Bytes downloaded.
     bytes: u64,
 }
 
+impl Attachments {
+    /// Whether `attachment` is to be downloaded: it was not met before in this run, and the
+    /// previous snapshot does not hold it (same id and size, every blob still stored). One the
+    /// previous snapshot holds gets that snapshot's node.
+    fn claim(&mut self, attachment: &Attachment, repo: &Repository) -> bool {
+        if !self.seen.insert(attachment.id.clone()) {
+            return false;
+        }
+        if let (Some((size, content)), Some(expected)) =
+            (self.previous.get(&attachment.id), attachment.size)
+            && *size == expected
+            && content
+                .iter()
+                .all(|b| repo.has_blob(b, BlobKind::Data).unwrap_or(false))
+        {
+            let node = attachment_node(attachment, *size, content.clone());
+            self.nodes.insert(attachment.id.clone(), node);
+            self.reused += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Records how `fetch` ended: the attachment's node, or a problem.
+    fn fetched(&mut self, fetch: &Fetch, result: Result<(Vec<BlobId>, u64), String>) {
+        let attachment = &fetch.attachment;
+        match result {
+            Ok((content, size)) => {
+                self.downloaded += 1;
+                self.bytes += size;
+                self.nodes.insert(
+                    attachment.id.clone(),
+                    attachment_node(attachment, size, content),
+                );
+            }
+            Err(e) => self.problems.push(format!(
+                "attachment {} (`{}`) of record {} in table {}: {}",
+                attachment.id,
+                attachment.filename,
+                fetch.record_id,
+                fetch.table,
+                without_urls(&e)
+            )),
+        }
+    }
+}
+
+/// Locks the run's attachments; a download task that panicked leaves them usable.
+fn lock(attachments: &Mutex<Attachments>) -> MutexGuard<'_, Attachments> {
+    attachments.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tables a run stored.
+struct StoredTables {
+    /// Their files' nodes, in schema order.
+    nodes: Vec<Node>,
+    /// The records in them.
+    records: u64,
+}
+
+/// The pages of a table's listing, as [`prefetch`] hands them over.
+type Pages = tokio::sync::mpsc::Receiver<Result<Vec<Record>, AirtableError>>;
+
+/// One backup of one base ([`backup_base`]): what its steps need, the counters the summary
+/// starts from, and the attachment downloads that run while the records are listed.
+struct BaseRun<'a> {
+    repo: &'a Repository,
+    client: &'a Client,
+    options: &'a BackupOptions,
+    progress: Arc<dyn Progress>,
+    writer: BlobWriter,
+    /// The snapshot's time: when the run started.
+    time: String,
+    started: Instant,
+    counters_before: ClientCounters,
+    stats_before: WriterStats,
+    attachments: Arc<Mutex<Attachments>>,
+    /// One per download allowed at once (`attachment_concurrency`).
+    permits: Arc<Semaphore>,
+    downloads: JoinSet<()>,
+}
+
 /// Backs up one base and commits a snapshot.
+///
+/// The caller adopts leftover packs first ([`Repository::adopt_unindexed_packs`]), once per
+/// run, before the first base: that also finds the indexed packs storage has lost, so that
+/// this backup stores their content again instead of referring to it. Adopting while another
+/// backup writes to the same repository could adopt that backup's packs as they are uploaded.
 pub async fn backup_base(
     repo: &Repository,
     client: &Client,
     options: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupSummary, BackupError> {
-    let start = Instant::now();
-    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-    let base = options.base_id.clone();
-    let airtable = |source| BackupError::Airtable {
-        base: base.clone(),
-        source,
+    let mut run = BaseRun::new(repo, client, options, progress);
+    let base_name = run.base_name().await?;
+    let (schema, schema_file) = run.save_schema().await?;
+    let warnings = options.unmatched_entries(&schema.tables);
+    run.load_previous_attachments().await;
+    let tables = run.save_tables(&schema.tables).await?;
+    let mut attachments = run.finish_downloads().await?;
+    let attachment_bytes = attachments.nodes.values().map(file_size).sum();
+    let contents = SnapshotSummary {
+        tables: tables.nodes.len() as u64,
+        records: tables.records,
+        attachments: attachments.nodes.len() as u64,
+        attachment_bytes,
+        size: schema_file.0 + tables.nodes.iter().map(file_size).sum::<u64>() + attachment_bytes,
     };
-    let counters_before = client.counters();
-    let writer = repo.writer();
-    let stats_before = writer.stats();
-    repo.adopt_unindexed_packs().await?;
+    let nodes = std::mem::take(&mut attachments.nodes);
+    let root = run.save_trees(schema_file, tables.nodes, nodes).await?;
+    run.commit(root, contents, attachments, base_name, warnings)
+        .await
+}
 
-    let base_name = match client.list_bases().await {
-        Ok(bases) => bases.into_iter().find(|b| b.id == base).map(|b| b.name),
-        // Airtable or the network is down: the schema read would fail the same way.
-        Err(e) if e.is_transient() => return Err(airtable(e)),
-        Err(e) => {
-            tracing::warn!("cannot list bases to learn the base's name: {e}");
-            None
+impl<'a> BaseRun<'a> {
+    fn new(
+        repo: &'a Repository,
+        client: &'a Client,
+        options: &'a BackupOptions,
+        progress: Arc<dyn Progress>,
+    ) -> Self {
+        let started = Instant::now();
+        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let writer = repo.writer();
+        BaseRun {
+            repo,
+            client,
+            options,
+            progress,
+            time,
+            started,
+            counters_before: client.counters(),
+            stats_before: writer.stats(),
+            writer,
+            attachments: Arc::default(),
+            permits: Arc::new(Semaphore::new(options.attachment_concurrency.max(1))),
+            downloads: JoinSet::new(),
         }
     }
-    .unwrap_or_else(|| base.clone());
-    let schema = client.base_schema(&base).await.map_err(airtable)?;
-    let warnings = options.unmatched_entries(&schema.tables);
-    let schema_bytes = serde_json::to_vec_pretty(&schema.raw).expect("JSON values serialize");
-    let schema_len = schema_bytes.len() as u64;
-    let schema_content = writer.save_bytes(BlobKind::Meta, schema_bytes).await?;
 
-    let previous = previous_attachments(repo, &base).await;
-    let state = Arc::new(Mutex::new(Attachments {
-        previous,
-        seen: HashSet::new(),
-        nodes: BTreeMap::new(),
-        problems: Vec::new(),
-        downloaded: 0,
-        reused: 0,
-        bytes: 0,
-    }));
-    let permits = Arc::new(Semaphore::new(options.attachment_concurrency.max(1)));
-    let mut downloads: JoinSet<()> = JoinSet::new();
+    /// The base's id.
+    fn base(&self) -> &'a str {
+        &self.options.base_id
+    }
 
-    let mut table_nodes = Vec::new();
-    let mut total_records = 0u64;
-    let tables: Vec<&TableSchema> = schema
-        .tables
-        .iter()
-        .filter(|t| options.tables.allows(&t.id, &t.name))
-        .collect();
-    // Listing runs ahead of processing: the next page is requested while one is processed, and
-    // the next table's listing starts as soon as the last page of a table arrives, while that
-    // table is sorted and stored. Listing thus runs at the pacer's rate.
-    let start_listing = |table: &TableSchema| {
-        let (fields, _) = options.fields_to_list(table);
+    /// Airtable's `source` as the error of this base's backup.
+    fn airtable(&self, source: AirtableError) -> BackupError {
+        BackupError::Airtable {
+            base: self.base().to_owned(),
+            source,
+        }
+    }
+
+    /// The base's name as the list of bases gives it; its id when the list does not name it.
+    async fn base_name(&self) -> Result<String, BackupError> {
+        let name = match self.client.list_bases().await {
+            Ok(bases) => bases
+                .into_iter()
+                .find(|b| b.id == self.base())
+                .map(|b| b.name),
+            // Airtable or the network is down: the schema read would fail the same way.
+            Err(e) if e.is_transient() => return Err(self.airtable(e)),
+            Err(e) => {
+                tracing::warn!("cannot list bases to learn the base's name: {e}");
+                None
+            }
+        };
+        Ok(name.unwrap_or_else(|| self.base().to_owned()))
+    }
+
+    /// Reads the base's schema and stores it as the meta API returned it: the schema, and the
+    /// stored file's size and content.
+    async fn save_schema(&self) -> Result<(BaseSchema, (u64, Vec<BlobId>)), BackupError> {
+        let schema = self
+            .client
+            .base_schema(self.base())
+            .await
+            .map_err(|e| self.airtable(e))?;
+        let bytes = serde_json::to_vec_pretty(&schema.raw).expect("JSON values serialize");
+        let size = bytes.len() as u64;
+        let content = self.writer.save_bytes(BlobKind::Meta, bytes).await?;
+        Ok((schema, (size, content)))
+    }
+
+    /// Learns the previous snapshot's attachments, which the run reuses instead of downloading.
+    async fn load_previous_attachments(&self) {
+        let previous = previous_attachments(self.repo, self.base()).await;
+        lock(&self.attachments).previous = previous;
+    }
+
+    /// Lists and stores every table the options select, in schema order.
+    ///
+    /// Listing runs ahead of processing: the next page is requested while one is processed,
+    /// and the next table's listing starts as soon as the last page of a table arrives, while
+    /// that table is sorted and stored. Listing thus runs at the pacer's rate.
+    async fn save_tables(&mut self, tables: &[TableSchema]) -> Result<StoredTables, BackupError> {
+        let tables: Vec<&TableSchema> = tables
+            .iter()
+            .filter(|t| self.options.tables.allows(&t.id, &t.name))
+            .collect();
+        let mut stored = StoredTables {
+            nodes: Vec::new(),
+            records: 0,
+        };
+        let mut upcoming = tables.first().map(|t| self.start_listing(t));
+        for (position, table) in tables.iter().enumerate() {
+            let pages = upcoming
+                .take()
+                .expect("each table's listing is started before it");
+            let (spill, records) = self.spill_table(table, pages).await?;
+            upcoming = tables.get(position + 1).map(|t| self.start_listing(t));
+            stored
+                .nodes
+                .push(self.save_table(table, spill, records).await?);
+            stored.records += records;
+        }
+        Ok(stored)
+    }
+
+    /// Starts listing `table`'s records, with the fields to back up only.
+    fn start_listing(&self, table: &TableSchema) -> Pages {
+        let (fields, _) = self.options.fields_to_list(table);
         let list_options = ListRecordsOptions {
             fields: if fields.len() < table.fields.len() {
                 fields
@@ -294,45 +465,28 @@ pub async fn backup_base(
             },
             ..ListRecordsOptions::default()
         };
-        prefetch(client.list_records(&base, &table.id, list_options))
-    };
-    let mut upcoming = tables.first().map(|t| start_listing(t));
-    for (position, table) in tables.iter().enumerate() {
-        progress.table(&table.name);
-        let (_, excluded_fields) = options.fields_to_list(table);
+        prefetch(
+            self.client
+                .list_records(self.base(), &table.id, list_options),
+        )
+    }
+
+    /// Reads `table`'s pages into a spill and queues the attachments they cite: the spill and
+    /// the records read.
+    async fn spill_table(
+        &mut self,
+        table: &TableSchema,
+        mut pages: Pages,
+    ) -> Result<(RecordSpill, u64), BackupError> {
+        self.progress.table(&table.name);
         let spill = RecordSpill::new().map_err(BackupError::Spill)?;
-        let mut pages = upcoming
-            .take()
-            .expect("each table's listing is started before it");
         let mut count = 0u64;
         while let Some(page) = pages.recv().await {
-            let page = page.map_err(airtable)?;
+            let page = page.map_err(|e| self.airtable(e))?;
             count += page.len() as u64;
-            progress.records(page.len() as u64);
-            if options.attachments {
-                for record in &page {
-                    for (field, cell) in &record.fields {
-                        for attachment in records::attachments_in(cell)
-                            .into_iter()
-                            .filter_map(|a| serde_json::from_value::<Attachment>(a.clone()).ok())
-                        {
-                            queue_attachment(
-                                &state,
-                                &permits,
-                                &mut downloads,
-                                client,
-                                repo,
-                                &writer,
-                                &base,
-                                &table.id,
-                                record,
-                                field,
-                                attachment,
-                                &progress,
-                            );
-                        }
-                    }
-                }
+            self.progress.records(page.len() as u64);
+            if self.options.attachments {
+                self.queue_attachments(&table.id, &page);
             }
             let lines: Vec<(String, Vec<u8>)> = page
                 .iter()
@@ -340,129 +494,174 @@ pub async fn backup_base(
                 .collect();
             spill.insert(lines).await.map_err(BackupError::Spill)?;
         }
-        upcoming = tables.get(position + 1).map(|t| start_listing(t));
-        let mut saver = writer.file(BlobKind::Meta);
+        Ok((spill, count))
+    }
+
+    /// Stores the spilled records of `table` in id order: the table file's node.
+    async fn save_table(
+        &self,
+        table: &TableSchema,
+        spill: RecordSpill,
+        records: u64,
+    ) -> Result<Node, BackupError> {
+        let (_, excluded_fields) = self.options.fields_to_list(table);
+        let mut saver = self.writer.file(BlobKind::Meta);
         let size = spill.stream_sorted(&mut saver).await?;
         let (content, _) = saver.finish().await?;
-        total_records += count;
         let meta = TableMeta {
             id: table.id.clone(),
             name: table.name.clone(),
-            records: count,
+            records,
             excluded_fields,
         };
-        table_nodes.push(layout::table_node(&meta, size, content));
+        Ok(layout::table_node(&meta, size, content))
     }
-    while let Some(joined) = downloads.join_next().await {
-        if let Err(e) = joined {
-            return Err(RepoError::Internal(format!("attachment task failed: {e}")).into());
+
+    /// Queues every attachment the records of `page` (of table `table`) cite.
+    fn queue_attachments(&mut self, table: &str, page: &[Record]) {
+        for record in page {
+            for (field, cell) in &record.fields {
+                for attachment in records::attachments_in(cell)
+                    .into_iter()
+                    .filter_map(|a| serde_json::from_value::<Attachment>(a.clone()).ok())
+                {
+                    self.queue_attachment(table, record, field, attachment);
+                }
+            }
         }
     }
 
-    let (attachment_nodes, problems, downloaded, reused, attachment_bytes) = {
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            std::mem::take(&mut st.nodes),
-            std::mem::take(&mut st.problems),
-            st.downloaded,
-            st.reused,
-            st.bytes,
-        )
-    };
-    let attachment_count = attachment_nodes.len() as u64;
-    let attachment_total: u64 = attachment_nodes
-        .values()
-        .map(|n| match n.kind {
-            NodeKind::File { size, .. } => size,
-            NodeKind::Dir { .. } => 0,
-        })
-        .sum();
-    let table_total: u64 = table_nodes
-        .iter()
-        .map(|n| match n.kind {
-            NodeKind::File { size, .. } => size,
-            NodeKind::Dir { .. } => 0,
-        })
-        .sum();
-    let attachments_dir = save_fanout(&writer, attachment_nodes).await?;
-    let tables_count = table_nodes.len();
-    let tables_dir = save_tree(&writer, Tree::new(table_nodes)).await?;
-    let root = layout::root_tree(
-        (schema_len, schema_content),
-        (
-            tables_dir,
-            TablesMeta {
-                tables: tables_count as u64,
-            },
-        ),
-        (
-            attachments_dir,
-            AttachmentsMeta {
-                attachments: attachment_count,
-            },
-        ),
-    );
-    let root_id = save_tree(&writer, root).await?;
-    let stats = writer.flush().await?;
-
-    let partial = !problems.is_empty() || !warnings.is_empty();
-    let summary_json = SnapshotSummary {
-        tables: tables_count as u64,
-        records: total_records,
-        attachments: attachment_count,
-        attachment_bytes: attachment_total,
-        size: schema_len + table_total + attachment_total,
+    /// Stores `attachment` unless this run already has it ([`Attachments::claim`]): a task of
+    /// its own downloads it when a permit is free.
+    fn queue_attachment(
+        &mut self,
+        table: &str,
+        record: &Record,
+        field: &str,
+        attachment: Attachment,
+    ) {
+        if !lock(&self.attachments).claim(&attachment, self.repo) {
+            return;
+        }
+        self.progress
+            .attachment_queued(attachment.size.unwrap_or(0));
+        let fetch = Fetch {
+            client: self.client.clone(),
+            writer: self.writer.clone(),
+            progress: self.progress.clone(),
+            base: self.base().to_owned(),
+            table: table.to_owned(),
+            record_id: record.id.clone(),
+            field: field.to_owned(),
+            attachment,
+        };
+        let (attachments, permits) = (self.attachments.clone(), self.permits.clone());
+        self.downloads.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let result = fetch.download().await;
+            lock(&attachments).fetched(&fetch, result);
+        });
     }
-    .to_json();
-    let snapshot = Snapshot {
-        version: 1,
-        time,
-        hostname: crate::repo::lock::hostname(),
-        program: format!("airback {}", env!("CARGO_PKG_VERSION")),
-        tree: root_id,
-        source: layout::Source::airtable_base(&base, &base_name).to_json(),
-        tags: options.tags.clone(),
-        partial,
-        problems: problems.iter().chain(&warnings).cloned().collect(),
-        summary: summary_json,
-    };
-    let snapshot_bytes = crate::codec::encode_json_file(&snapshot).len() as u64;
-    let snapshot_id = repo.save_snapshot(&snapshot).await?;
-    let counters = client.counters();
-    // `requests` counts paced API calls only; attachment downloads are counted apart.
-    let requests = counters.requests - counters_before.requests;
-    Ok(BackupSummary {
-        snapshot_id,
-        base_id: base,
-        base_name,
-        tables: tables_count,
-        records: total_records,
-        attachments: attachment_count,
-        attachments_downloaded: downloaded,
-        attachments_reused: reused,
-        attachment_bytes_downloaded: attachment_bytes,
-        bytes_added: stats.pack_bytes_written - stats_before.pack_bytes_written
-            + stats.index_bytes_written
-            - stats_before.index_bytes_written
-            + snapshot_bytes,
-        objects_written: stats.packs_written - stats_before.packs_written
-            + stats.index_files_written
-            - stats_before.index_files_written
-            + 1,
-        api_requests: requests,
-        retries: counters.retries - counters_before.retries,
-        rate_limited: counters.rate_limited - counters_before.rate_limited,
-        duration_secs: start.elapsed().as_secs_f64(),
-        partial,
-        problems,
-        warnings,
-    })
+
+    /// Waits for the attachment downloads: what they and the reuse gathered.
+    async fn finish_downloads(&mut self) -> Result<Attachments, BackupError> {
+        while let Some(joined) = self.downloads.join_next().await {
+            if let Err(e) = joined {
+                return Err(RepoError::Internal(format!("attachment task failed: {e}")).into());
+            }
+        }
+        Ok(std::mem::take(&mut *lock(&self.attachments)))
+    }
+
+    /// Saves the snapshot's trees (docs/FORMAT.md): the root's id.
+    async fn save_trees(
+        &self,
+        schema_file: (u64, Vec<BlobId>),
+        tables: Vec<Node>,
+        attachments: BTreeMap<String, Node>,
+    ) -> Result<BlobId, BackupError> {
+        let attachments_meta = AttachmentsMeta {
+            attachments: attachments.len() as u64,
+        };
+        let attachments_dir = save_fanout(&self.writer, attachments).await?;
+        let tables_meta = TablesMeta {
+            tables: tables.len() as u64,
+        };
+        let tables_dir = save_tree(&self.writer, Tree::new(tables)).await?;
+        let root = layout::root_tree(
+            schema_file,
+            (tables_dir, tables_meta),
+            (attachments_dir, attachments_meta),
+        );
+        Ok(save_tree(&self.writer, root).await?)
+    }
+
+    /// Makes what the run stored durable, then saves the snapshot of tree `root` (which holds
+    /// `contents`) and sums the run up. Attachment problems and filter `warnings` make it
+    /// partial.
+    async fn commit(
+        &self,
+        root: BlobId,
+        contents: SnapshotSummary,
+        attachments: Attachments,
+        base_name: String,
+        warnings: Vec<String>,
+    ) -> Result<BackupSummary, BackupError> {
+        let stats = self.writer.flush().await?;
+        let partial = !attachments.problems.is_empty() || !warnings.is_empty();
+        let snapshot = Snapshot {
+            version: 1,
+            time: self.time.clone(),
+            hostname: crate::repo::lock::hostname(),
+            program: format!("airback {}", env!("CARGO_PKG_VERSION")),
+            tree: root,
+            source: layout::Source::airtable_base(self.base(), &base_name).to_json(),
+            tags: self.options.tags.clone(),
+            partial,
+            problems: attachments
+                .problems
+                .iter()
+                .chain(&warnings)
+                .cloned()
+                .collect(),
+            summary: contents.to_json(),
+        };
+        let snapshot_bytes = crate::codec::encode_json_file(&snapshot).len() as u64;
+        let snapshot_id = self.repo.save_snapshot(&snapshot).await?;
+        let (counters, before) = (self.client.counters(), &self.counters_before);
+        let (stored, stored_before) = (&stats, &self.stats_before);
+        Ok(BackupSummary {
+            snapshot_id,
+            base_id: self.base().to_owned(),
+            base_name,
+            tables: contents.tables as usize,
+            records: contents.records,
+            attachments: contents.attachments,
+            attachments_downloaded: attachments.downloaded,
+            attachments_reused: attachments.reused,
+            attachment_bytes_downloaded: attachments.bytes,
+            bytes_added: stored.pack_bytes_written - stored_before.pack_bytes_written
+                + stored.index_bytes_written
+                - stored_before.index_bytes_written
+                + snapshot_bytes,
+            objects_written: stored.packs_written - stored_before.packs_written
+                + stored.index_files_written
+                - stored_before.index_files_written
+                + 1,
+            // `requests` counts paced API calls only; attachment downloads are counted apart.
+            api_requests: counters.requests - before.requests,
+            retries: counters.retries - before.retries,
+            rate_limited: counters.rate_limited - before.rate_limited,
+            duration_secs: self.started.elapsed().as_secs_f64(),
+            partial,
+            problems: attachments.problems,
+            warnings,
+        })
+    }
 }
 
 /// Lists pages in a task of its own, one page ahead of the consumer.
-fn prefetch(
-    mut pager: crate::airtable::RecordPager,
-) -> tokio::sync::mpsc::Receiver<Result<Vec<Record>, AirtableError>> {
+fn prefetch(mut pager: crate::airtable::RecordPager) -> Pages {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         loop {
@@ -477,85 +676,42 @@ fn prefetch(
     rx
 }
 
-#[allow(clippy::too_many_arguments)]
-fn queue_attachment(
-    state: &Arc<Mutex<Attachments>>,
-    permits: &Arc<Semaphore>,
-    downloads: &mut JoinSet<()>,
-    client: &Client,
-    repo: &Repository,
-    writer: &BlobWriter,
-    base: &str,
-    table: &str,
-    record: &Record,
-    field: &str,
+/// One attachment to download, where it sits, and what a download task needs to store it.
+struct Fetch {
+    client: Client,
+    writer: BlobWriter,
+    progress: Arc<dyn Progress>,
+    base: String,
+    table: String,
+    record_id: String,
+    field: String,
     attachment: Attachment,
-    progress: &Arc<dyn Progress>,
-) {
-    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-    if !st.seen.insert(attachment.id.clone()) {
-        return;
-    }
-    if let (Some((size, content)), Some(expected)) =
-        (st.previous.get(&attachment.id), attachment.size)
-        && *size == expected
-        && content
-            .iter()
-            .all(|b| repo.has_blob(b, BlobKind::Data).unwrap_or(false))
-    {
-        let node = attachment_node(&attachment, *size, content.clone());
-        st.nodes.insert(attachment.id.clone(), node);
-        st.reused += 1;
-        return;
-    }
-    drop(st);
-    progress.attachment_queued(attachment.size.unwrap_or(0));
-    let (state, permits, client, writer, progress) = (
-        state.clone(),
-        permits.clone(),
-        client.clone(),
-        writer.clone(),
-        progress.clone(),
-    );
-    let (base, table, record_id, field) = (
-        base.to_owned(),
-        table.to_owned(),
-        record.id.clone(),
-        field.to_owned(),
-    );
-    downloads.spawn(async move {
-        let _permit = permits.acquire_owned().await;
-        let result = download(
-            &client,
-            &writer,
-            &base,
-            &table,
-            &record_id,
-            &field,
-            &attachment,
-            &progress,
-        )
-        .await;
-        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-        match result {
-            Ok((content, size)) => {
-                st.downloaded += 1;
-                st.bytes += size;
-                st.nodes.insert(
-                    attachment.id.clone(),
-                    attachment_node(&attachment, size, content),
-                );
-            }
-            Err(e) => st.problems.push(format!(
-                "attachment {} (`{}`) of record {record_id} in table {table}: {}",
-                attachment.id,
-                attachment.filename,
-                without_urls(&e)
-            )),
-        }
-    });
 }
 
+impl Fetch {
+    /// Downloads the attachment into the repository: its content and size.
+    async fn download(&self) -> Result<(Vec<BlobId>, u64), String> {
+        let body = self
+            .client
+            .download_attachment(
+                &self.base,
+                &self.table,
+                &self.record_id,
+                &self.field,
+                &self.attachment,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut stream = Box::pin(body.into_stream());
+        let mut saver = self.writer.file(BlobKind::Data);
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| e.to_string())?;
+            self.progress.attachment_bytes(piece.len() as u64);
+            saver.push(&piece).await.map_err(|e| e.to_string())?;
+        }
+        saver.finish().await.map_err(|e| e.to_string())
+    }
+}
 /// `text` with every URL cut to its scheme and host. Attachment URLs carry a signature (in
 /// the path or the query) that lets anyone download the file for hours, and problems are kept
 /// in snapshots and exports: they name the attachment by id and filename instead.
@@ -581,37 +737,20 @@ pub fn without_urls(text: &str) -> String {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn download(
-    client: &Client,
-    writer: &BlobWriter,
-    base: &str,
-    table: &str,
-    record_id: &str,
-    field: &str,
-    attachment: &Attachment,
-    progress: &Arc<dyn Progress>,
-) -> Result<(Vec<BlobId>, u64), String> {
-    let body = client
-        .download_attachment(base, table, record_id, field, attachment)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut stream = Box::pin(body.into_stream());
-    let mut saver = writer.file(BlobKind::Data);
-    while let Some(piece) = stream.next().await {
-        let piece = piece.map_err(|e| e.to_string())?;
-        progress.attachment_bytes(piece.len() as u64);
-        saver.push(&piece).await.map_err(|e| e.to_string())?;
-    }
-    saver.finish().await.map_err(|e| e.to_string())
-}
-
 fn attachment_node(attachment: &Attachment, size: u64, content: Vec<BlobId>) -> Node {
     let meta = AttachmentMeta {
         filename: attachment.filename.clone(),
         content_type: attachment.content_type.clone(),
     };
     layout::attachment_node(&attachment.id, &meta, size, content)
+}
+
+/// The size of a file node; a directory counts nothing.
+fn file_size(node: &Node) -> u64 {
+    match node.kind {
+        NodeKind::File { size, .. } => size,
+        NodeKind::Dir { .. } => 0,
+    }
 }
 
 /// Saves a tree as one metadata blob.

@@ -69,6 +69,8 @@ pub async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result<u8> {
         ClientOptions::default().with_url(&fake.url()),
     )?;
     let options = BackupOptions::new(&base.id);
+    // Once per run, before the first base, as `backup_base` asks of its caller.
+    repo.adopt_unindexed_packs().await?;
     let first = backup_base(&repo, &client, &options, Arc::new(NoProgress)).await?;
     say(format!(
         "2. First snapshot {}: {} tables, {} records, {} attachments downloaded; {} written in {} objects; {} API requests, {} rate-limited, {:.1} s.",

@@ -137,6 +137,10 @@ pub async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow::Resul
         }
         Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
     }
+    // Once, before the first base (`backup_base` leaves it to its caller).
+    repo.adopt_unindexed_packs()
+        .await
+        .context("cannot list the repository's packs to adopt those an interrupted run left")?;
     let mut code = exit::OK;
     let mut failed = Vec::new();
     for job in &jobs {

@@ -414,6 +414,46 @@ async fn a_snapshot_after_a_pack_vanished_stores_its_content_again() {
     }
 }
 
+/// The same through `airback snapshot`, which finds lost packs once before its first base
+/// (issue #11, item 5): the second snapshot command stores the content again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_command_after_a_pack_vanished_stores_its_content_again() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
+    let repo = path_of(&s, "");
+    let repo = repo.to_str().unwrap();
+    let cache = s.dir.path().join("cli-cache");
+    let snapshot = || async {
+        let args = ["snapshot", "--repo", repo, "--base", &s.base, "--json"];
+        let (code, out, err) = crate::cli::airback_with(&s.fake, &cache, &args).await;
+        assert_eq!(code, 0, "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(out.lines().next().unwrap()).unwrap()
+    };
+    snapshot().await;
+    let data = path_of(&s, "data");
+    for dir in std::fs::read_dir(&data).unwrap().flatten() {
+        for pack in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            std::fs::remove_file(pack.path()).unwrap();
+        }
+    }
+    let summary = snapshot().await;
+    assert!(
+        summary["attachments_downloaded"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    let id: SnapshotId = summary["snapshot_id"].as_str().unwrap().parse().unwrap();
+    // Read through a repository that knows the lost packs are lost, as the command learnt.
+    let fresh = Repository::open(crate::support::open_backend(repo), CacheChoice::Memory)
+        .await
+        .unwrap();
+    fresh.adopt_unindexed_packs().await.unwrap();
+    let snap = fresh.load_snapshot(&id).await.unwrap();
+    let mut set = HashSet::new();
+    referenced(&fresh, snap.tree, &mut set).await;
+    for (blob, _) in set {
+        fresh.read_blob(&blob).await.unwrap();
+    }
+}
+
 /// Defect 1: when check found a damaged pack (flipped bits the listing cannot show), the next
 /// snapshot on that machine stores the content again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,6 +411,38 @@ async fn tmp_leftovers_are_reported_by_check_and_removed_by_snapshot() {
     assert!(!out.contains("warning:"), "{out}");
 }
 
+/// Issue #11, item 5: `airback snapshot` lists the repository's packs once per run, before its
+/// first base (adopting leftovers, finding lost packs), not once per base.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_two_bases_lists_the_packs_once() {
+    let s3 = S3Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let location = s3.location("two");
+    let fake = repo_with_a_snapshot(&location, &cache).await;
+    let base = fake.bases()[0].id.clone();
+    // An unknown base fails after its turn has begun: a listing per base would show as two.
+    let unknown = "appUnknownBase000";
+    let before = s3.requests().len();
+    let (code, out, err) = run(
+        &fake,
+        &cache,
+        &[
+            "snapshot", "--repo", &location, "--base", unknown, "--base", &base,
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("of base {base}")), "{out}");
+    assert!(err.contains(unknown) && err.contains("failed"), "{err}");
+    let requests = s3.requests();
+    let pack_lists: Vec<&String> = requests[before..]
+        .iter()
+        .filter(|r| r.starts_with("ListObjects") && r.ends_with("prefix=two/data/"))
+        .collect();
+    assert_eq!(pack_lists.len(), 1, "{:#?}", &requests[before..]);
+}
+
 /// Every file below `dir` is 0600 and every folder (`dir` included) 0700.
 fn assert_private(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;

@@ -12,7 +12,10 @@ use airback::repo::snapshot::{NodeKind, Tree};
 use airback_fake::{FakeOptions, Preset};
 use serde_json::Value;
 
+/// A snapshot as `airback snapshot` takes it: leftover packs adopted (and lost ones found)
+/// first.
 pub(crate) async fn snapshot(s: &FakeSetup) -> BackupSummary {
+    s.repo.adopt_unindexed_packs().await.unwrap();
     backup_base(
         &s.repo,
         &s.client,

@@ -1,10 +1,11 @@
 //! A real S3-compatible server (s3s-fs) started in-process on 127.0.0.1 with an OS-chosen
 //! port. It lives as long as the test's runtime, so it stops by itself. It can be switched to
 //! read-only ([`S3Server::set_read_only`]): then it refuses every write, like a read-only
-//! bucket policy, whoever runs the tests (root included).
+//! bucket policy, whoever runs the tests (root included). It keeps a log of the requests it
+//! was sent ([`S3Server::requests`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
@@ -18,16 +19,19 @@ pub struct S3Server {
     /// The bucket created for the test.
     pub bucket: String,
     read_only: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<String>>>,
     _root: tempfile::TempDir,
 }
 
 /// Refuses every request but reads (GET, HEAD) while the flag is set; otherwise s3s's default:
-/// signed requests only.
-struct ReadOnlySwitch(Arc<AtomicBool>);
+/// signed requests only. Logs each request as `<operation> <path and query>`.
+struct ReadOnlySwitch(Arc<AtomicBool>, Arc<Mutex<Vec<String>>>);
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for ReadOnlySwitch {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let request = format!("{} {}", cx.s3_op().name(), cx.uri());
+        self.1.lock().unwrap().push(request);
         if cx.credentials().is_none() {
             return Err(s3s::s3_error!(AccessDenied, "Signature is required"));
         }
@@ -52,7 +56,8 @@ impl S3Server {
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let read_only = Arc::new(AtomicBool::new(false));
-        builder.set_access(ReadOnlySwitch(read_only.clone()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        builder.set_access(ReadOnlySwitch(read_only.clone(), requests.clone()));
         let service = builder.build();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
@@ -74,6 +79,7 @@ impl S3Server {
             endpoint,
             bucket,
             read_only,
+            requests,
             _root: root,
         }
     }
@@ -81,6 +87,12 @@ impl S3Server {
     /// Makes the server refuse (or accept again) every write.
     pub fn set_read_only(&self, read_only: bool) {
         self.read_only.store(read_only, Ordering::SeqCst);
+    }
+
+    /// The requests received so far, each as `<operation> <path and query>`, such as
+    /// `ListObjectsV2 /airback-test?list-type=2&prefix=…`.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
     }
 
     /// A repository location in the bucket, with credentials in the query.
