@@ -16,6 +16,7 @@ pub mod config;
 pub mod export;
 pub mod id;
 pub mod layout;
+pub mod progress;
 pub mod repair;
 pub mod repo;
 pub mod restore;

@@ -52,8 +52,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::runtime::Handle;
 
-use crate::backup::Progress;
 use crate::id::SnapshotId;
+use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredTable};
 use package::{CallerStream, DirPackage, Package, TarPackage, Target, TargetProblem, ZipPackage};
 use plan::Layout;

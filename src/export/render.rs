@@ -15,7 +15,7 @@ use super::plan::{Layout, TableLayout};
 use super::source::Source;
 use super::{ExportError, records_of};
 use crate::airtable::Record;
-use crate::backup::Progress;
+use crate::progress::Progress;
 use crate::stored::StoredError;
 
 /// One column of an exported table: a field of the schema, or a field id found in records
@@ -304,7 +304,7 @@ impl Iterator for TableText<'_> {
             }
         }
         if let Some(progress) = self.progress {
-            progress.records(rendered);
+            progress.items(rendered);
         }
         Some(Ok(Bytes::from(out)))
     }

@@ -59,7 +59,10 @@ impl Source {
         found.map_err(ExportError::reading(format!("attachment {id}")))
     }
 
-    pub(super) fn file_bytes(&self, file: &StoredFile) -> impl Iterator<Item = Result<Bytes, StoredError>> {
+    pub(super) fn file_bytes(
+        &self,
+        file: &StoredFile,
+    ) -> impl Iterator<Item = Result<Bytes, StoredError>> {
         forward(
             &self.rt,
             self.base.file_bytes(file),

@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::ExportError;
 use super::plan::{Layout, Slot, TableLayout};
 use super::source::Source;
-use crate::backup::Progress;
+use crate::progress::Progress;
 
 /// The largest value SQLite stores (its default `SQLITE_MAX_LENGTH`); larger attachments are
 /// listed without their content.
@@ -105,7 +105,7 @@ pub(super) fn write(
     }
 
     for (table, plan) in layout.tables.iter().zip(&plans) {
-        progress.table(&table.table.name);
+        progress.phase(&table.table.name, None);
         insert_records(&tx, source, layout, table, plan, progress)?;
     }
 
@@ -327,11 +327,11 @@ fn insert_records(
         }
         batch += 1;
         if batch == 1000 {
-            progress.records(batch);
+            progress.items(batch);
             batch = 0;
         }
     }
-    progress.records(batch);
+    progress.items(batch);
     Ok(())
 }
 
@@ -348,7 +348,7 @@ fn insert_attachments(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, zeroblob(?12), ?13)"
     ))?;
     tracing::debug!("export: records inserted");
-    progress.attachment_queued(layout.attachment_bytes());
+    progress.bytes_expected(layout.attachment_bytes());
     for entry in &layout.files {
         debug_assert!(matches!(layout.paths.get(&entry.id), Some(Slot::File(_))));
         source.check_stop()?;
@@ -374,7 +374,7 @@ fn insert_attachments(
             ),
         ])?;
         if !fits {
-            progress.attachment_bytes(size);
+            progress.bytes(size);
             continue;
         }
         let row = tx.last_insert_rowid();
@@ -391,7 +391,7 @@ fn insert_attachments(
             }
             blob.write_all(&chunk)
                 .map_err(|e| ExportError::write(format!("attachment {}", entry.id), e))?;
-            progress.attachment_bytes(chunk.len() as u64);
+            progress.bytes(chunk.len() as u64);
         }
         if written != size {
             return Err(ExportError::Internal(format!(

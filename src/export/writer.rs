@@ -20,7 +20,7 @@ use super::package::{Content, Package};
 use super::plan::{Layout, TableLayout};
 use super::render::{Capture, TableText, TextKind};
 use super::source::Source;
-use crate::backup::Progress;
+use crate::progress::Progress;
 
 /// Writes the package's files in order: manifest, schema, each table's JSON and CSV, then
 /// every attachment.
@@ -86,7 +86,7 @@ impl PackageWriter<'_> {
     /// what was not kept is rendered again as it is written. Other packages get the JSON as it
     /// is rendered, the CSV alongside it (kept when small).
     fn table(&mut self, table: &TableLayout) -> Result<(), ExportError> {
-        self.progress.table(&table.table.name);
+        self.progress.phase(&table.table.name, None);
         let (json_path, csv_path) = (table.json_path(), table.csv_path());
         let mut csv = Capture::new(self.text_buffer);
         if self.package.needs_size() {
@@ -142,11 +142,11 @@ impl PackageWriter<'_> {
     /// Every attachment, streamed.
     fn attachments(&mut self) -> Result<(), ExportError> {
         let (source, layout, progress) = (self.source, self.layout, self.progress);
-        progress.attachment_queued(layout.attachment_bytes());
+        progress.bytes_expected(layout.attachment_bytes());
         for entry in &layout.files {
             let chunks = source.file_bytes(&entry.file).map(|chunk| {
                 let chunk = chunk?;
-                progress.attachment_bytes(chunk.len() as u64);
+                progress.bytes(chunk.len() as u64);
                 Ok(chunk)
             });
             let size = Some(entry.file.size);

@@ -55,7 +55,7 @@ impl Run<'_> {
             } else {
                 0
             };
-        self.progress.pass("attachments", total);
+        self.progress.phase("attachments", Some(total));
         let plan = self.plan.clone();
         for table in &plan.tables {
             let fields: Vec<String> = table
@@ -175,7 +175,7 @@ impl Run<'_> {
                     }
                     self.journal
                         .set_cell(source_record, field, current.len() as u64, false)?;
-                    self.progress.advance(1);
+                    self.progress.items(1);
                 }
                 // The upload may or may not have happened (a connection cut after sending):
                 // the cell itself says.

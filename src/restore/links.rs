@@ -17,7 +17,7 @@ impl Run<'_> {
     /// Pass 2: the created side of every link pair, 10 records per request.
     pub(super) async fn links(&mut self) -> Result<(), RestoreError> {
         self.progress
-            .pass("links", self.report.workload.link_records);
+            .phase("links", Some(self.report.workload.link_records));
         let plan = self.plan.clone();
         for table in &plan.tables {
             let link_fields: Vec<String> = self
@@ -98,7 +98,7 @@ impl Run<'_> {
                 self.journal.set_links_done(&sources)?;
                 unmapped += missing;
                 written += sources.len() as u64;
-                self.progress.advance(sources.len() as u64);
+                self.progress.items(sources.len() as u64);
             }
             self.report.link_records_written += written;
             if unmapped > 0 {

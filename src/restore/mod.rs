@@ -45,6 +45,7 @@ use serde_json::Value;
 
 use crate::airtable::{AirtableError, BaseSchema, Client, MAX_RECORDS_PER_WRITE, MAX_UPLOAD_BYTES};
 use crate::backend::{Backend, BackendError};
+use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredFile};
 pub use journal::{Journal, JournalError};
 pub use plan::{Plan, Role};
@@ -99,20 +100,6 @@ impl RestoreOptions {
         }
     }
 }
-
-/// Progress of the passes.
-pub trait RestoreProgress: Send + Sync {
-    /// A pass starts; `total` units of work (records, files, …).
-    fn pass(&self, _name: &str, _total: u64) {}
-    /// `n` more units are done.
-    fn advance(&self, _n: u64) {}
-    /// The restore is over.
-    fn finish(&self) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-impl RestoreProgress for NoProgress {}
 
 /// Why a restore stopped.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +233,7 @@ struct Run<'a> {
     target_schema: Option<BaseSchema>,
     base_id: String,
     targets: HashMap<String, TargetIds>,
-    progress: Arc<dyn RestoreProgress>,
+    progress: Arc<dyn Progress>,
     report: RestoreReport,
 }
 
@@ -256,7 +243,7 @@ pub async fn restore(
     stored: &StoredBase,
     client: &Client,
     options: &RestoreOptions,
-    progress: Arc<dyn RestoreProgress>,
+    progress: Arc<dyn Progress>,
 ) -> Result<RestoreReport, RestoreError> {
     if let Target::Base(base) = &options.target
         && base == stored.base_id()
@@ -410,7 +397,8 @@ pub async fn restore(
     run.report.apply_seconds = apply_started.elapsed().as_secs_f64();
     run.report.apply_requests = client.counters().requests - apply_requests_at_start;
     if options.verify {
-        run.progress.pass("verify", run.report.workload.records);
+        run.progress
+            .phase("verify", Some(run.report.workload.records));
         let fidelity = verify::verify(&run).await?;
         run.report.fidelity = Some(fidelity);
     }

@@ -18,7 +18,8 @@ use crate::airtable::{AirtableError, MAX_RECORDS_PER_WRITE, NewRecord, Record};
 impl Run<'_> {
     /// Pass 1: every record, without links and attachments, as idempotent upserts.
     pub(super) async fn records(&mut self) -> Result<(), RestoreError> {
-        self.progress.pass("records", self.report.workload.records);
+        self.progress
+            .phase("records", Some(self.report.workload.records));
         let plan = self.plan.clone();
         for table in &plan.tables {
             let Some(stored_table) = self.stored.table(&table.source_id) else {
@@ -128,13 +129,13 @@ impl Run<'_> {
                 self.report.problems.extend(refused);
                 self.journal.add_records(&pairs)?;
                 written += pairs.len() as u64;
-                self.progress.advance(pairs.len() as u64);
+                self.progress.items(pairs.len() as u64);
             }
             self.report.records_written += written;
         }
         let total = self.journal.record_count()?;
         self.report.records_resumed = total.saturating_sub(self.report.records_written);
-        self.progress.advance(self.report.records_resumed);
+        self.progress.items(self.report.records_resumed);
         Ok(())
     }
 }

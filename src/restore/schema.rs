@@ -75,7 +75,7 @@ impl Run<'_> {
     /// Finds or creates every table, field and link field.
     pub(super) async fn schema(&mut self) -> Result<(), RestoreError> {
         let total = self.plan.tables.len() + self.plan.links.len();
-        self.progress.pass("schema", total as u64);
+        self.progress.phase("schema", Some(total as u64));
         let mut schema = match self.target_schema.take() {
             Some(schema) => schema,
             None => self.client.base_schema(&self.base_id).await?,
@@ -109,7 +109,7 @@ impl Run<'_> {
                     }
                 }
             }
-            self.progress.advance(1);
+            self.progress.items(1);
         }
         if changed {
             schema = self.client.base_schema(&self.base_id).await?;
@@ -201,7 +201,7 @@ impl Run<'_> {
                         .insert(inverse_source.clone(), inverse_id.to_owned());
                 }
             }
-            self.progress.advance(1);
+            self.progress.items(1);
         }
         Ok(())
     }

@@ -21,7 +21,8 @@ impl Run<'_> {
         if staged.is_empty() {
             return Ok(());
         }
-        self.progress.pass("staged files", staged.len() as u64);
+        self.progress
+            .phase("staged files", Some(staged.len() as u64));
         for (path, source_record, field) in staged {
             let attachment_id = path.rsplit('/').next().unwrap_or_default().to_owned();
             let expected = self.stored.attachment(&attachment_id).await?;
@@ -59,7 +60,7 @@ impl Run<'_> {
             }
             staging.delete(&path).await?;
             self.journal.remove_staged(&path)?;
-            self.progress.advance(1);
+            self.progress.items(1);
         }
         Ok(())
     }

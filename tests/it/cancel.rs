@@ -377,7 +377,7 @@ async fn an_export_interrupted_while_writing_tables_moves_nothing_into_place() {
         &repo,
         &client,
         &airback::backup::BackupOptions::new(&base),
-        std::sync::Arc::new(airback::backup::NoProgress),
+        std::sync::Arc::new(airback::progress::NoProgress),
     )
     .await
     .unwrap();

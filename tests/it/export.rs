@@ -12,7 +12,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use airback::airtable::{Client, ClientOptions, Token};
-use airback::backup::{BackupOptions, NoProgress, backup_base};
+use airback::backup::{BackupOptions, backup_base};
+use airback::progress::NoProgress;
 use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use serde_json::Value;
 

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::FakeSetup;
-use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
+use airback::backup::{BackupOptions, BackupSummary, backup_base};
 use airback::check::{CheckOptions, check};
+use airback::progress::NoProgress;
 use airback::repo::Repository;
 use airback::repo::snapshot::{NodeKind, Tree};
 use airback_fake::{FakeOptions, Preset};
@@ -520,7 +521,7 @@ async fn excluded_fields_stay_out_of_exports_and_restores() {
         &stored,
         &s.client,
         &options,
-        Arc::new(airback::restore::NoProgress),
+        Arc::new(airback::progress::NoProgress),
     )
     .await
     .unwrap();
