@@ -17,6 +17,7 @@ pub mod export;
 pub mod fake;
 pub mod id;
 pub mod layout;
+pub mod progress;
 pub mod repair;
 pub mod repo;
 pub mod restore;

@@ -36,6 +36,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::layout::{
     self, AttachmentMeta, AttachmentsMeta, LayoutJson, SnapshotSummary, TableMeta, TablesMeta,
 };
+use crate::progress::Progress;
 use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
 use crate::repo::{BlobWriter, RepoError, Repository, WriterStats};
@@ -135,24 +136,6 @@ impl BackupOptions {
         out
     }
 }
-
-/// Reports the progress of a snapshot or an export; the CLI draws bars with it. Every method
-/// has a no-op default.
-pub trait Progress: Send + Sync {
-    /// A table starts.
-    fn table(&self, _name: &str) {}
-    /// `n` more records were read (snapshot) or written (export).
-    fn records(&self, _n: u64) {}
-    /// Attachments of `bytes` bytes are on their way.
-    fn attachment_queued(&self, _bytes: u64) {}
-    /// `n` more attachment bytes were stored (snapshot) or written (export).
-    fn attachment_bytes(&self, _n: u64) {}
-}
-
-/// Progress that goes nowhere.
-#[derive(Debug, Default)]
-pub struct NoProgress;
-impl Progress for NoProgress {}
 
 /// What a backup did; `--json` prints it.
 #[derive(Debug, Clone, Serialize)]
@@ -478,13 +461,13 @@ impl<'a> BaseRun<'a> {
         table: &TableSchema,
         mut pages: Pages,
     ) -> Result<(RecordSpill, u64), BackupError> {
-        self.progress.table(&table.name);
+        self.progress.phase(&table.name, None);
         let spill = RecordSpill::new().map_err(BackupError::Spill)?;
         let mut count = 0u64;
         while let Some(page) = pages.recv().await {
             let page = page.map_err(|e| self.airtable(e))?;
             count += page.len() as u64;
-            self.progress.records(page.len() as u64);
+            self.progress.items(page.len() as u64);
             if self.options.attachments {
                 self.queue_attachments(&table.id, &page);
             }
@@ -543,8 +526,7 @@ impl<'a> BaseRun<'a> {
         if !lock(&self.attachments).claim(&attachment, self.repo) {
             return;
         }
-        self.progress
-            .attachment_queued(attachment.size.unwrap_or(0));
+        self.progress.bytes_expected(attachment.size.unwrap_or(0));
         let fetch = Fetch {
             client: self.client.clone(),
             writer: self.writer.clone(),
@@ -706,7 +688,7 @@ impl Fetch {
         let mut saver = self.writer.file(BlobKind::Data);
         while let Some(piece) = stream.next().await {
             let piece = piece.map_err(|e| e.to_string())?;
-            self.progress.attachment_bytes(piece.len() as u64);
+            self.progress.bytes(piece.len() as u64);
             saver.push(&piece).await.map_err(|e| e.to_string())?;
         }
         saver.finish().await.map_err(|e| e.to_string())

@@ -44,8 +44,8 @@ use serde_json::{Value, json};
 use tokio::runtime::Handle;
 
 use crate::airtable::Record;
-use crate::backup::Progress;
 use crate::id::SnapshotId;
+use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredFile, StoredTable};
 use names::{MAX_NAME_BYTES, NameSet};
 use package::{Content, DirPackage, Package, TarPackage, Target, TargetProblem, ZipPackage};
@@ -912,7 +912,7 @@ impl PackageWriter<'_> {
     /// what was not kept is rendered again as it is written. Other packages get the JSON as it
     /// is rendered, the CSV alongside it (kept when small).
     fn table(&mut self, table: &TableLayout) -> Result<(), ExportError> {
-        self.progress.table(&table.table.name);
+        self.progress.phase(&table.table.name, None);
         let (json_path, csv_path) = (table.json_path(), table.csv_path());
         let mut csv = Capture::new(self.text_buffer);
         if self.package.needs_size() {
@@ -968,11 +968,11 @@ impl PackageWriter<'_> {
     /// Every attachment, streamed.
     fn attachments(&mut self) -> Result<(), ExportError> {
         let (source, layout, progress) = (self.source, self.layout, self.progress);
-        progress.attachment_queued(layout.attachment_bytes());
+        progress.bytes_expected(layout.attachment_bytes());
         for entry in &layout.files {
             let chunks = source.file_bytes(&entry.file).map(|chunk| {
                 let chunk = chunk?;
-                progress.attachment_bytes(chunk.len() as u64);
+                progress.bytes(chunk.len() as u64);
                 Ok(chunk)
             });
             let size = Some(entry.file.size);
@@ -1162,7 +1162,7 @@ impl Iterator for TableText<'_> {
             }
         }
         if let Some(progress) = self.progress {
-            progress.records(rendered);
+            progress.items(rendered);
         }
         Some(Ok(Bytes::from(out)))
     }

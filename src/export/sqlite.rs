@@ -18,7 +18,7 @@ use rusqlite::{Connection, MAIN_DB, params, params_from_iter};
 use serde_json::Value;
 
 use super::{ExportError, Layout, Slot, Source, TableLayout};
-use crate::backup::Progress;
+use crate::progress::Progress;
 
 /// The largest value SQLite stores (its default `SQLITE_MAX_LENGTH`); larger attachments are
 /// listed without their content.
@@ -103,7 +103,7 @@ pub(super) fn write(
     }
 
     for (table, plan) in layout.tables.iter().zip(&plans) {
-        progress.table(&table.table.name);
+        progress.phase(&table.table.name, None);
         insert_records(&tx, source, layout, table, plan, progress)?;
     }
 
@@ -325,11 +325,11 @@ fn insert_records(
         }
         batch += 1;
         if batch == 1000 {
-            progress.records(batch);
+            progress.items(batch);
             batch = 0;
         }
     }
-    progress.records(batch);
+    progress.items(batch);
     Ok(())
 }
 
@@ -346,7 +346,7 @@ fn insert_attachments(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, zeroblob(?12), ?13)"
     ))?;
     tracing::debug!("export: records inserted");
-    progress.attachment_queued(layout.attachment_bytes());
+    progress.bytes_expected(layout.attachment_bytes());
     for entry in &layout.files {
         debug_assert!(matches!(layout.paths.get(&entry.id), Some(Slot::File(_))));
         let size = entry.file.size;
@@ -371,7 +371,7 @@ fn insert_attachments(
             ),
         ])?;
         if !fits {
-            progress.attachment_bytes(size);
+            progress.bytes(size);
             continue;
         }
         let row = tx.last_insert_rowid();
@@ -388,7 +388,7 @@ fn insert_attachments(
             }
             blob.write_all(&chunk)
                 .map_err(|e| ExportError::write(format!("attachment {}", entry.id), e))?;
-            progress.attachment_bytes(chunk.len() as u64);
+            progress.bytes(chunk.len() as u64);
         }
         if written != size {
             return Err(ExportError::Internal(format!(

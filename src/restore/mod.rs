@@ -36,6 +36,7 @@ use crate::airtable::{
     NameDescriptionUpdate, NewField, NewRecord, NewTable, Record, RecordUpdate,
 };
 use crate::backend::{Backend, BackendError};
+use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredFile};
 pub use journal::{Journal, JournalError};
 pub use plan::{Plan, Role};
@@ -93,20 +94,6 @@ impl RestoreOptions {
         }
     }
 }
-
-/// Progress of the passes.
-pub trait RestoreProgress: Send + Sync {
-    /// A pass starts; `total` units of work (records, files, …).
-    fn pass(&self, _name: &str, _total: u64) {}
-    /// `n` more units are done.
-    fn advance(&self, _n: u64) {}
-    /// The restore is over.
-    fn finish(&self) {}
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-impl RestoreProgress for NoProgress {}
 
 /// Why a restore stopped.
 #[derive(Debug, thiserror::Error)]
@@ -240,7 +227,7 @@ struct Run<'a> {
     target_schema: Option<BaseSchema>,
     base_id: String,
     targets: HashMap<String, TargetIds>,
-    progress: Arc<dyn RestoreProgress>,
+    progress: Arc<dyn Progress>,
     report: RestoreReport,
 }
 
@@ -250,7 +237,7 @@ pub async fn restore(
     stored: &StoredBase,
     client: &Client,
     options: &RestoreOptions,
-    progress: Arc<dyn RestoreProgress>,
+    progress: Arc<dyn Progress>,
 ) -> Result<RestoreReport, RestoreError> {
     if let Target::Base(base) = &options.target
         && base == stored.base_id()
@@ -404,7 +391,8 @@ pub async fn restore(
     run.report.apply_seconds = apply_started.elapsed().as_secs_f64();
     run.report.apply_requests = client.counters().requests - apply_requests_at_start;
     if options.verify {
-        run.progress.pass("verify", run.report.workload.records);
+        run.progress
+            .phase("verify", Some(run.report.workload.records));
         let fidelity = verify::verify(&run).await?;
         run.report.fidelity = Some(fidelity);
     }
@@ -611,7 +599,7 @@ impl Run<'_> {
     /// Finds or creates every table, field and link field.
     async fn schema(&mut self) -> Result<(), RestoreError> {
         let total = self.plan.tables.len() + self.plan.links.len();
-        self.progress.pass("schema", total as u64);
+        self.progress.phase("schema", Some(total as u64));
         let mut schema = match self.target_schema.take() {
             Some(schema) => schema,
             None => self.client.base_schema(&self.base_id).await?,
@@ -645,7 +633,7 @@ impl Run<'_> {
                     }
                 }
             }
-            self.progress.advance(1);
+            self.progress.items(1);
         }
         if changed {
             schema = self.client.base_schema(&self.base_id).await?;
@@ -737,14 +725,15 @@ impl Run<'_> {
                         .insert(inverse_source.clone(), inverse_id.to_owned());
                 }
             }
-            self.progress.advance(1);
+            self.progress.items(1);
         }
         Ok(())
     }
 
     /// Pass 1: every record, without links and attachments, as idempotent upserts.
     async fn records(&mut self) -> Result<(), RestoreError> {
-        self.progress.pass("records", self.report.workload.records);
+        self.progress
+            .phase("records", Some(self.report.workload.records));
         let plan = self.plan.clone();
         for table in &plan.tables {
             let Some(stored_table) = self.stored.table(&table.source_id) else {
@@ -854,13 +843,13 @@ impl Run<'_> {
                 self.report.problems.extend(refused);
                 self.journal.add_records(&pairs)?;
                 written += pairs.len() as u64;
-                self.progress.advance(pairs.len() as u64);
+                self.progress.items(pairs.len() as u64);
             }
             self.report.records_written += written;
         }
         let total = self.journal.record_count()?;
         self.report.records_resumed = total.saturating_sub(self.report.records_written);
-        self.progress.advance(self.report.records_resumed);
+        self.progress.items(self.report.records_resumed);
         Ok(())
     }
 
@@ -872,7 +861,7 @@ impl Run<'_> {
             } else {
                 0
             };
-        self.progress.pass("attachments", total);
+        self.progress.phase("attachments", Some(total));
         let plan = self.plan.clone();
         for table in &plan.tables {
             let fields: Vec<String> = table
@@ -992,7 +981,7 @@ impl Run<'_> {
                     }
                     self.journal
                         .set_cell(source_record, field, current.len() as u64, false)?;
-                    self.progress.advance(1);
+                    self.progress.items(1);
                 }
                 // The upload may or may not have happened (a connection cut after sending):
                 // the cell itself says.
@@ -1102,7 +1091,7 @@ impl Run<'_> {
     /// Pass 2: the created side of every link pair, 10 records per request.
     async fn links(&mut self) -> Result<(), RestoreError> {
         self.progress
-            .pass("links", self.report.workload.link_records);
+            .phase("links", Some(self.report.workload.link_records));
         let plan = self.plan.clone();
         for table in &plan.tables {
             let link_fields: Vec<String> = self
@@ -1183,7 +1172,7 @@ impl Run<'_> {
                 self.journal.set_links_done(&sources)?;
                 unmapped += missing;
                 written += sources.len() as u64;
-                self.progress.advance(sources.len() as u64);
+                self.progress.items(sources.len() as u64);
             }
             self.report.link_records_written += written;
             if unmapped > 0 {
@@ -1206,7 +1195,8 @@ impl Run<'_> {
         if staged.is_empty() {
             return Ok(());
         }
-        self.progress.pass("staged files", staged.len() as u64);
+        self.progress
+            .phase("staged files", Some(staged.len() as u64));
         for (path, source_record, field) in staged {
             let attachment_id = path.rsplit('/').next().unwrap_or_default().to_owned();
             let expected = self.stored.attachment(&attachment_id).await?;
@@ -1244,7 +1234,7 @@ impl Run<'_> {
             }
             staging.delete(&path).await?;
             self.journal.remove_staged(&path)?;
-            self.progress.advance(1);
+            self.progress.items(1);
         }
         Ok(())
     }

@@ -175,7 +175,7 @@ pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
         while let Some(record) = records.next().await {
             let record = record?;
             result.records_expected += 1;
-            progress.advance(1);
+            progress.items(1);
             let found: Option<String> = spill
                 .prepare_cached("SELECT record FROM target WHERE source = ?1")
                 .map_err(sql)?

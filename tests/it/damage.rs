@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use crate::snapshot::assert_complete;
 use crate::support::{FakeSetup, random_bytes};
-use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
+use airback::backup::{BackupOptions, BackupSummary, backup_base};
 use airback::check::{CheckOptions, check};
 use airback::fake::{FakeOptions, LargeParams, Preset};
 use airback::id::{BlobId, IndexId, PackId, SnapshotId};
+use airback::progress::NoProgress;
 use airback::repair::{repair_index, repair_snapshots};
 use airback::repo::pack::BlobKind;
 use airback::repo::snapshot::NodeKind;

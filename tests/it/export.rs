@@ -12,8 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use airback::airtable::{Client, ClientOptions, Token};
-use airback::backup::{BackupOptions, NoProgress, backup_base};
+use airback::backup::{BackupOptions, backup_base};
 use airback::fake::{FakeAirtable, FakeOptions, Preset};
+use airback::progress::NoProgress;
 use serde_json::Value;
 
 use crate::support::{files_below, new_repo, small_options};

@@ -9,9 +9,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use airback::airtable::{Client, ClientOptions, Token};
-use airback::backup::{BackupOptions, NoProgress, backup_base};
+use airback::backup::{BackupOptions, backup_base};
 use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::id::SnapshotId;
+use airback::progress::NoProgress;
 use airback::repo::Repository;
 use airback::repo::pack::BlobKind;
 use airback::repo::snapshot::{Snapshot, Tree};

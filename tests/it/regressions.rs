@@ -267,8 +267,9 @@ async fn a_damaged_leftover_pack_is_not_adopted() {
 /// read-ahead held (`stored::blob_stream`). With one connection, any read-ahead deadlocked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_records_and_attachments_together_does_not_starve_connections() {
-    use airback::backup::{BackupOptions, NoProgress, backup_base};
+    use airback::backup::{BackupOptions, backup_base};
     use airback::fake::{FakeOptions, Preset};
+    use airback::progress::NoProgress;
     use airback::stored::StoredBase;
     use futures::StreamExt;
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use crate::support::FakeSetup;
 use airback::backend::{Backend, BackendOptions};
-use airback::backup::{BackupOptions, NoProgress, backup_base};
+use airback::backup::{BackupOptions, backup_base};
 use airback::fake::{FakeAirtable, FakeOptions, Preset};
 use airback::id::SnapshotId;
+use airback::progress::NoProgress;
 use airback::restore::plan::SOURCE_ID_FIELD;
 use airback::restore::{RestoreError, RestoreOptions, RestoreReport, Target, restore};
 use airback::stored::StoredBase;
@@ -46,13 +47,7 @@ async fn restore_into(
         Some(s.dir.path().join("journal.sqlite")),
     );
     options.staging = staging;
-    restore(
-        stored,
-        &s.client,
-        &options,
-        Arc::new(airback::restore::NoProgress),
-    )
-    .await
+    restore(stored, &s.client, &options, Arc::new(NoProgress)).await
 }
 
 /// Field types whose cells restore writes back as they were.
@@ -480,6 +475,47 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
         s.fake.counters().rate_limited,
         0,
         "no 429 across four processes"
+    );
+}
+
+/// Progress on a standard error that is not a terminal: a line as each pass starts, naming
+/// the pass and its work, under the `restore` label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_writes_a_line_per_pass_when_stderr_is_not_a_terminal() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
+    let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
+    let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let workspace = s.fake.workspace_id();
+    let args = [
+        "restore",
+        "latest",
+        "--workspace",
+        &workspace,
+        "--name",
+        "Progress",
+    ];
+    let out = airback_command(&s, &repo, &args).output().await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let passes: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("restore: "))
+        .map(|l| l.split(" (").next().unwrap())
+        .collect();
+    assert_eq!(
+        passes,
+        ["schema", "records", "attachments", "links", "verify"],
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .filter(|l| l.starts_with("restore: "))
+            .all(|l| l.ends_with(" to do)")),
+        "{err}"
     );
 }
 

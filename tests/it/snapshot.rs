@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::FakeSetup;
-use airback::backup::{BackupOptions, BackupSummary, NoProgress, backup_base};
+use airback::backup::{BackupOptions, BackupSummary, backup_base};
 use airback::check::{CheckOptions, check};
 use airback::fake::{FakeOptions, Preset};
+use airback::progress::NoProgress;
 use airback::repo::Repository;
 use airback::repo::snapshot::{NodeKind, Tree};
 use serde_json::Value;
@@ -517,14 +518,9 @@ async fn excluded_fields_stay_out_of_exports_and_restores() {
         Target::Base(target.clone()),
         Some(s.dir.path().join("journal.sqlite")),
     );
-    let report = restore(
-        &stored,
-        &s.client,
-        &options,
-        Arc::new(airback::restore::NoProgress),
-    )
-    .await
-    .unwrap();
+    let report = restore(&stored, &s.client, &options, Arc::new(NoProgress))
+        .await
+        .unwrap();
     let restored = s.fake.schema_json(&target);
     let names: Vec<&str> = restored["tables"]
         .as_array()
