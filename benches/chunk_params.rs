@@ -15,9 +15,9 @@
 use std::time::Instant;
 
 use airback::backend::{Backend, BackendOptions};
-use airback::chunker::ChunkerParams;
-use airback::repo::config::InitOptions;
-use airback::repo::pack::BlobKind;
+use airback::repo::BlobKind;
+use airback::repo::ChunkerParams;
+use airback::repo::InitOptions;
 use airback::repo::{CacheChoice, Repository};
 
 const KIB: u32 = 1024;

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use airback::backend::{Backend, BackendOptions};
-use airback::repo::config::InitOptions;
-use airback::repo::pack::BlobKind;
+use airback::repo::BlobKind;
+use airback::repo::InitOptions;
 use airback::repo::{CacheChoice, Repository};
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;

@@ -11,7 +11,7 @@
 //! never reach `Display`, nor any log: S3 keys reach opendal's signer in a type whose `Debug`
 //! hides them, a login in an endpoint URL never reaches opendal (WebDAV gets it as
 //! `username`/`password`), retried failures are logged sanitized, and every secret seen is
-//! registered with [`crate::secrets`], whose log writer scrubs what dependencies print.
+//! registered with `crate::secrets`, whose log writer scrubs what dependencies print.
 //!
 //! Local folders are read through opendal but written here: each object goes to `tmp/` first
 //! (created 0600, whatever the umask), is synced, and renamed into place; folders are created

@@ -74,7 +74,7 @@ pub struct Chunker {
 
 impl Chunker {
     /// A chunker with `params` (validated by the caller) and the repository's gear `seed`.
-    pub fn new(params: ChunkerParams, seed: u64) -> Self {
+    pub(crate) fn new(params: ChunkerParams, seed: u64) -> Self {
         let (mask_s, mask_l) = v2020::select_masks(params.avg_size as usize, Normalization::Level1);
         let (gear, gear_ls) = v2020::get_gear_with_seed(seed);
         Chunker {
@@ -87,7 +87,7 @@ impl Chunker {
     }
 
     /// The sizes this chunker cuts at.
-    pub fn params(&self) -> ChunkerParams {
+    pub(crate) fn params(&self) -> ChunkerParams {
         self.params
     }
 
@@ -95,7 +95,7 @@ impl Chunker {
     /// when at least `max_size` bytes follow its start, because FastCDC's choice near the end of
     /// its input depends on how much input there is. Returns the chunk ranges in order; bytes
     /// after the last range must be kept and prefixed to the next buffer.
-    pub fn cut_ready(&self, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
+    pub(crate) fn cut_ready(&self, buf: &[u8], eof: bool) -> Vec<Range<usize>> {
         let max = self.params.max_size as usize;
         let mut ranges = Vec::new();
         let mut pos = 0;

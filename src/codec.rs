@@ -25,7 +25,7 @@ pub enum Compression {
 
 impl Compression {
     /// The byte used in pack headers.
-    pub fn to_byte(self) -> u8 {
+    pub(crate) fn to_byte(self) -> u8 {
         match self {
             Compression::None => 0,
             Compression::Zstd => 1,
@@ -34,7 +34,7 @@ impl Compression {
     }
 
     /// Inverse of [`Compression::to_byte`].
-    pub fn from_byte(b: u8) -> Option<Self> {
+    pub(crate) fn from_byte(b: u8) -> Option<Self> {
         match b {
             0 => Some(Compression::None),
             1 => Some(Compression::Zstd),
@@ -46,7 +46,7 @@ impl Compression {
 
 /// A blob ready to be appended to a pack.
 #[derive(Debug, Clone)]
-pub struct EncodedBlob {
+pub(crate) struct EncodedBlob {
     /// BLAKE3 of the plaintext.
     pub id: BlobId,
     /// The plaintext length.
@@ -59,7 +59,7 @@ pub struct EncodedBlob {
 
 /// Why stored bytes could not be turned back into the blob they claim to be.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// The zstd frame is damaged.
     #[error("zstd frame does not decompress: {0}")]
     Decompress(std::io::Error),
@@ -97,7 +97,7 @@ pub struct Dictionary {
 
 impl Dictionary {
     /// Wraps dictionary bytes; `None` if they are not a zstd dictionary with an id.
-    pub fn from_bytes(bytes: Vec<u8>) -> Option<Dictionary> {
+    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Option<Dictionary> {
         let zstd_id = zstd::zstd_safe::get_dict_id_from_dict(&bytes)?.get();
         Some(Dictionary {
             id: DictId::of(&bytes),
@@ -115,7 +115,7 @@ pub struct Dictionaries {
 
 impl Dictionaries {
     /// A set of dictionaries.
-    pub fn new(mut list: Vec<Dictionary>) -> Self {
+    pub(crate) fn new(mut list: Vec<Dictionary>) -> Self {
         list.sort_by_key(|d| d.id);
         list.dedup_by_key(|d| d.id);
         Dictionaries { list }
@@ -127,19 +127,19 @@ impl Dictionaries {
     }
 
     /// Whether there is none.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
     /// All of them.
-    pub fn iter(&self) -> impl Iterator<Item = &Dictionary> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Dictionary> {
         self.list.iter()
     }
 }
 
 /// Trains a dictionary of at most `size` bytes from sample blobs; `None` when zstd finds too
 /// little to learn from.
-pub fn train_dictionary(samples: &[&[u8]], size: usize) -> Option<Dictionary> {
+pub(crate) fn train_dictionary(samples: &[&[u8]], size: usize) -> Option<Dictionary> {
     let bytes = zstd::dict::from_samples(samples, size).ok()?;
     Dictionary::from_bytes(bytes)
 }
@@ -194,7 +194,12 @@ fn decompress(
 
 /// Compresses `plain` with zstd at `level` (with `dict` when given); keeps it uncompressed when
 /// that is not smaller.
-pub fn encode(id: BlobId, plain: &[u8], level: i32, dict: Option<&Dictionary>) -> EncodedBlob {
+pub(crate) fn encode(
+    id: BlobId,
+    plain: &[u8],
+    level: i32,
+    dict: Option<&Dictionary>,
+) -> EncodedBlob {
     let raw_length = u32::try_from(plain.len()).expect("blobs are at most a few MiB");
     match compress(plain, level, dict) {
         Ok(compressed) if compressed.len() < plain.len() => EncodedBlob {
@@ -217,12 +222,13 @@ pub fn encode(id: BlobId, plain: &[u8], level: i32, dict: Option<&Dictionary>) -
 }
 
 /// Hashes and compresses `plain` without a dictionary.
-pub fn hash_and_encode(plain: &[u8], level: i32) -> EncodedBlob {
+#[cfg(test)]
+pub(crate) fn hash_and_encode(plain: &[u8], level: i32) -> EncodedBlob {
     encode(BlobId::of(plain), plain, level, None)
 }
 
 /// Decodes stored bytes and verifies length and hash against `id`.
-pub fn decode(
+pub(crate) fn decode(
     id: &BlobId,
     stored: &[u8],
     compression: Compression,
@@ -268,7 +274,7 @@ fn verify(id: &BlobId, plain: Vec<u8>, raw_length: u32) -> Result<Vec<u8>, Decod
 
 /// Encodes a small JSON document the way unpacked repository files are stored:
 /// one format byte (`1`) followed by a zstd frame of the JSON.
-pub fn encode_json_file<T: serde::Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode_json_file<T: serde::Serialize>(value: &T) -> Vec<u8> {
     let json = serde_json::to_vec(value).expect("repository types serialize");
     let mut out = vec![FILE_FORMAT_V1];
     out.extend(zstd::bulk::compress(&json, 3).expect("zstd compresses in memory"));
@@ -276,7 +282,7 @@ pub fn encode_json_file<T: serde::Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Inverse of [`encode_json_file`].
-pub fn decode_json_file<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+pub(crate) fn decode_json_file<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     match bytes.split_first() {
         Some((&FILE_FORMAT_V1, rest)) => {
             let json = zstd::stream::decode_all(rest).map_err(|e| format!("zstd: {e}"))?;
@@ -288,7 +294,7 @@ pub fn decode_json_file<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<
 }
 
 /// The leading byte of unpacked files (index, snapshot) in format version 1.
-pub const FILE_FORMAT_V1: u8 = 1;
+pub(crate) const FILE_FORMAT_V1: u8 = 1;
 
 #[cfg(test)]
 mod tests {

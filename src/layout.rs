@@ -28,18 +28,18 @@ use crate::repo::pack::BlobKind;
 use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
 
 /// The root tree's file holding the base schema (`GET /v0/meta/bases/{base}/tables`).
-pub const SCHEMA_FILE: &str = "schema.json";
+pub(crate) const SCHEMA_FILE: &str = "schema.json";
 /// The root tree's folder of table files.
-pub const TABLES_DIR: &str = "tables";
+pub(crate) const TABLES_DIR: &str = "tables";
 /// The root tree's folder of attachment groups.
-pub const ATTACHMENTS_DIR: &str = "attachments";
+pub(crate) const ATTACHMENTS_DIR: &str = "attachments";
 /// The extension of a table file.
 const TABLE_FILE_EXTENSION: &str = ".jsonl";
 /// [`Source::kind`] of an Airtable base snapshot.
-pub const SOURCE_KIND: &str = "airtable-base";
+pub(crate) const SOURCE_KIND: &str = "airtable-base";
 
 /// Layout JSON: written as a [`Value`] (object keys sorted), read leniently.
-pub trait LayoutJson: Serialize + DeserializeOwned {
+pub(crate) trait LayoutJson: Serialize + DeserializeOwned {
     /// The value to store.
     fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("layout types serialize")
@@ -55,7 +55,7 @@ pub trait LayoutJson: Serialize + DeserializeOwned {
 /// `{"excluded_fields": ["fldXXXXXXXXXXXXXX"], "id": "tblXXXXXXXXXXXXXX", "name": "Tasks",
 /// "records": 120}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableMeta {
+pub(crate) struct TableMeta {
     /// The table's id (`tbl…`).
     pub id: String,
     /// The table's name when it was backed up.
@@ -85,7 +85,7 @@ fn field_ids<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, 
 impl TableMeta {
     /// Sets `records` in a stored table meta to `records`, keeping every other key as it is
     /// (including ones this version does not know). Leaves a meta without `records` alone.
-    pub fn set_records(meta: &mut Value, records: u64) {
+    pub(crate) fn set_records(meta: &mut Value, records: u64) {
         if let Some(object) = meta.as_object_mut()
             && let Some(value) = object.get_mut("records")
         {
@@ -96,7 +96,7 @@ impl TableMeta {
 
 /// The `meta` of the `tables/` folder: `{"tables": 3}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TablesMeta {
+pub(crate) struct TablesMeta {
     /// How many table files the folder holds.
     pub tables: u64,
 }
@@ -105,7 +105,7 @@ impl LayoutJson for TablesMeta {}
 
 /// The `meta` of the `attachments/` folder and of each of its groups: `{"attachments": 80}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentsMeta {
+pub(crate) struct AttachmentsMeta {
     /// How many attachments the folder holds (in all its groups, for `attachments/`).
     pub attachments: u64,
 }
@@ -115,7 +115,7 @@ impl LayoutJson for AttachmentsMeta {}
 /// The `meta` of an attachment file (`attachments/<c>/<attachment id>`), e.g.
 /// `{"filename": "logo.png", "type": "image/png"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttachmentMeta {
+pub(crate) struct AttachmentMeta {
     /// The filename Airtable gave when it was backed up.
     pub filename: String,
     /// Its MIME type (`null` when Airtable gave none).
@@ -129,7 +129,7 @@ impl LayoutJson for AttachmentMeta {}
 /// "appXXXXXXXXXXXXXX", "base_name": "CRM", "kind": "airtable-base"}`. Its strings borrow
 /// from the manifest it is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Source<'a> {
+pub(crate) struct Source<'a> {
     /// [`SOURCE_KIND`]. Readers do not require it: a `source` with a `base_id` is a base's.
     #[serde(default)]
     pub kind: &'a str,
@@ -142,7 +142,7 @@ pub struct Source<'a> {
 
 impl<'a> Source<'a> {
     /// The source of a snapshot of base `base_id`.
-    pub fn airtable_base(base_id: &'a str, base_name: &'a str) -> Source<'a> {
+    pub(crate) fn airtable_base(base_id: &'a str, base_name: &'a str) -> Source<'a> {
         Source {
             kind: SOURCE_KIND,
             base_id,
@@ -151,23 +151,23 @@ impl<'a> Source<'a> {
     }
 
     /// The value to store as the manifest's `source`.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(self) -> Value {
         serde_json::to_value(self).expect("layout types serialize")
     }
 
     /// A stored `source` parsed, unknown keys ignored; `None` when it is not a base's.
-    pub fn from_json(value: &'a Value) -> Option<Source<'a>> {
+    pub(crate) fn from_json(value: &'a Value) -> Option<Source<'a>> {
         Source::deserialize(value).ok()
     }
 
     /// The snapshot's source, if it is an Airtable base's.
-    pub fn of(snapshot: &'a Snapshot) -> Option<Source<'a>> {
+    pub(crate) fn of(snapshot: &'a Snapshot) -> Option<Source<'a>> {
         Source::from_json(&snapshot.source)
     }
 }
 
 /// The base a snapshot belongs to (its source's `base_id`).
-pub fn base_id(snapshot: &Snapshot) -> Option<&str> {
+pub(crate) fn base_id(snapshot: &Snapshot) -> Option<&str> {
     Source::of(snapshot).map(|s| s.base_id)
 }
 
@@ -176,7 +176,7 @@ pub fn base_id(snapshot: &Snapshot) -> Option<&str> {
 /// A missing key reads as 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct SnapshotSummary {
+pub(crate) struct SnapshotSummary {
     /// Tables backed up.
     pub tables: u64,
     /// Records in all tables.
@@ -194,25 +194,25 @@ impl LayoutJson for SnapshotSummary {}
 
 impl SnapshotSummary {
     /// The snapshot's summary; zeros when it has none.
-    pub fn of(snapshot: &Snapshot) -> SnapshotSummary {
+    pub(crate) fn of(snapshot: &Snapshot) -> SnapshotSummary {
         SnapshotSummary::from_json(&snapshot.summary).unwrap_or_default()
     }
 }
 
 /// The name of table `table_id`'s file in `tables/`.
-pub fn table_file(table_id: &str) -> String {
+pub(crate) fn table_file(table_id: &str) -> String {
     format!("{table_id}{TABLE_FILE_EXTENSION}")
 }
 
 /// Whether a file name is a table file's (JSON lines of records).
-pub fn is_table_file(name: &str) -> bool {
+pub(crate) fn is_table_file(name: &str) -> bool {
     name.ends_with(TABLE_FILE_EXTENSION)
 }
 
 /// The group (subtree of `attachments/`) that holds an attachment: the fourth character of its
 /// id (the first after `att`), `_` for an id shorter than that. One new attachment thus
 /// rewrites one small subtree, not one tree listing every attachment.
-pub fn attachment_group(attachment_id: &str) -> String {
+pub(crate) fn attachment_group(attachment_id: &str) -> String {
     attachment_id
         .chars()
         .nth(3)
@@ -220,17 +220,17 @@ pub fn attachment_group(attachment_id: &str) -> String {
 }
 
 /// The root tree's `schema.json` node.
-pub fn schema_file(root: &Tree) -> Option<&Node> {
+pub(crate) fn schema_file(root: &Tree) -> Option<&Node> {
     root.nodes.iter().find(|n| n.name == SCHEMA_FILE)
 }
 
 /// The `tables/` folder of a root tree.
-pub fn tables_dir(root: &Tree) -> Option<BlobId> {
+pub(crate) fn tables_dir(root: &Tree) -> Option<BlobId> {
     subtree(root, TABLES_DIR)
 }
 
 /// The `attachments/` folder of a root tree.
-pub fn attachments_dir(root: &Tree) -> Option<BlobId> {
+pub(crate) fn attachments_dir(root: &Tree) -> Option<BlobId> {
     subtree(root, ATTACHMENTS_DIR)
 }
 
@@ -244,7 +244,7 @@ fn subtree(tree: &Tree, name: &str) -> Option<BlobId> {
 }
 
 /// The root tree of a snapshot: the schema file, `tables/` and `attachments/`.
-pub fn root_tree(
+pub(crate) fn root_tree(
     schema: (u64, Vec<BlobId>),
     tables: (BlobId, TablesMeta),
     attachments: (BlobId, AttachmentsMeta),
@@ -276,7 +276,7 @@ pub fn root_tree(
 }
 
 /// The node of a table file in `tables/`.
-pub fn table_node(meta: &TableMeta, size: u64, content: Vec<BlobId>) -> Node {
+pub(crate) fn table_node(meta: &TableMeta, size: u64, content: Vec<BlobId>) -> Node {
     Node {
         name: table_file(&meta.id),
         kind: NodeKind::File {
@@ -289,7 +289,12 @@ pub fn table_node(meta: &TableMeta, size: u64, content: Vec<BlobId>) -> Node {
 }
 
 /// The node of an attachment file in its group.
-pub fn attachment_node(id: &str, meta: &AttachmentMeta, size: u64, content: Vec<BlobId>) -> Node {
+pub(crate) fn attachment_node(
+    id: &str,
+    meta: &AttachmentMeta,
+    size: u64,
+    content: Vec<BlobId>,
+) -> Node {
     Node {
         name: id.to_owned(),
         kind: NodeKind::File {
@@ -302,7 +307,7 @@ pub fn attachment_node(id: &str, meta: &AttachmentMeta, size: u64, content: Vec<
 }
 
 /// The node of an attachment group (named by [`attachment_group`]) in `attachments/`.
-pub fn attachment_group_node(group: String, subtree: BlobId, meta: AttachmentsMeta) -> Node {
+pub(crate) fn attachment_group_node(group: String, subtree: BlobId, meta: AttachmentsMeta) -> Node {
     Node {
         name: group,
         kind: NodeKind::Dir { subtree },

@@ -1,5 +1,5 @@
 //! Progress of the long operations. A snapshot ([`crate::backup`]), a restore
-//! ([`crate::restore`]) and an export ([`crate::export`]) report through one trait,
+//! ([`crate::restore()`]) and an export ([`crate::export()`]) report through one trait,
 //! [`Progress`]: each goes through phases (a snapshot or an export a table at a time, a restore
 //! a pass at a time), counts items (records, files) and, for attachments, bytes. The library only
 //! reports; the CLI draws bars or writes lines with it, and [`NoProgress`] drops everything.

@@ -17,7 +17,7 @@ const MIN_LEN: usize = 4;
 static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Environment variables that hold credentials airback or its storage library may read.
-pub const SECRET_VARS: &[&str] = &[
+pub(crate) const SECRET_VARS: &[&str] = &[
     "AIRTABLE_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -29,7 +29,7 @@ pub const SECRET_VARS: &[&str] = &[
 ];
 
 /// Remembers `secret`, so that [`scrub`] removes it from log output.
-pub fn remember(secret: &str) {
+pub(crate) fn remember(secret: &str) {
     let secret = secret.trim();
     if secret.len() < MIN_LEN {
         return;
@@ -43,7 +43,7 @@ pub fn remember(secret: &str) {
 }
 
 /// `text` with every remembered secret replaced by `***`.
-pub fn scrub(text: &str) -> Cow<'_, str> {
+pub(crate) fn scrub(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Cow::Borrowed(text);
     for secret in secrets.iter() {
@@ -57,11 +57,11 @@ pub fn scrub(text: &str) -> Cow<'_, str> {
 /// A `tracing_subscriber` writer to stderr that passes each event through [`scrub`]. An event
 /// is written whole when its writer is dropped, so a secret is never split across writes.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ScrubbedStderr;
+pub(crate) struct ScrubbedStderr;
 
 /// One event's text, written to stderr on drop.
 #[derive(Debug, Default)]
-pub struct ScrubbedEvent(Vec<u8>);
+pub(crate) struct ScrubbedEvent(Vec<u8>);
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ScrubbedStderr {
     type Writer = ScrubbedEvent;

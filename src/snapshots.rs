@@ -39,7 +39,7 @@ pub enum ResolveError {
     Repo(#[from] RepoError),
 }
 
-/// The base a snapshot belongs to, if it is an Airtable snapshot ([`crate::layout::Source`]).
+/// The base a snapshot belongs to, if it is an Airtable snapshot (`crate::layout::Source`).
 pub fn base_id(snapshot: &Snapshot) -> Option<&str> {
     crate::layout::base_id(snapshot)
 }

@@ -1,7 +1,7 @@
 //! Reading an Airtable snapshot back: its schema, its tables' records and its attachments'
 //! bytes, streamed blob by blob so memory stays flat whatever the snapshot's size. Restore and
 //! export both read snapshots through this module, so neither knows the tree layout, which
-//! this module reads with the types of [`crate::layout`] (docs/FORMAT.md, "Airtable
+//! this module reads with the types of `crate::layout` (docs/FORMAT.md, "Airtable
 //! snapshots"):
 //!
 //! ```text
@@ -57,7 +57,7 @@ pub struct StoredTable {
     pub name: String,
     /// How many records the snapshot holds.
     pub records: u64,
-    /// Field ids left out of the backup by configuration ([`TableMeta::excluded_fields`]).
+    /// Field ids left out of the backup by configuration (`TableMeta::excluded_fields`).
     pub excluded_fields: Vec<String>,
     /// Size of the JSON-lines file.
     size: u64,

@@ -3,9 +3,9 @@
 //!
 //! The main type is [`Client`], built from a [`Token`] and [`ClientOptions`]. It is cheap to
 //! clone, and all clones share one pacer, so any number of concurrent tasks stay together under
-//! Airtable's limits of 5 requests per second per base and 50 per token (see [`pacer`] for how a
+//! Airtable's limits of 5 requests per second per base and 50 per token (see `pacer` for how a
 //! strict server's "no one-second window over the limit" rule is met at about 4.5 requests per
-//! second). Failures are retried where that is safe (see [`retry`]); what is left becomes an
+//! second). Failures are retried where that is safe (see `retry`); what is left becomes an
 //! [`AirtableError`] whose message says what to do.
 //!
 //! - Reads: [`Client::list_bases`], [`Client::base_schema`] (raw JSON plus a typed view),
@@ -44,9 +44,9 @@ mod download;
 mod error;
 mod model;
 mod options;
-pub mod pacer;
+pub(crate) mod pacer;
 mod reads;
-pub mod retry;
+pub(crate) mod retry;
 mod token;
 mod writes;
 

@@ -1,7 +1,7 @@
 //! Backing up one Airtable base into a snapshot: the schema as the meta API returned it, every
 //! record of every selected table as canonical JSON lines, and every attachment's content.
 //!
-//! A base becomes this tree, built with the types of [`crate::layout`] (docs/FORMAT.md,
+//! A base becomes this tree, built with the types of `crate::layout` (docs/FORMAT.md,
 //! "Airtable snapshots"):
 //!
 //! ```text

@@ -25,7 +25,7 @@ use crate::restore::{RestoreOptions, Target, restore};
 use crate::stored::StoredBase;
 
 /// Runs `airback demo`.
-pub async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result<u8> {
+pub(super) async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result<u8> {
     let temp = tempfile::Builder::new().prefix("airback-demo-").tempdir()?;
     let repo_dir = args.dir.clone().unwrap_or_else(|| temp.path().join("repo"));
     let printer = settings.printer;

@@ -2,24 +2,28 @@
 //! failure.
 
 /// Success.
-pub const OK: u8 = 0;
+pub(crate) const OK: u8 = 0;
 /// A failure not covered below.
-pub const ERROR: u8 = 1;
+pub(crate) const ERROR: u8 = 1;
 /// Wrong usage (unknown flag, bad value); printed by clap.
-pub const USAGE: u8 = 2;
+pub(crate) const USAGE: u8 = 2;
 /// Partial success: the snapshot was saved but some content could not be read.
-pub const PARTIAL: u8 = 3;
+pub(crate) const PARTIAL: u8 = 3;
 /// No repository at the given location.
-pub const NO_REPOSITORY: u8 = 10;
+pub(crate) const NO_REPOSITORY: u8 = 10;
 /// The repository is locked by another process.
-pub const LOCKED: u8 = 11;
+pub(crate) const LOCKED: u8 = 11;
 /// Wrong password (reserved for encrypted repositories).
-pub const WRONG_PASSWORD: u8 = 12;
+#[expect(
+    dead_code,
+    reason = "the README documents it; encrypted repositories (issue #12) use it"
+)]
+pub(crate) const WRONG_PASSWORD: u8 = 12;
 /// Interrupted (Ctrl-C or SIGTERM): stopped cleanly, locks and temporary files removed.
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 /// The exit code for an error.
-pub fn for_error(err: &anyhow::Error) -> u8 {
+pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
     use crate::repo::RepoError;
     for cause in err.chain() {
         if let Some(export_err) = cause.downcast_ref::<crate::export::ExportError>()

@@ -16,7 +16,7 @@ use crate::stored::StoredBase;
 
 /// Arguments of `airback export`.
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(super) struct ExportArgs {
     /// A snapshot id, a unique prefix of one, or `latest`
     snapshot: String,
     /// With `latest`: the latest of this base
@@ -38,7 +38,7 @@ fn parse_format(text: &str) -> Result<ExportFormat, String> {
 }
 
 /// Runs `airback export`.
-pub async fn export(settings: &Settings, args: &ExportArgs) -> anyhow::Result<u8> {
+pub(super) async fn export(settings: &Settings, args: &ExportArgs) -> anyhow::Result<u8> {
     let output = if args.output.as_os_str() == "-" {
         Output::Stdout(print::stdout_stream())
     } else {

@@ -24,13 +24,13 @@ const MAX_REMEMBERED: usize = 1000;
 static MUTED: AtomicBool = AtomicBool::new(false);
 
 /// Drops every later log message.
-pub fn mute() {
+pub(super) fn mute() {
     MUTED.store(true, Ordering::Relaxed);
 }
 
 /// Installs the log output for the process. The returned [`Repeats`] reports repeated
 /// messages at the end.
-pub fn init(settings: &LogSettings) -> Repeats {
+pub(super) fn init(settings: &LogSettings) -> Repeats {
     let default = if settings.quiet { "error" } else { "warn" };
     let filter = settings
         .filter
@@ -58,7 +58,7 @@ pub fn init(settings: &LogSettings) -> Repeats {
 
 /// Counts warnings and errors by their text, and lets only the first of each through.
 #[derive(Clone, Default)]
-pub struct Repeats {
+pub(super) struct Repeats {
     seen: Arc<Mutex<Seen>>,
 }
 
@@ -72,7 +72,7 @@ struct Seen {
 
 impl Repeats {
     /// Prints, for each message that came more than once, how many times it came.
-    pub fn report(&self) {
+    pub(super) fn report(&self) {
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         for (level, text, n) in &seen.order {
             if *n > 1 {

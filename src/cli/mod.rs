@@ -6,7 +6,7 @@
 mod cancel;
 #[cfg(feature = "fake")]
 mod demo;
-pub mod exit;
+pub(crate) mod exit;
 mod export;
 mod logging;
 pub(crate) mod print;

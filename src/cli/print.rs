@@ -22,7 +22,7 @@ use serde::Serialize;
 /// Standard output was closed by its reader: the command ends quietly, with exit code 0.
 #[derive(Debug, thiserror::Error)]
 #[error("standard output was closed")]
-pub struct StdoutClosed;
+pub(crate) struct StdoutClosed;
 
 /// Writes one line to standard output. A closed standard output gives [`StdoutClosed`];
 /// any other failure (a full disk behind a redirection) is an error that says so.
@@ -37,33 +37,33 @@ fn line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
 
 /// Writes one line to standard error; a closed standard error is ignored (there is nowhere
 /// left to say anything).
-pub fn error_line(args: fmt::Arguments<'_>) {
+pub(crate) fn error_line(args: fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr().lock(), "{args}");
 }
 
 /// Whether `err` is [`StdoutClosed`].
-pub fn is_stdout_closed(err: &anyhow::Error) -> bool {
+pub(crate) fn is_stdout_closed(err: &anyhow::Error) -> bool {
     err.downcast_ref::<StdoutClosed>().is_some()
 }
 
 /// Standard output as a stream for a package (`export -o -`), buffered by its writer.
-pub fn stdout_stream() -> Box<dyn Write + Send> {
+pub(crate) fn stdout_stream() -> Box<dyn Write + Send> {
     Box::new(io::stdout())
 }
 
 /// Whether standard output is a terminal (an archive is not for the screen).
-pub fn stdout_is_terminal() -> bool {
+pub(crate) fn stdout_is_terminal() -> bool {
     io::stdout().is_terminal()
 }
 
 /// Whether standard error is a terminal (progress bars and colours only then).
-pub fn stderr_is_terminal() -> bool {
+pub(crate) fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
 }
 
 /// Whether `path` is the file standard output writes to (`-o /dev/stdout`, or a file the
 /// shell redirected standard output to).
-pub fn is_stdout_file(path: &Path) -> bool {
+pub(crate) fn is_stdout_file(path: &Path) -> bool {
     #[cfg(unix)]
     {
         use std::os::fd::AsFd;
@@ -87,7 +87,7 @@ pub fn is_stdout_file(path: &Path) -> bool {
 /// How a command prints its results: text or `--json`, with or without `--quiet`. Cheap to
 /// copy.
 #[derive(Debug, Clone, Copy)]
-pub struct Printer {
+pub(crate) struct Printer {
     json: bool,
     quiet: bool,
     to_stderr: bool,
@@ -95,7 +95,7 @@ pub struct Printer {
 
 impl Printer {
     /// A printer for `--json` and `--quiet` as given.
-    pub fn new(json: bool, quiet: bool) -> Printer {
+    pub(crate) fn new(json: bool, quiet: bool) -> Printer {
         Printer {
             json,
             quiet,
@@ -105,7 +105,7 @@ impl Printer {
 
     /// The same printer, writing to standard error what it would write to standard output
     /// when `yes` (standard output carries an archive).
-    pub fn to_stderr(self, yes: bool) -> Printer {
+    pub(crate) fn to_stderr(self, yes: bool) -> Printer {
         Printer {
             to_stderr: yes,
             ..self
@@ -113,18 +113,18 @@ impl Printer {
     }
 
     /// Whether results are printed as JSON (`--json`).
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         self.json
     }
 
     /// Whether progress may be shown: neither `--quiet` nor `--json`.
-    pub fn shows_progress(&self) -> bool {
+    pub(crate) fn shows_progress(&self) -> bool {
         !self.quiet && !self.json
     }
 
     /// Prints one result: with `--json`, `value` as one JSON document on one line; otherwise
     /// whatever `text` writes.
-    pub fn result<T: Serialize + ?Sized>(
+    pub(crate) fn result<T: Serialize + ?Sized>(
         &self,
         value: &T,
         text: impl FnOnce(&Text) -> anyhow::Result<()>,
@@ -140,7 +140,7 @@ impl Printer {
     /// `--quiet` and with `--json`. Only the demo uses it, which a build without the `fake`
     /// feature leaves out.
     #[cfg_attr(not(feature = "fake"), allow(dead_code))]
-    pub fn note(&self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    pub(crate) fn note(&self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
         if self.json || self.quiet {
             return Ok(());
         }
@@ -158,18 +158,18 @@ impl Printer {
 }
 
 /// Where a text rendering writes, given by [`Printer::result`].
-pub struct Text {
+pub(crate) struct Text {
     printer: Printer,
 }
 
 impl Text {
     /// A line of the result itself: printed even with `--quiet`.
-    pub fn line(&self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    pub(crate) fn line(&self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
         self.printer.write(args)
     }
 
     /// A line that only informs (a summary, a count): left out with `--quiet`.
-    pub fn note(&self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    pub(crate) fn note(&self, args: fmt::Arguments<'_>) -> anyhow::Result<()> {
         if self.printer.quiet {
             return Ok(());
         }
@@ -179,7 +179,7 @@ impl Text {
 
 /// `1 error`, `2 errors`, `1 retry`, `3 retries`: a count with its noun, plural when the count
 /// is not one.
-pub fn count(n: u64, noun: &str) -> String {
+pub(crate) fn count(n: u64, noun: &str) -> String {
     if n == 1 {
         return format!("1 {noun}");
     }

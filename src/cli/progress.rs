@@ -12,7 +12,7 @@ use crate::progress::{NoProgress, Progress};
 
 /// The right progress reporter for a snapshot or an export of `label` (a base): records read or
 /// written, attachment bytes stored or written.
-pub fn for_backup(quiet: bool, label: &str) -> Arc<dyn Progress> {
+pub(super) fn for_backup(quiet: bool, label: &str) -> Arc<dyn Progress> {
     if quiet {
         Arc::new(NoProgress)
     } else if stderr_is_terminal() {
@@ -23,7 +23,7 @@ pub fn for_backup(quiet: bool, label: &str) -> Arc<dyn Progress> {
 }
 
 /// The right progress reporter for a restore: its passes.
-pub fn for_restore(quiet: bool) -> Arc<dyn Progress> {
+pub(super) fn for_restore(quiet: bool) -> Arc<dyn Progress> {
     if quiet {
         Arc::new(NoProgress)
     } else if stderr_is_terminal() {

@@ -10,7 +10,7 @@ use crate::repo::Exclusive;
 
 /// Arguments of `airback repair`.
 #[derive(Debug, Args)]
-pub struct RepairArgs {
+pub(super) struct RepairArgs {
     #[command(subcommand)]
     what: RepairCommand,
 }
@@ -33,7 +33,7 @@ struct DryRun {
 }
 
 /// Runs `airback repair …`.
-pub async fn run(settings: &Settings, args: &RepairArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(settings: &Settings, args: &RepairArgs) -> anyhow::Result<u8> {
     let repo = open_repo(settings).await?.lock_exclusive("repair").await?;
     let printer = settings.printer;
     let result = match &args.what {

@@ -17,7 +17,7 @@ use crate::stored::StoredBase;
 
 /// Arguments of `airback restore`.
 #[derive(Debug, Args)]
-pub struct RestoreArgs {
+pub(super) struct RestoreArgs {
     /// A snapshot id, a unique prefix of one, or `latest`
     snapshot: String,
     /// Restore into this existing base (typically a new, empty one)
@@ -56,7 +56,7 @@ pub struct RestoreArgs {
 }
 
 /// Runs `airback restore`.
-pub async fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<u8> {
     let target = match (&args.to_base, &args.workspace) {
         (Some(base), None) => Target::Base(base.clone()),
         (None, Some(workspace)) => Target::Workspace {

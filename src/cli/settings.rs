@@ -39,24 +39,24 @@ use crate::config::Config;
 use crate::repo::CacheChoice;
 
 /// The cache directory, when neither `--cache-dir` nor `--no-cache` is given.
-pub const CACHE_DIR_ENV: &str = "AIRBACK_CACHE_DIR";
+pub(super) const CACHE_DIR_ENV: &str = "AIRBACK_CACHE_DIR";
 /// The Airtable token, when no token file is named.
-pub const TOKEN_ENV: &str = "AIRTABLE_TOKEN";
+pub(super) const TOKEN_ENV: &str = "AIRTABLE_TOKEN";
 /// The Airtable Web API root (the fake's URL in tests).
-pub const API_URL_ENV: &str = "AIRTABLE_API_URL";
+pub(super) const API_URL_ENV: &str = "AIRTABLE_API_URL";
 /// The Airtable content host, for `uploadAttachment`.
-pub const CONTENT_URL_ENV: &str = "AIRTABLE_CONTENT_URL";
+pub(super) const CONTENT_URL_ENV: &str = "AIRTABLE_CONTENT_URL";
 /// The log filter (`debug`, `warn,airback::airtable=debug`, ...).
-pub const LOG_ENV: &str = "AIRBACK_LOG";
+pub(super) const LOG_ENV: &str = "AIRBACK_LOG";
 /// Set (to anything): no colours in the log.
-pub const NO_COLOR_ENV: &str = "NO_COLOR";
+pub(super) const NO_COLOR_ENV: &str = "NO_COLOR";
 /// How much table text an export keeps in memory, in bytes (tests use it to take the other
 /// path).
-pub const EXPORT_TEXT_BUFFER_ENV: &str = "AIRBACK_EXPORT_TEXT_BUFFER";
+pub(super) const EXPORT_TEXT_BUFFER_ENV: &str = "AIRBACK_EXPORT_TEXT_BUFFER";
 
 /// The log's settings, needed before anything else runs.
 #[derive(Debug, Clone, Default)]
-pub struct LogSettings {
+pub(super) struct LogSettings {
     /// `--quiet`: the default filter is `error` instead of `warn`.
     pub quiet: bool,
     /// `AIRBACK_LOG`, when set (an invalid filter falls back to the default).
@@ -67,7 +67,7 @@ pub struct LogSettings {
 
 /// Everything a command needs to know that is not its own arguments. Built once, in
 /// [`super::main`].
-pub struct Settings {
+pub(super) struct Settings {
     /// How results are printed (`--json`, `--quiet`).
     pub printer: Printer,
     /// The log.
@@ -90,7 +90,7 @@ pub struct Settings {
 
 impl Settings {
     /// The settings of this process: the flags and the environment.
-    pub fn new(flags: &GlobalArgs) -> Settings {
+    pub(super) fn new(flags: &GlobalArgs) -> Settings {
         Settings::from_sources(flags, |name| std::env::var_os(name))
     }
 
@@ -152,7 +152,7 @@ impl Settings {
     }
 
     /// The repository's location: `--repo` or `AIRBACK_REPO`.
-    pub fn location(&self) -> anyhow::Result<&str> {
+    pub(super) fn location(&self) -> anyhow::Result<&str> {
         match &self.repo {
             Some(location) => Ok(location),
             None => bail!("no repository given: pass --repo LOCATION or set AIRBACK_REPO"),
@@ -161,7 +161,7 @@ impl Settings {
 
     /// The repository's location for a command that reads a config file: `--repo` or
     /// `AIRBACK_REPO`, else the config's `repository`.
-    pub fn location_or(&self, config: Option<&Config>) -> anyhow::Result<String> {
+    pub(super) fn location_or(&self, config: Option<&Config>) -> anyhow::Result<String> {
         let location = self
             .repo
             .clone()
@@ -177,7 +177,11 @@ impl Settings {
 
     /// The Airtable token: from `--token-file` (`file`), else the config's `token_file`, else
     /// `AIRTABLE_TOKEN`.
-    pub fn token(&self, file: Option<&Path>, config: Option<&Config>) -> Result<Token, TokenError> {
+    pub(super) fn token(
+        &self,
+        file: Option<&Path>,
+        config: Option<&Config>,
+    ) -> Result<Token, TokenError> {
         let file = file.or_else(|| config.and_then(|c| c.token_file.as_deref()));
         if let Some(path) = file {
             return Token::from_file(path);
@@ -195,7 +199,7 @@ impl Settings {
 
 /// Tells [`crate::secrets`] the credentials found in the environment (`AIRTABLE_TOKEN`,
 /// `AWS_SECRET_ACCESS_KEY`, ...), so that no log line or error message shows them.
-pub fn remember_secrets_from_env() {
+pub(super) fn remember_secrets_from_env() {
     for var in crate::secrets::SECRET_VARS {
         if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok()) {
             crate::secrets::remember(&value);

@@ -19,7 +19,7 @@ use crate::snapshots;
 
 /// Arguments of `airback snapshot`.
 #[derive(Debug, Args)]
-pub struct SnapshotArgs {
+pub(super) struct SnapshotArgs {
     /// Base to back up (repeat for several)
     #[arg(long = "base", value_name = "appXXXXXXXXXXXXXX")]
     bases: Vec<String>,
@@ -45,7 +45,7 @@ pub struct SnapshotArgs {
 
 /// Arguments of `airback snapshots`.
 #[derive(Debug, Args)]
-pub struct SnapshotsArgs {
+pub(super) struct SnapshotsArgs {
     /// Only snapshots of this base
     #[arg(long, value_name = "appXXXXXXXXXXXXXX")]
     base: Option<String>,
@@ -53,7 +53,7 @@ pub struct SnapshotsArgs {
 
 /// Arguments of `airback show`.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(super) struct ShowArgs {
     /// A snapshot id, a unique prefix of one, or `latest`
     snapshot: String,
     /// With `latest`: the latest of this base
@@ -62,7 +62,7 @@ pub struct ShowArgs {
 }
 
 /// Runs `airback snapshot`.
-pub async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow::Result<u8> {
+pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow::Result<u8> {
     let config = match &args.config {
         Some(path) => Some(Config::from_path(path)?),
         None => None,
@@ -247,7 +247,7 @@ fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
 }
 
 /// Bytes for people: `1.2 MB`.
-pub fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     let n = n as f64;
     match n {
         n if n >= 1e9 => format!("{:.1} GB", n / 1e9),
@@ -258,7 +258,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 /// Runs `airback snapshots`.
-pub async fn list(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<u8> {
+pub(super) async fn list(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<u8> {
     let repo = super::open_repo(settings).await?;
     let all = snapshots::list(&repo).await?;
     let selected: Vec<_> = all
@@ -311,7 +311,7 @@ pub async fn list(settings: &Settings, args: &SnapshotsArgs) -> anyhow::Result<u
 }
 
 /// Runs `airback show`.
-pub async fn show(settings: &Settings, args: &ShowArgs) -> anyhow::Result<u8> {
+pub(super) async fn show(settings: &Settings, args: &ShowArgs) -> anyhow::Result<u8> {
     let repo = super::open_repo(settings).await?;
     let (id, s) = snapshots::resolve(&repo, &args.snapshot, args.base.as_deref()).await?;
     let root = repo.load_tree(&s.tree).await?;

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! An export reads the snapshot in passes (via [`StoredBase`], which verifies every blob):
-//! the first decides every name and path (the [`Layout`]: safe, unique names from
+//! the first decides every name and path (the `Layout`: safe, unique names from
 //! [`names`], the path of each attachment, the columns of each table); the next writes the
 //! tables; the last streams every attachment. A table's JSON and CSV are rendered in one pass
 //! and kept in memory up to 8 MiB each; what is larger is rendered a second time as it is
@@ -22,7 +22,7 @@
 //!
 //! The writing is blocking I/O and CPU work (rendering, deflate, SQLite), so it all runs on one
 //! blocking thread; reads from the repository run as tokio tasks feeding it through bounded
-//! channels ([`Source`]), so reading and writing overlap. Dropping the future of [`export`]
+//! channels (`Source`), so reading and writing overlap. Dropping the future of [`export`]
 //! (Ctrl-C) stops that thread at its next read or file; it then deletes what it wrote, and
 //! nothing is moved to the destination.
 //!

@@ -49,7 +49,7 @@ pub struct Cache {
 
 /// Where the cache of repository `id` lives: under `cache_dir`, else under the user's cache
 /// directory (`~/.cache/airback` on Linux), then `<repo id>/cache.sqlite`.
-pub fn default_cache_path(cache_dir: Option<&Path>, id: &RepoId) -> Option<PathBuf> {
+pub(crate) fn default_cache_path(cache_dir: Option<&Path>, id: &RepoId) -> Option<PathBuf> {
     let base = match cache_dir {
         Some(dir) => dir.to_path_buf(),
         None => dirs::cache_dir()?.join("airback"),
@@ -170,7 +170,7 @@ impl Cache {
     /// written (a read-only folder, a path through a regular file, a full disk) gives an
     /// in-memory cache. Either is said once, as a warning naming the file. The folder is created
     /// 0700 and the file 0600, whatever the umask.
-    pub fn open(path: Option<&Path>) -> rusqlite::Result<Cache> {
+    pub(crate) fn open(path: Option<&Path>) -> rusqlite::Result<Cache> {
         let Some(path) = path else {
             return Cache::setup(Connection::open_in_memory()?, None);
         };
@@ -246,7 +246,7 @@ impl Cache {
     }
 
     /// The database file, if not in memory.
-    pub fn path(&self) -> Option<&Path> {
+    pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
@@ -255,26 +255,18 @@ impl Cache {
     }
 
     /// Index files already loaded.
-    pub fn index_files(&self) -> rusqlite::Result<HashSet<IndexId>> {
+    pub(crate) fn index_files(&self) -> rusqlite::Result<HashSet<IndexId>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id FROM index_files")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|r| r.map(|b| IndexId(id32(b)))).collect()
     }
 
-    /// Packs known from loaded index files.
-    pub fn packs(&self) -> rusqlite::Result<HashSet<PackId>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM packs")?;
-        let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
-        rows.map(|r| r.map(|b| PackId(id32(b)))).collect()
-    }
-
     /// Loads one index file's entries. A blob already known keeps its first location. Packs
     /// recorded as bad are skipped, unless `written_here`: this process has just stored (or
     /// read and verified) every pack of the file, so they are sound whatever was recorded
     /// before (a pack stored again after it was lost has the same id, its content's hash).
-    pub fn add_index_file(
+    pub(crate) fn add_index_file(
         &self,
         id: &IndexId,
         file: &IndexFile,
@@ -328,7 +320,7 @@ impl Cache {
     }
 
     /// Packs known from loaded index files, with their indexed sizes.
-    pub fn pack_sizes(&self) -> rusqlite::Result<std::collections::HashMap<PackId, u64>> {
+    pub(crate) fn pack_sizes(&self) -> rusqlite::Result<std::collections::HashMap<PackId, u64>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id, size FROM packs")?;
         let rows = stmt.query_map([], |r| {
@@ -342,7 +334,10 @@ impl Cache {
     /// index file is forgotten so that the next [`super::Repository::sync_index`] reloads them
     /// all and finds other copies of those blobs. Returns the packs that were not yet known
     /// as bad.
-    pub fn mark_packs_damaged(&self, packs: &[(PackId, String)]) -> rusqlite::Result<Vec<PackId>> {
+    pub(crate) fn mark_packs_damaged(
+        &self,
+        packs: &[(PackId, String)],
+    ) -> rusqlite::Result<Vec<PackId>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut fresh = Vec::new();
@@ -363,7 +358,7 @@ impl Cache {
     }
 
     /// Packs recorded as missing or damaged, with the reason.
-    pub fn bad_packs(&self) -> rusqlite::Result<std::collections::HashMap<PackId, String>> {
+    pub(crate) fn bad_packs(&self) -> rusqlite::Result<std::collections::HashMap<PackId, String>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id, reason FROM bad_packs")?;
         let rows = stmt.query_map([], |r| Ok((PackId(id32(r.get(0)?)), r.get(1)?)))?;
@@ -373,7 +368,7 @@ impl Cache {
     /// Forgets that these packs were bad (they were read and verified since). Returns those
     /// that were recorded; when any was, every index file is forgotten so that the next sync
     /// loads their blobs again.
-    pub fn mark_packs_sound(&self, packs: &[PackId]) -> rusqlite::Result<usize> {
+    pub(crate) fn mark_packs_sound(&self, packs: &[PackId]) -> rusqlite::Result<usize> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut removed = 0;
@@ -391,7 +386,7 @@ impl Cache {
     }
 
     /// Dictionaries that index files say have a copy stored as a metadata blob.
-    pub fn dictionary_ids(&self) -> rusqlite::Result<Vec<DictId>> {
+    pub(crate) fn dictionary_ids(&self) -> rusqlite::Result<Vec<DictId>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT id FROM dictionaries ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
@@ -399,7 +394,7 @@ impl Cache {
     }
 
     /// Whether any indexed metadata blob is compressed with a dictionary.
-    pub fn has_dictionary_blobs(&self) -> rusqlite::Result<bool> {
+    pub(crate) fn has_dictionary_blobs(&self) -> rusqlite::Result<bool> {
         self.conn()
             .prepare_cached("SELECT 1 FROM blobs WHERE compression = ?1 LIMIT 1")?
             .exists(params![Compression::ZstdDict.to_byte()])
@@ -408,7 +403,7 @@ impl Cache {
     /// Forgets everything (used when an index file disappeared, e.g. after a prune). One
     /// transaction, blobs first: an interrupted clear never leaves blobs whose index file is
     /// forgotten.
-    pub fn clear(&self) -> rusqlite::Result<()> {
+    pub(crate) fn clear(&self) -> rusqlite::Result<()> {
         self.conn().execute_batch(
             "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
              DELETE FROM dictionaries; COMMIT;",
@@ -424,7 +419,7 @@ impl Cache {
 
     /// Like [`Cache::has_blob`], but a blob compressed with a dictionary counts only when
     /// `dictionary_ok` (the repository lost a dictionary, so such blobs may not decode).
-    pub fn has_usable_blob(
+    pub(crate) fn has_usable_blob(
         &self,
         id: &BlobId,
         kind: BlobKind,
@@ -463,13 +458,6 @@ impl Cache {
             })
         })
         .optional()
-    }
-
-    /// Number of blobs known.
-    pub fn blob_count(&self) -> rusqlite::Result<u64> {
-        self.conn()
-            .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
     }
 
     /// A free-form value stored by a layer above (for example attachment bookkeeping).

@@ -7,21 +7,21 @@ use crate::chunker::ChunkerParams;
 use crate::id::RepoId;
 
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
 /// The marker in `config` that says this is an airback repository.
-pub const FORMAT_NAME: &str = "airback-repository";
+pub(crate) const FORMAT_NAME: &str = "airback-repository";
 
 /// Default target size of a pack file.
-pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
 
 /// The repository's parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
-    /// Always [`FORMAT_NAME`].
+    /// Always `FORMAT_NAME`.
     pub format: String,
-    /// The format version, [`FORMAT_VERSION`].
+    /// The format version, `FORMAT_VERSION`.
     pub version: u32,
     /// Random, chosen by `init`; keys the local cache.
     pub id: RepoId,

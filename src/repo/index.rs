@@ -7,7 +7,7 @@ use crate::id::{DictId, IndexId, PackId};
 use crate::repo::pack::{BlobKind, PackedBlob};
 
 /// An index file holds at most this many blobs; a long run writes several.
-pub const MAX_BLOBS_PER_INDEX_FILE: usize = 50_000;
+pub(crate) const MAX_BLOBS_PER_INDEX_FILE: usize = 50_000;
 
 /// The content of one `index/<id>` object. Unknown fields are ignored (FORMAT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +55,7 @@ pub struct IndexPack {
 
 impl IndexFile {
     /// An index file for `packs`.
-    pub fn new(packs: Vec<IndexPack>) -> Self {
+    pub(crate) fn new(packs: Vec<IndexPack>) -> Self {
         IndexFile {
             version: 1,
             supersedes: Vec::new(),
@@ -66,12 +66,12 @@ impl IndexFile {
     }
 
     /// Number of blobs listed.
-    pub fn blob_count(&self) -> usize {
+    pub(crate) fn blob_count(&self) -> usize {
         self.packs.iter().map(|p| p.blobs.len()).sum()
     }
 }
 
 /// The storage path of an index file.
-pub fn index_path(id: &IndexId) -> String {
+pub(crate) fn index_path(id: &IndexId) -> String {
     format!("index/{id}")
 }

@@ -22,9 +22,9 @@ use crate::backend::Backend;
 use crate::id::BlobId;
 
 /// How often a held lock is rewritten with a fresh time.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// A lock not refreshed for this long is ignored and may be removed.
-pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// The content of a `locks/<id>` object (plain JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,7 +133,7 @@ pub struct LockGuard {
 /// The removals started by dropped [`LockGuard`]s that nobody waited for yet.
 static REMOVALS: std::sync::Mutex<Vec<JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
 
-/// Waits until the lock files of guards dropped without [`LockGuard::release`] are removed. A
+/// Waits until the lock files of guards dropped without `LockGuard::release` are removed. A
 /// program that cancels a command (Ctrl-C) calls it before its runtime shuts down (which would
 /// cancel the removals).
 pub async fn dropped_locks_removed() {

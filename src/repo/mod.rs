@@ -7,14 +7,14 @@
 //!
 //! This module knows nothing about Airtable or HTTP.
 
-pub mod cache;
-pub mod config;
+pub(crate) mod cache;
+pub(crate) mod config;
 mod exclusive;
-pub mod index;
-pub mod lock;
-pub mod pack;
-pub mod snapshot;
-pub mod writer;
+pub(crate) mod index;
+pub(crate) mod lock;
+pub(crate) mod pack;
+pub(crate) mod snapshot;
+pub(crate) mod writer;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -26,13 +26,16 @@ use crate::chunker::Chunker;
 use crate::codec::{self, DecodeError, Dictionaries, Dictionary};
 use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
 use cache::Cache;
-use config::{InitOptions, RepoConfig};
 use index::{IndexFile, IndexPack, index_path};
-use pack::{BlobKind, FOOTER_LEN, PackedBlob, pack_path};
-use snapshot::{Snapshot, Tree, snapshot_path};
+use pack::{FOOTER_LEN, PackedBlob, pack_path};
+use snapshot::snapshot_path;
 
+pub use crate::chunker::ChunkerParams;
+pub use config::{InitOptions, RepoConfig};
 pub use exclusive::Exclusive;
-pub use writer::{BlobWriter, FileSaver, WriterStats};
+pub use pack::BlobKind;
+pub use snapshot::{Node, NodeKind, Snapshot, Tree};
+pub use writer::{BlobWriter, FileSaver, WriterOptions, WriterStats};
 
 /// Why a repository operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,11 +180,11 @@ pub struct DictionaryProblem {
 pub const MISSING: &str = "missing from storage";
 
 /// The storage path of a dictionary.
-pub fn dict_path(id: &DictId) -> String {
+pub(crate) fn dict_path(id: &DictId) -> String {
     format!("dicts/{id}")
 }
 
-/// What [`Repository::sync_index`] did.
+/// What `Repository::sync_index` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncStats {
     /// Index files read from the repository.
@@ -217,7 +220,7 @@ impl Repository {
 
     /// Opens the storage at `location` for an existing repository, mapping a local path that
     /// does not exist to [`RepoError::NoRepository`].
-    pub fn backend_for(
+    pub(crate) fn backend_for(
         location: &str,
         options: &crate::backend::BackendOptions,
     ) -> Result<Backend> {
@@ -275,7 +278,7 @@ impl Repository {
     /// Each `dicts/<id>` object is verified against its name; one that is missing or damaged
     /// is replaced by its copy in a pack when that copy is intact (the copy is a metadata blob
     /// whose id is the dictionary id). Returns what was missing or damaged.
-    pub async fn load_dictionaries(&self) -> Result<Vec<DictionaryProblem>> {
+    pub(crate) async fn load_dictionaries(&self) -> Result<Vec<DictionaryProblem>> {
         let listed: BTreeSet<DictId> = self
             .backend()
             .list("dicts/")
@@ -349,20 +352,21 @@ impl Repository {
 
     /// False when some dictionary that stored blobs may need could not be loaded: blobs
     /// compressed with a dictionary then do not count as stored, so they are stored again.
+    #[doc(hidden)] // for airback's own tests: see crate::internals
     pub fn dictionaries_complete(&self) -> bool {
         self.inner.dicts_complete.load(Ordering::SeqCst)
     }
 
     /// Whether the index holds the blob as `kind` in a pack not known to be damaged, in a form
     /// that can be decoded.
-    pub fn has_blob(&self, id: &BlobId, kind: BlobKind) -> Result<bool> {
+    pub(crate) fn has_blob(&self, id: &BlobId, kind: BlobKind) -> Result<bool> {
         Ok(self
             .cache()
             .has_usable_blob(id, kind, self.dictionaries_complete())?)
     }
 
     /// Forgets that packs were recorded as damaged, after they were read whole and verified.
-    pub async fn mark_packs_sound(&self, packs: &[PackId]) -> Result<()> {
+    pub(crate) async fn mark_packs_sound(&self, packs: &[PackId]) -> Result<()> {
         if packs.is_empty() {
             return Ok(());
         }
@@ -380,7 +384,7 @@ impl Repository {
     /// Records packs as missing or damaged (see [`Cache::mark_packs_damaged`]), warns about
     /// the ones not known before, and reloads the index so other copies of their blobs are
     /// found.
-    pub async fn mark_packs_damaged(&self, packs: Vec<(PackId, String)>) -> Result<()> {
+    pub(crate) async fn mark_packs_damaged(&self, packs: Vec<(PackId, String)>) -> Result<()> {
         if packs.is_empty() {
             return Ok(());
         }
@@ -402,6 +406,7 @@ impl Repository {
     }
 
     /// The repository's zstd dictionaries.
+    #[doc(hidden)] // for airback's own tests: see crate::internals
     pub fn dictionaries(&self) -> Arc<Dictionaries> {
         self.inner
             .dicts
@@ -411,7 +416,7 @@ impl Repository {
     }
 
     /// Stores a new dictionary. It is durable before any blob compressed with it is packed.
-    pub async fn add_dictionary(&self, dict: Dictionary) -> Result<()> {
+    pub(crate) async fn add_dictionary(&self, dict: Dictionary) -> Result<()> {
         self.backend()
             .write(&dict_path(&dict.id), dict.bytes.to_vec())
             .await?;
@@ -428,16 +433,18 @@ impl Repository {
     }
 
     /// The repository's parameters.
-    pub fn config(&self) -> &RepoConfig {
+    pub(crate) fn config(&self) -> &RepoConfig {
         &self.inner.config
     }
 
     /// The local cache.
+    #[doc(hidden)] // for airback's own tests: see crate::internals
     pub fn cache(&self) -> &Cache {
         &self.inner.cache
     }
 
     /// The chunker for a blob kind.
+    #[doc(hidden)] // for airback's own tests: see crate::internals
     pub fn chunker(&self, kind: BlobKind) -> &Chunker {
         match kind {
             BlobKind::Data => &self.inner.data_chunker,
@@ -446,12 +453,14 @@ impl Repository {
     }
 
     /// Ids of the index files in the repository.
+    #[doc(hidden)] // for airback's own tests: see crate::internals
     pub async fn list_index_files(&self) -> Result<Vec<IndexId>> {
         let entries = self.backend().list("index/").await?;
         Ok(entries.iter().filter_map(|e| e.name.parse().ok()).collect())
     }
 
     /// Reads an index file and verifies that it hashes to its name.
+    #[doc(hidden)] // for airback's own tests: see crate::internals
     pub async fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
         let bytes = self.backend().read(&index_path(id)).await?;
         if IndexId::of(&bytes) != *id {
@@ -473,7 +482,7 @@ impl Repository {
 
     /// Brings the local cache up to date with the repository's index files. If an index file the
     /// cache knew has disappeared (prune, repair), the cache is rebuilt from scratch.
-    pub async fn sync_index(&self) -> Result<SyncStats> {
+    pub(crate) async fn sync_index(&self) -> Result<SyncStats> {
         let in_repo: HashSet<IndexId> = self.list_index_files().await?.into_iter().collect();
         let cache_ref = self.clone();
         let known = tokio::task::spawn_blocking(move || cache_ref.cache().index_files())
@@ -512,7 +521,7 @@ impl Repository {
 
     /// The packs in storage (`data/`) with their sizes, sorted by id. Names that are not pack
     /// ids are left out.
-    pub async fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+    pub(crate) async fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut packs: Vec<(PackId, u64)> = self
             .backend()
             .list("data/")
@@ -525,7 +534,7 @@ impl Repository {
     }
 
     /// Reads a pack's header with range requests and checks it is well formed.
-    pub async fn read_pack_header(
+    pub(crate) async fn read_pack_header(
         &self,
         id: &PackId,
         size: u64,
@@ -565,7 +574,7 @@ impl Repository {
     /// uploaded again. Unreadable leftovers are ignored here and reported by `check`.
     ///
     /// The same listing shows indexed packs that are missing from storage or have the wrong
-    /// size: they are recorded as damaged ([`Repository::mark_packs_damaged`]), so this run
+    /// size: they are recorded as damaged (`Repository::mark_packs_damaged`), so this run
     /// stores their content again instead of referring to it.
     pub async fn adopt_unindexed_packs(&self) -> Result<usize> {
         // The index before the listing: a pack an index file names was stored before it.
@@ -646,7 +655,7 @@ impl Repository {
     /// Downloads a whole pack and checks that it hashes to its name and that every blob in it
     /// decodes to its id. Adoption uses it: a pack no index vouches for is trusted only after
     /// this. Packs are at most a few tens of MiB, and adoption is rare (after a crash).
-    pub async fn verify_pack(&self, id: &PackId) -> Result<(BlobKind, Vec<PackedBlob>)> {
+    pub(crate) async fn verify_pack(&self, id: &PackId) -> Result<(BlobKind, Vec<PackedBlob>)> {
         let bytes = self.backend().read(&pack_path(id)).await?;
         let dicts = self.dictionaries();
         let id = *id;
@@ -673,7 +682,7 @@ impl Repository {
     }
 
     /// Writes an index file and loads it into the cache.
-    pub async fn write_index_file(&self, file: IndexFile) -> Result<IndexId> {
+    pub(crate) async fn write_index_file(&self, file: IndexFile) -> Result<IndexId> {
         let bytes = codec::encode_json_file(&file);
         let id = IndexId::of(&bytes);
         self.backend().write(&index_path(&id), bytes).await?;
@@ -815,7 +824,7 @@ impl Repository {
 
     /// Reads one blob from the place an index entry gives, without the cache (which may
     /// record the pack as bad while this blob in it is sound). `check` uses it.
-    pub async fn read_blob_at(&self, pack: &PackId, entry: &PackedBlob) -> Result<Vec<u8>> {
+    pub(crate) async fn read_blob_at(&self, pack: &PackId, entry: &PackedBlob) -> Result<Vec<u8>> {
         let start = u64::from(entry.offset);
         let stored = self
             .backend()
@@ -839,7 +848,7 @@ impl Repository {
     }
 
     /// Parses a tree blob's bytes.
-    pub fn parse_tree(id: &BlobId, bytes: &[u8]) -> Result<Tree> {
+    pub(crate) fn parse_tree(id: &BlobId, bytes: &[u8]) -> Result<Tree> {
         let tree: Tree = serde_json::from_slice(bytes)
             .map_err(|e| corrupt(format!("tree {id}"), e.to_string()))?;
         if tree.version != 1 {

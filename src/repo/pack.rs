@@ -12,9 +12,9 @@ use crate::codec::{Compression, EncodedBlob};
 use crate::id::{BlobId, PackId};
 
 /// The last four bytes of every pack.
-pub const PACK_MAGIC: &[u8; 4] = b"ABP1";
+pub(crate) const PACK_MAGIC: &[u8; 4] = b"ABP1";
 /// `header_length` and the magic.
-pub const FOOTER_LEN: usize = 8;
+pub(crate) const FOOTER_LEN: usize = 8;
 const ENTRY_LEN: usize = 32 + 1 + 4 + 4;
 const HEADER_FIXED: usize = 1 + 1 + 4;
 
@@ -76,7 +76,7 @@ pub fn pack_path(id: &PackId) -> String {
 
 /// Accumulates blobs of one kind into a pack.
 #[derive(Debug)]
-pub struct PackBuilder {
+pub(crate) struct PackBuilder {
     kind: BlobKind,
     bytes: Vec<u8>,
     blobs: Vec<PackedBlob>,
@@ -84,7 +84,7 @@ pub struct PackBuilder {
 
 /// A finished pack, ready to upload.
 #[derive(Debug)]
-pub struct FinishedPack {
+pub(crate) struct FinishedPack {
     /// BLAKE3 of `bytes`.
     pub id: PackId,
     /// The blob kind.
@@ -97,7 +97,7 @@ pub struct FinishedPack {
 
 impl PackBuilder {
     /// An empty pack for `kind`.
-    pub fn new(kind: BlobKind) -> Self {
+    pub(crate) fn new(kind: BlobKind) -> Self {
         PackBuilder {
             kind,
             bytes: Vec::new(),
@@ -107,7 +107,7 @@ impl PackBuilder {
 
     /// An empty pack whose buffer is allocated once for `size` bytes, so that growing to the
     /// target size never doubles it (untouched capacity costs no resident memory).
-    pub fn with_capacity(kind: BlobKind, size: usize) -> Self {
+    pub(crate) fn with_capacity(kind: BlobKind, size: usize) -> Self {
         PackBuilder {
             kind,
             bytes: Vec::with_capacity(size),
@@ -116,7 +116,7 @@ impl PackBuilder {
     }
 
     /// Appends a blob.
-    pub fn add(&mut self, blob: &EncodedBlob) {
+    pub(crate) fn add(&mut self, blob: &EncodedBlob) {
         let offset = u32::try_from(self.bytes.len()).expect("packs stay below 4 GiB");
         self.bytes.extend_from_slice(&blob.stored);
         self.blobs.push(PackedBlob {
@@ -129,22 +129,22 @@ impl PackBuilder {
     }
 
     /// Bytes of blob data so far.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.bytes.len()
     }
 
     /// Whether no blob was added.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
 
     /// Number of blobs so far.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.blobs.len()
     }
 
     /// Appends the header and footer and names the pack by its hash.
-    pub fn finish(self) -> FinishedPack {
+    pub(crate) fn finish(self) -> FinishedPack {
         let PackBuilder {
             kind,
             mut bytes,
@@ -178,7 +178,7 @@ fn encode_header(kind: BlobKind, blobs: &[PackedBlob]) -> Vec<u8> {
 }
 
 /// Reads the header length from a pack's last [`FOOTER_LEN`] bytes.
-pub fn parse_footer(footer: &[u8], pack_size: u64) -> Result<u32, String> {
+pub(crate) fn parse_footer(footer: &[u8], pack_size: u64) -> Result<u32, String> {
     if footer.len() != FOOTER_LEN || &footer[4..] != PACK_MAGIC {
         return Err("no pack footer (the file is truncated or not a pack)".into());
     }
@@ -192,7 +192,10 @@ pub fn parse_footer(footer: &[u8], pack_size: u64) -> Result<u32, String> {
 }
 
 /// Parses a pack header; checks that the blobs exactly fill the space before it.
-pub fn parse_header(header: &[u8], pack_size: u64) -> Result<(BlobKind, Vec<PackedBlob>), String> {
+pub(crate) fn parse_header(
+    header: &[u8],
+    pack_size: u64,
+) -> Result<(BlobKind, Vec<PackedBlob>), String> {
     if header.len() < HEADER_FIXED || header[0] != 1 {
         return Err("unknown pack header version".into());
     }
@@ -231,7 +234,7 @@ pub fn parse_header(header: &[u8], pack_size: u64) -> Result<(BlobKind, Vec<Pack
 }
 
 /// Parses a whole pack held in memory.
-pub fn parse_pack(bytes: &[u8]) -> Result<(BlobKind, Vec<PackedBlob>), String> {
+pub(crate) fn parse_pack(bytes: &[u8]) -> Result<(BlobKind, Vec<PackedBlob>), String> {
     let size = bytes.len() as u64;
     if bytes.len() < FOOTER_LEN {
         return Err("too short to be a pack".into());

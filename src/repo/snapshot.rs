@@ -21,7 +21,7 @@ pub struct Snapshot {
     pub program: String,
     /// The root tree blob.
     pub tree: BlobId,
-    /// What was backed up (for Airtable: a [`crate::layout::Source`]).
+    /// What was backed up (for Airtable: a `crate::layout::Source`).
     pub source: serde_json::Value,
     /// User tags.
     #[serde(default)]
@@ -32,14 +32,14 @@ pub struct Snapshot {
     /// Human-readable descriptions of what is missing from a partial snapshot.
     #[serde(default)]
     pub problems: Vec<String>,
-    /// Counters for listings (for Airtable: a [`crate::layout::SnapshotSummary`]); informative
+    /// Counters for listings (for Airtable: a `crate::layout::SnapshotSummary`); informative
     /// only.
     #[serde(default)]
     pub summary: serde_json::Value,
 }
 
 /// The storage path of a snapshot.
-pub fn snapshot_path(id: &SnapshotId) -> String {
+pub(crate) fn snapshot_path(id: &SnapshotId) -> String {
     format!("snapshots/{id}")
 }
 

@@ -573,7 +573,9 @@ impl FileSaver {
 }
 
 /// Runs CPU-bound work on the rayon pool and waits for it without blocking the async thread.
-pub async fn run_cpu<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn run_cpu<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
         let _ = tx.send(work());

@@ -1,6 +1,6 @@
 //! Restoring a snapshot into a base: plan, then apply, then verify.
 //!
-//! 1. **Plan** ([`plan`]): tables and fields to create, every conversion, every loss. Fixed
+//! 1. **Plan** (`plan`): tables and fields to create, every conversion, every loss. Fixed
 //!    by the first run and kept in the journal, so a resumed run does exactly the same.
 //! 2. **Schema** (`schema.rs`): the base (created in a workspace, or given), the tables with
 //!    every non-link field, then the link fields, one per pair, renaming the inverse Airtable
@@ -14,10 +14,10 @@
 //!    cell is re-read before uploading more.
 //! 5. **Links** (pass 2, `links.rs`): `PATCH` of the created side of each pair, 10 records
 //!    per request; Airtable fills the inverse.
-//! 6. **Verify** ([`verify`]): the target is listed again and compared with the snapshot.
+//! 6. **Verify** (`verify`): the target is listed again and compared with the snapshot.
 //!
 //! Every request goes through the client's per-base pacer, a few in flight so the 5
-//! requests/s budget is used whole without a 429. The [`journal`] keeps what each step did,
+//! requests/s budget is used whole without a 429. The `journal` keeps what each step did,
 //! so that the same command resumes an interrupted restore.
 //!
 //! This file holds the public types, the state the passes share (`Run`), the order of the
@@ -26,13 +26,13 @@
 //! attachment cells that several passes share.
 
 mod attachments;
-pub mod journal;
+mod journal;
 mod links;
-pub mod plan;
+mod plan;
 mod records;
 mod schema;
 mod staged;
-pub mod verify;
+mod verify;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,7 +48,7 @@ use crate::backend::{Backend, BackendError};
 use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredFile};
 pub use journal::{Journal, JournalError};
-pub use plan::{Plan, Role};
+pub use plan::{Plan, Role, SOURCE_ID_FIELD};
 pub use verify::Fidelity;
 
 /// Requests in flight at once during the write passes. The pacer keeps the rate; this only

@@ -192,7 +192,7 @@ impl Plan {
 /// the ids of the fields the backup left out (`exclude_fields`), which are not created.
 /// `taken` holds the table names that already exist in the target (compared ignoring case); a
 /// restored table whose name is taken gets " (restored)" appended, then a number.
-pub fn build(
+pub(super) fn build(
     schema: &BaseSchema,
     tables: &[String],
     excluded: &[String],
@@ -723,7 +723,7 @@ fn truncate(mut text: String, max: usize) -> String {
 
 /// The value to write for a backed-up cell, or `None` when nothing can be written (an empty
 /// cell, an error value, an AI text that holds no value).
-pub fn convert(conversion: Conversion, cell: &Value) -> Option<Value> {
+pub(super) fn convert(conversion: Conversion, cell: &Value) -> Option<Value> {
     if cell.is_null() {
         return None;
     }
@@ -791,7 +791,10 @@ fn as_text(cell: &Value) -> String {
 }
 
 /// The selected table ids: `names` (ids or names, matched ignoring case) or every table.
-pub fn select_tables(schema: &[TableSchema], names: &[String]) -> Result<Vec<String>, String> {
+pub(super) fn select_tables(
+    schema: &[TableSchema],
+    names: &[String],
+) -> Result<Vec<String>, String> {
     if names.is_empty() {
         return Ok(schema.iter().map(|t| t.id.clone()).collect());
     }

@@ -361,11 +361,8 @@ async fn an_export_interrupted_while_writing_tables_moves_nothing_into_place() {
     options.large = "tables=2,records=10000,attachments=0".parse().unwrap();
     let fake = FakeAirtable::start(options).await.unwrap();
     let d = Dirs::new();
-    let repo = crate::support::new_repo(
-        &d.repo_str(),
-        &airback::repo::config::InitOptions::default(),
-    )
-    .await;
+    let repo =
+        crate::support::new_repo(&d.repo_str(), &airback::repo::InitOptions::default()).await;
     // Taken in-process, unpaced: the binary would take 45 s at 5 requests/s.
     let client = Client::new(
         Token::new(fake.token()).unwrap(),
@@ -418,13 +415,13 @@ async fn a_dropped_lock_guard_removes_its_lock() {
     let location = dir.path().join("repo");
     let repo = crate::support::new_repo(
         location.to_str().unwrap(),
-        &airback::repo::config::InitOptions::default(),
+        &airback::repo::InitOptions::default(),
     )
     .await;
     let guard = repo.lock(false, "check").await.unwrap();
     assert_eq!(files_below(&location.join("locks")).len(), 1);
     drop(guard);
-    airback::repo::lock::dropped_locks_removed().await;
+    airback::internals::dropped_locks_removed().await;
     assert!(files_below(&location.join("locks")).is_empty());
 
     // Cancelled while taking the lock (its second look for other locks): removed too.
@@ -434,7 +431,7 @@ async fn a_dropped_lock_guard_removes_its_lock() {
         cancelled.is_err(),
         "the lock waits 200 ms before its second look"
     );
-    airback::repo::lock::dropped_locks_removed().await;
+    airback::internals::dropped_locks_removed().await;
     assert!(files_below(&location.join("locks")).is_empty());
 }
 

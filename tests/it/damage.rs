@@ -11,8 +11,8 @@ use crate::support::{FakeSetup, random_bytes};
 use airback::check::{CheckOptions, check};
 use airback::id::{BlobId, IndexId, PackId, SnapshotId};
 use airback::repair::{repair_index, repair_snapshots};
-use airback::repo::pack::BlobKind;
-use airback::repo::snapshot::NodeKind;
+use airback::repo::BlobKind;
+use airback::repo::NodeKind;
 use airback::repo::{CacheChoice, Repository};
 use airback_fake::{FakeOptions, LargeParams, Preset};
 
@@ -161,7 +161,7 @@ async fn case(object: Object, harm: Harm) {
                 .iter()
                 .find(|p| p.kind == kind)
                 .expect("the second run wrote a pack of this kind");
-            let path = path_of(&s, &airback::repo::pack::pack_path(&pack.id));
+            let path = path_of(&s, &airback::internals::pack_path(&pack.id));
             match harm {
                 Harm::Delete => {
                     std::fs::remove_file(&path).unwrap();
@@ -470,7 +470,7 @@ async fn a_snapshot_after_check_found_a_damaged_pack_stores_its_content_again() 
     }
     let (pack, size) = packs[0];
     flip(
-        &path_of(&s, &airback::repo::pack::pack_path(&pack)),
+        &path_of(&s, &airback::internals::pack_path(&pack)),
         size as usize / 2,
     );
     let report = check(
@@ -621,7 +621,7 @@ async fn a_dictionary_damaged_with_its_copy_is_reported_as_damaged() {
         100,
     );
     flip(
-        &std::path::Path::new(location).join(airback::repo::pack::pack_path(&copy.pack)),
+        &std::path::Path::new(location).join(airback::internals::pack_path(&copy.pack)),
         (copy.offset + copy.length / 2) as usize,
     );
     let backend = repo.backend().clone();

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use airback::backend::{Backend, BackendOptions, TMP_LEFTOVER_AGE};
-use airback::repo::lock::LockInfo;
+use airback::internals::LockInfo;
 use airback::repo::{CacheChoice, RepoError, Repository};
 use airback_fake::{FakeAirtable, FakeOptions, Preset};
 

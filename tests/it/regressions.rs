@@ -2,10 +2,10 @@
 //! code before its fix.
 use airback::check::{CheckOptions, check};
 use airback::id::{BlobId, IndexId};
-use airback::repo::pack::BlobKind;
-use airback::repo::snapshot::{Node, NodeKind, Tree};
-use airback::repo::writer::WriterOptions;
+use airback::repo::BlobKind;
+use airback::repo::WriterOptions;
 use airback::repo::{BlobWriter, CacheChoice, Repository};
+use airback::repo::{Node, NodeKind, Tree};
 
 use crate::support::{commit, new_repo, open_backend, random_bytes, small_options};
 

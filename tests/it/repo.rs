@@ -7,10 +7,10 @@ use std::path::Path;
 use airback::backend::{Backend, BackendError};
 use airback::check::{CheckOptions, check};
 use airback::id::{BlobId, SnapshotId};
-use airback::repo::config::InitOptions;
-use airback::repo::pack::BlobKind;
-use airback::repo::snapshot::{Node, NodeKind, Tree};
+use airback::repo::BlobKind;
+use airback::repo::InitOptions;
 use airback::repo::{BlobWriter, CacheChoice, Repository};
+use airback::repo::{Node, NodeKind, Tree};
 use proptest::prelude::*;
 
 use crate::support::s3::S3Server;
@@ -525,7 +525,7 @@ async fn a_flipped_byte_in_any_pack_is_reported() {
     };
     let mut rng = fastrand::Rng::with_seed(5);
     for pack in &index {
-        let path = Path::new(location).join(airback::repo::pack::pack_path(&pack.id));
+        let path = Path::new(location).join(airback::internals::pack_path(&pack.id));
         let original = std::fs::read(&path).unwrap();
         // A few random positions inside blobs, plus the first and last byte of the pack.
         let mut positions: Vec<usize> = (0..4).map(|_| rng.usize(..original.len())).collect();
@@ -572,7 +572,7 @@ async fn a_flipped_byte_in_any_pack_is_reported() {
 
     // Through the CLI: a non-zero exit.
     let pack = &index[0];
-    let path = Path::new(location).join(airback::repo::pack::pack_path(&pack.id));
+    let path = Path::new(location).join(airback::internals::pack_path(&pack.id));
     let mut damaged = std::fs::read(&path).unwrap();
     let mid = (pack.blobs[0].offset + pack.blobs[0].length / 2) as usize;
     damaged[mid] ^= 0x80;
@@ -669,9 +669,9 @@ async fn locks_conflict_and_stale_locks_are_ignored() {
     exclusive.release().await.unwrap();
 
     // A lock left by a crashed process (dead pid on this host) does not block.
-    let dead = airback::repo::lock::LockInfo {
+    let dead = airback::internals::LockInfo {
         time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        hostname: airback::repo::lock::hostname(),
+        hostname: airback::internals::hostname(),
         pid: u32::MAX - 1,
         exclusive: true,
         operation: "prune".into(),

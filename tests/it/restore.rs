@@ -11,7 +11,7 @@ use airback::backend::{Backend, BackendOptions};
 use airback::backup::{BackupOptions, backup_base};
 use airback::id::SnapshotId;
 use airback::progress::NoProgress;
-use airback::restore::plan::SOURCE_ID_FIELD;
+use airback::restore::SOURCE_ID_FIELD;
 use airback::restore::{RestoreError, RestoreOptions, RestoreReport, Target, restore};
 use airback::stored::StoredBase;
 use airback_fake::{FakeAirtable, FakeOptions, Preset};

@@ -9,7 +9,7 @@ use airback::backup::{BackupOptions, BackupSummary, backup_base};
 use airback::check::{CheckOptions, check};
 use airback::progress::NoProgress;
 use airback::repo::Repository;
-use airback::repo::snapshot::{NodeKind, Tree};
+use airback::repo::{NodeKind, Tree};
 use airback_fake::{FakeOptions, Preset};
 use serde_json::Value;
 

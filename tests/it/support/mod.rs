@@ -3,10 +3,10 @@
 pub mod s3;
 
 use airback::backend::{Backend, BackendOptions};
-use airback::chunker::ChunkerParams;
 use airback::id::{BlobId, SnapshotId};
-use airback::repo::config::InitOptions;
-use airback::repo::snapshot::Snapshot;
+use airback::repo::ChunkerParams;
+use airback::repo::InitOptions;
+use airback::repo::Snapshot;
 use airback::repo::{CacheChoice, Repository};
 
 use std::path::{Path, PathBuf};
