@@ -19,7 +19,7 @@ use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::layout::{AttachmentMeta, LayoutJson, Source, TableMeta};
 use crate::repo::index::IndexPack;
 use crate::repo::pack::{self, BlobKind, PackedBlob, pack_path};
-use crate::repo::snapshot::NodeKind;
+use crate::repo::snapshot::{NodeKind, Snapshot};
 use crate::repo::{Repository, Result};
 
 /// Which packs `--read-data` reads.
@@ -193,11 +193,81 @@ impl Damage {
 /// Checks the repository. Storage failures are errors of the call; damage is reported, and
 /// packs found missing or damaged are recorded in the local cache so that the next snapshot
 /// stores their content again instead of referring to it.
+///
+/// The steps run in the reverse of the write order (snapshots, then the index, then packs):
+/// anything a snapshot needs was written before it.
 pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     let mut damage = Damage::default();
 
     // 1. Snapshots first: anything they need was written before them.
+    let snapshots = load_snapshots(repo, &mut report).await?;
+    report.snapshots = snapshots.len();
+    // A backup may have committed since the repository was opened: bring the cache up to
+    // date, so reading its trees below finds their blobs.
+    repo.sync_index().await?;
+    check_dictionaries(repo, &mut report, &mut damage).await?;
+
+    // 2. The index, read from the repository (not trusted from the cache).
+    let index = load_index(repo, &mut report).await?;
+    report.packs = index.packs.len();
+    report.blobs = index.blobs.len();
+
+    // 3. Packs: present, right size, header agrees with the index.
+    let listed: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
+    check_packs(repo, &index, &listed, &mut report, &mut damage).await?;
+
+    // 4. Contents. A pack whose header was unusable is read too: its blobs may still decode.
+    if options.read_data || options.subset.is_some() {
+        let mut ids: Vec<&PackId> = index.packs.keys().collect();
+        ids.sort();
+        for id in ids {
+            if options.subset.is_some_and(|s| !s.contains(id)) || !listed.contains_key(id) {
+                continue;
+            }
+            if listed[id] != index.packs[id].size {
+                continue;
+            }
+            read_pack(repo, &index.packs[id], &mut report, &mut damage).await?;
+        }
+    }
+
+    // 5. Remember what is broken (and what turned out sound), so writers stop referring to
+    // it; before the walk, so that reading trees uses what was just learnt.
+    record_pack_states(repo, &index, &listed, &damage, &mut report).await?;
+
+    // 6. Every snapshot: can each file and folder it names be read back?
+    find_damaged_snapshots(repo, &snapshots, &index, &damage, &mut report).await;
+
+    // 7. Leftovers of interrupted writes in a local repository's `tmp/`.
+    for leftover in repo
+        .backend()
+        .tmp_leftovers(crate::backend::TMP_LEFTOVER_AGE)
+        .await?
+    {
+        report.warnings.push(format!(
+            "{leftover} was left by an interrupted write; the next `airback snapshot` removes \
+             it, or delete it"
+        ));
+    }
+    Ok(report)
+}
+
+/// The index as check reads it from the repository.
+struct CheckedIndex {
+    /// Every indexed pack, once.
+    packs: HashMap<PackId, IndexPack>,
+    /// Where every blob is.
+    blobs: HashMap<(BlobId, BlobKind), Located>,
+    /// Packs that `airback repair index` recorded as dropped, with why.
+    recorded_bad: HashMap<PackId, String>,
+}
+
+/// Every snapshot that can be read; the others are reported as damaged.
+async fn load_snapshots(
+    repo: &Repository,
+    report: &mut CheckReport,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let mut snapshots = Vec::new();
     for id in repo.list_snapshots().await? {
         match repo.load_snapshot(&id).await {
@@ -214,12 +284,15 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
             }
         }
     }
-    report.snapshots = snapshots.len();
-    // A backup may have committed since the repository was opened: bring the cache up to
-    // date, so reading its trees below finds their blobs.
-    repo.sync_index().await?;
+    Ok(snapshots)
+}
 
-    // Dictionaries: each must hash to its name; a lost one may have an intact copy in a pack.
+/// Dictionaries: each must hash to its name; a lost one may have an intact copy in a pack.
+async fn check_dictionaries(
+    repo: &Repository,
+    report: &mut CheckReport,
+    damage: &mut Damage,
+) -> Result<()> {
     for problem in repo.load_dictionaries().await? {
         let id = problem.id;
         if problem.recovered {
@@ -238,9 +311,12 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     if !repo.dictionaries_complete() {
         damage.dictionary_lost = true;
     }
+    Ok(())
+}
 
-    // 2. The index, read from the repository (not trusted from the cache). Index files that
-    // another one supersedes (left by an interrupted repair) are skipped.
+/// Reads every index file. Index files that another one supersedes (left by an interrupted
+/// repair) are skipped; two files that describe one pack differently are an error.
+async fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<CheckedIndex> {
     let mut files = Vec::new();
     for id in repo.list_index_files().await? {
         report.index_files += 1;
@@ -287,15 +363,26 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
             packs.insert(p.id, p);
         }
     }
-    report.packs = packs.len();
-    report.blobs = blobs.len();
+    Ok(CheckedIndex {
+        packs,
+        blobs,
+        recorded_bad,
+    })
+}
 
-    // 3. Packs: present, right size, header agrees with the index.
-    let listed: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
-    let mut pack_ids: Vec<&PackId> = packs.keys().collect();
+/// Every indexed pack is in storage with its indexed size and a header that agrees with the
+/// index; packs in storage that no index names are reported, with what they probably are.
+async fn check_packs(
+    repo: &Repository,
+    index: &CheckedIndex,
+    listed: &HashMap<PackId, u64>,
+    report: &mut CheckReport,
+    damage: &mut Damage,
+) -> Result<()> {
+    let mut pack_ids: Vec<&PackId> = index.packs.keys().collect();
     pack_ids.sort();
     for id in pack_ids {
-        let indexed = &packs[id];
+        let indexed = &index.packs[id];
         let problem = match listed.get(id) {
             None => Some(crate::repo::MISSING.to_string()),
             Some(&size) if size != indexed.size => Some(format!(
@@ -333,11 +420,11 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     }
     let mut unindexed: Vec<(&PackId, &u64)> = listed
         .iter()
-        .filter(|(id, _)| !packs.contains_key(id))
+        .filter(|(id, _)| !index.packs.contains_key(id))
         .collect();
     unindexed.sort();
     for (id, size) in unindexed {
-        let state = if let Some(reason) = recorded_bad.get(id) {
+        let state = if let Some(reason) = index.recorded_bad.get(id) {
             format!("`airback repair index` dropped it from the index: {reason}; safe to delete")
         } else {
             match repo.read_pack_header(id, *size).await {
@@ -349,25 +436,19 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
             .warnings
             .push(format!("pack {id} is not in the index ({state})"));
     }
+    Ok(())
+}
 
-    // 4. Contents. A pack whose header was unusable is read too: its blobs may still decode.
-    if options.read_data || options.subset.is_some() {
-        let mut ids: Vec<&PackId> = packs.keys().collect();
-        ids.sort();
-        for id in ids {
-            if options.subset.is_some_and(|s| !s.contains(id)) || !listed.contains_key(id) {
-                continue;
-            }
-            if listed[id] != packs[id].size {
-                continue;
-            }
-            read_pack(repo, &packs[id], &mut report, &mut damage).await?;
-        }
-    }
-
-    // 5. Remember what is broken (and what turned out sound), so writers stop referring to
-    // it; before the walk, so that reading trees uses what was just learnt. A pack recorded
-    // as missing that is back with its indexed size and a good header counts as sound.
+/// Records in the cache the packs found missing or damaged, and those found sound again. A
+/// pack recorded as missing that is back with its indexed size and a good header counts as
+/// sound.
+async fn record_pack_states(
+    repo: &Repository,
+    index: &CheckedIndex,
+    listed: &HashMap<PackId, u64>,
+    damage: &Damage,
+    report: &mut CheckReport,
+) -> Result<()> {
     let mut bad: Vec<(PackId, String)> = damage
         .bad_packs
         .iter()
@@ -393,20 +474,31 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     let mut sound: Vec<PackId> = damage.verified.iter().copied().collect();
     sound.extend(recorded.iter().filter_map(|(id, reason)| {
         (reason == crate::repo::MISSING
-            && packs.contains_key(id)
-            && listed.get(id) == Some(&packs[id].size)
+            && index.packs.contains_key(id)
+            && listed.get(id) == Some(&index.packs[id].size)
             && !damage.bad_packs.contains_key(id))
         .then_some(*id)
     }));
     repo.mark_packs_sound(&sound).await?;
-    // 6. Every snapshot: can each file and folder it names be read back?
+    Ok(())
+}
+
+/// Names every snapshot that lost content, with what it lost.
+async fn find_damaged_snapshots(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+    index: &CheckedIndex,
+    damage: &Damage,
+    report: &mut CheckReport,
+) {
     let mut memo: HashMap<BlobId, Vec<(String, String)>> = HashMap::new();
-    for (snapshot_id, snapshot) in &snapshots {
-        let lost: Vec<String> = tree_losses(repo, snapshot.tree, "", &blobs, &damage, &mut memo)
-            .await
-            .into_iter()
-            .map(|(path, why)| format!("`{path}`{why}"))
-            .collect();
+    for (snapshot_id, snapshot) in snapshots {
+        let lost: Vec<String> =
+            tree_losses(repo, snapshot.tree, "", &index.blobs, damage, &mut memo)
+                .await
+                .into_iter()
+                .map(|(path, why)| format!("`{path}`{why}"))
+                .collect();
         if lost.is_empty() {
             continue;
         }
@@ -432,19 +524,6 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
             lost: lost.into_iter().take(MAX_LOST_LISTED).collect(),
         });
     }
-
-    // 7. Leftovers of interrupted writes in a local repository's `tmp/`.
-    for leftover in repo
-        .backend()
-        .tmp_leftovers(crate::backend::TMP_LEFTOVER_AGE)
-        .await?
-    {
-        report.warnings.push(format!(
-            "{leftover} was left by an interrupted write; the next `airback snapshot` removes \
-             it, or delete it"
-        ));
-    }
-    Ok(report)
 }
 
 /// "1 item", "2 items".

@@ -27,7 +27,9 @@ use crate::layout::{self, AttachmentMeta, LayoutJson, TableMeta};
 use crate::repo::index::{DamagedPack, IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE};
 use crate::repo::pack::{self, BlobKind, pack_path};
 use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
-use crate::repo::{BlobWriter, Exclusive, RepoError, Repository, Result, dict_path};
+use crate::repo::{
+    BlobWriter, DictionaryProblem, Exclusive, RepoError, Repository, Result, dict_path,
+};
 
 /// What `repair index` did (or, with `dry_run`, would do).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -89,20 +91,7 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
     };
     // Index files before packs: every pack an index file lists was stored before it.
     let old_files = repo.list_index_files().await?;
-    let mut indexed: HashMap<PackId, IndexPack> = HashMap::new();
-    for id in &old_files {
-        match repo.load_index_file(id).await {
-            Ok(file) => {
-                for p in file.packs {
-                    indexed.entry(p.id).or_insert(p);
-                }
-            }
-            Err(RepoError::Corrupt { what, detail }) => {
-                tracing::warn!("{what} is damaged ({detail}); rebuilding from the packs");
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let indexed = read_index(repo, &old_files).await?;
     let stored = repo.list_packs().await?;
     let in_storage: HashSet<PackId> = stored.iter().map(|(id, _)| *id).collect();
 
@@ -193,6 +182,46 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
     // Salvaged blobs first (packs, then their index), then the new index, then deletions.
     let stats = writer.flush().await?;
     report.index_files_written += stats.index_files_written as usize;
+    write_index(repo, kept, &old_files, &damaged, &in_storage, &mut report).await?;
+
+    restore_dictionaries(repo, dictionaries, &mut report).await?;
+    let sound: Vec<PackId> = repo.cache().pack_sizes()?.into_keys().collect();
+    repo.mark_packs_sound(&sound).await?;
+    repo.sync_index().await?;
+    repo.load_dictionaries().await?;
+    Ok(report)
+}
+
+/// The packs the readable index files list; a damaged index file is skipped with a warning.
+async fn read_index(repo: &Exclusive, files: &[IndexId]) -> Result<HashMap<PackId, IndexPack>> {
+    let mut indexed: HashMap<PackId, IndexPack> = HashMap::new();
+    for id in files {
+        match repo.load_index_file(id).await {
+            Ok(file) => {
+                for p in file.packs {
+                    indexed.entry(p.id).or_insert(p);
+                }
+            }
+            Err(RepoError::Corrupt { what, detail }) => {
+                tracing::warn!("{what} is damaged ({detail}); rebuilding from the packs");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(indexed)
+}
+
+/// Writes the rebuilt index (every kept pack, the damaged ones recorded in the first file,
+/// each file superseding the old ones), then removes the old index files and the damaged packs
+/// still in storage: written before deleted, so a crash leaves a readable index.
+async fn write_index(
+    repo: &Exclusive,
+    kept: Vec<IndexPack>,
+    old_files: &[IndexId],
+    damaged: &[DamagedPack],
+    in_storage: &HashSet<PackId>,
+    report: &mut IndexRepair,
+) -> Result<()> {
     let dict_ids: HashSet<BlobId> = repo.dictionaries().iter().map(|d| BlobId(d.id.0)).collect();
     let mut written: HashSet<IndexId> = HashSet::new();
     let mut batches = batch_packs(kept);
@@ -201,7 +230,7 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
     }
     for (i, batch) in batches.into_iter().enumerate() {
         let mut file = IndexFile::new(batch);
-        file.supersedes = old_files.clone();
+        file.supersedes = old_files.to_vec();
         file.dictionaries = file
             .packs
             .iter()
@@ -213,12 +242,12 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
             .into_iter()
             .collect();
         if i == 0 {
-            file.damaged_packs = damaged.clone();
+            file.damaged_packs = damaged.to_vec();
         }
         written.insert(repo.write_index_file(file).await?);
         report.index_files_written += 1;
     }
-    for id in &old_files {
+    for id in old_files {
         if written.contains(id) {
             continue;
         }
@@ -227,20 +256,27 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
     }
     // Damaged packs still in storage: what could be read is stored again and indexed, the rest
     // is unreadable; removing them keeps later runs from reading them again.
-    for d in &damaged {
+    for d in damaged {
         if in_storage.contains(&d.id) {
             repo.delete_pack(&d.id).await?;
         }
     }
+    Ok(())
+}
 
-    // Dictionaries: write back those recovered from a copy; remove damaged ones that nothing
-    // can use (blobs compressed with them did not decode and were dropped above).
+/// Dictionaries: writes back those recovered from a copy, and removes damaged ones that nothing
+/// can use (blobs compressed with them did not decode and were dropped).
+async fn restore_dictionaries(
+    repo: &Exclusive,
+    problems: Vec<DictionaryProblem>,
+    report: &mut IndexRepair,
+) -> Result<()> {
     let loaded: HashMap<DictId, codec::Dictionary> = repo
         .dictionaries()
         .iter()
         .map(|d| (d.id, d.clone()))
         .collect();
-    for problem in dictionaries {
+    for problem in problems {
         if let Some(dict) = loaded.get(&problem.id) {
             repo.backend()
                 .write(&dict_path(&dict.id), dict.bytes.to_vec())
@@ -256,11 +292,7 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
             report.dictionaries_removed.push(problem.id);
         }
     }
-    let sound: Vec<PackId> = repo.cache().pack_sizes()?.into_keys().collect();
-    repo.mark_packs_sound(&sound).await?;
-    repo.sync_index().await?;
-    repo.load_dictionaries().await?;
-    Ok(report)
+    Ok(())
 }
 
 /// Splits packs into index files of at most [`MAX_BLOBS_PER_INDEX_FILE`] blobs.

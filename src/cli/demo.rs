@@ -5,6 +5,7 @@
 //! it cell by cell with the snapshot, and exports it as a zip file. Built only with the `fake`
 //! feature (the default); without it, `cli::run` answers `demo` with an error instead.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use airback_fake::{FakeAirtable, FakeOptions, Preset};
@@ -18,10 +19,11 @@ use crate::airtable::{Client, ClientOptions, Token};
 use crate::backend::{Backend, BackendOptions};
 use crate::backup::{BackupOptions, backup_base};
 use crate::check::{CheckOptions, check};
+use crate::export::ExportSummary;
 use crate::progress::NoProgress;
 use crate::repo::config::InitOptions;
 use crate::repo::{CacheChoice, Repository};
-use crate::restore::{RestoreOptions, Target, restore};
+use crate::restore::{RestoreOptions, RestoreReport, Target, restore};
 use crate::stored::StoredBase;
 
 /// Runs `airback demo`.
@@ -49,17 +51,7 @@ pub(super) async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result
         base.id
     ))?;
 
-    let backend = Backend::open(
-        repo_dir
-            .to_str()
-            .context("the demo folder's path is not UTF-8")?,
-        &BackendOptions {
-            create: true,
-            ..BackendOptions::default()
-        },
-    )?;
-    Repository::init(&backend, &InitOptions::default()).await?;
-    let repo = Repository::open(backend, CacheChoice::Memory).await?;
+    let repo = new_repository(&repo_dir).await?;
     say(format!(
         "\n1. Created a repository in {}.",
         repo_dir.display()
@@ -136,42 +128,8 @@ pub(super) async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result
         progress::for_restore(!printer.shows_progress()),
     )
     .await?;
-    let fidelity = restored.fidelity.clone().unwrap_or_default();
-    say(format!(
-        "6. Restored the second snapshot into a new base {}: {} records, {} files, links of {} records; {} API requests in {:.1} s, {} rate-limited. Re-read and compared: {} of {} records, {} of {} cells and {} of {} files equal.",
-        restored.base_id.as_deref().unwrap_or("?"),
-        restored.records_written,
-        restored.attachments_uploaded,
-        restored.link_records_written,
-        restored.requests,
-        restored.seconds,
-        restored.rate_limited,
-        fidelity.records_found,
-        fidelity.records_expected,
-        fidelity.cells.equal,
-        fidelity.cells.cells,
-        fidelity.attachments.equal,
-        fidelity.attachments.cells,
-    ))?;
-    let package = repo_dir.with_file_name(format!(
-        "{}.zip",
-        repo_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("repo")
-    ));
-    let exported = crate::export::export(
-        &stored,
-        crate::export::ExportOptions {
-            force: true,
-            ..crate::export::ExportOptions::new(
-                crate::export::ExportFormat::Zip,
-                crate::export::Output::Path(package.clone()),
-            )
-        },
-        Arc::new(NoProgress),
-    )
-    .await?;
+    say(restored_line(&restored))?;
+    let (package, exported) = export_zip(&stored, &repo_dir).await?;
     say(format!(
         "7. Exported the second snapshot as {} ({}): {} tables as JSON and CSV, {} records, {} attachment files; any zip tool opens it.",
         package.display(),
@@ -200,6 +158,68 @@ pub(super) async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result
     } else {
         Ok(exit::ERROR)
     }
+}
+
+/// A new repository in `dir`, opened with its cache in memory.
+async fn new_repository(dir: &Path) -> anyhow::Result<Repository> {
+    let backend = Backend::open(
+        dir.to_str()
+            .context("the demo folder's path is not UTF-8")?,
+        &BackendOptions {
+            create: true,
+            ..BackendOptions::default()
+        },
+    )?;
+    Repository::init(&backend, &InitOptions::default()).await?;
+    Ok(Repository::open(backend, CacheChoice::Memory).await?)
+}
+
+/// What the restore did, and how it compared, in one line.
+fn restored_line(restored: &RestoreReport) -> String {
+    let fidelity = restored.fidelity.clone().unwrap_or_default();
+    format!(
+        "6. Restored the second snapshot into a new base {}: {} records, {} files, links of {} records; {} API requests in {:.1} s, {} rate-limited. Re-read and compared: {} of {} records, {} of {} cells and {} of {} files equal.",
+        restored.base_id.as_deref().unwrap_or("?"),
+        restored.records_written,
+        restored.attachments_uploaded,
+        restored.link_records_written,
+        restored.requests,
+        restored.seconds,
+        restored.rate_limited,
+        fidelity.records_found,
+        fidelity.records_expected,
+        fidelity.cells.equal,
+        fidelity.cells.cells,
+        fidelity.attachments.equal,
+        fidelity.attachments.cells,
+    )
+}
+
+/// Exports the snapshot as a zip file next to the repository's folder.
+async fn export_zip(
+    stored: &StoredBase,
+    repo_dir: &Path,
+) -> anyhow::Result<(PathBuf, ExportSummary)> {
+    let package = repo_dir.with_file_name(format!(
+        "{}.zip",
+        repo_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("repo")
+    ));
+    let exported = crate::export::export(
+        stored,
+        crate::export::ExportOptions {
+            force: true,
+            ..crate::export::ExportOptions::new(
+                crate::export::ExportFormat::Zip,
+                crate::export::Output::Path(package.clone()),
+            )
+        },
+        Arc::new(NoProgress),
+    )
+    .await?;
+    Ok((package, exported))
 }
 
 /// Edits three records and adds an attachment, directly in the fake; says what it did.

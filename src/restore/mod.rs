@@ -276,78 +276,17 @@ pub async fn restore(
         state.plan.is_some()
     );
 
-    let mut target_schema = None;
-    let plan = match &state.plan {
-        Some(text) => serde_json::from_str::<Plan>(text).map_err(|e| {
-            RestoreError::Invalid(format!(
-                "the journal's plan is unreadable ({e}); delete {} to start over",
-                options
-                    .journal
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ))
-        })?,
-        None => {
-            let taken: Vec<String> = match &options.target {
-                Target::Base(base) => {
-                    let schema = client.base_schema(base).await?;
-                    let names = schema.tables.iter().map(|t| t.name.clone()).collect();
-                    // The schema step starts from it: nothing is written in between.
-                    target_schema = Some(schema);
-                    names
-                }
-                Target::Workspace { .. } => Vec::new(),
-            };
-            let excluded: Vec<String> = stored
-                .tables
-                .iter()
-                .flat_map(|t| t.excluded_fields.iter().cloned())
-                .collect();
-            plan::build(&stored.schema, &selected, &excluded, &taken)
-        }
-    };
+    let (plan, target_schema) =
+        journal_or_new_plan(stored, client, options, state.plan.as_deref(), &selected).await?;
     let workload = scan(stored, &plan, options.staging.is_some()).await?;
     tracing::debug!("restore: workload {workload:?}");
-    let mut report = RestoreReport {
-        snapshot: stored.id.to_string(),
-        base_id: match &options.target {
-            Target::Base(b) => Some(b.clone()),
-            Target::Workspace { .. } => state.base_id.clone(),
-        },
-        created_base: false,
-        dry_run: options.dry_run,
-        floor_seconds: workload.floor_seconds(),
+    let mut report = RestoreReport::new(
+        stored,
+        options,
+        state.base_id.clone(),
+        plan.clone(),
         workload,
-        plan: plan.clone(),
-        records_written: 0,
-        records_resumed: 0,
-        attachments_uploaded: 0,
-        attachments_staged: 0,
-        link_records_written: 0,
-        requests: 0,
-        rate_limited: 0,
-        retries: 0,
-        seconds: 0.0,
-        apply_seconds: 0.0,
-        apply_requests: 0,
-        problems: Vec::new(),
-        fidelity: None,
-    };
-    if report.workload.large > 0 && options.staging.is_none() {
-        report.problems.push(format!(
-            "{} attachments over 5 MB are not restored: pass --staging s3://bucket/prefix to \
-             restore them, or get them with `airback export`",
-            report.workload.large
-        ));
-    }
-    if report.workload.missing > 0 {
-        report.problems.push(format!(
-            "{} attachments are not in the snapshot (they could not be downloaded when it was \
-             taken)",
-            report.workload.missing
-        ));
-    }
+    );
     if options.dry_run {
         report.seconds = started.elapsed().as_secs_f64();
         return Ok(report);
@@ -410,6 +349,103 @@ pub async fn restore(
     run.report.retries = at_end.retries - at_start.retries;
     run.report.seconds = started.elapsed().as_secs_f64();
     Ok(run.report)
+}
+
+/// The plan the journal holds (a resumed restore keeps its first plan), or a new one. A new
+/// plan into an existing base reads that base's schema, which is returned too: the schema step
+/// starts from it.
+async fn journal_or_new_plan(
+    stored: &StoredBase,
+    client: &Client,
+    options: &RestoreOptions,
+    journal_plan: Option<&str>,
+    selected: &[String],
+) -> Result<(Plan, Option<BaseSchema>), RestoreError> {
+    let mut target_schema = None;
+    let plan = match journal_plan {
+        Some(text) => serde_json::from_str::<Plan>(text).map_err(|e| {
+            RestoreError::Invalid(format!(
+                "the journal's plan is unreadable ({e}); delete {} to start over",
+                options
+                    .journal
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })?,
+        None => {
+            let taken: Vec<String> = match &options.target {
+                Target::Base(base) => {
+                    let schema = client.base_schema(base).await?;
+                    let names = schema.tables.iter().map(|t| t.name.clone()).collect();
+                    // The schema step starts from it: nothing is written in between.
+                    target_schema = Some(schema);
+                    names
+                }
+                Target::Workspace { .. } => Vec::new(),
+            };
+            let excluded: Vec<String> = stored
+                .tables
+                .iter()
+                .flat_map(|t| t.excluded_fields.iter().cloned())
+                .collect();
+            plan::build(&stored.schema, selected, &excluded, &taken)
+        }
+    };
+    Ok((plan, target_schema))
+}
+
+impl RestoreReport {
+    /// The report of a restore that has written nothing yet, with the problems the workload
+    /// shows already (attachments too large to upload, or missing from the snapshot).
+    fn new(
+        stored: &StoredBase,
+        options: &RestoreOptions,
+        journal_base_id: Option<String>,
+        plan: Plan,
+        workload: Workload,
+    ) -> RestoreReport {
+        let mut report = RestoreReport {
+            snapshot: stored.id.to_string(),
+            base_id: match &options.target {
+                Target::Base(b) => Some(b.clone()),
+                Target::Workspace { .. } => journal_base_id,
+            },
+            created_base: false,
+            dry_run: options.dry_run,
+            floor_seconds: workload.floor_seconds(),
+            workload,
+            plan,
+            records_written: 0,
+            records_resumed: 0,
+            attachments_uploaded: 0,
+            attachments_staged: 0,
+            link_records_written: 0,
+            requests: 0,
+            rate_limited: 0,
+            retries: 0,
+            seconds: 0.0,
+            apply_seconds: 0.0,
+            apply_requests: 0,
+            problems: Vec::new(),
+            fidelity: None,
+        };
+        if report.workload.large > 0 && options.staging.is_none() {
+            report.problems.push(format!(
+                "{} attachments over 5 MB are not restored: pass --staging s3://bucket/prefix to \
+                 restore them, or get them with `airback export`",
+                report.workload.large
+            ));
+        }
+        if report.workload.missing > 0 {
+            report.problems.push(format!(
+                "{} attachments are not in the snapshot (they could not be downloaded when it was \
+                 taken)",
+                report.workload.missing
+            ));
+        }
+        report
+    }
 }
 
 fn is_unknown_outcome(error: &RestoreError) -> bool {

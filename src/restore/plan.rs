@@ -231,63 +231,14 @@ pub(super) fn build(
              `{SOURCE_ID_FIELD}` field holds the original id"
         ),
     });
-    // Which side of each link pair is created: the first one met in schema order.
-    let mut created_links: HashSet<&str> = HashSet::new();
-    let mut inverse_of: HashMap<&str, &str> = HashMap::new();
-    for table in schema
-        .tables
-        .iter()
-        .filter(|t| selected.contains(t.id.as_str()))
-    {
-        for field in &table.fields {
-            if field.field_type != "multipleRecordLinks"
-                || inverse_of.contains_key(&*field.id)
-                || excluded.contains(&*field.id)
-            {
-                continue;
-            }
-            let Some(linked) = linked_table(field) else {
-                continue;
-            };
-            if !selected.contains(linked) {
-                continue;
-            }
-            created_links.insert(&field.id);
-            if let Some(inverse) = field.inverse_link_field_id()
-                && linked != table.id
-            {
-                inverse_of.insert(inverse, &field.id);
-            }
-        }
-    }
+    let created_links = created_link_sides(schema, &selected, &excluded);
 
     for table in schema
         .tables
         .iter()
         .filter(|t| selected.contains(t.id.as_str()))
     {
-        let mut name = table.name.clone();
-        if used_names.contains(&name.to_lowercase()) {
-            let restored = format!("{} (restored)", table.name);
-            name = (1..)
-                .map(|n| {
-                    if n == 1 {
-                        restored.clone()
-                    } else {
-                        format!("{restored} {n}")
-                    }
-                })
-                .find(|candidate| !used_names.contains(&candidate.to_lowercase()))
-                .unwrap_or(restored);
-            plan.losses.push(Loss {
-                table: Some(table.name.clone()),
-                what: format!(
-                    "the target already has a table named `{}`; this one is restored as `{name}`",
-                    table.name
-                ),
-            });
-        }
-        used_names.insert(name.to_lowercase());
+        let name = restored_table_name(table, &mut used_names, &mut plan);
         for view in &table.views {
             plan.losses.push(Loss {
                 table: Some(table.name.clone()),
@@ -348,73 +299,12 @@ pub(super) fn build(
                 && created_links.contains(&*field.id)
                 && let Some(linked) = linked_table(field)
             {
-                let inverse_field = field
-                    .inverse_link_field_id()
-                    .filter(|_| linked != table.id)
-                    .and_then(|id| schema.table(linked)?.field(id));
-                if let Some(left_out) = inverse_field.filter(|f| excluded.contains(&*f.id)) {
-                    plan.losses.push(Loss {
-                        table: Some(table.name.clone()),
-                        what: format!(
-                            "link field `{}`: its inverse `{}` was left out of the snapshot by \
-                             `exclude_fields`; Airtable creates one in the linked table, which \
-                             stays",
-                            field.name, left_out.name
-                        ),
-                    });
-                }
-                let inverse = inverse_field
-                    .filter(|f| !excluded.contains(&*f.id))
-                    .map(|f| (f.id.clone(), f.name.clone(), f.description.clone()));
-                if inverse_field.is_none() && linked != table.id {
-                    plan.losses.push(Loss {
-                        table: Some(table.name.clone()),
-                        what: format!(
-                            "link field `{}` had no inverse field; Airtable creates one in the \
-                             linked table, which stays",
-                            field.name
-                        ),
-                    });
-                }
-                if field
-                    .options
-                    .as_ref()
-                    .and_then(|o| o.get("prefersSingleRecordLink"))
-                    .and_then(Value::as_bool)
-                    == Some(true)
-                {
-                    plan.losses.push(Loss {
-                        table: Some(table.name.clone()),
-                        what: format!(
-                            "link field `{}`: the \"link to a single record\" setting cannot be \
-                             set through the API",
-                            field.name
-                        ),
-                    });
-                }
-                plan.links.push(LinkPlan {
-                    table: table.id.clone(),
-                    field: field.id.clone(),
-                    name: field.name.clone(),
-                    description: field.description.clone(),
-                    linked_table: linked.to_owned(),
-                    inverse,
-                });
+                let link = plan_link(schema, table, field, linked, &excluded, &mut plan.losses);
+                plan.links.push(link);
             }
             fields.push(planned);
         }
-        let existing: HashSet<String> =
-            table.fields.iter().map(|f| f.name.to_lowercase()).collect();
-        let source_id_field = (1..)
-            .map(|n| {
-                if n == 1 {
-                    SOURCE_ID_FIELD.to_owned()
-                } else {
-                    format!("{SOURCE_ID_FIELD} {n}")
-                }
-            })
-            .find(|candidate| !existing.contains(&candidate.to_lowercase()))
-            .unwrap_or_else(|| SOURCE_ID_FIELD.to_owned());
+        let source_id_field = source_id_field_name(table);
         plan.tables.push(TablePlan {
             source_id: table.id.clone(),
             source_name: table.name.clone(),
@@ -428,6 +318,158 @@ pub(super) fn build(
         });
     }
     plan
+}
+
+/// Which side of each link pair is created: the first one met in schema order. Links to a
+/// table left out of the restore, and excluded fields, are not created.
+fn created_link_sides<'a>(
+    schema: &'a BaseSchema,
+    selected: &HashSet<&str>,
+    excluded: &HashSet<&str>,
+) -> HashSet<&'a str> {
+    let mut created: HashSet<&'a str> = HashSet::new();
+    let mut inverse_of: HashMap<&str, &str> = HashMap::new();
+    for table in schema
+        .tables
+        .iter()
+        .filter(|t| selected.contains(t.id.as_str()))
+    {
+        for field in &table.fields {
+            if field.field_type != "multipleRecordLinks"
+                || inverse_of.contains_key(&*field.id)
+                || excluded.contains(&*field.id)
+            {
+                continue;
+            }
+            let Some(linked) = linked_table(field) else {
+                continue;
+            };
+            if !selected.contains(linked) {
+                continue;
+            }
+            created.insert(&field.id);
+            if let Some(inverse) = field.inverse_link_field_id()
+                && linked != table.id
+            {
+                inverse_of.insert(inverse, &field.id);
+            }
+        }
+    }
+    created
+}
+
+/// The name a restored table gets: its own, or, when the target has a table of that name
+/// (compared ignoring case), the name with " (restored)" appended, then a number; noted as a
+/// loss. The name is added to `used_names`.
+fn restored_table_name(
+    table: &TableSchema,
+    used_names: &mut HashSet<String>,
+    plan: &mut Plan,
+) -> String {
+    let mut name = table.name.clone();
+    if used_names.contains(&name.to_lowercase()) {
+        let restored = format!("{} (restored)", table.name);
+        name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    restored.clone()
+                } else {
+                    format!("{restored} {n}")
+                }
+            })
+            .find(|candidate| !used_names.contains(&candidate.to_lowercase()))
+            .unwrap_or(restored);
+        plan.losses.push(Loss {
+            table: Some(table.name.clone()),
+            what: format!(
+                "the target already has a table named `{}`; this one is restored as `{name}`",
+                table.name
+            ),
+        });
+    }
+    used_names.insert(name.to_lowercase());
+    name
+}
+
+/// The link field `field` of `table`, to table `linked`, as the side that is created; what
+/// cannot be restored of it (an inverse left out, none at all, the single-record setting) is
+/// added to `losses`.
+fn plan_link(
+    schema: &BaseSchema,
+    table: &TableSchema,
+    field: &FieldSchema,
+    linked: &str,
+    excluded: &HashSet<&str>,
+    losses: &mut Vec<Loss>,
+) -> LinkPlan {
+    let inverse_field = field
+        .inverse_link_field_id()
+        .filter(|_| linked != table.id)
+        .and_then(|id| schema.table(linked)?.field(id));
+    if let Some(left_out) = inverse_field.filter(|f| excluded.contains(&*f.id)) {
+        losses.push(Loss {
+            table: Some(table.name.clone()),
+            what: format!(
+                "link field `{}`: its inverse `{}` was left out of the snapshot by \
+                 `exclude_fields`; Airtable creates one in the linked table, which \
+                 stays",
+                field.name, left_out.name
+            ),
+        });
+    }
+    let inverse = inverse_field
+        .filter(|f| !excluded.contains(&*f.id))
+        .map(|f| (f.id.clone(), f.name.clone(), f.description.clone()));
+    if inverse_field.is_none() && linked != table.id {
+        losses.push(Loss {
+            table: Some(table.name.clone()),
+            what: format!(
+                "link field `{}` had no inverse field; Airtable creates one in the \
+                 linked table, which stays",
+                field.name
+            ),
+        });
+    }
+    if field
+        .options
+        .as_ref()
+        .and_then(|o| o.get("prefersSingleRecordLink"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        losses.push(Loss {
+            table: Some(table.name.clone()),
+            what: format!(
+                "link field `{}`: the \"link to a single record\" setting cannot be \
+                 set through the API",
+                field.name
+            ),
+        });
+    }
+    LinkPlan {
+        table: table.id.clone(),
+        field: field.id.clone(),
+        name: field.name.clone(),
+        description: field.description.clone(),
+        linked_table: linked.to_owned(),
+        inverse,
+    }
+}
+
+/// The name of the field that holds each record's original id: [`SOURCE_ID_FIELD`], or with a
+/// number when the table already has a field of that name.
+fn source_id_field_name(table: &TableSchema) -> String {
+    let existing: HashSet<String> = table.fields.iter().map(|f| f.name.to_lowercase()).collect();
+    (1..)
+        .map(|n| {
+            if n == 1 {
+                SOURCE_ID_FIELD.to_owned()
+            } else {
+                format!("{SOURCE_ID_FIELD} {n}")
+            }
+        })
+        .find(|candidate| !existing.contains(&candidate.to_lowercase()))
+        .unwrap_or_else(|| SOURCE_ID_FIELD.to_owned())
 }
 
 fn linked_table(field: &FieldSchema) -> Option<&str> {
