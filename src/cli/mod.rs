@@ -206,25 +206,45 @@ impl clap::builder::ValueParserFactory for Subset {
     }
 }
 
+/// Prints a usage error the way clap does and exits 2.
+fn usage_error(message: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
 /// Parses the command line, runs the command and returns the documented exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.global.no_lock
-        && matches!(
-            cli.command,
-            Command::Init(_) | Command::Snapshot(_) | Command::Demo(_) | Command::Repair(_)
-        )
-        || matches!(&cli.command, Command::Key(k) if k.writes())
+    let writes = match &cli.command {
+        Command::Init(_) | Command::Snapshot(_) | Command::Demo(_) | Command::Repair(_) => true,
+        Command::Key(key) => key.writes(),
+        _ => false,
+    };
+    if cli.global.no_lock && writes {
+        usage_error(
+            "--no-lock is for commands that only read a repository (check, export, restore, \
+             snapshots, show, key list); init, snapshot, repair, key add, key remove, key \
+             passwd and demo write to one",
+        );
+    }
+    // clap checks these conflicts only among flags given on the same side of the command
+    // name; a global flag given before it escapes them.
+    let password_flag = match (&cli.global.password_file, &cli.global.password_command) {
+        (Some(_), Some(_)) => usage_error(
+            "the argument '--password-file <FILE>' cannot be used with '--password-command <CMD>'",
+        ),
+        (Some(_), None) => Some("--password-file <FILE>"),
+        (None, Some(_)) => Some("--password-command <CMD>"),
+        (None, None) => None,
+    };
+    if let (Command::Init(init), Some(flag)) = (&cli.command, password_flag)
+        && init.insecure_no_password
     {
-        use clap::CommandFactory;
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--no-lock is for commands that only read a repository (check, export, restore, \
-                 snapshots, show, key list); init, snapshot, repair, key add, key remove, key \
-                 passwd and demo write to one",
-            )
-            .exit();
+        usage_error(&format!(
+            "the argument '--insecure-no-password' cannot be used with '{flag}'"
+        ));
     }
     settings::remember_secrets_from_env();
     let settings = Settings::new(&cli.global);
