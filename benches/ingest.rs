@@ -1,6 +1,7 @@
 //! Ingest throughput: chunk, hash, compress, pack and write to a local repository, on
-//! incompressible data and on JSON lines, side by side with `restic backup` on the same files
-//! in the same run (when `restic` is on PATH; `benches/compare_restic.sh` installs it).
+//! incompressible data and on JSON lines, side by side with `restic backup` and `borg create`
+//! (`repokey-blake2`, `zstd,3`) on the same files in the same run (each when it is on PATH;
+//! `benches/compare_restic.sh` installs both).
 //!
 //! Run: `cargo bench --bench ingest` (size with `AIRBACK_BENCH_MB`, default 256 per data set).
 //! airback's figures are the mean over three chunker seeds (see `SEEDS`).
@@ -186,12 +187,39 @@ fn restic(set: &DataSet, repo_dir: &Path, cache_dir: &Path) -> Option<(f64, u64)
     Some((start.elapsed().as_secs_f64(), dir_size(repo_dir)))
 }
 
-fn restic_version() -> Option<String> {
-    let out = std::process::Command::new("restic")
-        .arg("version")
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+/// `borg init --encryption=repokey-blake2`, then `borg create --compression zstd,3` of the data
+/// set (timed). borg's keys, cache and config go under `base_dir` (`BORG_BASE_DIR`), inside the
+/// scratch folder.
+fn borg(set: &DataSet, repo_dir: &Path, base_dir: &Path) -> Option<(f64, u64)> {
+    let run = |args: &[&str]| {
+        std::process::Command::new("borg")
+            .args(args)
+            .env("BORG_PASSPHRASE", "bench")
+            .env("BORG_BASE_DIR", base_dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .ok()
+            .filter(|s| s.success())
+    };
+    let repo = repo_dir.to_str().unwrap();
+    run(&["init", "--encryption=repokey-blake2", repo])?;
+    let start = Instant::now();
+    let archive = format!("{repo}::bench");
+    run(&[
+        "create",
+        "--compression",
+        "zstd,3",
+        &archive,
+        set.dir.to_str().unwrap(),
+    ])?;
+    Some((start.elapsed().as_secs_f64(), dir_size(repo_dir)))
+}
+
+/// The first line `TOOL --version` (or `TOOL version`) prints.
+fn version(tool: &str, arg: &str) -> Option<String> {
+    let out = std::process::Command::new(tool).arg(arg).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().next().unwrap_or_default().trim().to_string())
 }
 
 fn main() {
@@ -203,15 +231,16 @@ fn main() {
     let sets = generate(scratch.path(), mb);
     let rt = tokio::runtime::Runtime::new().unwrap();
     println!(
-        "ingest benchmark, {} cores, restic: {}",
+        "ingest benchmark, {} cores, restic: {}, borg: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        restic_version().unwrap_or_else(|| "not installed".into())
+        version("restic", "version").unwrap_or_else(|| "not installed".into()),
+        version("borg", "--version").unwrap_or_else(|| "not installed".into())
     );
     println!();
     println!(
-        "| data set | input | airback MB/s | airback repo (index + pack headers) | restic MB/s | restic repo | speed ratio | size ratio |"
+        "| data set | input | airback MB/s | airback repo (index + pack headers) | restic MB/s | restic repo | speed ratio | size ratio | borg MB/s | borg repo |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (i, set) in sets.iter().enumerate() {
         // The chunker's seed is random per repository, and on repetitive data it moves chunk
         // boundaries (and so blob counts and sizes) by several percent: average three seeds.
@@ -238,8 +267,15 @@ fn main() {
         );
         let (theirs_mbs, theirs_size) =
             theirs.map_or((f64::NAN, 0), |(s, sz)| (set.bytes as f64 / 1e6 / s, sz));
+        let borg = borg(
+            set,
+            &scratch.path().join(format!("borg-{i}")),
+            &scratch.path().join(format!("borg-base-{i}")),
+        );
+        let (borg_mbs, borg_size) =
+            borg.map_or((f64::NAN, 0), |(s, sz)| (set.bytes as f64 / 1e6 / s, sz));
         println!(
-            "| {} | {:.1} MB | {:.0} | {:.1} MB ({:.1} MB) | {:.0} | {:.1} MB | {:.2}x | {:.3} |",
+            "| {} | {:.1} MB | {:.0} | {:.1} MB ({:.1} MB) | {:.0} | {:.1} MB | {:.2}x | {:.3} | {:.0} | {:.1} MB |",
             set.name,
             set.bytes as f64 / 1e6,
             ours_mbs,
@@ -249,11 +285,13 @@ fn main() {
             theirs_size as f64 / 1e6,
             ours_mbs / theirs_mbs,
             size as f64 / theirs_size as f64,
+            borg_mbs,
+            borg_size as f64 / 1e6,
         );
     }
     println!();
     println!(
-        "airback peak RSS (whole bench process, before restic ran as a child): {:.0} MiB",
+        "airback peak RSS (whole bench process, before restic and borg ran as children): {:.0} MiB",
         peak_rss_mib()
     );
 }

@@ -1,6 +1,6 @@
 //! The YAML configuration file for unattended (nightly) runs: which repository to write to,
-//! where the Airtable token lives, which bases, tables and fields to back up, how to treat
-//! attachments, and the retention policy a later `forget` command applies.
+//! where its password and the Airtable token live, which bases, tables and fields to back up,
+//! how to treat attachments, and the retention policy a later `forget` command applies.
 //!
 //! A complete file, with every key:
 //!
@@ -8,6 +8,8 @@
 //! # airback.yaml
 //! repository: /srv/backups/airtable       # or s3://bucket/prefix, …; optional (else --repo / AIRBACK_REPO)
 //! token_file: /etc/airback/airtable-token  # optional (else AIRTABLE_TOKEN); a `token:` key is rejected
+//! password_file: /etc/airback/password     # optional, the repository's password (or password_command)
+//! # password_command: pass show airback    # optional, a shell command that prints it; a `password:` key is rejected
 //! all_bases: false                         # back up every base the token can see (default false)
 //! attachments:                             # defaults for every base
 //!   download: true                         # false: keep attachment metadata, not content (default true)
@@ -39,9 +41,14 @@
 //! - Unknown keys and values of the wrong type are errors, at any depth. Every such error names
 //!   the file and the line and column ([`ConfigError::Parse`]). An empty file is an empty mapping.
 //! - The token never lives in the file (configuration files get copied around and checked in): a
-//!   `token:` key is an error pointing at `token_file` and `AIRTABLE_TOKEN`.
-//! - `bases` may be empty (or missing) only with `all_bases: true`. With `all_bases: true`, the
-//!   listed bases are not a limit: they carry per-base settings for bases the token can see.
+//!   `token:` key is an error pointing at `token_file` and `AIRTABLE_TOKEN`. Nor does the
+//!   repository's password: a `password:` key is an error pointing at `password_file` and
+//!   `password_command`. Those two are not allowed together, and neither may be empty. The
+//!   flags and variables that give a password win over both (README, "Passwords").
+//! - Every command reads the file (`--config` is a global flag), so a file may hold no bases at
+//!   all, for example only `repository` and `password_file`. `snapshot` then has nothing to
+//!   back up and says so, unless `all_bases: true`. With `all_bases: true`, the listed bases
+//!   are not a limit: they carry per-base settings for bases the token can see.
 //! - A base id is `app` followed by 14 ASCII letters or digits; each base may be listed once.
 //! - `exclude_fields` entries are `<table>.<field>`, table and field each by name or id. Both
 //!   table and field names may contain dots, so the string is split like this: if the part
@@ -66,7 +73,7 @@
 //! - `retention` values are non-negative integers, and a `retention` section must keep
 //!   something: at least one rule above zero.
 //!
-//! Relative paths (`token_file`, a local `repository`) are used as written, that is relative to
+//! Relative paths (`token_file`, `password_file`, a local `repository`) are used as written, that is relative to
 //! the working directory of the process; use absolute paths for scheduled jobs.
 
 use std::collections::HashMap;
@@ -83,8 +90,8 @@ pub const MAX_ATTACHMENT_CONCURRENCY: usize = 64;
 
 /// A parsed and validated configuration file.
 ///
-/// [`Config::default`] has no bases and is therefore not a valid configuration to run from a
-/// file; it is a starting point for building one in code.
+/// [`Config::default`] has no bases, so a snapshot run from it backs up nothing; it is a
+/// starting point for building one in code.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
     /// Where the repository is (a path or a URL such as `s3://bucket/prefix`); `None` leaves it
@@ -92,6 +99,11 @@ pub struct Config {
     pub repository: Option<String>,
     /// A file holding the Airtable token; `None` leaves it to `AIRTABLE_TOKEN`.
     pub token_file: Option<PathBuf>,
+    /// A file holding the repository's password (never together with
+    /// [`Config::password_command`]).
+    pub password_file: Option<PathBuf>,
+    /// A shell command that prints the repository's password.
+    pub password_command: Option<String>,
     /// Back up every base the token can see, not only those under [`Config::bases`].
     pub all_bases: bool,
     /// Attachment settings for every base without its own override.
@@ -366,9 +378,16 @@ impl Config {
     /// Parses and validates YAML `text`; `source_name` (usually the file path) is used in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|err| {
-            // `token` is an unknown key like any other; look again to explain it specifically.
-            let err = match serde_yaml_ng::from_str::<TokenProbe>(text) {
-                Err(token_err) if token_err.to_string().contains(TOKEN_NOT_ALLOWED) => token_err,
+            // `token` and `password` are unknown keys like any other; look again to explain
+            // them specifically.
+            let err = match serde_yaml_ng::from_str::<SecretProbe>(text) {
+                Err(secret_err)
+                    if [TokenKey::TEXT, PasswordKey::TEXT]
+                        .iter()
+                        .any(|t| secret_err.to_string().contains(t)) =>
+                {
+                    secret_err
+                }
                 _ => err,
             };
             ConfigError::Parse {
@@ -427,17 +446,22 @@ fn parse_message(err: &serde_yaml_ng::Error) -> String {
 struct RawConfig {
     repository: Option<String>,
     token_file: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
     all_bases: bool,
     attachments: Option<RawAttachments>,
     bases: Vec<RawBase>,
     retention: Option<Retention>,
 }
 
-/// Looks only for a top-level `token` key, to reject it with its own message and line.
+/// Looks only for top-level `token` and `password` keys, to reject them with their own
+/// message and line.
 #[derive(Deserialize)]
-struct TokenProbe {
+struct SecretProbe {
     #[serde(default, rename = "token")]
-    _token: ForbiddenToken,
+    _token: Forbidden<TokenKey>,
+    #[serde(default, rename = "password")]
+    _password: Forbidden<PasswordKey>,
 }
 
 #[derive(Deserialize)]
@@ -474,9 +498,32 @@ impl RawConfig {
                     .into(),
             );
         }
-        if self.bases.is_empty() && !self.all_bases {
+        if self
+            .password_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
             return Err(
-                "nothing to back up: list bases under `bases:` or set `all_bases: true`".into(),
+                "`password_file` is empty; give the path of the password file, or remove the key"
+                    .into(),
+            );
+        }
+        if self
+            .password_command
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            return Err(
+                "`password_command` is empty; give a command that prints the password, or \
+                 remove the key"
+                    .into(),
+            );
+        }
+        if self.password_file.is_some() && self.password_command.is_some() {
+            return Err(
+                "`password_file` and `password_command` are both set; keep the one that gives \
+                 the password"
+                    .into(),
             );
         }
         let mut first_entry: HashMap<&str, usize> = HashMap::new();
@@ -529,6 +576,8 @@ impl RawConfig {
         Ok(Config {
             repository: self.repository,
             token_file: self.token_file,
+            password_file: self.password_file,
+            password_command: self.password_command,
             all_bases: self.all_bases,
             attachments,
             bases,
@@ -786,55 +835,78 @@ impl<'de> Deserialize<'de> for FieldRef {
     }
 }
 
-/// Why a `token` key is rejected, and what to do instead.
-const TOKEN_NOT_ALLOWED: &str = "a `token` key is not allowed: secrets must not live in \
+/// A key that must not be in the file, and why.
+trait ForbiddenKey {
+    /// The error: why the key is rejected, and what to do instead.
+    const TEXT: &'static str;
+}
+
+/// `token`.
+struct TokenKey;
+
+impl ForbiddenKey for TokenKey {
+    const TEXT: &'static str = "a `token` key is not allowed: secrets must not live in \
      configuration files, which get copied around; put the token in a file and name it with \
      `token_file`, or set the AIRTABLE_TOKEN environment variable";
+}
 
-/// The `token` key: present means an error, whatever its value (even empty).
-#[derive(Default)]
-struct ForbiddenToken;
+/// `password`.
+struct PasswordKey;
 
-impl ForbiddenToken {
-    fn error<E: de::Error>() -> E {
-        E::custom(TOKEN_NOT_ALLOWED)
+impl ForbiddenKey for PasswordKey {
+    const TEXT: &'static str = "a `password` key is not allowed: the password never lives in \
+     configuration files, which get copied around; put it in a file and name it with \
+     `password_file`, or name a command that prints it with `password_command`";
+}
+
+/// A forbidden key: present means an error, whatever its value (even empty).
+struct Forbidden<K>(std::marker::PhantomData<K>);
+
+impl<K> Default for Forbidden<K> {
+    fn default() -> Self {
+        Forbidden(std::marker::PhantomData)
     }
 }
 
-impl<'de> Deserialize<'de> for ForbiddenToken {
+impl<'de, K: ForbiddenKey> Deserialize<'de> for Forbidden<K> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ForbiddenToken;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("no `token` key")
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<ForbiddenToken, E> {
-                Err(ForbiddenToken::error())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ForbiddenToken, E> {
-                Err(ForbiddenToken::error())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<ForbiddenToken, E> {
-                Err(ForbiddenToken::error())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ForbiddenToken, E> {
-                Err(ForbiddenToken::error())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<ForbiddenToken, E> {
-                Err(ForbiddenToken::error())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<ForbiddenToken, E> {
-                Err(ForbiddenToken::error())
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<ForbiddenToken, A::Error> {
-                Err(ForbiddenToken::error())
-            }
-            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<ForbiddenToken, A::Error> {
-                Err(ForbiddenToken::error())
+        struct V<K>(std::marker::PhantomData<K>);
+        impl<K: ForbiddenKey> V<K> {
+            fn error<E: de::Error>() -> E {
+                E::custom(K::TEXT)
             }
         }
-        d.deserialize_any(V)
+        impl<'de, K: ForbiddenKey> Visitor<'de> for V<K> {
+            type Value = Forbidden<K>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("no such key")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Forbidden<K>, E> {
+                Err(Self::error())
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Forbidden<K>, E> {
+                Err(Self::error())
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Forbidden<K>, E> {
+                Err(Self::error())
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Forbidden<K>, E> {
+                Err(Self::error())
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Forbidden<K>, E> {
+                Err(Self::error())
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Forbidden<K>, E> {
+                Err(Self::error())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Forbidden<K>, A::Error> {
+                Err(Self::error())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Forbidden<K>, A::Error> {
+                Err(Self::error())
+            }
+        }
+        d.deserialize_any(V::<K>(std::marker::PhantomData))
     }
 }
 
@@ -910,6 +982,8 @@ retention:
         let expected = Config {
             repository: Some("/srv/backups/airtable".into()),
             token_file: Some(PathBuf::from("/etc/airback/airtable-token")),
+            password_file: None,
+            password_command: None,
             all_bases: false,
             attachments: AttachmentSettings {
                 download: true,
@@ -1156,8 +1230,9 @@ retention:
     }
 
     #[test]
-    fn empty_bases_without_all_bases() {
-        let expected = "nothing to back up: list bases under `bases:` or set `all_bases: true`";
+    fn a_file_without_bases_parses_for_commands_other_than_snapshot() {
+        // `snapshot` says there is nothing to back up (cli/snapshot.rs); `init`, `check` and
+        // the others only want `repository` and the password from it.
         for text in [
             "",
             "# nothing\n",
@@ -1165,9 +1240,55 @@ retention:
             "bases:\n",
             "all_bases: false\n",
         ] {
-            let msg = invalid_err(text);
-            assert!(msg.contains(expected), "{text:?}: {msg}");
+            let config = parse(text).unwrap();
+            assert!(config.bases.is_empty() && !config.all_bases, "{text:?}");
         }
+        let config = parse("repository: /srv/r\npassword_file: /etc/airback/pw\n").unwrap();
+        assert_eq!(config.repository.as_deref(), Some("/srv/r"));
+        assert_eq!(
+            config.password_file.as_deref(),
+            Some(Path::new("/etc/airback/pw"))
+        );
+    }
+
+    #[test]
+    fn password_keys_parse_and_their_errors_say_what_to_do() {
+        let config = parse("password_command: pass show airback\n").unwrap();
+        assert_eq!(
+            config.password_command.as_deref(),
+            Some("pass show airback")
+        );
+        assert_eq!(config.password_file, None);
+        let msg = invalid_err("password_file: /a\npassword_command: cat /b\n");
+        assert!(
+            msg.contains("`password_file` and `password_command` are both set"),
+            "{msg}"
+        );
+        let msg = invalid_err("password_file: ''\n");
+        assert!(msg.contains("`password_file` is empty"), "{msg}");
+        let msg = invalid_err("password_command: '  '\n");
+        assert!(msg.contains("`password_command` is empty"), "{msg}");
+    }
+
+    #[test]
+    fn password_key_is_rejected_with_advice() {
+        for value in ["hunter2-secret", "", "{a: 1}", "[x]"] {
+            let text = format!("repository: /r\npassword: {value}\n");
+            let msg = parse_err(&text);
+            assert!(msg.contains("`password` key is not allowed"), "{msg}");
+            assert!(
+                msg.contains("password_file") && msg.contains("password_command"),
+                "{msg}"
+            );
+            assert!(msg.contains("line 2,"), "{msg}");
+            assert!(
+                !msg.contains("hunter2"),
+                "the secret must not be echoed: {msg}"
+            );
+        }
+        // Both forbidden keys: the first in the file is named.
+        let msg = parse_err("token: x\npassword: y\n");
+        assert!(msg.contains("`token` key is not allowed"), "{msg}");
     }
 
     #[test]

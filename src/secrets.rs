@@ -17,7 +17,11 @@ const MIN_LEN: usize = 4;
 static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Environment variables that hold credentials airback or its storage library may read.
+/// (`AIRBACK_PASSWORD` is here although nothing prints it: the environment keeps a copy of it
+/// for the life of the process anyway. Passwords from files, commands or the prompt are not
+/// remembered, because that would keep an unwiped copy of them.)
 pub(crate) const SECRET_VARS: &[&str] = &[
+    "AIRBACK_PASSWORD",
     "AIRTABLE_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

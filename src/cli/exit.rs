@@ -13,11 +13,8 @@ pub(crate) const PARTIAL: u8 = 3;
 pub(crate) const NO_REPOSITORY: u8 = 10;
 /// The repository is locked by another process.
 pub(crate) const LOCKED: u8 = 11;
-/// Wrong password (reserved for encrypted repositories).
-#[expect(
-    dead_code,
-    reason = "the README documents it; encrypted repositories (issue #12) use it"
-)]
+/// Wrong or missing password: no password could be read, or it opens none of the
+/// repository's keys.
 pub(crate) const WRONG_PASSWORD: u8 = 12;
 /// Interrupted (Ctrl-C or SIGTERM): stopped cleanly, locks and temporary files removed.
 pub(crate) const INTERRUPTED: u8 = 130;
@@ -26,6 +23,9 @@ pub(crate) const INTERRUPTED: u8 = 130;
 pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
     use crate::repo::RepoError;
     for cause in err.chain() {
+        if cause.is::<super::password::PasswordError>() {
+            return WRONG_PASSWORD;
+        }
         if let Some(export_err) = cause.downcast_ref::<crate::export::ExportError>()
             && export_err.is_usage()
         {
@@ -38,6 +38,8 @@ pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
             return match repo_err {
                 RepoError::NoRepository { .. } => NO_REPOSITORY,
                 RepoError::Locked { .. } => LOCKED,
+                // TODO(#12 merge): RepoError::WrongPassword { .. } | RepoError::PasswordRequired
+                // { .. } => WRONG_PASSWORD,
                 _ => ERROR,
             };
         }

@@ -8,7 +8,9 @@ mod cancel;
 mod demo;
 pub(crate) mod exit;
 mod export;
+mod key;
 mod logging;
+mod password;
 pub(crate) mod print;
 mod progress;
 mod repair;
@@ -25,7 +27,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::backend::{Backend, BackendOptions};
+use crate::backend::{Backend, BackendOptions, redact_location};
 use crate::check::{CheckOptions, Subset};
 use crate::repo::Repository;
 use crate::repo::config::InitOptions;
@@ -68,9 +70,29 @@ struct GlobalArgs {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Read the repository without locking it (when it is read-only or full); only for
-    /// commands that read: check, export, restore, snapshots, show
+    /// commands that read: check, export, restore, snapshots, show, key list
     #[arg(long, global = true)]
     no_lock: bool,
+    /// YAML configuration: repository, password, bases, tables, fields (see README)
+    #[arg(
+        short,
+        long,
+        env = "AIRBACK_CONFIG",
+        global = true,
+        value_name = "FILE"
+    )]
+    config: Option<PathBuf>,
+    /// Read the repository's password from this file (see README, "Passwords")
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and read the password from its output
+    #[arg(
+        long,
+        global = true,
+        value_name = "CMD",
+        conflicts_with = "password_file"
+    )]
+    password_command: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,7 +105,7 @@ enum Command {
         )
     )]
     Demo(DemoArgs),
-    /// Create a new repository
+    /// Create a new repository, encrypted with a password unless --insecure-no-password
     Init(InitArgs),
     /// Back up bases: schema, every record, every attachment
     Snapshot(snapshot::SnapshotArgs),
@@ -99,6 +121,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Repair a damaged repository: `repair index`, then `repair snapshots`
     Repair(repair::RepairArgs),
+    /// Manage the passwords of an encrypted repository: `key list | add | remove ID | passwd`
+    Key(key::KeyArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
     FakeAirtable(Box<FakeAirtableArgs>),
@@ -153,6 +177,10 @@ struct FakeAirtableArgs {
 
 #[derive(Debug, Args)]
 struct InitArgs {
+    /// Create a repository without encryption (format 1): anyone who can read the storage can
+    /// read the backups
+    #[arg(long, conflicts_with_all = ["password_file", "password_command"])]
+    insecure_no_password: bool,
     /// Target pack size in MiB
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pack_size_mib: u32,
@@ -178,23 +206,45 @@ impl clap::builder::ValueParserFactory for Subset {
     }
 }
 
+/// Prints a usage error the way clap does and exits 2.
+fn usage_error(message: &str) -> ! {
+    use clap::CommandFactory;
+    Cli::command()
+        .error(clap::error::ErrorKind::ArgumentConflict, message)
+        .exit()
+}
+
 /// Parses the command line, runs the command and returns the documented exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if cli.global.no_lock
-        && matches!(
-            cli.command,
-            Command::Init(_) | Command::Snapshot(_) | Command::Demo(_) | Command::Repair(_)
-        )
+    let writes = match &cli.command {
+        Command::Init(_) | Command::Snapshot(_) | Command::Demo(_) | Command::Repair(_) => true,
+        Command::Key(key) => key.writes(),
+        _ => false,
+    };
+    if cli.global.no_lock && writes {
+        usage_error(
+            "--no-lock is for commands that only read a repository (check, export, restore, \
+             snapshots, show, key list); init, snapshot, repair, key add, key remove, key \
+             passwd and demo write to one",
+        );
+    }
+    // clap checks these conflicts only among flags given on the same side of the command
+    // name; a global flag given before it escapes them.
+    let password_flag = match (&cli.global.password_file, &cli.global.password_command) {
+        (Some(_), Some(_)) => usage_error(
+            "the argument '--password-file <FILE>' cannot be used with '--password-command <CMD>'",
+        ),
+        (Some(_), None) => Some("--password-file <FILE>"),
+        (None, Some(_)) => Some("--password-command <CMD>"),
+        (None, None) => None,
+    };
+    if let (Command::Init(init), Some(flag)) = (&cli.command, password_flag)
+        && init.insecure_no_password
     {
-        use clap::CommandFactory;
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                "--no-lock is for commands that only read a repository (check, export, restore, \
-                 snapshots, show); init, snapshot, repair and demo write to one",
-            )
-            .exit();
+        usage_error(&format!(
+            "the argument '--insecure-no-password' cannot be used with '{flag}'"
+        ));
     }
     settings::remember_secrets_from_env();
     let settings = Settings::new(&cli.global);
@@ -237,7 +287,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, settings: Settings) -> anyhow::Result<u8> {
+async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
+    // Every command that uses a repository may take it and its password from the file.
+    if !matches!(cli.command, Command::Demo(_) | Command::FakeAirtable(_)) {
+        settings.load_config()?;
+    }
     let g = &settings;
     match &cli.command {
         #[cfg(feature = "fake")]
@@ -250,6 +304,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<u8> {
         Command::Check(args) => check(g, args).await,
         Command::Export(args) => export::export(g, args).await,
         Command::Repair(args) => repair::run(g, args).await,
+        Command::Key(args) => key::run(g, args).await,
         #[cfg(feature = "fake")]
         Command::FakeAirtable(args) => fake_airtable(args).await,
         #[cfg(not(feature = "fake"))]
@@ -284,11 +339,28 @@ async fn fake_airtable(args: &FakeAirtableArgs) -> anyhow::Result<u8> {
 }
 
 async fn open_repo(s: &Settings) -> anyhow::Result<Repository> {
-    open_repo_at(s, s.location()?).await
+    open_repo_at(s, &s.location()?).await
 }
 
+/// Opens the repository at `location`. A password is read only when the repository is
+/// encrypted; a version 1 repository ignores every password source that is set.
 async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository> {
     let backend = Repository::backend_for(location, &s.backend)?;
+    // TODO(#12 merge): read the config first, and a password only if it is encrypted:
+    //     let (config, bytes) = Repository::read_config(&backend).await?;
+    //     let password = if config.is_encrypted() {
+    //         let redacted = redact_location(location);
+    //         let (secret, origin) = s.password(password::Purpose::Open(&redacted))?;
+    //         Some((Password::new(secret.into_boxed()), origin)) // however crypto::Password wraps it
+    //     } else {
+    //         None
+    //     };
+    //     let repo = Repository::open_with_config(backend, config, bytes, s.cache.clone(),
+    //         password.as_ref().map(|(p, _)| p)).await;
+    //     drop(password); // wiped as soon as the keys are unwrapped
+    //     // A wrong password names its source: "the password from `AIRBACK_PASSWORD_FILE` (…)".
+    //     return repo.map_err(|e| match (&e, &origin) { (RepoError::WrongPassword { .. }, Some(o))
+    //         => anyhow::Error::new(e).context(format!("{o} is wrong")), _ => e.into() });
     Ok(Repository::open(backend, s.cache.clone()).await?)
 }
 
@@ -312,21 +384,78 @@ async fn release(lock: Option<LockGuard>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The password `init` encrypts a new repository with: `None` with `--insecure-no-password`
+/// (which warns about a password source that is set and goes unused). Read before anything
+/// is created, so that a password problem leaves nothing behind.
+fn new_repository_password(
+    s: &Settings,
+    args: &InitArgs,
+    location: &str,
+) -> anyhow::Result<Option<(secrecy::SecretBox<[u8]>, password::Origin)>> {
+    if args.insecure_no_password {
+        let without_prompt = password::Sources {
+            terminal: false,
+            ..s.password_sources()
+        };
+        if let Some(source) = password::resolve(&without_prompt) {
+            err!(
+                "warning: {} is set but --insecure-no-password creates an unencrypted \
+                 repository; the password is not used",
+                source.origin().source()
+            );
+        }
+        return Ok(None);
+    }
+    match s.password(password::Purpose::Create(&redact_location(location))) {
+        Ok(given) => Ok(Some(given)),
+        // TODO(#12 merge): remove this arm. Until the library can encrypt, `init` without a
+        // password (and without a terminal) still makes a version 1 repository, so that the
+        // tests that call `init` keep working; after the merge it is an error (exit 12).
+        Err(password::PasswordError::MissingForInit { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
+    let location = s.location()?;
+    let password = new_repository_password(s, args, &location)?;
+    if let Some((_secret, origin)) = &password {
+        // TODO(#12 merge): replace this refusal with
+        //     encryption: InitEncryption::Password {
+        //         password: crypto::Password::new(secret.into_boxed()),
+        //         kdf: s.kdf_params.as_deref().map(str::parse).transpose()?
+        //             .unwrap_or(KdfParams::DEFAULT),
+        //         meta: KeyMeta { hostname: lock::hostname(), username: s.username.clone()
+        //             .unwrap_or_default(), created: now },
+        //     }
+        // in the options below, print `"encrypted": true` and the `key_id`, and the note
+        // "keep the password safe: without it these backups cannot be read".
+        bail!(
+            "this build of airback cannot encrypt repositories yet (issue #12), so {origin} \
+             cannot be used: pass --insecure-no-password to create an unencrypted repository"
+        );
+    }
+    drop(password);
     let options = BackendOptions {
         create: true,
         ..s.backend.clone()
     };
-    let backend = Backend::open(s.location()?, &options)?;
+    let backend = Backend::open(&location, &options)?;
     let options = InitOptions {
         pack_size: args.pack_size_mib * 1024 * 1024,
         compression_level: args.compression_level,
+        // TODO(#12 merge): encryption: InitEncryption::None here (the password case above).
         ..InitOptions::default()
     };
     let config = Repository::init(&backend, &options)
         .await
         .context("cannot create the repository")?;
-    let created = json!({"repository_id": config.id, "location": backend.location(), "version": config.version});
+    let created = json!({
+        "repository_id": config.id,
+        "location": backend.location(),
+        "version": config.version,
+        "encrypted": false,
+    });
     s.printer.result(&created, |t| {
         t.note(format_args!(
             "created airback repository {} at {}",

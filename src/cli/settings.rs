@@ -1,20 +1,26 @@
 //! Settings: where every knob of a run comes from. The flags, the environment and the
 //! configuration file are merged here, once, into the library's option types
 //! ([`BackendOptions`], [`CacheChoice`], [`ClientOptions`], a [`Token`], the export's text
-//! buffer) and the [`Printer`]. For each setting, the first source that gives it wins:
-//! **flags > environment > config file > defaults**. This module is the only code that reads
-//! environment variables; the library reads none. (clap reads `AIRBACK_REPO` and
+//! buffer), the password's [`Sources`] and the [`Printer`]. For each setting, the first source
+//! that gives it wins: **flags > environment > config file > defaults**. This module is the only
+//! code that reads environment variables; the library reads none. (clap reads `AIRBACK_REPO` and
 //! `AIRBACK_CONFIG` as the values of `--repo` and `--config` when those are not given; they are
-//! declared on the flags, in `mod.rs` and `snapshot.rs`.)
+//! declared on the flags, in `mod.rs`.)
 //!
 //! One setting keeps another order, as it always had: the Airtable token. A token file named by
 //! `--token-file` or by the config's `token_file` wins over `AIRTABLE_TOKEN`, because a file
-//! named on purpose is more specific than a variable set for a whole session.
+//! named on purpose is more specific than a variable set for a whole session. The password
+//! follows the general rule except that `AIRBACK_PASSWORD_FILE` comes before
+//! `AIRBACK_PASSWORD`, which comes before `AIRBACK_PASSWORD_COMMAND` (the issue's order; see
+//! `password.rs`).
 //!
 //! | setting | flag | environment | config file | default |
 //! |---|---|---|---|---|
 //! | repository | `--repo` | `AIRBACK_REPO` | `repository` | none (an error says how to give one) |
 //! | configuration file | `--config` | `AIRBACK_CONFIG` | | none |
+//! | password (first set wins, in this order) | `--password-file`, `--password-command` | `AIRBACK_PASSWORD_FILE`, `AIRBACK_PASSWORD`, `AIRBACK_PASSWORD_COMMAND` | `password_file`, `password_command` | a prompt when standard input is a terminal, else an error |
+//! | KDF parameters for new keys | | `AIRBACK_KDF_PARAMS` (`m_kib,t,p`; for tests and benchmarks) | | 131072,5,1 |
+//! | user name in a new key file | | `USER`, else `LOGNAME` | | empty |
 //! | local cache | `--no-cache`, `--cache-dir` | `AIRBACK_CACHE_DIR` | | the user's cache directory |
 //! | Airtable token | `--token-file` | `AIRTABLE_TOKEN` (after any token file) | `token_file` | none (an error says how) |
 //! | Airtable endpoints | | `AIRTABLE_API_URL`, `AIRTABLE_CONTENT_URL` | | Airtable's |
@@ -27,11 +33,15 @@
 //! config file, merged in `snapshot.rs`; no variable sets it.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
+use secrecy::SecretBox;
+use zeroize::Zeroizing;
 
 use super::GlobalArgs;
+use super::password::{self, Origin, PasswordError, Purpose, Sources};
 use super::print::Printer;
 use crate::airtable::{ClientOptions, Token, TokenError};
 use crate::backend::{BackendOptions, S3Defaults};
@@ -53,6 +63,32 @@ pub(super) const NO_COLOR_ENV: &str = "NO_COLOR";
 /// How much table text an export keeps in memory, in bytes (tests use it to take the other
 /// path).
 pub(super) const EXPORT_TEXT_BUFFER_ENV: &str = "AIRBACK_EXPORT_TEXT_BUFFER";
+/// A file holding the repository's password.
+pub(super) const PASSWORD_FILE_ENV: &str = "AIRBACK_PASSWORD_FILE";
+/// The repository's password itself (scrubbed from logs, see [`crate::secrets`]).
+pub(super) const PASSWORD_ENV: &str = "AIRBACK_PASSWORD";
+/// A shell command that prints the repository's password.
+pub(super) const PASSWORD_COMMAND_ENV: &str = "AIRBACK_PASSWORD_COMMAND";
+/// Argon2id parameters for keys this run creates, `m_kib,t,p` (tests and benchmarks make
+/// keys cheap with it).
+pub(super) const KDF_PARAMS_ENV: &str = "AIRBACK_KDF_PARAMS";
+
+/// The password sources that flags and variables give (the config file's come later).
+#[derive(Default)]
+struct PasswordSettings {
+    /// `--password-file`.
+    file_flag: Option<PathBuf>,
+    /// `--password-command`.
+    command_flag: Option<String>,
+    /// `AIRBACK_PASSWORD_FILE`.
+    file_env: Option<PathBuf>,
+    /// `AIRBACK_PASSWORD`, its bytes as given, wiped when the settings are dropped.
+    env: Option<Zeroizing<Vec<u8>>>,
+    /// `AIRBACK_PASSWORD_COMMAND`.
+    command_env: Option<String>,
+    /// Standard input is a terminal, so a prompt may ask.
+    terminal: bool,
+}
 
 /// The log's settings, needed before anything else runs.
 #[derive(Debug, Clone, Default)]
@@ -86,16 +122,40 @@ pub(super) struct Settings {
     pub export_text_buffer: usize,
     /// `--no-lock`: reading commands take no lock.
     pub no_lock: bool,
+    /// `--config` or `AIRBACK_CONFIG`.
+    config_path: Option<PathBuf>,
+    /// The configuration file, once [`Settings::load_config`] has read it.
+    pub config: Option<Config>,
+    /// Where a password may come from.
+    password: PasswordSettings,
+    /// `AIRBACK_KDF_PARAMS` as given (`m_kib,t,p`), for keys this run creates.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "TODO(#12 merge): read when keys are created")
+    )]
+    pub kdf_params: Option<String>,
+    /// `USER`, else `LOGNAME`: the user name recorded in a key file this run creates.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "TODO(#12 merge): read when keys are created")
+    )]
+    pub username: Option<String>,
 }
 
 impl Settings {
     /// The settings of this process: the flags and the environment.
     pub(super) fn new(flags: &GlobalArgs) -> Settings {
-        Settings::from_sources(flags, |name| std::env::var_os(name))
+        let terminal = std::io::stdin().is_terminal();
+        Settings::from_sources(flags, |name| std::env::var_os(name), terminal)
     }
 
-    /// The settings from `flags` and the environment `env` (a variable's value by name).
-    fn from_sources(flags: &GlobalArgs, env: impl Fn(&str) -> Option<OsString>) -> Settings {
+    /// The settings from `flags` and the environment `env` (a variable's value by name);
+    /// `terminal`: standard input is a terminal.
+    fn from_sources(
+        flags: &GlobalArgs,
+        env: impl Fn(&str) -> Option<OsString>,
+        terminal: bool,
+    ) -> Settings {
         // A variable that is set to something: empty counts as unset, as does (for those
         // that must be text) a value that is not UTF-8.
         let os = |name: &str| env(name).filter(|v| !v.is_empty());
@@ -148,31 +208,82 @@ impl Settings {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(crate::export::DEFAULT_TEXT_BUFFER),
             no_lock: flags.no_lock,
+            config_path: flags.config.clone(),
+            config: None,
+            password: PasswordSettings {
+                file_flag: flags.password_file.clone(),
+                command_flag: flags.password_command.clone(),
+                file_env: os(PASSWORD_FILE_ENV).map(PathBuf::from),
+                env: os(PASSWORD_ENV).map(|v| Zeroizing::new(v.into_encoded_bytes())),
+                command_env: text(PASSWORD_COMMAND_ENV),
+                terminal,
+            },
+            kdf_params: text(KDF_PARAMS_ENV),
+            username: text("USER").or_else(|| text("LOGNAME")),
         }
     }
 
-    /// The repository's location: `--repo` or `AIRBACK_REPO`.
-    pub(super) fn location(&self) -> anyhow::Result<&str> {
-        match &self.repo {
-            Some(location) => Ok(location),
-            None => bail!("no repository given: pass --repo LOCATION or set AIRBACK_REPO"),
+    /// Reads the configuration file named by `--config` or `AIRBACK_CONFIG`, if any, into
+    /// [`Settings::config`].
+    pub(super) fn load_config(&mut self) -> anyhow::Result<()> {
+        if let Some(path) = &self.config_path {
+            self.config = Some(Config::from_path(path)?);
         }
+        Ok(())
     }
 
-    /// The repository's location for a command that reads a config file: `--repo` or
-    /// `AIRBACK_REPO`, else the config's `repository`.
-    pub(super) fn location_or(&self, config: Option<&Config>) -> anyhow::Result<String> {
+    /// The repository's location: `--repo` or `AIRBACK_REPO`, else the config's `repository`.
+    pub(super) fn location(&self) -> anyhow::Result<String> {
         let location = self
             .repo
             .clone()
-            .or_else(|| config.and_then(|c| c.repository.clone()));
+            .or_else(|| self.config.as_ref().and_then(|c| c.repository.clone()));
         match location {
             Some(location) => Ok(location),
             None => bail!(
                 "no repository given: pass --repo LOCATION, set AIRBACK_REPO, or add \
-                 `repository:` to the config"
+                 `repository:` to the config file"
             ),
         }
+    }
+
+    /// The password sources: flags, variables, then the config file's keys, then a prompt on
+    /// a terminal.
+    pub(super) fn password_sources(&self) -> Sources<'_> {
+        let p = &self.password;
+        let config = self.config.as_ref();
+        Sources {
+            file_flag: p.file_flag.as_deref(),
+            command_flag: p.command_flag.as_deref(),
+            file_env: p.file_env.as_deref(),
+            env: p.env.as_deref().map(Vec::as_slice),
+            command_env: p.command_env.as_deref(),
+            config_file: config.and_then(|c| c.password_file.as_deref()),
+            config_command: config.and_then(|c| c.password_command.as_deref()),
+            terminal: p.terminal,
+        }
+    }
+
+    /// Reads the password from the first source that is set (see `password.rs`). It may run a
+    /// command or ask on the terminal, so it blocks until that is done.
+    pub(super) fn password(
+        &self,
+        purpose: Purpose<'_>,
+    ) -> Result<(SecretBox<[u8]>, Origin), PasswordError> {
+        password::read(password::resolve(&self.password_sources()), purpose)
+    }
+
+    /// A new password for `key add` and `key passwd`: from `--new-password-file` (`file`),
+    /// else asked twice on a terminal.
+    #[expect(
+        dead_code,
+        reason = "TODO(#12 merge): `key add` and `key passwd` read a new password"
+    )]
+    pub(super) fn new_password(
+        &self,
+        file: Option<&Path>,
+    ) -> Result<(SecretBox<[u8]>, Origin), PasswordError> {
+        password::read_new(file, self.password.terminal)
     }
 
     /// The Airtable token: from `--token-file` (`file`), else the config's `token_file`, else
@@ -221,6 +332,9 @@ mod tests {
             json: false,
             quiet: false,
             no_lock: false,
+            config: None,
+            password_file: None,
+            password_command: None,
         }
     }
 
@@ -229,7 +343,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
-        Settings::from_sources(flags, |name| vars.get(name).cloned())
+        Settings::from_sources(flags, |name| vars.get(name).cloned(), false)
     }
 
     fn cache_dir(settings: &Settings) -> Option<PathBuf> {
@@ -340,5 +454,73 @@ mod tests {
         assert!(s.log.no_color, "NO_COLOR counts when set, even empty");
         let s = with_env(&flags(), &[(EXPORT_TEXT_BUFFER_ENV, "lots")]);
         assert_eq!(s.export_text_buffer, crate::export::DEFAULT_TEXT_BUFFER);
+    }
+
+    #[test]
+    fn password_sources_come_from_flags_variables_and_the_config_in_that_order() {
+        let env = [
+            (PASSWORD_FILE_ENV, "/env/pw"),
+            (PASSWORD_ENV, "env-secret"),
+            (PASSWORD_COMMAND_ENV, "env command"),
+            (KDF_PARAMS_ENV, "1024,1,1"),
+            ("LOGNAME", "logname-user"),
+        ];
+        let mut f = flags();
+        f.password_command = Some("flag command".into());
+        let mut s = with_env(&f, &env);
+        s.config = Some(Config {
+            password_file: Some("/config/pw".into()),
+            ..Config::default()
+        });
+        let sources = s.password_sources();
+        assert_eq!(sources.file_flag, None);
+        assert_eq!(sources.command_flag, Some("flag command"));
+        assert_eq!(sources.file_env, Some(Path::new("/env/pw")));
+        assert_eq!(sources.env, Some(&b"env-secret"[..]));
+        assert_eq!(sources.command_env, Some("env command"));
+        assert_eq!(sources.config_file, Some(Path::new("/config/pw")));
+        assert_eq!(sources.config_command, None);
+        assert!(!sources.terminal);
+        assert_eq!(
+            password::resolve(&sources),
+            Some(password::Source::CommandFlag("flag command"))
+        );
+        assert_eq!(s.kdf_params.as_deref(), Some("1024,1,1"));
+        assert_eq!(s.username.as_deref(), Some("logname-user"));
+        let s = with_env(&flags(), &[("USER", "user"), ("LOGNAME", "logname-user")]);
+        assert_eq!(s.username.as_deref(), Some("user"));
+        // Empty variables count as unset.
+        let s = with_env(
+            &flags(),
+            &[
+                (PASSWORD_FILE_ENV, ""),
+                (PASSWORD_ENV, ""),
+                (PASSWORD_COMMAND_ENV, ""),
+            ],
+        );
+        assert_eq!(password::resolve(&s.password_sources()), None);
+    }
+
+    #[test]
+    fn the_repository_comes_from_the_flag_else_the_config() {
+        let mut f = flags();
+        let mut s = with_env(&f, &[]);
+        let err = s.location().unwrap_err().to_string();
+        assert!(
+            err.contains("--repo") && err.contains("`repository:`"),
+            "{err}"
+        );
+        s.config = Some(Config {
+            repository: Some("/from/config".into()),
+            ..Config::default()
+        });
+        assert_eq!(s.location().unwrap(), "/from/config");
+        f.repo = Some("/from/flag".into());
+        let mut s = with_env(&f, &[]);
+        s.config = Some(Config {
+            repository: Some("/from/config".into()),
+            ..Config::default()
+        });
+        assert_eq!(s.location().unwrap(), "/from/flag");
     }
 }

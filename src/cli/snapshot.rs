@@ -11,7 +11,6 @@ use super::settings::Settings;
 use super::{exit, open_repo_at, progress};
 use crate::airtable::Client;
 use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base};
-use crate::config::Config;
 use crate::id::SnapshotId;
 use crate::layout::{self, LayoutJson, SnapshotSummary, Source, TableMeta};
 use crate::repo::snapshot::{NodeKind, Snapshot};
@@ -23,9 +22,6 @@ pub(super) struct SnapshotArgs {
     /// Base to back up (repeat for several)
     #[arg(long = "base", value_name = "appXXXXXXXXXXXXXX")]
     bases: Vec<String>,
-    /// YAML configuration: repository, bases, tables, fields (see README)
-    #[arg(short, long, env = "AIRBACK_CONFIG", value_name = "FILE")]
-    config: Option<PathBuf>,
     /// Back up every base the token can see
     #[arg(long)]
     all_bases: bool,
@@ -63,16 +59,19 @@ pub(super) struct ShowArgs {
 
 /// Runs `airback snapshot`.
 pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow::Result<u8> {
-    let config = match &args.config {
-        Some(path) => Some(Config::from_path(path)?),
-        None => None,
-    };
-    let location = settings.location_or(config.as_ref())?;
-    let all_bases = args.all_bases || config.as_ref().is_some_and(|c| c.all_bases);
-    if args.bases.is_empty() && config.as_ref().is_none_or(|c| c.bases.is_empty()) && !all_bases {
+    let config = settings.config.as_ref();
+    let location = settings.location()?;
+    let all_bases = args.all_bases || config.is_some_and(|c| c.all_bases);
+    if args.bases.is_empty() && config.is_none_or(|c| c.bases.is_empty()) && !all_bases {
+        if config.is_some() {
+            bail!(
+                "nothing to back up: list bases under `bases:` in the config file or set \
+                 `all_bases: true` there, or pass --base appXXXXXXXXXXXXXX or --all-bases"
+            );
+        }
         bail!("nothing to back up: pass --base appXXXXXXXXXXXXXX, --all-bases, or --config FILE");
     }
-    let token = settings.token(args.token_file.as_deref(), config.as_ref())?;
+    let token = settings.token(args.token_file.as_deref(), config)?;
     let client = Client::new(token, settings.client.clone())?;
 
     // Which bases, with which options.
@@ -87,7 +86,7 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
             jobs.push(defaults(base));
         }
     }
-    if let Some(config) = &config {
+    if let Some(config) = config {
         for base in &config.bases {
             let mut o = defaults(&base.id);
             o.tables = base.tables.clone();

@@ -11,6 +11,7 @@ mod export;
 mod fake_airtable;
 mod hygiene;
 mod ops;
+mod password;
 mod regressions;
 mod repo;
 mod restore;
