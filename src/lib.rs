@@ -36,7 +36,7 @@
 //! let options = BackendOptions { create: true, ..BackendOptions::default() };
 //! let backend = Backend::open(folder.to_str().unwrap(), &options)?;
 //! Repository::init(&backend, &InitOptions::default()).await?;
-//! let repo = Repository::open(backend, CacheChoice::Memory).await?;
+//! let repo = Repository::open(backend, CacheChoice::Memory, None).await?;
 //!
 //! // A client for the Airtable Web API; `api_url` points at the fake here.
 //! let client = Client::new(Token::new(token)?, ClientOptions::default().with_url(&api_url))?;
@@ -61,6 +61,7 @@ pub mod check;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod export;
 pub mod id;
 #[doc(hidden)]
@@ -82,11 +83,14 @@ pub use backend::{Backend, BackendError, BackendOptions};
 pub use backup::{BackupError, BackupOptions, BackupSummary, backup_base};
 pub use check::{CheckOptions, CheckReport, check};
 pub use config::{Config, ConfigError};
+pub use crypto::{KdfParams, KeyMeta, Password};
 pub use export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output, export};
 pub use id::{BlobId, SnapshotId};
 pub use progress::{NoProgress, Progress};
 pub use repair::{repair_index, repair_snapshots};
-pub use repo::{CacheChoice, Exclusive, InitOptions, RepoError, Repository, Snapshot};
+pub use repo::{
+    CacheChoice, Exclusive, InitEncryption, InitOptions, KeyInfo, RepoError, Repository, Snapshot,
+};
 pub use restore::{RestoreError, RestoreOptions, RestoreReport, restore};
 pub use snapshots::list as list_snapshots;
 pub use stored::{StoredBase, StoredError};

@@ -170,8 +170,9 @@ async fn new_repository(dir: &Path) -> anyhow::Result<Repository> {
             ..BackendOptions::default()
         },
     )?;
+    // TODO(#12 cli): the demo uses a generated password (`InitEncryption::Password`).
     Repository::init(&backend, &InitOptions::default()).await?;
-    Ok(Repository::open(backend, CacheChoice::Memory).await?)
+    Ok(Repository::open(backend, CacheChoice::Memory, None).await?)
 }
 
 /// What the restore did, and how it compared, in one line.

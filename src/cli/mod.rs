@@ -289,7 +289,8 @@ async fn open_repo(s: &Settings) -> anyhow::Result<Repository> {
 
 async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository> {
     let backend = Repository::backend_for(location, &s.backend)?;
-    Ok(Repository::open(backend, s.cache.clone()).await?)
+    // TODO(#12 cli): read the config, ask for a password when it is encrypted, and pass it.
+    Ok(Repository::open(backend, s.cache.clone(), None).await?)
 }
 
 /// The shared lock of a command that only reads, or none with `--no-lock`.
@@ -318,12 +319,14 @@ async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
         ..s.backend.clone()
     };
     let backend = Backend::open(s.location()?, &options)?;
+    // TODO(#12 cli): `InitEncryption::Password` unless --insecure-no-password (the default
+    // here, `InitEncryption::None`, creates an unencrypted format-1 repository).
     let options = InitOptions {
         pack_size: args.pack_size_mib * 1024 * 1024,
         compression_level: args.compression_level,
         ..InitOptions::default()
     };
-    let config = Repository::init(&backend, &options)
+    let (config, _key) = Repository::init(&backend, &options)
         .await
         .context("cannot create the repository")?;
     let created = json!({"repository_id": config.id, "location": backend.location(), "version": config.version});

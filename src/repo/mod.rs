@@ -1,9 +1,15 @@
 //! The repository: a content-addressed, deduplicating store of blobs on a [`Backend`].
 //!
 //! Layout (docs/FORMAT.md): `config`, `data/<xx>/<pack id>`, `index/<id>`, `snapshots/<id>`,
-//! `locks/<id>`, `keys/` (reserved). Every object but `config` is immutable and named by the
-//! BLAKE3 hash of its bytes. Writes go packs → index → snapshot; the snapshot is the only
-//! commit point, so a crash at any moment leaves a repository that `check` accepts.
+//! `dicts/<name>`, `locks/<id>`, `keys/<id>` (format 2). Every object but `config` is immutable
+//! and named by the BLAKE3 hash of its stored bytes. Writes go packs → index → snapshot; the
+//! snapshot is the only commit point, so a crash at any moment leaves a repository that `check`
+//! accepts.
+//!
+//! Format 2 seals every object and every blob ([`crate::crypto`]); the repository's
+//! [`Crypto`] decides, and for format 1 it is [`Crypto::None`], which reads and writes exactly
+//! as before. An encrypted repository is unlocked ([`keys`]) before the cache, a lock or
+//! anything else is created, so a wrong password writes nothing.
 //!
 //! This module knows nothing about Airtable or HTTP.
 
@@ -11,6 +17,7 @@ pub(crate) mod cache;
 pub(crate) mod config;
 mod exclusive;
 pub(crate) mod index;
+pub(crate) mod keys;
 pub(crate) mod lock;
 pub(crate) mod pack;
 pub(crate) mod snapshot;
@@ -24,15 +31,17 @@ use std::sync::{Arc, RwLock};
 use crate::backend::{Backend, BackendError};
 use crate::chunker::Chunker;
 use crate::codec::{self, DecodeError, Dictionaries, Dictionary};
-use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
+use crate::crypto::{Crypto, MasterKey, Password};
+use crate::id::{BlobId, DictId, IndexId, KeyId, PackId, SnapshotId};
 use cache::Cache;
 use index::{IndexFile, IndexPack, index_path};
 use pack::{FOOTER_LEN, PackedBlob, pack_path};
 use snapshot::snapshot_path;
 
 pub use crate::chunker::ChunkerParams;
-pub use config::{InitOptions, RepoConfig};
+pub use config::{EncryptionConfig, InitEncryption, InitOptions, RepoConfig};
 pub use exclusive::Exclusive;
+pub use keys::KeyInfo;
 pub use pack::BlobKind;
 pub use snapshot::{Node, NodeKind, Snapshot, Tree};
 pub use writer::{BlobWriter, FileSaver, WriterOptions, WriterStats};
@@ -123,6 +132,63 @@ pub enum RepoError {
         #[source]
         source: Box<BackendError>,
     },
+    /// The password opens none of the repository's key files.
+    #[error(
+        "the password opens none of the {key_files} key files of the repository at {location}; nothing was changed. Give the right one with --password-file, --password-command, AIRBACK_PASSWORD_FILE, AIRBACK_PASSWORD or AIRBACK_PASSWORD_COMMAND, or `password_file`/`password_command` in the config file"
+    )]
+    WrongPassword {
+        /// Where the repository is.
+        location: String,
+        /// How many key files it has.
+        key_files: usize,
+    },
+    /// The repository is encrypted and no password was given.
+    #[error(
+        "the repository at {location} is encrypted: give its password with --password-file, --password-command, AIRBACK_PASSWORD_FILE, AIRBACK_PASSWORD or AIRBACK_PASSWORD_COMMAND, or `password_file`/`password_command` in the config file"
+    )]
+    PasswordRequired {
+        /// Where the repository is.
+        location: String,
+    },
+    /// An encrypted repository without key files.
+    #[error(
+        "the repository at {location} is encrypted but has no key files in `keys/`; restore them from a copy"
+    )]
+    NoKeys {
+        /// Where the repository is.
+        location: String,
+    },
+    /// Every key file is damaged.
+    #[error("no key file could be used: {damaged} are damaged; restore them from a copy")]
+    NoUsableKey {
+        /// The key files and what is wrong with each.
+        damaged: String,
+    },
+    /// A key file opened with the password but belongs to another repository id or config.
+    #[error(
+        "`config` does not match the repository's keys at {location}: it was changed or replaced; restore it from a copy"
+    )]
+    ConfigMismatch {
+        /// Where the repository is.
+        location: String,
+    },
+    /// A format-1 config next to key files: someone replaced an encrypted repository's config.
+    #[error(
+        "the repository at {location} has key files but its config says format 1: the config was replaced; restore it from a copy"
+    )]
+    Downgrade {
+        /// Where the repository is.
+        location: String,
+    },
+    /// A key operation on an unencrypted repository.
+    #[error("the repository is not encrypted (format version 1): it has no keys")]
+    NotEncrypted,
+    /// A key operation that would lock everyone out, or names no key.
+    #[error("{0}")]
+    KeyRefused(String),
+    /// Key-derivation parameters outside the accepted range.
+    #[error("invalid key derivation parameters: {0}")]
+    BadKdf(String),
     /// An earlier upload of this run failed, so nothing may be committed.
     #[error("an earlier upload failed ({0}); nothing was committed, run the command again")]
     WriterFailed(String),
@@ -156,6 +222,11 @@ pub struct Repository {
 struct RepoInner {
     backend: Backend,
     config: RepoConfig,
+    /// BLAKE3 of the config's stored bytes (bound by every key file).
+    config_hash: [u8; 32],
+    crypto: Crypto,
+    /// The key file the repository was unlocked with (format 2).
+    key_id: Option<KeyId>,
     cache: Cache,
     data_chunker: Chunker,
     meta_chunker: Chunker,
@@ -201,21 +272,40 @@ fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> RepoError {
 }
 
 impl Repository {
-    /// Creates a repository at the backend's location. Fails if one exists.
-    pub async fn init(backend: &Backend, options: &InitOptions) -> Result<RepoConfig> {
-        if backend.size("config").await?.is_some() {
-            return Err(RepoError::AlreadyExists {
-                location: backend.location().to_string(),
-            });
+    /// Creates a repository at the backend's location: format 2 with a first key when
+    /// `options.encryption` holds a password, else format 1. Fails if one exists (a `config`,
+    /// or key files). Writes the key file first and `config` last. Returns the config and the
+    /// first key's id.
+    pub async fn init(
+        backend: &Backend,
+        options: &InitOptions,
+    ) -> Result<(RepoConfig, Option<KeyId>)> {
+        let location = backend.location().to_string();
+        if backend.size("config").await?.is_some() || keys::has_keys(backend).await? {
+            return Err(RepoError::AlreadyExists { location });
         }
-        let config = RepoConfig::new(options);
-        config.validate().map_err(|reason| RepoError::BadConfig {
-            location: backend.location().to_string(),
-            reason,
-        })?;
+        let encrypted = matches!(options.encryption, InitEncryption::Password { .. });
+        let config = RepoConfig::new(options, encrypted);
+        config
+            .validate()
+            .map_err(|reason| RepoError::BadConfig { location, reason })?;
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        let key = match &options.encryption {
+            InitEncryption::None => None,
+            InitEncryption::Password {
+                password,
+                kdf,
+                meta,
+            } => {
+                let master = Arc::new(MasterKey::generate());
+                Some(
+                    keys::create_first_key(backend, &master, &config, &json, password, *kdf, meta)
+                        .await?,
+                )
+            }
+        };
         backend.write("config", json).await?;
-        Ok(config)
+        Ok((config, key))
     }
 
     /// Opens the storage at `location` for an existing repository, mapping a local path that
@@ -232,9 +322,10 @@ impl Repository {
         }
     }
 
-    /// Opens the repository: reads `config`, opens the local cache and brings it up to date
-    /// with the repository's index files.
-    pub async fn open(backend: Backend, cache: CacheChoice) -> Result<Repository> {
+    /// Reads and validates `config`; returns it with its stored bytes (key files bind their
+    /// hash). A program that asks for a password only when one is needed reads the config
+    /// first ([`RepoConfig::is_encrypted`]), then calls [`Repository::open_with_config`].
+    pub async fn read_config(backend: &Backend) -> Result<(RepoConfig, Vec<u8>)> {
         let location = backend.location().to_string();
         let bytes = match backend.read("config").await {
             Ok(b) => b,
@@ -249,6 +340,42 @@ impl Repository {
         config
             .validate()
             .map_err(|reason| RepoError::BadConfig { location, reason })?;
+        Ok((config, bytes))
+    }
+
+    /// Opens the repository: reads `config`, unlocks the master key with `password` (format
+    /// 2; format 1 ignores it), then opens the local cache and brings it up to date with the
+    /// repository's index files.
+    pub async fn open(
+        backend: Backend,
+        cache: CacheChoice,
+        password: Option<&Password>,
+    ) -> Result<Repository> {
+        let (config, bytes) = Self::read_config(&backend).await?;
+        Self::open_with_config(backend, config, &bytes, cache, password).await
+    }
+
+    /// [`Repository::open`] with a config already read by [`Repository::read_config`]. An
+    /// encrypted repository is unlocked first: with a wrong or missing password it fails
+    /// before anything is written (no cache, no lock, no upload).
+    pub async fn open_with_config(
+        backend: Backend,
+        config: RepoConfig,
+        config_bytes: &[u8],
+        cache: CacheChoice,
+        password: Option<&Password>,
+    ) -> Result<Repository> {
+        let location = backend.location().to_string();
+        let (crypto, key_id) = if config.is_encrypted() {
+            let password = password.ok_or(RepoError::PasswordRequired { location })?;
+            let (master, key_id) = keys::unlock(&backend, &config, config_bytes, password).await?;
+            (Crypto::Key(Arc::new(master)), Some(key_id))
+        } else {
+            if keys::has_keys(&backend).await? {
+                return Err(RepoError::Downgrade { location });
+            }
+            (Crypto::None, None)
+        };
         let cache_path = match &cache {
             CacheChoice::Default => cache::default_cache_path(None, &config.id),
             CacheChoice::Dir(dir) => cache::default_cache_path(Some(dir), &config.id),
@@ -257,12 +384,16 @@ impl Repository {
         let cache = tokio::task::spawn_blocking(move || Cache::open(cache_path.as_deref()))
             .await
             .map_err(|e| RepoError::Internal(e.to_string()))??;
+        let seed = crypto.chunker_seed(config.chunker.seed);
         let repo = Repository {
             inner: Arc::new(RepoInner {
-                data_chunker: Chunker::new(config.chunker.data, config.chunker.seed),
-                meta_chunker: Chunker::new(config.chunker.meta, config.chunker.seed),
+                data_chunker: Chunker::new(config.chunker.data, seed),
+                meta_chunker: Chunker::new(config.chunker.meta, seed),
                 backend,
                 config,
+                config_hash: *blake3::hash(config_bytes).as_bytes(),
+                crypto,
+                key_id,
                 cache,
                 dicts: RwLock::new(Arc::default()),
                 dicts_complete: AtomicBool::new(true),
@@ -435,6 +566,21 @@ impl Repository {
     /// The repository's parameters.
     pub(crate) fn config(&self) -> &RepoConfig {
         &self.inner.config
+    }
+
+    /// How the repository's objects are protected.
+    pub(crate) fn crypto(&self) -> &Crypto {
+        &self.inner.crypto
+    }
+
+    /// Whether the repository is encrypted (format 2).
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.crypto.is_encrypted()
+    }
+
+    /// The id of a blob with this plaintext: BLAKE3 (format 1) or keyed BLAKE3 (format 2).
+    pub fn blob_id(&self, plain: &[u8]) -> BlobId {
+        self.inner.crypto.blob_id(plain)
     }
 
     /// The local cache.

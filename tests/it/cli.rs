@@ -278,9 +278,10 @@ async fn a_snapshot_killed_at_random_moments_resumes() {
 
     // No blob stored twice: what earlier, killed runs uploaded was reused.
     let backend = airback::backend::Backend::open(&repo, &Default::default()).unwrap();
-    let repository = airback::repo::Repository::open(backend, airback::repo::CacheChoice::Memory)
-        .await
-        .unwrap();
+    let repository =
+        airback::repo::Repository::open(backend, airback::repo::CacheChoice::Memory, None)
+            .await
+            .unwrap();
     let report = airback::check::check(
         &repository,
         &airback::check::CheckOptions {

@@ -305,7 +305,7 @@ async fn an_unwritable_cache_location_gives_an_in_memory_cache_with_one_warning(
 
 async fn open_local(location: &str, cache: &Path) -> Repository {
     let backend = Backend::open(location, &BackendOptions::default()).unwrap();
-    Repository::open(backend, CacheChoice::Dir(cache.to_path_buf()))
+    Repository::open(backend, CacheChoice::Dir(cache.to_path_buf()), None)
         .await
         .unwrap()
 }

@@ -453,9 +453,13 @@ async fn a_run_stopped_at_any_step_leaves_a_valid_repository_and_is_resumed() {
         Repository::init(&backend, &small_options()).await.unwrap();
         let files = sample_files(7);
         {
-            let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache.clone()))
-                .await
-                .unwrap();
+            let repo = Repository::open(
+                open_backend(&location),
+                CacheChoice::Dir(cache.clone()),
+                None,
+            )
+            .await
+            .unwrap();
             let writer = repo.writer();
             let tree = build_tree(&writer, &files).await;
             match stop {
@@ -473,9 +477,13 @@ async fn a_run_stopped_at_any_step_leaves_a_valid_repository_and_is_resumed() {
         let packs_before = files_below(&dir.path().join("data"));
         assert!(!packs_before.is_empty(), "{stop:?}: packs were uploaded");
 
-        let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache.clone()))
-            .await
-            .unwrap();
+        let repo = Repository::open(
+            open_backend(&location),
+            CacheChoice::Dir(cache.clone()),
+            None,
+        )
+        .await
+        .unwrap();
         let report = check(
             &repo,
             &CheckOptions {
@@ -626,24 +634,32 @@ async fn the_cache_notices_writes_from_another_machine_and_can_be_deleted() {
     let cache_b = dir.path().join("cache-b");
     let data = random_bytes(500_000, 1);
 
-    let repo_a = Repository::open(open_backend(location), CacheChoice::Dir(cache_a.clone()))
-        .await
-        .unwrap();
+    let repo_a = Repository::open(
+        open_backend(location),
+        CacheChoice::Dir(cache_a.clone()),
+        None,
+    )
+    .await
+    .unwrap();
     let w = repo_a.writer();
     w.save_bytes(BlobKind::Data, data.clone()).await.unwrap();
     w.flush().await.unwrap();
 
     // Machine B, with its own cache, sees A's blobs: nothing is uploaded again.
-    let repo_b = Repository::open(open_backend(location), CacheChoice::Dir(cache_b.clone()))
-        .await
-        .unwrap();
+    let repo_b = Repository::open(
+        open_backend(location),
+        CacheChoice::Dir(cache_b.clone()),
+        None,
+    )
+    .await
+    .unwrap();
     let w = repo_b.writer();
     w.save_bytes(BlobKind::Data, data.clone()).await.unwrap();
     assert_eq!(w.flush().await.unwrap().blobs_new, 0);
 
     // Deleting A's cache costs only time.
     std::fs::remove_dir_all(&cache_a).unwrap();
-    let repo_a = Repository::open(open_backend(location), CacheChoice::Dir(cache_a))
+    let repo_a = Repository::open(open_backend(location), CacheChoice::Dir(cache_a), None)
         .await
         .unwrap();
     let w = repo_a.writer();
@@ -700,7 +716,7 @@ async fn two_snapshots_at_once_are_safe() {
         let shared = shared.clone();
         let cache = dir.path().join(format!("cache-{seed}"));
         async move {
-            let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache))
+            let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache), None)
                 .await
                 .unwrap();
             let writer = repo.writer();
@@ -713,7 +729,7 @@ async fn two_snapshots_at_once_are_safe() {
     let ((id_a, files_a), (id_b, files_b)) = tokio::join!(run(100), run(200));
     assert_ne!(id_a, id_b);
 
-    let repo = Repository::open(open_backend(&location), CacheChoice::Memory)
+    let repo = Repository::open(open_backend(&location), CacheChoice::Memory, None)
         .await
         .unwrap();
     let report = check_ok(&repo, true).await;

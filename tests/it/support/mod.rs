@@ -103,6 +103,7 @@ pub fn small_options() -> InitOptions {
         compression_level: 3,
         pack_size: 1024 * 1024,
         chunker_seed: None,
+        ..InitOptions::default()
     }
 }
 
@@ -110,7 +111,7 @@ pub fn small_options() -> InitOptions {
 pub async fn new_repo(location: &str, options: &InitOptions) -> Repository {
     let backend = open_backend(location);
     Repository::init(&backend, options).await.unwrap();
-    Repository::open(backend, CacheChoice::Memory)
+    Repository::open(backend, CacheChoice::Memory, None)
         .await
         .unwrap()
 }
@@ -163,7 +164,7 @@ impl FakeSetup {
         Repository::init(&backend, &InitOptions::default())
             .await
             .unwrap();
-        let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")))
+        let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")), None)
             .await
             .unwrap();
         let mut client_options = ClientOptions::default().with_url(&fake.url());
