@@ -55,8 +55,16 @@ pub(super) async fn has_keys(backend: &Backend) -> Result<bool> {
     Ok(!list_key_names(backend).await?.is_empty())
 }
 
-/// Reads `keys/<name>` and checks that it hashes to its name and parses.
-async fn read_key_file(backend: &Backend, name: &str) -> Result<Result<(KeyId, KeyFile), String>> {
+/// A key file as read from `keys/`.
+struct ReadKey {
+    id: KeyId,
+    file: KeyFile,
+    /// Whether its bytes hash to its name.
+    name_ok: bool,
+}
+
+/// Reads and parses `keys/<name>`.
+async fn read_key_file(backend: &Backend, name: &str) -> Result<Result<ReadKey, String>> {
     let Ok(id) = name.parse::<KeyId>() else {
         return Ok(Err("its name is not a key id".into()));
     };
@@ -65,11 +73,11 @@ async fn read_key_file(backend: &Backend, name: &str) -> Result<Result<(KeyId, K
         Err(BackendError::NotFound { .. }) => return Ok(Err("removed meanwhile".into())),
         Err(e) => return Err(e.into()),
     };
-    if KeyId::of(&bytes) != id {
-        return Ok(Err("its bytes do not hash to its name".into()));
-    }
-    Ok(KeyFile::from_bytes(&bytes).map(|file| (id, file)))
+    let name_ok = KeyId::of(&bytes) == id;
+    Ok(KeyFile::from_bytes(&bytes).map(|file| ReadKey { id, file, name_ok }))
 }
+
+const NAME_MISMATCH: &str = "its bytes do not hash to its name";
 
 /// A copy of the password for a blocking task (wiped when dropped, like the original).
 fn duplicate(password: &Password) -> Password {
@@ -96,7 +104,16 @@ pub(super) async fn unlock(
     let mut tried = 0;
     for name in &names {
         let (id, file) = match read_key_file(backend, name).await? {
-            Ok(found) => found,
+            Ok(ReadKey {
+                id,
+                file,
+                name_ok: true,
+            }) => (id, file),
+            Ok(_) => {
+                tracing::warn!("key file {name} is damaged ({NAME_MISMATCH}); skipping it");
+                damaged.push(format!("{name} ({NAME_MISMATCH})"));
+                continue;
+            }
             Err(why) => {
                 tracing::warn!("key file {name} is damaged ({why}); skipping it");
                 damaged.push(format!("{name} ({why})"));
@@ -208,7 +225,11 @@ impl Repository {
         let mut keys = Vec::new();
         for name in list_key_names(self.backend()).await? {
             match read_key_file(self.backend(), &name).await? {
-                Ok((id, file)) => keys.push(KeyInfo {
+                Ok(ReadKey {
+                    id,
+                    file,
+                    name_ok: true,
+                }) => keys.push(KeyInfo {
                     id,
                     current: Some(id) == self.inner.key_id,
                     kdf: file.kdf_params(),
@@ -216,6 +237,7 @@ impl Repository {
                     hostname: file.hostname,
                     username: file.username,
                 }),
+                Ok(_) => tracing::warn!("key file {name} is damaged ({NAME_MISMATCH}); not listed"),
                 Err(why) => tracing::warn!("key file {name} is damaged ({why}); not listed"),
             }
         }
@@ -242,26 +264,32 @@ impl Repository {
         .await
     }
 
-    /// Checks every key file with the master key: that it hashes to its name, parses, is
-    /// within the KDF caps, and that its MAC is right. Returns each problem with the key file
-    /// it concerns (an empty list when all are sound). `check` reports them.
+    /// Checks every key file with the master key: that it parses, is within the KDF caps, that
+    /// its MAC is right (so a changed clear field is "authentication failed"), and that it
+    /// hashes to its name. Returns each problem with the key file it concerns (an empty list
+    /// when all are sound). `check` reports them.
     pub async fn verify_key_files(&self) -> Result<Vec<(String, String)>> {
         let master = self.master()?;
         let mut problems = Vec::new();
         for name in list_key_names(self.backend()).await? {
-            let (_, file) = match read_key_file(self.backend(), &name).await? {
+            let ReadKey { file, name_ok, .. } = match read_key_file(self.backend(), &name).await? {
                 Ok(found) => found,
                 Err(why) => {
-                    problems.push((name, format!("is damaged: {why}")));
+                    problems.push((name, format!("damaged: {why}")));
                     continue;
                 }
             };
             if let Err(why) = file.check_fields() {
-                problems.push((name, format!("is damaged: {why}")));
+                problems.push((name, format!("damaged: {why}")));
             } else if !crypto::verify_mac(&file, master) {
                 problems.push((
                     name,
                     "authentication failed (its mac does not match the master key)".into(),
+                ));
+            } else if !name_ok {
+                problems.push((
+                    name,
+                    format!("damaged: {NAME_MISMATCH} (an intact key file under another name)"),
                 ));
             }
         }
