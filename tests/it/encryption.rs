@@ -651,3 +651,59 @@ async fn a_canary_is_unreadable_in_an_encrypted_repository_and_readable_in_a_pla
     let hits = canary_hits(&encrypted);
     assert!(hits.is_empty(), "the canary is readable in {hits:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_rebuilds_an_encrypted_index_and_dictionary() {
+    let mut options = FakeOptions::unlimited(Preset::Large);
+    options.large = "tables=1,records=2000,attachments=4,min=2000,max=20000"
+        .parse()
+        .unwrap();
+    let f = fake(options).await;
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    repo_with_snapshot(&f, &location, Some("pw")).await;
+    // Lose every index file: repair rebuilds it from the sealed packs (salts from footers).
+    for file in crate::support::files_below(&location.join("index")) {
+        std::fs::remove_file(location.join("index").join(file)).unwrap();
+    }
+    let report = repair(&location).await;
+    assert!(report.packs_adopted > 0, "{report:?}");
+    assert!(report.packs_damaged.is_empty(), "{report:?}");
+    check_clean(&location).await;
+
+    // Damage the dictionary object: repair writes it back from its copy (sealed, under a new
+    // name) and removes the damaged one.
+    let dict = only_file(&location.join("dicts"));
+    let len = std::fs::metadata(&dict).unwrap().len() as usize;
+    flip(&dict, len / 2);
+    let report = repair(&location).await;
+    assert!(report.packs_damaged.is_empty(), "{report:?}");
+    assert_eq!(report.dictionaries_restored.len(), 1, "{report:?}");
+    assert_eq!(report.dictionaries_removed.len(), 1, "{report:?}");
+    check_clean(&location).await;
+    let dicts = crate::support::files_below(&location.join("dicts"));
+    assert_eq!(dicts.len(), 1, "{dicts:?}");
+    assert_ne!(location.join("dicts").join(&dicts[0]), dict);
+}
+
+async fn repair(location: &Path) -> airback::repair::IndexRepair {
+    let repo = open(location, Some("pw")).await.unwrap();
+    let exclusive = repo.lock_exclusive("repair index").await.unwrap();
+    let report = airback::repair_index(&exclusive, false).await.unwrap();
+    exclusive.release().await.unwrap();
+    report
+}
+
+async fn check_clean(location: &Path) {
+    let repo = open(location, Some("pw")).await.unwrap();
+    let report = check(
+        &repo,
+        &CheckOptions {
+            read_data: true,
+            ..CheckOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{:?}", report.errors);
+}
