@@ -71,7 +71,7 @@ async fn repo(meta: ChunkerParams, data: ChunkerParams, seed: u64) -> Repository
         ..InitOptions::default()
     };
     Repository::init(&backend, &options).await.unwrap();
-    Repository::open(backend, CacheChoice::Memory)
+    Repository::open(backend, CacheChoice::Memory, None)
         .await
         .unwrap()
 }

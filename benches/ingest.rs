@@ -133,7 +133,7 @@ async fn ingest(set: &DataSet, repo_dir: &Path, cache_dir: &Path, seed: u64) -> 
         ..InitOptions::default()
     };
     Repository::init(&backend, &options).await.unwrap();
-    let repo = Repository::open(backend, CacheChoice::Dir(cache_dir.to_path_buf()))
+    let repo = Repository::open(backend, CacheChoice::Dir(cache_dir.to_path_buf()), None)
         .await
         .unwrap();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&set.dir)

@@ -7,6 +7,11 @@
 //! needs (trees, file contents) is indexed with the right kind. With `--read-data`, every pack
 //! (or a deterministic subset) is downloaded, hashed, and every blob decoded and hashed.
 //!
+//! In an encrypted repository (format 2) every object read is authenticated first, so damage
+//! shows as "authentication failed" naming the object, `--read-data` authenticates every blob,
+//! and every key file is checked against the master key. An unencrypted repository (format 1)
+//! is reported as such (`encrypted: false` and a warning).
+//!
 //! Damage is reported where it hurts: each snapshot that can no longer be read back completely
 //! is named with the files and folders it loses. Packs found missing or damaged are recorded in
 //! the local cache, so the next snapshot stores their content again instead of referring to it
@@ -15,6 +20,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::codec;
+use crate::crypto::Salt;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::layout::{AttachmentMeta, LayoutJson, Source, TableMeta};
 use crate::repo::index::IndexPack;
@@ -68,6 +74,8 @@ pub struct CheckOptions {
 /// What `check` found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CheckReport {
+    /// Whether the repository is encrypted (format 2).
+    pub encrypted: bool,
     /// Problems that mean data is missing or damaged.
     pub errors: Vec<String>,
     /// Harmless findings (leftovers of interrupted runs).
@@ -127,8 +135,8 @@ impl CheckReport {
 /// Where an indexed blob lives, as far as `check` needs to know.
 #[derive(Debug, Clone)]
 struct Located {
-    /// Every pack that holds it (usually one), with its entry there.
-    packs: Vec<(PackId, PackedBlob)>,
+    /// Every pack that holds it (usually one), with its entry there and the pack's salt.
+    packs: Vec<(PackId, PackedBlob, Option<Salt>)>,
     /// Whether its entry is compressed with a dictionary.
     dict_compressed: bool,
 }
@@ -163,7 +171,7 @@ impl Damage {
             ));
         };
         let mut why = None;
-        for (pack, _) in &located.packs {
+        for (pack, _, _) in &located.packs {
             if self.bad_packs_readable.contains(pack)
                 && !self.bad_blobs.contains_key(&(id, kind, *pack))
             {
@@ -197,8 +205,24 @@ impl Damage {
 /// The steps run in the reverse of the write order (snapshots, then the index, then packs):
 /// anything a snapshot needs was written before it.
 pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
+    let mut report = CheckReport {
+        encrypted: repo.is_encrypted(),
+        ..CheckReport::default()
+    };
     let mut damage = Damage::default();
+
+    // 0. The keys (format 2), or a word that there are none.
+    if repo.is_encrypted() {
+        for (name, problem) in repo.verify_key_files().await? {
+            report.errors.push(format!("key file {name}: {problem}"));
+        }
+    } else {
+        report.warnings.push(
+            "the repository is not encrypted (format version 1): anyone who can read the \
+             storage can read these backups"
+                .into(),
+        );
+    }
 
     // 1. Snapshots first: anything they need was written before them.
     let snapshots = load_snapshots(repo, &mut report).await?;
@@ -295,7 +319,21 @@ async fn check_dictionaries(
 ) -> Result<()> {
     for problem in repo.load_dictionaries().await? {
         let id = problem.id;
-        if problem.recovered {
+        if let Some(object) = &problem.object {
+            let consequence = if problem.recovered {
+                "every dictionary the index records is intact or has an intact copy, so nothing \
+                 is lost (`airback repair index` removes it)"
+            } else {
+                "some dictionary has no intact copy: metadata compressed with it cannot be read"
+            };
+            if !problem.recovered {
+                damage.dictionary_lost = true;
+            }
+            report.errors.push(format!(
+                "dictionary `{object}` is {}; {consequence}",
+                problem.problem
+            ));
+        } else if problem.recovered {
             report.errors.push(format!(
                 "zstd dictionary {id} is {}; its copy in a pack is intact, so nothing is lost (`airback repair index` writes it back)",
                 problem.problem
@@ -357,7 +395,7 @@ async fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Check
                     packs: Vec::new(),
                     dict_compressed: false,
                 });
-                entry.packs.push((p.id, *b));
+                entry.packs.push((p.id, *b, p.salt));
                 entry.dict_compressed |= b.compression == codec::Compression::ZstdDict;
             }
             packs.insert(p.id, p);
@@ -399,8 +437,13 @@ async fn check_packs(
             continue;
         }
         match repo.read_pack_header(id, indexed.size).await {
-            Ok((kind, header_blobs)) => {
+            Ok((kind, header_blobs, salt)) => {
                 let before = report.errors.len();
+                if salt != indexed.salt {
+                    report.errors.push(format!(
+                        "pack {id}: its salt differs from the one in the index"
+                    ));
+                }
                 compare_header(id, indexed, kind, &header_blobs, &mut report.errors);
                 if report.errors.len() > before {
                     damage
@@ -619,7 +662,7 @@ async fn load_tree(
     damage: &Damage,
 ) -> Result<crate::repo::snapshot::Tree> {
     let mut last = None;
-    for (pack, entry) in blobs
+    for (pack, entry, salt) in blobs
         .get(&(tree, BlobKind::Meta))
         .map(|l| l.packs.as_slice())
         .unwrap_or_default()
@@ -631,7 +674,7 @@ async fn load_tree(
         {
             continue;
         }
-        match repo.read_blob_at(pack, entry).await {
+        match repo.read_blob_at(pack, *salt, BlobKind::Meta, entry).await {
             Ok(bytes) => return Repository::parse_tree(&tree, &bytes),
             Err(e) => last = Some(e),
         }
@@ -705,7 +748,9 @@ async fn read_pack(
     report.packs_read += 1;
     report.bytes_read += bytes.len() as u64;
     let blobs = indexed.blobs.clone();
+    let (kind, salt) = (indexed.kind, indexed.salt);
     let dicts = repo.dictionaries();
+    let crypto = repo.crypto().clone();
     let (problems, bad_blobs) = crate::repo::writer::run_cpu(move || {
         let mut problems = Vec::new();
         let mut bad_blobs = Vec::new();
@@ -714,10 +759,11 @@ async fn read_pack(
                 "pack {id}: content does not hash to its name (the file is damaged)"
             ));
         }
-        if let Err(e) = pack::parse_pack(&bytes) {
+        if let Err(e) = pack::parse_pack(&bytes, &crypto) {
             problems.push(format!("pack {id}: header: {e}"));
         }
-        // Decode with the index's view, so that every damaged blob is named.
+        // Open and decode with the index's view (its salt too), so that every damaged blob is
+        // named.
         for b in &blobs {
             let start = b.offset as usize;
             let end = start + b.length as usize;
@@ -726,7 +772,7 @@ async fn read_pack(
                 bad_blobs.push((b.id, "it lies outside the pack".to_string()));
                 continue;
             };
-            if let Err(e) = codec::decode(&b.id, stored, b.compression, b.raw_length, &dicts) {
+            if let Err(e) = pack::open_and_decode(&crypto, salt.as_ref(), kind, b, stored, &dicts) {
                 problems.push(format!("pack {id}: blob {}: {e}", b.id));
                 bad_blobs.push((b.id, e.to_string()));
             }

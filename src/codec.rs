@@ -1,12 +1,15 @@
 //! Blob encoding: zstd compression of one blob on its own (optionally with a repository
 //! dictionary, which small metadata blobs need to compress as well as large ones), and its
-//! inverse with the hash check. Pure and synchronous: callers run it on the rayon pool, never on
-//! an async worker thread.
+//! inverse with the id check; and the encoding of unpacked JSON files (index files,
+//! snapshots), sealed in format 2. Pure and synchronous: callers run it on the rayon pool,
+//! never on an async worker thread. Blob sealing itself is in `repo::pack`, which calls
+//! [`decode`] after opening.
 
 use std::cell::RefCell;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use crate::crypto::{AuthError, Crypto, ObjectKind};
 use crate::id::{BlobId, DictId};
 
 /// How a blob's stored bytes are encoded. Stored in pack headers and index entries.
@@ -47,7 +50,7 @@ impl Compression {
 /// A blob ready to be appended to a pack.
 #[derive(Debug, Clone)]
 pub(crate) struct EncodedBlob {
-    /// BLAKE3 of the plaintext.
+    /// The blob id (BLAKE3, or keyed BLAKE3 in format 2, of the plaintext).
     pub id: BlobId,
     /// The plaintext length.
     pub raw_length: u32,
@@ -77,6 +80,13 @@ pub(crate) enum DecodeError {
         /// What the content hashes to.
         actual: BlobId,
     },
+    /// The sealed blob does not open (format 2).
+    #[error("{0}")]
+    Authentication(#[from] AuthError),
+    /// The index entry does not fit the repository's format (a pack salt in format 1, or none
+    /// in format 2).
+    #[error("{0}")]
+    Format(&'static str),
     /// The blob needs a dictionary the repository does not have.
     #[error(
         "blob needs the zstd dictionary with zstd id {0}, which is missing or damaged and has no intact copy"
@@ -84,10 +94,11 @@ pub(crate) enum DecodeError {
     MissingDictionary(u32),
 }
 
-/// A zstd dictionary stored in the repository under `dicts/<id>`.
+/// A zstd dictionary stored in the repository in `dicts/` (and as a copy in a pack).
 #[derive(Debug, Clone)]
 pub struct Dictionary {
-    /// BLAKE3 of `bytes`; the object's name.
+    /// Its blob id (the repository's [`Crypto::blob_id`] of `bytes`). In format 1 it is also
+    /// the name of its `dicts/` object.
     pub id: DictId,
     /// The id zstd writes into frames compressed with it.
     pub zstd_id: u32,
@@ -97,10 +108,10 @@ pub struct Dictionary {
 
 impl Dictionary {
     /// Wraps dictionary bytes; `None` if they are not a zstd dictionary with an id.
-    pub(crate) fn from_bytes(bytes: Vec<u8>) -> Option<Dictionary> {
+    pub(crate) fn new(bytes: Vec<u8>, crypto: &Crypto) -> Option<Dictionary> {
         let zstd_id = zstd::zstd_safe::get_dict_id_from_dict(&bytes)?.get();
         Some(Dictionary {
-            id: DictId::of(&bytes),
+            id: DictId(crypto.blob_id(&bytes).0),
             zstd_id,
             bytes: Arc::new(bytes),
         })
@@ -139,9 +150,13 @@ impl Dictionaries {
 
 /// Trains a dictionary of at most `size` bytes from sample blobs; `None` when zstd finds too
 /// little to learn from.
-pub(crate) fn train_dictionary(samples: &[&[u8]], size: usize) -> Option<Dictionary> {
+pub(crate) fn train_dictionary(
+    samples: &[&[u8]],
+    size: usize,
+    crypto: &Crypto,
+) -> Option<Dictionary> {
     let bytes = zstd::dict::from_samples(samples, size).ok()?;
-    Dictionary::from_bytes(bytes)
+    Dictionary::new(bytes, crypto)
 }
 
 type CompressorKey = (i32, Option<DictId>);
@@ -227,13 +242,14 @@ pub(crate) fn hash_and_encode(plain: &[u8], level: i32) -> EncodedBlob {
     encode(BlobId::of(plain), plain, level, None)
 }
 
-/// Decodes stored bytes and verifies length and hash against `id`.
+/// Decodes stored (opened, in format 2) bytes and verifies length and id against `id`.
 pub(crate) fn decode(
     id: &BlobId,
     stored: &[u8],
     compression: Compression,
     raw_length: u32,
     dicts: &Dictionaries,
+    crypto: &Crypto,
 ) -> Result<Vec<u8>, DecodeError> {
     let capacity = raw_length as usize;
     let plain = match compression {
@@ -247,7 +263,7 @@ pub(crate) fn decode(
             for dict in dicts.iter().filter(|d| d.zstd_id == zstd_id) {
                 last = decompress(stored, capacity, Some(dict))
                     .map_err(DecodeError::Decompress)
-                    .and_then(|plain| verify(id, plain, raw_length));
+                    .and_then(|plain| verify(id, plain, raw_length, crypto));
                 if last.is_ok() {
                     break;
                 }
@@ -255,42 +271,65 @@ pub(crate) fn decode(
             return last;
         }
     };
-    verify(id, plain, raw_length)
+    verify(id, plain, raw_length, crypto)
 }
 
-fn verify(id: &BlobId, plain: Vec<u8>, raw_length: u32) -> Result<Vec<u8>, DecodeError> {
+fn verify(
+    id: &BlobId,
+    plain: Vec<u8>,
+    raw_length: u32,
+    crypto: &Crypto,
+) -> Result<Vec<u8>, DecodeError> {
     if plain.len() != raw_length as usize {
         return Err(DecodeError::Length {
             expected: raw_length,
             actual: plain.len(),
         });
     }
-    let actual = BlobId::of(&plain);
+    let actual = crypto.blob_id(&plain);
     if &actual != id {
         return Err(DecodeError::Hash { actual });
     }
     Ok(plain)
 }
 
-/// Encodes a small JSON document the way unpacked repository files are stored:
-/// one format byte (`1`) followed by a zstd frame of the JSON.
-pub(crate) fn encode_json_file<T: serde::Serialize>(value: &T) -> Vec<u8> {
+/// Encodes a small JSON document the way unpacked repository files (index files, snapshots)
+/// are stored: in format 1, one format byte (`1`) followed by a zstd frame of the JSON; in
+/// format 2, the zstd frame sealed as an object of `kind` (its envelope's `0x02` replaces the
+/// format byte).
+pub(crate) fn encode_file<T: serde::Serialize>(
+    crypto: &Crypto,
+    kind: ObjectKind,
+    value: &T,
+) -> Vec<u8> {
     let json = serde_json::to_vec(value).expect("repository types serialize");
+    let frame = zstd::bulk::compress(&json, 3).expect("zstd compresses in memory");
+    if crypto.is_encrypted() {
+        return crypto.seal_object(kind, &frame);
+    }
     let mut out = vec![FILE_FORMAT_V1];
-    out.extend(zstd::bulk::compress(&json, 3).expect("zstd compresses in memory"));
+    out.extend(frame);
     out
 }
 
-/// Inverse of [`encode_json_file`].
-pub(crate) fn decode_json_file<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&FILE_FORMAT_V1, rest)) => {
-            let json = zstd::stream::decode_all(rest).map_err(|e| format!("zstd: {e}"))?;
-            serde_json::from_slice(&json).map_err(|e| format!("json: {e}"))
+/// Inverse of [`encode_file`]. The error says what is wrong; in format 2 a changed byte
+/// anywhere gives "authentication failed …".
+pub(crate) fn decode_file<T: serde::de::DeserializeOwned>(
+    crypto: &Crypto,
+    kind: ObjectKind,
+    bytes: &[u8],
+) -> Result<T, String> {
+    let frame = if crypto.is_encrypted() {
+        crypto.open_object(kind, bytes).map_err(|e| e.to_string())?
+    } else {
+        match bytes.split_first() {
+            Some((&FILE_FORMAT_V1, rest)) => rest.to_vec(),
+            Some((b, _)) => return Err(format!("unknown file format byte {b}")),
+            None => return Err("empty file".to_string()),
         }
-        Some((b, _)) => Err(format!("unknown file format byte {b}")),
-        None => Err("empty file".to_string()),
-    }
+    };
+    let json = zstd::stream::decode_all(&frame[..]).map_err(|e| format!("zstd: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("json: {e}"))
 }
 
 /// The leading byte of unpacked files (index, snapshot) in format version 1.
@@ -314,6 +353,7 @@ mod tests {
                 blob.compression,
                 blob.raw_length,
                 &Dictionaries::default(),
+                &Crypto::None,
             )
             .unwrap();
             assert_eq!(back, plain);
@@ -333,7 +373,8 @@ mod tests {
                 &blob.stored,
                 blob.compression,
                 blob.raw_length,
-                &Dictionaries::default()
+                &Dictionaries::default(),
+                &Crypto::None,
             )
             .is_err()
         );
@@ -346,7 +387,7 @@ mod tests {
             .collect();
         let owned: Vec<Vec<u8>> = lines.chunks(8).map(|c| c.concat()).collect();
         let samples: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-        let dict = train_dictionary(&samples, 4096).expect("enough samples");
+        let dict = train_dictionary(&samples, 4096, &Crypto::None).expect("enough samples");
         let plain = lines[100..108].concat();
         let blob = encode(BlobId::of(&plain), &plain, 3, Some(&dict));
         assert_eq!(blob.compression, Compression::ZstdDict);
@@ -358,7 +399,8 @@ mod tests {
                 &blob.stored,
                 blob.compression,
                 blob.raw_length,
-                &dicts
+                &dicts,
+                &Crypto::None,
             )
             .unwrap(),
             plain
@@ -369,7 +411,30 @@ mod tests {
             blob.compression,
             blob.raw_length,
             &Dictionaries::default(),
+            &Crypto::None,
         );
         assert!(matches!(missing, Err(DecodeError::MissingDictionary(_))));
+    }
+
+    #[test]
+    fn files_round_trip_in_both_formats_and_format_2_is_sealed() {
+        let value = serde_json::json!({"canary": "AIRBACK-CANARY", "n": 1});
+        let v1 = encode_file(&Crypto::None, ObjectKind::Index, &value);
+        assert_eq!(v1[0], FILE_FORMAT_V1);
+        let back: serde_json::Value = decode_file(&Crypto::None, ObjectKind::Index, &v1).unwrap();
+        assert_eq!(back, value);
+
+        let key = Crypto::Key(std::sync::Arc::new(crate::crypto::MasterKey::generate()));
+        let v2 = encode_file(&key, ObjectKind::Snapshot, &value);
+        assert_eq!(v2[0], 2);
+        let back: serde_json::Value = decode_file(&key, ObjectKind::Snapshot, &v2).unwrap();
+        assert_eq!(back, value);
+        let wrong_kind = decode_file::<serde_json::Value>(&key, ObjectKind::Index, &v2);
+        assert!(wrong_kind.unwrap_err().contains("authentication failed"));
+        let mut bad = v2.clone();
+        let middle = bad.len() / 2;
+        bad[middle] ^= 1;
+        let err = decode_file::<serde_json::Value>(&key, ObjectKind::Snapshot, &bad).unwrap_err();
+        assert!(err.contains("authentication failed"), "{err}");
     }
 }

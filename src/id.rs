@@ -1,5 +1,7 @@
-//! Typed 32-byte identifiers. Every object and blob in a repository is named by the BLAKE3 hash
-//! of its bytes; these newtypes keep a blob id from being mistaken for a pack id.
+//! Typed 32-byte identifiers. Every object in a repository is named by the BLAKE3 hash of its
+//! stored bytes, and every blob by a hash of its plaintext (BLAKE3 in format 1, BLAKE3 keyed
+//! with the repository's id key in format 2); these newtypes keep a blob id from being mistaken
+//! for a pack id.
 
 use std::fmt;
 use std::str::FromStr;
@@ -71,7 +73,8 @@ macro_rules! define_id {
 }
 
 define_id!(
-    /// A blob: BLAKE3 of its plaintext (uncompressed) bytes.
+    /// A blob: BLAKE3 (format 1) or keyed BLAKE3 (format 2, `crypto::Crypto::blob_id`) of its
+    /// plaintext (uncompressed) bytes. [`BlobId::of`] is the format-1 id.
     BlobId
 );
 define_id!(
@@ -91,8 +94,14 @@ define_id!(
     RepoId
 );
 define_id!(
-    /// A zstd dictionary object: BLAKE3 of the dictionary bytes.
+    /// A zstd dictionary: its blob id (BLAKE3 of its bytes in format 1, keyed in format 2).
+    /// In format 1 it is also the name of its `dicts/` object; in format 2 that object is
+    /// named by the hash of its sealed bytes.
     DictId
+);
+define_id!(
+    /// A key file (format 2): BLAKE3 of the stored key file, its name in `keys/`.
+    KeyId
 );
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], ParseIdError> {

@@ -12,7 +12,8 @@
 //!
 //! # Example
 //!
-//! A repository in a folder, a snapshot of a base, and the repository's list of snapshots.
+//! An encrypted repository in a folder, a snapshot of a base, and the repository's list of
+//! snapshots.
 //! The base here is the demo base of the fake Airtable (the `airback-fake` crate), which
 //! answers like the real API on a local port.
 //!
@@ -20,8 +21,9 @@
 //! use std::sync::Arc;
 //!
 //! use airback::{
-//!     Backend, BackendOptions, BackupOptions, CacheChoice, Client, ClientOptions, InitOptions,
-//!     NoProgress, Repository, Token, backup_base, list_snapshots,
+//!     Backend, BackendOptions, BackupOptions, CacheChoice, Client, ClientOptions, InitEncryption,
+//!     InitOptions, KdfParams, KeyMeta, NoProgress, Password, Repository, Token, backup_base,
+//!     list_snapshots,
 //! };
 //! use airback_fake::{FakeAirtable, FakeOptions, Preset};
 //!
@@ -35,8 +37,18 @@
 //! // A repository in a local folder (S3, GCS, Azure, B2, SFTP and WebDAV locations work too).
 //! let options = BackendOptions { create: true, ..BackendOptions::default() };
 //! let backend = Backend::open(folder.to_str().unwrap(), &options)?;
-//! Repository::init(&backend, &InitOptions::default()).await?;
-//! let repo = Repository::open(backend, CacheChoice::Memory).await?;
+//! // Encrypted with a key wrapped by this password (Argon2id: about half a second).
+//! let password = Arc::new(Password::new(b"correct horse battery staple".as_slice().into()));
+//! let kdf = KdfParams::DEFAULT;
+//! # let kdf = KdfParams::FOR_TESTS; // doctests run unoptimized
+//! let meta = KeyMeta {
+//!     hostname: "backup-host".into(),
+//!     username: "alice".into(),
+//!     created: "2026-11-22T15:00:00Z".into(),
+//! };
+//! let encryption = InitEncryption::Password { password: password.clone(), kdf, meta };
+//! Repository::init(&backend, &InitOptions { encryption, ..InitOptions::default() }).await?;
+//! let repo = Repository::open(backend, CacheChoice::Memory, Some(&password)).await?;
 //!
 //! // A client for the Airtable Web API; `api_url` points at the fake here.
 //! let client = Client::new(Token::new(token)?, ClientOptions::default().with_url(&api_url))?;
@@ -61,6 +73,7 @@ pub mod check;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod export;
 pub mod id;
 #[doc(hidden)]
@@ -82,11 +95,14 @@ pub use backend::{Backend, BackendError, BackendOptions};
 pub use backup::{BackupError, BackupOptions, BackupSummary, backup_base};
 pub use check::{CheckOptions, CheckReport, check};
 pub use config::{Config, ConfigError};
+pub use crypto::{KdfParams, KeyMeta, Password};
 pub use export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output, export};
 pub use id::{BlobId, SnapshotId};
 pub use progress::{NoProgress, Progress};
 pub use repair::{repair_index, repair_snapshots};
-pub use repo::{CacheChoice, Exclusive, InitOptions, RepoError, Repository, Snapshot};
+pub use repo::{
+    CacheChoice, Exclusive, InitEncryption, InitOptions, KeyInfo, RepoError, Repository, Snapshot,
+};
 pub use restore::{RestoreError, RestoreOptions, RestoreReport, restore};
 pub use snapshots::list as list_snapshots;
 pub use stored::{StoredBase, StoredError};

@@ -22,6 +22,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::check::PackProblem;
 use crate::codec;
+use crate::crypto::Salt;
 use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
 use crate::layout::{self, AttachmentMeta, LayoutJson, TableMeta};
 use crate::repo::index::{DamagedPack, IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE};
@@ -132,6 +133,7 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
                     kind: pack.0,
                     size,
                     blobs: pack.1,
+                    salt: pack.2,
                 });
             }
             PackVerdict::Damaged {
@@ -145,7 +147,7 @@ pub async fn repair_index(repo: &Exclusive, dry_run: bool) -> Result<IndexRepair
                     repo.mark_packs_damaged(vec![(id, reason.clone())]).await?;
                 }
                 for (kind, plain) in readable {
-                    saved.insert((BlobId::of(&plain), kind));
+                    saved.insert((repo.blob_id(&plain), kind));
                     if !dry_run {
                         writer.save_blob(kind, plain).await?;
                     }
@@ -229,7 +231,7 @@ async fn write_index(
         batches.push(Vec::new());
     }
     for (i, batch) in batches.into_iter().enumerate() {
-        let mut file = IndexFile::new(batch);
+        let mut file = IndexFile::new(batch, repo.config().version);
         file.supersedes = old_files.to_vec();
         file.dictionaries = file
             .packs
@@ -278,9 +280,7 @@ async fn restore_dictionaries(
         .collect();
     for problem in problems {
         if let Some(dict) = loaded.get(&problem.id) {
-            repo.backend()
-                .write(&dict_path(&dict.id), dict.bytes.to_vec())
-                .await?;
+            repo.store_dictionary(dict.clone()).await?;
             report.dictionaries_restored.push(dict.id);
         } else if repo
             .backend()
@@ -313,7 +313,7 @@ fn batch_packs(packs: Vec<IndexPack>) -> Vec<Vec<IndexPack>> {
 /// The result of reading one pack whole.
 enum PackVerdict {
     /// Hash, header and every blob are good.
-    Sound((BlobKind, Vec<pack::PackedBlob>)),
+    Sound((BlobKind, Vec<pack::PackedBlob>, Option<Salt>)),
     /// Something is wrong; `readable` holds the plaintext of the blobs that still decode.
     Damaged {
         reason: String,
@@ -331,12 +331,15 @@ async fn verify_pack(
     indexed: Option<IndexPack>,
 ) -> Result<PackVerdict> {
     let dicts = repo.dictionaries();
+    let crypto = repo.crypto().clone();
     crate::repo::writer::run_cpu(move || {
         let hash_ok = PackId::of(&bytes) == id;
-        let (kind, blobs, header_ok) = match pack::parse_pack(&bytes) {
-            Ok((kind, blobs)) => (kind, blobs, true),
+        let (kind, blobs, salt, header_ok) = match pack::parse_pack(&bytes, &crypto) {
+            Ok((kind, blobs, salt)) => (kind, blobs, salt, true),
+            // The index (authenticated in format 2) says where the blobs are; the footer's
+            // salt is used only when the index does not know the pack.
             Err(_) => match indexed {
-                Some(p) => (p.kind, p.blobs, false),
+                Some(p) => (p.kind, p.blobs, p.salt, false),
                 None => {
                     return PackVerdict::Damaged {
                         reason: "damaged: its header cannot be read and no index describes it"
@@ -354,7 +357,7 @@ async fn verify_pack(
             let decoded = bytes
                 .get(start..start + b.length as usize)
                 .and_then(|stored| {
-                    codec::decode(&b.id, stored, b.compression, b.raw_length, &dicts).ok()
+                    pack::open_and_decode(&crypto, salt.as_ref(), kind, b, stored, &dicts).ok()
                 });
             match decoded {
                 Some(plain) => readable.push((kind, plain)),
@@ -362,7 +365,7 @@ async fn verify_pack(
             }
         }
         if hash_ok && header_ok && lost.is_empty() {
-            return PackVerdict::Sound((kind, blobs));
+            return PackVerdict::Sound((kind, blobs, salt));
         }
         let reason = match (hash_ok, header_ok, lost.len()) {
             (_, _, n) if n > 0 => {

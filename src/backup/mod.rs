@@ -608,7 +608,12 @@ impl<'a> BaseRun<'a> {
                 .collect(),
             summary: contents.to_json(),
         };
-        let snapshot_bytes = crate::codec::encode_json_file(&snapshot).len() as u64;
+        let snapshot_bytes = crate::codec::encode_file(
+            self.repo.crypto(),
+            crate::crypto::ObjectKind::Snapshot,
+            &snapshot,
+        )
+        .len() as u64;
         let snapshot_id = self.repo.save_snapshot(&snapshot).await?;
         let (counters, before) = (self.client.counters(), &self.counters_before);
         let (stored, stored_before) = (&stats, &self.stats_before);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use anyhow::Context;
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
+use zeroize::{Zeroize, Zeroizing};
 
 use super::settings::Settings;
 use super::snapshot::human_bytes;
@@ -19,9 +21,10 @@ use crate::airtable::{Client, ClientOptions, Token};
 use crate::backend::{Backend, BackendOptions};
 use crate::backup::{BackupOptions, backup_base};
 use crate::check::{CheckOptions, check};
+use crate::crypto::{KdfParams, KeyMeta, Password};
 use crate::export::ExportSummary;
 use crate::progress::NoProgress;
-use crate::repo::config::InitOptions;
+use crate::repo::config::{InitEncryption, InitOptions};
 use crate::repo::{CacheChoice, Repository};
 use crate::restore::{RestoreOptions, RestoreReport, Target, restore};
 use crate::stored::StoredBase;
@@ -51,10 +54,22 @@ pub(super) async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result
         base.id
     ))?;
 
-    let repo = new_repository(&repo_dir).await?;
+    let password_file = repo_dir.with_file_name(format!(
+        "{}.password",
+        repo_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("repo")
+    ));
+    let repo = new_repository(&repo_dir, args.dir.is_some().then_some(&*password_file)).await?;
     say(format!(
-        "\n1. Created a repository in {}.",
-        repo_dir.display()
+        "\n1. Created an encrypted repository in {} with a generated password{}.",
+        repo_dir.display(),
+        if args.dir.is_some() {
+            format!(", saved in {}", password_file.display())
+        } else {
+            " (discarded at the end; with --dir it is kept)".to_string()
+        }
     ))?;
 
     let client = Client::new(
@@ -140,9 +155,10 @@ pub(super) async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result
     ))?;
     if args.dir.is_some() {
         say(format!(
-            "\nThe repository stays in {0} and the export in {1}. Look inside with:\n  airback snapshots --repo {0}\n  airback show latest --repo {0}\n  unzip -l {1}",
+            "\nThe repository stays in {0} and the export in {1}. Look inside with:\n  airback snapshots --repo {0} --password-file {2}\n  airback show latest --repo {0} --password-file {2}\n  unzip -l {1}",
             repo_dir.display(),
-            package.display()
+            package.display(),
+            password_file.display()
         ))?;
     } else {
         say(
@@ -160,8 +176,9 @@ pub(super) async fn demo(settings: &Settings, args: &DemoArgs) -> anyhow::Result
     }
 }
 
-/// A new repository in `dir`, opened with its cache in memory.
-async fn new_repository(dir: &Path) -> anyhow::Result<Repository> {
+/// A new encrypted repository in `dir` with a generated password, opened with its cache in
+/// memory. The password is written to `keep` (0600) when given, and otherwise forgotten.
+async fn new_repository(dir: &Path, keep: Option<&Path>) -> anyhow::Result<Repository> {
     let backend = Backend::open(
         dir.to_str()
             .context("the demo folder's path is not UTF-8")?,
@@ -170,8 +187,40 @@ async fn new_repository(dir: &Path) -> anyhow::Result<Repository> {
             ..BackendOptions::default()
         },
     )?;
-    Repository::init(&backend, &InitOptions::default()).await?;
-    Ok(Repository::open(backend, CacheChoice::Memory).await?)
+    let mut random = [0u8; 24];
+    getrandom::fill(&mut random).context("the system gives no random bytes")?;
+    let text = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
+    random.zeroize();
+    if let Some(path) = keep {
+        write_private(path, text.as_bytes())
+            .with_context(|| format!("cannot write the demo's password to {}", path.display()))?;
+    }
+    let password = Arc::new(Password::new(text.as_bytes().into()));
+    let options = InitOptions {
+        encryption: InitEncryption::Password {
+            password: password.clone(),
+            kdf: KdfParams::DEFAULT,
+            meta: KeyMeta {
+                hostname: crate::repo::lock::hostname(),
+                username: "airback demo".to_owned(),
+                created: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string(),
+            },
+        },
+        ..InitOptions::default()
+    };
+    Repository::init(&backend, &options).await?;
+    Ok(Repository::open(backend, CacheChoice::Memory, Some(&password)).await?)
+}
+
+/// Writes `bytes` to a new file at `path` that only its owner can read.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
 }
 
 /// What the restore did, and how it compared, in one line.

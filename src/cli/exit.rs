@@ -38,8 +38,9 @@ pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
             return match repo_err {
                 RepoError::NoRepository { .. } => NO_REPOSITORY,
                 RepoError::Locked { .. } => LOCKED,
-                // TODO(#12 merge): RepoError::WrongPassword { .. } | RepoError::PasswordRequired
-                // { .. } => WRONG_PASSWORD,
+                RepoError::WrongPassword { .. } | RepoError::PasswordRequired { .. } => {
+                    WRONG_PASSWORD
+                }
                 _ => ERROR,
             };
         }

@@ -50,22 +50,11 @@ impl KeyArgs {
 }
 
 /// Runs `airback key …`.
-// TODO(#12 merge): delete this stub and enable `encrypted::run` below (remove its
-// `#[cfg(any())]`), which is written against the library API of the design (§3.2).
 pub(super) async fn run(s: &Settings, args: &KeyArgs) -> anyhow::Result<u8> {
-    // Open first, so that a missing repository still exits 10, as after the merge.
-    let location = s.location()?;
-    let repo = super::open_repo_at(s, &location).await?;
-    let _ = &args.command;
-    anyhow::bail!(
-        "key management needs an encrypted repository: the repository at {} is not encrypted \
-         (format version 1), so it has no keys",
-        repo.backend().location()
-    )
+    encrypted::run(s, args).await
 }
 
-/// The commands on an encrypted repository, for when issue #12's library lands.
-#[cfg(any())] // TODO(#12 merge): enable, and make `run` above call `encrypted::run`.
+/// The commands, on an encrypted repository.
 mod encrypted {
     use anyhow::{Context, bail};
     use serde_json::json;
@@ -74,7 +63,7 @@ mod encrypted {
     use super::super::settings::Settings;
     use super::super::{exit, open_repo};
     use super::{KeyArgs, KeyCommand};
-    use crate::crypto::{KdfParams, KeyMeta, Password};
+    use crate::crypto::Password;
     use crate::repo::{RepoError, Repository};
 
     pub(in super::super) async fn run(s: &Settings, args: &KeyArgs) -> anyhow::Result<u8> {
@@ -89,7 +78,7 @@ mod encrypted {
             KeyCommand::Add(new) => {
                 let password = new_password(s, new.new_password_file.as_deref())?;
                 let id = repo
-                    .add_key(&password, kdf(s)?, meta(s))
+                    .add_key(&password, s.new_key_kdf()?, &s.key_meta())
                     .await
                     .context("cannot add the key")?;
                 drop(password);
@@ -108,7 +97,7 @@ mod encrypted {
                     .filter(|k| k.id.to_string().starts_with(id.as_str()))
                     .collect();
                 let key = match matching.as_slice() {
-                    [key] => key.id.clone(),
+                    [key] => key.id,
                     [] => bail!("no key {id} in the repository; `airback key list` shows the keys"),
                     _ => bail!(
                         "the prefix {id} names {} keys; give more of the id",
@@ -127,7 +116,9 @@ mod encrypted {
             KeyCommand::Passwd(new) => {
                 let password = new_password(s, new.new_password_file.as_deref())?;
                 let exclusive = repo.lock_exclusive("key passwd").await?;
-                let changed = exclusive.change_password(&password, kdf(s)?, meta(s)).await;
+                let changed = exclusive
+                    .change_password(&password, s.new_key_kdf()?, &s.key_meta())
+                    .await;
                 exclusive.release().await?;
                 drop(password);
                 let id = changed?;
@@ -173,22 +164,5 @@ mod encrypted {
     fn new_password(s: &Settings, file: Option<&std::path::Path>) -> anyhow::Result<Password> {
         let (secret, _origin) = s.new_password(file)?;
         Ok(Password::from(secret))
-    }
-
-    fn kdf(s: &Settings) -> anyhow::Result<KdfParams> {
-        match &s.kdf_params {
-            Some(text) => text
-                .parse()
-                .with_context(|| format!("AIRBACK_KDF_PARAMS={text} is not `m_kib,t,p`")),
-            None => Ok(KdfParams::DEFAULT),
-        }
-    }
-
-    fn meta(s: &Settings) -> KeyMeta {
-        KeyMeta {
-            hostname: crate::repo::lock::hostname(),
-            username: s.username.clone().unwrap_or_default(),
-            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        }
     }
 }

@@ -29,9 +29,12 @@ use serde_json::json;
 
 use crate::backend::{Backend, BackendOptions, redact_location};
 use crate::check::{CheckOptions, Subset};
-use crate::repo::Repository;
-use crate::repo::config::InitOptions;
+use std::sync::Arc;
+
+use crate::crypto::Password;
+use crate::repo::config::{InitEncryption, InitOptions};
 use crate::repo::lock::LockGuard;
+use crate::repo::{RepoError, Repository};
 use print::{count, err};
 use settings::Settings;
 
@@ -346,22 +349,29 @@ async fn open_repo(s: &Settings) -> anyhow::Result<Repository> {
 /// encrypted; a version 1 repository ignores every password source that is set.
 async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository> {
     let backend = Repository::backend_for(location, &s.backend)?;
-    // TODO(#12 merge): read the config first, and a password only if it is encrypted:
-    //     let (config, bytes) = Repository::read_config(&backend).await?;
-    //     let password = if config.is_encrypted() {
-    //         let redacted = redact_location(location);
-    //         let (secret, origin) = s.password(password::Purpose::Open(&redacted))?;
-    //         Some((Password::new(secret.into_boxed()), origin)) // however crypto::Password wraps it
-    //     } else {
-    //         None
-    //     };
-    //     let repo = Repository::open_with_config(backend, config, bytes, s.cache.clone(),
-    //         password.as_ref().map(|(p, _)| p)).await;
-    //     drop(password); // wiped as soon as the keys are unwrapped
-    //     // A wrong password names its source: "the password from `AIRBACK_PASSWORD_FILE` (…)".
-    //     return repo.map_err(|e| match (&e, &origin) { (RepoError::WrongPassword { .. }, Some(o))
-    //         => anyhow::Error::new(e).context(format!("{o} is wrong")), _ => e.into() });
-    Ok(Repository::open(backend, s.cache.clone()).await?)
+    let (config, bytes) = Repository::read_config(&backend).await?;
+    let password = if config.is_encrypted() {
+        let (secret, origin) = s.password(password::Purpose::Open(&redact_location(location)))?;
+        Some((Password::from(secret), origin))
+    } else {
+        None
+    };
+    let opened = Repository::open_with_config(
+        backend,
+        config,
+        &bytes,
+        s.cache.clone(),
+        password.as_ref().map(|(p, _)| p),
+    )
+    .await;
+    // A wrong password names where it came from, never what it is.
+    match (opened, password) {
+        (Ok(repo), _) => Ok(repo),
+        (Err(e @ RepoError::WrongPassword { .. }), Some((_, origin))) => {
+            Err(anyhow::Error::new(e).context(format!("{origin} is wrong")))
+        }
+        (Err(e), _) => Err(e.into()),
+    }
 }
 
 /// The shared lock of a command that only reads, or none with `--no-lock`.
@@ -408,10 +418,6 @@ fn new_repository_password(
     }
     match s.password(password::Purpose::Create(&redact_location(location))) {
         Ok(given) => Ok(Some(given)),
-        // TODO(#12 merge): remove this arm. Until the library can encrypt, `init` without a
-        // password (and without a terminal) still makes a version 1 repository, so that the
-        // tests that call `init` keep working; after the merge it is an error (exit 12).
-        Err(password::PasswordError::MissingForInit { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -419,23 +425,15 @@ fn new_repository_password(
 async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
     let location = s.location()?;
     let password = new_repository_password(s, args, &location)?;
-    if let Some((_secret, origin)) = &password {
-        // TODO(#12 merge): replace this refusal with
-        //     encryption: InitEncryption::Password {
-        //         password: crypto::Password::new(secret.into_boxed()),
-        //         kdf: s.kdf_params.as_deref().map(str::parse).transpose()?
-        //             .unwrap_or(KdfParams::DEFAULT),
-        //         meta: KeyMeta { hostname: lock::hostname(), username: s.username.clone()
-        //             .unwrap_or_default(), created: now },
-        //     }
-        // in the options below, print `"encrypted": true` and the `key_id`, and the note
-        // "keep the password safe: without it these backups cannot be read".
-        bail!(
-            "this build of airback cannot encrypt repositories yet (issue #12), so {origin} \
-             cannot be used: pass --insecure-no-password to create an unencrypted repository"
-        );
-    }
-    drop(password);
+    let encryption = match password {
+        None => InitEncryption::None,
+        Some((secret, _origin)) => InitEncryption::Password {
+            password: Arc::new(Password::from(secret)),
+            kdf: s.new_key_kdf()?,
+            meta: s.key_meta(),
+        },
+    };
+    let encrypted = !matches!(encryption, InitEncryption::None);
     let options = BackendOptions {
         create: true,
         ..s.backend.clone()
@@ -444,17 +442,18 @@ async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
     let options = InitOptions {
         pack_size: args.pack_size_mib * 1024 * 1024,
         compression_level: args.compression_level,
-        // TODO(#12 merge): encryption: InitEncryption::None here (the password case above).
+        encryption,
         ..InitOptions::default()
     };
-    let config = Repository::init(&backend, &options)
+    let (config, key) = Repository::init(&backend, &options)
         .await
         .context("cannot create the repository")?;
     let created = json!({
         "repository_id": config.id,
         "location": backend.location(),
         "version": config.version,
-        "encrypted": false,
+        "encrypted": encrypted,
+        "key_id": key,
     });
     s.printer.result(&created, |t| {
         t.note(format_args!(

@@ -130,13 +130,6 @@ impl Origin {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Purpose<'a> {
     /// Opening the repository at this location.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "TODO(#12 merge): open_repo_at reads the password of an encrypted repository"
-        )
-    )]
     Open(&'a str),
     /// Creating a repository at this location.
     Create(&'a str),

@@ -46,6 +46,7 @@ use super::print::Printer;
 use crate::airtable::{ClientOptions, Token, TokenError};
 use crate::backend::{BackendOptions, S3Defaults};
 use crate::config::Config;
+use crate::crypto::{KdfParams, KeyMeta};
 use crate::repo::CacheChoice;
 
 /// The cache directory, when neither `--cache-dir` nor `--no-cache` is given.
@@ -129,16 +130,8 @@ pub(super) struct Settings {
     /// Where a password may come from.
     password: PasswordSettings,
     /// `AIRBACK_KDF_PARAMS` as given (`m_kib,t,p`), for keys this run creates.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "TODO(#12 merge): read when keys are created")
-    )]
     pub kdf_params: Option<String>,
     /// `USER`, else `LOGNAME`: the user name recorded in a key file this run creates.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "TODO(#12 merge): read when keys are created")
-    )]
     pub username: Option<String>,
 }
 
@@ -275,15 +268,43 @@ impl Settings {
 
     /// A new password for `key add` and `key passwd`: from `--new-password-file` (`file`),
     /// else asked twice on a terminal.
-    #[expect(
-        dead_code,
-        reason = "TODO(#12 merge): `key add` and `key passwd` read a new password"
-    )]
     pub(super) fn new_password(
         &self,
         file: Option<&Path>,
     ) -> Result<(SecretBox<[u8]>, Origin), PasswordError> {
         password::read_new(file, self.password.terminal)
+    }
+
+    /// The Argon2id parameters of a key this run creates: `AIRBACK_KDF_PARAMS` (`m_kib,t,p`,
+    /// for tests and benchmarks), else [`KdfParams::DEFAULT`].
+    pub(super) fn new_key_kdf(&self) -> anyhow::Result<KdfParams> {
+        let Some(text) = &self.kdf_params else {
+            return Ok(KdfParams::DEFAULT);
+        };
+        let numbers: Vec<u32> = text
+            .split(',')
+            .map(|n| n.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                anyhow::anyhow!("{KDF_PARAMS_ENV}={text} is not `m_kib,t,p` (three numbers)")
+            })?;
+        let [memory_kib, iterations, parallelism] = numbers[..] else {
+            anyhow::bail!("{KDF_PARAMS_ENV}={text} is not `m_kib,t,p` (three numbers)");
+        };
+        Ok(KdfParams {
+            memory_kib,
+            iterations,
+            parallelism,
+        })
+    }
+
+    /// Who makes a key this run creates, and when: this host, `USER` (else `LOGNAME`), now.
+    pub(super) fn key_meta(&self) -> KeyMeta {
+        KeyMeta {
+            hostname: crate::repo::lock::hostname(),
+            username: self.username.clone().unwrap_or_default(),
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        }
     }
 
     /// The Airtable token: from `--token-file` (`file`), else the config's `token_file`, else

@@ -16,12 +16,13 @@ use std::sync::Mutex;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 
 use crate::codec::Compression;
+use crate::crypto::Salt;
 use crate::id::{BlobId, DictId, IndexId, PackId, RepoId};
 use crate::repo::index::IndexFile;
 use crate::repo::pack::BlobKind;
 
 /// Bumped when the cache's tables change; an older cache is rebuilt.
-const CACHE_SCHEMA_VERSION: i32 = 3;
+const CACHE_SCHEMA_VERSION: i32 = 4;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct BlobLocation {
     pub raw_length: u32,
     /// Encoding.
     pub compression: Compression,
+    /// The pack's salt (format 2).
+    pub salt: Option<Salt>,
 }
 
 /// The cache database.
@@ -98,8 +101,8 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// Creates the folder of the cache file `path` (and its parents) readable by the owner only;
-/// an existing one is made so.
-fn create_private_dir(path: &Path) -> std::io::Result<()> {
+/// an existing one is made so. The restore journal uses it too.
+pub(crate) fn create_private_dir(path: &Path) -> std::io::Result<()> {
     let Some(dir) = path.parent() else {
         return Ok(());
     };
@@ -118,7 +121,7 @@ fn create_private_dir(path: &Path) -> std::io::Result<()> {
 
 /// Creates the database file readable by its owner only before SQLite opens it (SQLite creates
 /// files 0644 less the umask, and its `-wal` and `-shm` files copy the database's mode).
-fn create_private_file(path: &Path) {
+pub(crate) fn create_private_file(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -228,7 +231,7 @@ impl Cache {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, kind INTEGER NOT NULL,
-                 size INTEGER NOT NULL) WITHOUT ROWID;
+                 size INTEGER NOT NULL, salt BLOB NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS blobs (id BLOB NOT NULL, kind INTEGER NOT NULL,
                  pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
                  raw_length INTEGER NOT NULL, compression INTEGER NOT NULL,
@@ -287,8 +290,9 @@ impl Cache {
                 dict_stmt.execute(params![&dict.0[..]])?;
             }
             let mut bad_stmt = tx.prepare("SELECT 1 FROM bad_packs WHERE id = ?1")?;
-            let mut pack_stmt =
-                tx.prepare("INSERT OR IGNORE INTO packs (id, kind, size) VALUES (?1, ?2, ?3)")?;
+            let mut pack_stmt = tx.prepare(
+                "INSERT OR IGNORE INTO packs (id, kind, size, salt) VALUES (?1, ?2, ?3, ?4)",
+            )?;
             let mut blob_stmt = tx.prepare(
                 "INSERT OR IGNORE INTO blobs (id, pack, kind, offset, length, raw_length, compression)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -298,7 +302,12 @@ impl Cache {
                     continue;
                 }
                 let kind = kind_to_int(pack.kind);
-                pack_stmt.execute(params![&pack.id.0[..], kind, pack.size as i64])?;
+                pack_stmt.execute(params![
+                    &pack.id.0[..],
+                    kind,
+                    pack.size as i64,
+                    pack.salt.as_ref().map(|s| &s[..])
+                ])?;
                 for b in &pack.blobs {
                     blob_stmt.execute(params![
                         &b.id.0[..],
@@ -443,8 +452,9 @@ impl Cache {
     pub fn lookup(&self, id: &BlobId) -> rusqlite::Result<Option<BlobLocation>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT pack, kind, offset, length, raw_length, compression FROM blobs WHERE id = ?1
-             ORDER BY kind LIMIT 1",
+            "SELECT b.pack, b.kind, b.offset, b.length, b.raw_length, b.compression, p.salt
+             FROM blobs b LEFT JOIN packs p ON p.id = b.pack WHERE b.id = ?1
+             ORDER BY b.kind LIMIT 1",
         )?;
         stmt.query_row(params![&id.0[..]], |r| {
             Ok(BlobLocation {
@@ -455,6 +465,9 @@ impl Cache {
                 raw_length: r.get(4)?,
                 compression: Compression::from_byte(r.get::<_, u8>(5)?)
                     .unwrap_or(Compression::Zstd),
+                salt: r
+                    .get::<_, Option<Vec<u8>>>(6)?
+                    .and_then(|s| Salt::try_from(s.as_slice()).ok()),
             })
         })
         .optional()

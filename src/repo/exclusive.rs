@@ -59,9 +59,15 @@ impl Exclusive {
     }
 
     /// Deletes a dictionary object (only a damaged one: a dictionary may be needed by any
-    /// blob compressed with it).
+    /// blob compressed with it). `id` is a loaded dictionary's id, or else the name of its
+    /// `dicts/` object (in format 1 the two are the same; in format 2 a damaged object has
+    /// only a name).
     pub async fn delete_dictionary(&self, id: &DictId) -> Result<()> {
-        Ok(self.repo.backend().delete(&dict_path(id)).await?)
+        let path = match self.repo.dictionary_object(id) {
+            Some(name) => format!("dicts/{name}"),
+            None => dict_path(id),
+        };
+        Ok(self.repo.backend().delete(&path).await?)
     }
 
     /// Gives up the lock.

@@ -1,8 +1,11 @@
 //! Index files: which pack holds which blob. Written after the packs they describe and before
 //! any snapshot that needs them; each file lists at most [`MAX_BLOBS_PER_INDEX_FILE`] blobs.
+//! In format 2 (version 2 of the index JSON, sealed) each pack also carries its salt, so a
+//! blob can be opened with the index alone.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::crypto::Salt;
 use crate::id::{DictId, IndexId, PackId};
 use crate::repo::pack::{BlobKind, PackedBlob};
 
@@ -12,7 +15,7 @@ pub(crate) const MAX_BLOBS_PER_INDEX_FILE: usize = 50_000;
 /// The content of one `index/<id>` object. Unknown fields are ignored (FORMAT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexFile {
-    /// Format version, 1.
+    /// Format version: 1, or 2 in an encrypted repository (every pack has a `salt`).
     pub version: u32,
     /// Index files this one replaces (written by repair or prune; empty otherwise).
     #[serde(default)]
@@ -51,18 +54,69 @@ pub struct IndexPack {
     pub size: u64,
     /// Its blobs, in pack order.
     pub blobs: Vec<PackedBlob>,
+    /// The pack's salt (32 hex digits), from which its key is derived; format 2 only.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "salt_hex",
+        deserialize_with = "salt_from_hex"
+    )]
+    pub salt: Option<Salt>,
+}
+
+fn salt_hex<S: Serializer>(salt: &Option<Salt>, serializer: S) -> Result<S::Ok, S::Error> {
+    match salt {
+        Some(salt) => serializer.serialize_str(&hex::encode(salt)),
+        None => serializer.serialize_none(),
+    }
+}
+
+fn salt_from_hex<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Salt>, D::Error> {
+    let s = String::deserialize(deserializer)?;
+    let mut salt = [0u8; 16];
+    hex::decode_to_slice(&s, &mut salt)
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a salt of 32 hex digits")))?;
+    Ok(Some(salt))
 }
 
 impl IndexFile {
-    /// An index file for `packs`.
-    pub(crate) fn new(packs: Vec<IndexPack>) -> Self {
+    /// An index file for `packs`, of format `version` (the repository's).
+    pub(crate) fn new(packs: Vec<IndexPack>, version: u32) -> Self {
         IndexFile {
-            version: 1,
+            version,
             supersedes: Vec::new(),
             packs,
             dictionaries: Vec::new(),
             damaged_packs: Vec::new(),
         }
+    }
+
+    /// Checks the version against the repository's and, in version 2, that every pack has
+    /// its salt (and in version 1 that none has).
+    pub(crate) fn validate(&self, repo_version: u32) -> Result<(), String> {
+        if self.version != repo_version {
+            return Err(if self.version > 2 {
+                format!("version {} is not supported; upgrade airback", self.version)
+            } else {
+                format!(
+                    "version {} in a repository of format {repo_version}",
+                    self.version
+                )
+            });
+        }
+        let encrypted = repo_version == 2;
+        if let Some(p) = self.packs.iter().find(|p| p.salt.is_some() != encrypted) {
+            return Err(format!(
+                "pack {} {}",
+                p.id,
+                if encrypted {
+                    "has no salt"
+                } else {
+                    "has a salt in an unencrypted repository"
+                }
+            ));
+        }
+        Ok(())
     }
 
     /// Number of blobs listed.

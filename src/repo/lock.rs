@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::{RepoError, Repository, Result};
 use crate::backend::Backend;
+use crate::crypto::{Crypto, ObjectKind};
 use crate::id::BlobId;
 
 /// How often a held lock is rewritten with a fresh time.
@@ -26,7 +27,7 @@ pub(crate) const REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// A lock not refreshed for this long is ignored and may be removed.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
-/// The content of a `locks/<id>` object (plain JSON).
+/// The content of a `locks/<id>` object (plain JSON; sealed in format 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockInfo {
     /// When it was written or last refreshed (RFC 3339, UTC).
@@ -148,8 +149,11 @@ pub async fn dropped_locks_removed() {
     }
 }
 
-async fn write_lock(backend: &Backend, info: &LockInfo) -> Result<String> {
-    let bytes = serde_json::to_vec(info).expect("lock serializes");
+/// Writes a lock file (sealed in format 2, so every refresh is a new object with a new salt)
+/// named by the hash of its stored bytes.
+async fn write_lock(backend: &Backend, crypto: &Crypto, info: &LockInfo) -> Result<String> {
+    let json = serde_json::to_vec(info).expect("lock serializes");
+    let bytes = crypto.seal_object(ObjectKind::Lock, &json);
     let path = format!("locks/{}", BlobId::of(&bytes));
     backend.write(&path, bytes).await?;
     Ok(path)
@@ -169,10 +173,16 @@ async fn conflicting(
         if Some(path.as_str()) == own {
             continue;
         }
+        // One that cannot be opened (another key, damaged) or parsed is skipped.
         let info: LockInfo = match backend.read(&path).await {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(info) => info,
-                Err(_) => continue,
+            Ok(bytes) => match repo
+                .crypto()
+                .open_object(ObjectKind::Lock, &bytes)
+                .ok()
+                .and_then(|json| serde_json::from_slice(&json).ok())
+            {
+                Some(info) => info,
+                None => continue,
             },
             Err(_) => continue, // removed meanwhile
         };
@@ -218,7 +228,8 @@ impl Repository {
             exclusive,
             operation: operation.to_string(),
         };
-        let path = match write_lock(&backend, &info).await {
+        let crypto = self.crypto().clone();
+        let path = match write_lock(&backend, &crypto, &info).await {
             Ok(path) => path,
             Err(RepoError::Backend(source)) if !exclusive => {
                 return Err(RepoError::LockNotWritten {
@@ -237,7 +248,7 @@ impl Repository {
                     tokio::time::sleep(REFRESH_INTERVAL).await;
                     let mut fresh = info.clone();
                     fresh.time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-                    if let Ok(new_path) = write_lock(&backend, &fresh).await {
+                    if let Ok(new_path) = write_lock(&backend, &crypto, &fresh).await {
                         let old = std::mem::replace(
                             &mut *shared_path.lock().unwrap_or_else(|e| e.into_inner()),
                             new_path,

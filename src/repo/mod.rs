@@ -1,9 +1,15 @@
 //! The repository: a content-addressed, deduplicating store of blobs on a [`Backend`].
 //!
 //! Layout (docs/FORMAT.md): `config`, `data/<xx>/<pack id>`, `index/<id>`, `snapshots/<id>`,
-//! `locks/<id>`, `keys/` (reserved). Every object but `config` is immutable and named by the
-//! BLAKE3 hash of its bytes. Writes go packs → index → snapshot; the snapshot is the only
-//! commit point, so a crash at any moment leaves a repository that `check` accepts.
+//! `dicts/<name>`, `locks/<id>`, `keys/<id>` (format 2). Every object but `config` is immutable
+//! and named by the BLAKE3 hash of its stored bytes. Writes go packs → index → snapshot; the
+//! snapshot is the only commit point, so a crash at any moment leaves a repository that `check`
+//! accepts.
+//!
+//! Format 2 seals every object and every blob ([`crate::crypto`]); the repository's
+//! [`Crypto`] decides, and for format 1 it is [`Crypto::None`], which reads and writes exactly
+//! as before. An encrypted repository is unlocked ([`keys`]) before the cache, a lock or
+//! anything else is created, so a wrong password writes nothing.
 //!
 //! This module knows nothing about Airtable or HTTP.
 
@@ -11,12 +17,13 @@ pub(crate) mod cache;
 pub(crate) mod config;
 mod exclusive;
 pub(crate) mod index;
+pub(crate) mod keys;
 pub(crate) mod lock;
 pub(crate) mod pack;
 pub(crate) mod snapshot;
 pub(crate) mod writer;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -24,15 +31,17 @@ use std::sync::{Arc, RwLock};
 use crate::backend::{Backend, BackendError};
 use crate::chunker::Chunker;
 use crate::codec::{self, DecodeError, Dictionaries, Dictionary};
-use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
+use crate::crypto::{Crypto, MasterKey, ObjectKind, Password, Salt};
+use crate::id::{BlobId, DictId, IndexId, KeyId, PackId, SnapshotId};
 use cache::Cache;
 use index::{IndexFile, IndexPack, index_path};
-use pack::{FOOTER_LEN, PackedBlob, pack_path};
+use pack::{FOOTER_LEN, FOOTER_LEN_V2, PackedBlob, pack_path};
 use snapshot::snapshot_path;
 
 pub use crate::chunker::ChunkerParams;
-pub use config::{InitOptions, RepoConfig};
+pub use config::{EncryptionConfig, InitEncryption, InitOptions, RepoConfig};
 pub use exclusive::Exclusive;
+pub use keys::KeyInfo;
 pub use pack::BlobKind;
 pub use snapshot::{Node, NodeKind, Snapshot, Tree};
 pub use writer::{BlobWriter, FileSaver, WriterOptions, WriterStats};
@@ -123,6 +132,63 @@ pub enum RepoError {
         #[source]
         source: Box<BackendError>,
     },
+    /// The password opens none of the repository's key files.
+    #[error(
+        "the password opens none of the {key_files} key files of the repository at {location}; nothing was changed. Give the right one with --password-file, --password-command, AIRBACK_PASSWORD_FILE, AIRBACK_PASSWORD or AIRBACK_PASSWORD_COMMAND, or `password_file`/`password_command` in the config file"
+    )]
+    WrongPassword {
+        /// Where the repository is.
+        location: String,
+        /// How many key files it has.
+        key_files: usize,
+    },
+    /// The repository is encrypted and no password was given.
+    #[error(
+        "the repository at {location} is encrypted: give its password with --password-file, --password-command, AIRBACK_PASSWORD_FILE, AIRBACK_PASSWORD or AIRBACK_PASSWORD_COMMAND, or `password_file`/`password_command` in the config file"
+    )]
+    PasswordRequired {
+        /// Where the repository is.
+        location: String,
+    },
+    /// An encrypted repository without key files.
+    #[error(
+        "the repository at {location} is encrypted but has no key files in `keys/`; restore them from a copy"
+    )]
+    NoKeys {
+        /// Where the repository is.
+        location: String,
+    },
+    /// Every key file is damaged.
+    #[error("no key file could be used: {damaged} are damaged; restore them from a copy")]
+    NoUsableKey {
+        /// The key files and what is wrong with each.
+        damaged: String,
+    },
+    /// A key file opened with the password but belongs to another repository id or config.
+    #[error(
+        "`config` does not match the repository's keys at {location}: it was changed or replaced; restore it from a copy"
+    )]
+    ConfigMismatch {
+        /// Where the repository is.
+        location: String,
+    },
+    /// A format-1 config next to key files: someone replaced an encrypted repository's config.
+    #[error(
+        "the repository at {location} has key files but its config says format 1: the config was replaced; restore it from a copy"
+    )]
+    Downgrade {
+        /// Where the repository is.
+        location: String,
+    },
+    /// A key operation on an unencrypted repository.
+    #[error("the repository is not encrypted (format version 1): it has no keys")]
+    NotEncrypted,
+    /// A key operation that would lock everyone out, or names no key.
+    #[error("{0}")]
+    KeyRefused(String),
+    /// Key-derivation parameters outside the accepted range.
+    #[error("invalid key derivation parameters: {0}")]
+    BadKdf(String),
     /// An earlier upload of this run failed, so nothing may be committed.
     #[error("an earlier upload failed ({0}); nothing was committed, run the command again")]
     WriterFailed(String),
@@ -156,10 +222,18 @@ pub struct Repository {
 struct RepoInner {
     backend: Backend,
     config: RepoConfig,
+    /// BLAKE3 of the config's stored bytes (bound by every key file).
+    config_hash: [u8; 32],
+    crypto: Crypto,
+    /// The key file the repository was unlocked with (format 2).
+    key_id: Option<KeyId>,
     cache: Cache,
     data_chunker: Chunker,
     meta_chunker: Chunker,
     dicts: RwLock<Arc<Dictionaries>>,
+    /// The `dicts/` object name of each loaded dictionary (in format 1 its id; in format 2
+    /// the hash of the sealed object).
+    dict_objects: RwLock<HashMap<DictId, String>>,
     /// False when a dictionary that blobs may need is lost (neither `dicts/` nor a copy):
     /// blobs compressed with a dictionary then do not count as stored.
     dicts_complete: AtomicBool,
@@ -168,12 +242,17 @@ struct RepoInner {
 /// A dictionary that is missing from `dicts/` or damaged there.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DictionaryProblem {
-    /// The dictionary.
+    /// The dictionary; for a damaged format-2 object, whose dictionary cannot be known, the
+    /// object's name.
     pub id: DictId,
-    /// What is wrong with `dicts/<id>`.
+    /// What is wrong with its `dicts/` object.
     pub problem: String,
-    /// Whether its copy in a pack was found intact and is used instead.
+    /// Whether its copy in a pack was found intact and is used instead (for a damaged
+    /// format-2 object: whether every dictionary the index records was loaded).
     pub recovered: bool,
+    /// The damaged object (`dicts/<name>`), when its dictionary cannot be known (format 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 /// Why a pack is recorded as bad when storage does not have it.
@@ -201,21 +280,40 @@ fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> RepoError {
 }
 
 impl Repository {
-    /// Creates a repository at the backend's location. Fails if one exists.
-    pub async fn init(backend: &Backend, options: &InitOptions) -> Result<RepoConfig> {
-        if backend.size("config").await?.is_some() {
-            return Err(RepoError::AlreadyExists {
-                location: backend.location().to_string(),
-            });
+    /// Creates a repository at the backend's location: format 2 with a first key when
+    /// `options.encryption` holds a password, else format 1. Fails if one exists (a `config`,
+    /// or key files). Writes the key file first and `config` last. Returns the config and the
+    /// first key's id.
+    pub async fn init(
+        backend: &Backend,
+        options: &InitOptions,
+    ) -> Result<(RepoConfig, Option<KeyId>)> {
+        let location = backend.location().to_string();
+        if backend.size("config").await?.is_some() || keys::has_keys(backend).await? {
+            return Err(RepoError::AlreadyExists { location });
         }
-        let config = RepoConfig::new(options);
-        config.validate().map_err(|reason| RepoError::BadConfig {
-            location: backend.location().to_string(),
-            reason,
-        })?;
+        let encrypted = matches!(options.encryption, InitEncryption::Password { .. });
+        let config = RepoConfig::new(options, encrypted);
+        config
+            .validate()
+            .map_err(|reason| RepoError::BadConfig { location, reason })?;
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
+        let key = match &options.encryption {
+            InitEncryption::None => None,
+            InitEncryption::Password {
+                password,
+                kdf,
+                meta,
+            } => {
+                let master = Arc::new(MasterKey::generate());
+                Some(
+                    keys::create_first_key(backend, &master, &config, &json, password, *kdf, meta)
+                        .await?,
+                )
+            }
+        };
         backend.write("config", json).await?;
-        Ok(config)
+        Ok((config, key))
     }
 
     /// Opens the storage at `location` for an existing repository, mapping a local path that
@@ -232,9 +330,10 @@ impl Repository {
         }
     }
 
-    /// Opens the repository: reads `config`, opens the local cache and brings it up to date
-    /// with the repository's index files.
-    pub async fn open(backend: Backend, cache: CacheChoice) -> Result<Repository> {
+    /// Reads and validates `config`; returns it with its stored bytes (key files bind their
+    /// hash). A program that asks for a password only when one is needed reads the config
+    /// first ([`RepoConfig::is_encrypted`]), then calls [`Repository::open_with_config`].
+    pub async fn read_config(backend: &Backend) -> Result<(RepoConfig, Vec<u8>)> {
         let location = backend.location().to_string();
         let bytes = match backend.read("config").await {
             Ok(b) => b,
@@ -249,6 +348,42 @@ impl Repository {
         config
             .validate()
             .map_err(|reason| RepoError::BadConfig { location, reason })?;
+        Ok((config, bytes))
+    }
+
+    /// Opens the repository: reads `config`, unlocks the master key with `password` (format
+    /// 2; format 1 ignores it), then opens the local cache and brings it up to date with the
+    /// repository's index files.
+    pub async fn open(
+        backend: Backend,
+        cache: CacheChoice,
+        password: Option<&Password>,
+    ) -> Result<Repository> {
+        let (config, bytes) = Self::read_config(&backend).await?;
+        Self::open_with_config(backend, config, &bytes, cache, password).await
+    }
+
+    /// [`Repository::open`] with a config already read by [`Repository::read_config`]. An
+    /// encrypted repository is unlocked first: with a wrong or missing password it fails
+    /// before anything is written (no cache, no lock, no upload).
+    pub async fn open_with_config(
+        backend: Backend,
+        config: RepoConfig,
+        config_bytes: &[u8],
+        cache: CacheChoice,
+        password: Option<&Password>,
+    ) -> Result<Repository> {
+        let location = backend.location().to_string();
+        let (crypto, key_id) = if config.is_encrypted() {
+            let password = password.ok_or(RepoError::PasswordRequired { location })?;
+            let (master, key_id) = keys::unlock(&backend, &config, config_bytes, password).await?;
+            (Crypto::Key(Arc::new(master)), Some(key_id))
+        } else {
+            if keys::has_keys(&backend).await? {
+                return Err(RepoError::Downgrade { location });
+            }
+            (Crypto::None, None)
+        };
         let cache_path = match &cache {
             CacheChoice::Default => cache::default_cache_path(None, &config.id),
             CacheChoice::Dir(dir) => cache::default_cache_path(Some(dir), &config.id),
@@ -257,14 +392,19 @@ impl Repository {
         let cache = tokio::task::spawn_blocking(move || Cache::open(cache_path.as_deref()))
             .await
             .map_err(|e| RepoError::Internal(e.to_string()))??;
+        let seed = crypto.chunker_seed(config.chunker.seed);
         let repo = Repository {
             inner: Arc::new(RepoInner {
-                data_chunker: Chunker::new(config.chunker.data, config.chunker.seed),
-                meta_chunker: Chunker::new(config.chunker.meta, config.chunker.seed),
+                data_chunker: Chunker::new(config.chunker.data, seed),
+                meta_chunker: Chunker::new(config.chunker.meta, seed),
                 backend,
                 config,
+                config_hash: *blake3::hash(config_bytes).as_bytes(),
+                crypto,
+                key_id,
                 cache,
                 dicts: RwLock::new(Arc::default()),
+                dict_objects: RwLock::new(HashMap::new()),
                 dicts_complete: AtomicBool::new(true),
             }),
         };
@@ -275,45 +415,60 @@ impl Repository {
     }
 
     /// Loads the zstd dictionaries: those in `dicts/` and those the index records a copy of.
-    /// Each `dicts/<id>` object is verified against its name; one that is missing or damaged
-    /// is replaced by its copy in a pack when that copy is intact (the copy is a metadata blob
-    /// whose id is the dictionary id). Returns what was missing or damaged.
+    /// Each `dicts/` object is verified (format 1: against its name; format 2: opened, then its
+    /// name checked); one that is missing or damaged is replaced by its copy in a pack when that
+    /// copy is intact (the copy is a metadata blob whose id is the dictionary id). Returns what
+    /// was missing or damaged.
     pub(crate) async fn load_dictionaries(&self) -> Result<Vec<DictionaryProblem>> {
-        let listed: BTreeSet<DictId> = self
+        let names: Vec<String> = self
             .backend()
             .list("dicts/")
             .await?
-            .iter()
-            .filter_map(|e| e.name.parse().ok())
+            .into_iter()
+            .map(|e| e.name)
             .collect();
         let this = self.clone();
         let recorded = tokio::task::spawn_blocking(move || this.cache().dictionary_ids())
             .await
             .map_err(|e| RepoError::Internal(e.to_string()))??;
-        let mut good = Vec::new();
-        let mut problems = Vec::new();
-        for id in listed
-            .iter()
-            .chain(recorded.iter())
-            .collect::<BTreeSet<_>>()
-        {
-            let problem = if listed.contains(id) {
-                match self.backend().read(&dict_path(id)).await {
-                    Ok(bytes) => match Dictionary::from_bytes(bytes) {
-                        Some(dict) if dict.id == *id => {
-                            good.push(dict);
-                            continue;
-                        }
-                        _ => "damaged: its bytes do not hash to its name",
-                    },
-                    Err(BackendError::NotFound { .. }) => "missing from `dicts/`",
-                    Err(e) => return Err(e.into()),
-                }
-            } else {
-                "missing from `dicts/`"
+        let encrypted = self.is_encrypted();
+        let mut good: Vec<Dictionary> = Vec::new();
+        let mut objects: HashMap<DictId, String> = HashMap::new();
+        // Dictionaries to recover from their copies, with what is wrong in `dicts/`.
+        let mut wanted: BTreeMap<DictId, String> = BTreeMap::new();
+        // Format 2: damaged objects, whose dictionary cannot be known.
+        let mut damaged_objects: Vec<(DictId, String)> = Vec::new();
+        for name in names {
+            let Ok(name_id) = name.parse::<DictId>() else {
+                continue;
             };
+            let bytes = match self.backend().read(&dict_path(&name_id)).await {
+                Ok(bytes) => bytes,
+                Err(BackendError::NotFound { .. }) => continue, // removed meanwhile
+                Err(e) => return Err(e.into()),
+            };
+            match self.open_dictionary(&name_id, &bytes) {
+                Ok(dict) => {
+                    objects.insert(dict.id, name);
+                    good.push(dict);
+                }
+                Err(why) if encrypted => damaged_objects.push((name_id, why)),
+                Err(why) => {
+                    wanted.insert(name_id, why);
+                }
+            }
+        }
+        for id in recorded {
+            if !good.iter().any(|d| d.id == id) {
+                wanted
+                    .entry(id)
+                    .or_insert_with(|| "missing from `dicts/`".to_string());
+            }
+        }
+        let mut problems = Vec::new();
+        for (id, problem) in wanted {
             let copy = match self.read_blob(&BlobId(id.0)).await {
-                Ok(bytes) => Dictionary::from_bytes(bytes).filter(|d| d.id == *id),
+                Ok(bytes) => Dictionary::new(bytes, self.crypto()).filter(|d| d.id == id),
                 Err(RepoError::Backend(e)) if !matches!(e, BackendError::NotFound { .. }) => {
                     return Err(e.into());
                 }
@@ -331,9 +486,23 @@ impl Repository {
                 );
             }
             problems.push(DictionaryProblem {
-                id: *id,
-                problem: problem.to_string(),
+                id,
+                problem,
                 recovered,
+                object: None,
+            });
+        }
+        let all_recovered = problems.iter().all(|p| p.recovered);
+        for (name, problem) in damaged_objects {
+            tracing::warn!(
+                "zstd dictionary object `{}` is {problem}; run `airback check`",
+                dict_path(&name)
+            );
+            problems.push(DictionaryProblem {
+                id: name,
+                problem,
+                recovered: all_recovered,
+                object: Some(dict_path(&name)),
             });
         }
         // Blobs compressed with a dictionary while none can be loaded (a repository written
@@ -347,7 +516,43 @@ impl Repository {
         self.inner.dicts_complete.store(complete, Ordering::SeqCst);
         *self.inner.dicts.write().unwrap_or_else(|e| e.into_inner()) =
             Arc::new(Dictionaries::new(good));
+        *self
+            .inner
+            .dict_objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = objects;
         Ok(problems)
+    }
+
+    /// Turns the bytes of `dicts/<name>` into a dictionary, or says what is wrong with them.
+    fn open_dictionary(&self, name: &DictId, stored: &[u8]) -> Result<Dictionary, String> {
+        let renamed = DictId::of(stored) != *name;
+        if !self.is_encrypted() {
+            return match Dictionary::new(stored.to_vec(), self.crypto()) {
+                Some(dict) if dict.id == *name => Ok(dict),
+                _ => Err("damaged: its bytes do not hash to its name".into()),
+            };
+        }
+        let plain = self
+            .crypto()
+            .open_object(ObjectKind::Dictionary, stored)
+            .map_err(|e| format!("damaged: {e}"))?;
+        let dict = Dictionary::new(plain, self.crypto())
+            .ok_or_else(|| "damaged: not a zstd dictionary".to_string())?;
+        if renamed {
+            return Err("damaged: its bytes do not hash to its name (it was renamed)".into());
+        }
+        Ok(dict)
+    }
+
+    /// The `dicts/` object name of a loaded dictionary (its id in format 1).
+    pub(crate) fn dictionary_object(&self, id: &DictId) -> Option<String> {
+        self.inner
+            .dict_objects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// False when some dictionary that stored blobs may need could not be loaded: blobs
@@ -415,11 +620,20 @@ impl Repository {
             .clone()
     }
 
-    /// Stores a new dictionary. It is durable before any blob compressed with it is packed.
-    pub(crate) async fn add_dictionary(&self, dict: Dictionary) -> Result<()> {
-        self.backend()
-            .write(&dict_path(&dict.id), dict.bytes.to_vec())
-            .await?;
+    /// Stores a dictionary in `dicts/` (sealed in format 2, named by the hash of the stored
+    /// bytes) and adds it to the loaded ones. It is durable before any blob compressed with it
+    /// is packed. `repair` writes lost dictionaries back with it.
+    pub(crate) async fn store_dictionary(&self, dict: Dictionary) -> Result<()> {
+        let stored = self
+            .crypto()
+            .seal_object(ObjectKind::Dictionary, &dict.bytes);
+        let name = DictId::of(&stored);
+        self.backend().write(&dict_path(&name), stored).await?;
+        self.inner
+            .dict_objects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dict.id, name.to_hex());
         let mut guard = self.inner.dicts.write().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<Dictionary> = guard.iter().cloned().collect();
         list.push(dict);
@@ -435,6 +649,21 @@ impl Repository {
     /// The repository's parameters.
     pub(crate) fn config(&self) -> &RepoConfig {
         &self.inner.config
+    }
+
+    /// How the repository's objects are protected.
+    pub(crate) fn crypto(&self) -> &Crypto {
+        &self.inner.crypto
+    }
+
+    /// Whether the repository is encrypted (format 2).
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.crypto.is_encrypted()
+    }
+
+    /// The id of a blob with this plaintext: BLAKE3 (format 1) or keyed BLAKE3 (format 2).
+    pub fn blob_id(&self, plain: &[u8]) -> BlobId {
+        self.inner.crypto.blob_id(plain)
     }
 
     /// The local cache.
@@ -459,25 +688,39 @@ impl Repository {
         Ok(entries.iter().filter_map(|e| e.name.parse().ok()).collect())
     }
 
-    /// Reads an index file and verifies that it hashes to its name.
+    /// Reads an index file, opens it (format 2) and verifies that it hashes to its name.
     #[doc(hidden)] // for airback's own tests: see crate::internals
     pub async fn load_index_file(&self, id: &IndexId) -> Result<IndexFile> {
+        let what = format!("index file {id}");
         let bytes = self.backend().read(&index_path(id)).await?;
-        if IndexId::of(&bytes) != *id {
-            return Err(corrupt(
-                format!("index file {id}"),
-                "content does not hash to its name",
-            ));
-        }
-        let file: IndexFile =
-            codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("index file {id}"), e))?;
-        if file.version != 1 {
-            return Err(corrupt(
-                format!("index file {id}"),
-                format!("version {} is not supported; upgrade airback", file.version),
-            ));
-        }
+        let file: IndexFile = self.decode_object(&what, ObjectKind::Index, &id.0, &bytes)?;
+        file.validate(self.config().version)
+            .map_err(|e| corrupt(what, e))?;
         Ok(file)
+    }
+
+    /// Decodes an unpacked object (index file, snapshot) stored under `name`. Format 1 checks
+    /// the name first; format 2 opens (authenticates) first, so that damage is reported as
+    /// "authentication failed", and checks the name second.
+    fn decode_object<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        kind: ObjectKind,
+        name: &[u8; 32],
+        bytes: &[u8],
+    ) -> Result<T> {
+        let name_ok = blake3::hash(bytes).as_bytes() == name;
+        if !self.is_encrypted() && !name_ok {
+            return Err(corrupt(what, "content does not hash to its name"));
+        }
+        let value = codec::decode_file(self.crypto(), kind, bytes).map_err(|e| corrupt(what, e))?;
+        if !name_ok {
+            return Err(corrupt(
+                what,
+                "content does not hash to its name (an intact object stored under another name)",
+            ));
+        }
+        Ok(value)
     }
 
     /// Brings the local cache up to date with the repository's index files. If an index file the
@@ -533,12 +776,13 @@ impl Repository {
         Ok(packs)
     }
 
-    /// Reads a pack's header with range requests and checks it is well formed.
+    /// Reads a pack's header with range requests, opens it (format 2) and checks it is well
+    /// formed. Returns the pack's kind, blobs and salt.
     pub(crate) async fn read_pack_header(
         &self,
         id: &PackId,
         size: u64,
-    ) -> Result<(BlobKind, Vec<PackedBlob>)> {
+    ) -> Result<(BlobKind, Vec<PackedBlob>, Option<Salt>)> {
         let path = pack_path(id);
         let what = || format!("pack {id}");
         if size < FOOTER_LEN as u64 {
@@ -556,17 +800,20 @@ impl Repository {
                 format!("read {} bytes of its last {tail_len}", tail.len()),
             ));
         }
-        let header_len = pack::parse_footer(&tail[tail.len() - FOOTER_LEN..], size)
-            .map_err(|e| corrupt(what(), e))? as u64;
-        let needed = header_len + FOOTER_LEN as u64;
+        let footer = pack::parse_footer(&tail[tail.len().saturating_sub(FOOTER_LEN_V2)..], size)
+            .map_err(|e| corrupt(what(), e))?;
+        let footer_len = footer.len() as u64;
+        let needed = u64::from(footer.header_len) + footer_len;
         let header = if needed <= tail_len {
-            tail[(tail_len - needed) as usize..tail.len() - FOOTER_LEN].to_vec()
+            tail[(tail_len - needed) as usize..(tail_len - footer_len) as usize].to_vec()
         } else {
             self.backend()
-                .read_range(&path, size - needed..size - FOOTER_LEN as u64)
+                .read_range(&path, size - needed..size - footer_len)
                 .await?
         };
-        pack::parse_header(&header, size).map_err(|e| corrupt(what(), e))
+        let (kind, blobs) = pack::parse_header(&header, &footer, size, self.crypto())
+            .map_err(|e| corrupt(what(), e))?;
+        Ok((kind, blobs, footer.salt))
     }
 
     /// Finds packs that no index file lists (left by a run that crashed after uploading them)
@@ -625,11 +872,12 @@ impl Repository {
         let mut adopted = Vec::new();
         for (id, size) in unindexed {
             match self.verify_pack(&id).await {
-                Ok((kind, blobs)) => adopted.push(IndexPack {
+                Ok((kind, blobs, salt)) => adopted.push(IndexPack {
                     id,
                     kind,
                     size,
                     blobs,
+                    salt,
                 }),
                 Err(RepoError::Corrupt { detail, .. }) => {
                     // Not downloaded again by every run: remembered as damaged.
@@ -647,17 +895,23 @@ impl Repository {
         }
         let count = adopted.len();
         if count > 0 {
-            self.write_index_file(IndexFile::new(adopted)).await?;
+            self.write_index_file(IndexFile::new(adopted, self.config().version))
+                .await?;
         }
         Ok(count)
     }
 
     /// Downloads a whole pack and checks that it hashes to its name and that every blob in it
-    /// decodes to its id. Adoption uses it: a pack no index vouches for is trusted only after
-    /// this. Packs are at most a few tens of MiB, and adoption is rare (after a crash).
-    pub(crate) async fn verify_pack(&self, id: &PackId) -> Result<(BlobKind, Vec<PackedBlob>)> {
+    /// opens (format 2) and decodes to its id. Adoption uses it: a pack no index vouches for is
+    /// trusted only after this. Packs are at most a few tens of MiB, and adoption is rare
+    /// (after a crash).
+    pub(crate) async fn verify_pack(
+        &self,
+        id: &PackId,
+    ) -> Result<(BlobKind, Vec<PackedBlob>, Option<Salt>)> {
         let bytes = self.backend().read(&pack_path(id)).await?;
         let dicts = self.dictionaries();
+        let crypto = self.crypto().clone();
         let id = *id;
         writer::run_cpu(move || {
             if PackId::of(&bytes) != id {
@@ -666,24 +920,24 @@ impl Repository {
                     "content does not hash to its name",
                 ));
             }
-            let (kind, blobs) =
-                pack::parse_pack(&bytes).map_err(|e| corrupt(format!("pack {id}"), e))?;
+            let (kind, blobs, salt) =
+                pack::parse_pack(&bytes, &crypto).map_err(|e| corrupt(format!("pack {id}"), e))?;
             for b in &blobs {
                 let start = b.offset as usize;
                 let stored = bytes
                     .get(start..start + b.length as usize)
                     .ok_or_else(|| corrupt(format!("pack {id}"), "a blob lies outside the pack"))?;
-                codec::decode(&b.id, stored, b.compression, b.raw_length, &dicts)
+                pack::open_and_decode(&crypto, salt.as_ref(), kind, b, stored, &dicts)
                     .map_err(|e| corrupt(format!("blob {} in pack {id}", b.id), e.to_string()))?;
             }
-            Ok((kind, blobs))
+            Ok((kind, blobs, salt))
         })
         .await?
     }
 
     /// Writes an index file and loads it into the cache.
     pub(crate) async fn write_index_file(&self, file: IndexFile) -> Result<IndexId> {
-        let bytes = codec::encode_json_file(&file);
+        let bytes = codec::encode_file(self.crypto(), ObjectKind::Index, &file);
         let id = IndexId::of(&bytes);
         self.backend().write(&index_path(&id), bytes).await?;
         let this = self.clone();
@@ -756,12 +1010,21 @@ impl Repository {
         };
         let id = *id;
         let dicts = self.dictionaries();
+        let crypto = self.crypto().clone();
         let decoded = tokio::task::spawn_blocking(move || {
-            codec::decode(
-                &id,
+            let entry = PackedBlob {
+                id,
+                offset: location.offset,
+                length: location.length,
+                raw_length: location.raw_length,
+                compression: location.compression,
+            };
+            pack::open_and_decode(
+                &crypto,
+                location.salt.as_ref(),
+                location.kind,
+                &entry,
                 &stored,
-                location.compression,
-                location.raw_length,
                 &dicts,
             )
         })
@@ -777,7 +1040,10 @@ impl Repository {
                 ))
             }
             Err(e) => {
-                let detail = format!("blob {id} does not decode: {e}");
+                let detail = match e {
+                    DecodeError::Authentication(_) => format!("blob {id}: {e}"),
+                    _ => format!("blob {id} does not decode: {e}"),
+                };
                 self.mark_packs_damaged(vec![(location.pack, format!("damaged ({detail})"))])
                     .await?;
                 Err(corrupt(format!("pack {}", location.pack), detail))
@@ -787,7 +1053,7 @@ impl Repository {
 
     /// Stores a snapshot manifest: the commit point. Call only after [`BlobWriter::flush`].
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        let bytes = codec::encode_json_file(snapshot);
+        let bytes = codec::encode_file(self.crypto(), ObjectKind::Snapshot, snapshot);
         let id = SnapshotId::of(&bytes);
         self.backend().write(&snapshot_path(&id), bytes).await?;
         Ok(id)
@@ -799,17 +1065,11 @@ impl Repository {
         Ok(entries.iter().filter_map(|e| e.name.parse().ok()).collect())
     }
 
-    /// Reads a snapshot manifest and verifies its hash.
+    /// Reads a snapshot manifest, opens it (format 2) and verifies its hash.
     pub async fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let what = format!("snapshot {id}");
         let bytes = self.backend().read(&snapshot_path(id)).await?;
-        if SnapshotId::of(&bytes) != *id {
-            return Err(corrupt(
-                format!("snapshot {id}"),
-                "content does not hash to its name",
-            ));
-        }
-        let snapshot: Snapshot =
-            codec::decode_json_file(&bytes).map_err(|e| corrupt(format!("snapshot {id}"), e))?;
+        let snapshot: Snapshot = self.decode_object(&what, ObjectKind::Snapshot, &id.0, &bytes)?;
         if snapshot.version != 1 {
             return Err(corrupt(
                 format!("snapshot {id}"),
@@ -822,9 +1082,16 @@ impl Repository {
         Ok(snapshot)
     }
 
-    /// Reads one blob from the place an index entry gives, without the cache (which may
-    /// record the pack as bad while this blob in it is sound). `check` uses it.
-    pub(crate) async fn read_blob_at(&self, pack: &PackId, entry: &PackedBlob) -> Result<Vec<u8>> {
+    /// Reads one blob of `kind` from the place an index entry gives (with the pack's salt in
+    /// format 2), without the cache (which may record the pack as bad while this blob in it is
+    /// sound). `check` uses it.
+    pub(crate) async fn read_blob_at(
+        &self,
+        pack: &PackId,
+        salt: Option<Salt>,
+        kind: BlobKind,
+        entry: &PackedBlob,
+    ) -> Result<Vec<u8>> {
         let start = u64::from(entry.offset);
         let stored = self
             .backend()
@@ -832,16 +1099,11 @@ impl Repository {
             .await?;
         let entry = *entry;
         let dicts = self.dictionaries();
+        let crypto = self.crypto().clone();
         let pack = *pack;
         tokio::task::spawn_blocking(move || {
-            codec::decode(
-                &entry.id,
-                &stored,
-                entry.compression,
-                entry.raw_length,
-                &dicts,
-            )
-            .map_err(|e| corrupt(format!("blob {} in pack {pack}", entry.id), e.to_string()))
+            pack::open_and_decode(&crypto, salt.as_ref(), kind, &entry, &stored, &dicts)
+                .map_err(|e| corrupt(format!("blob {} in pack {pack}", entry.id), e.to_string()))
         })
         .await
         .map_err(|e| RepoError::Internal(e.to_string()))?

@@ -1,6 +1,6 @@
 //! Writing blobs: chunk, hash, deduplicate, compress, pack, upload, index.
 //!
-//! CPU work (chunking, BLAKE3, zstd, pack hashing) runs on the rayon pool; the async side only
+//! CPU work (chunking, BLAKE3, zstd, sealing, pack hashing) runs on the rayon pool; the async side only
 //! moves finished packs to storage. Uploads are bounded, so memory stays at a few packs whatever
 //! the input size. Packs are uploaded first; an index file describing them is written every
 //! [`WriterOptions::index_flush_blobs`] blobs or [`WriterOptions::index_flush_interval`], and
@@ -18,6 +18,7 @@ use super::index::{IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE};
 use super::pack::{BlobKind, FinishedPack, PackBuilder, pack_path};
 use super::{RepoError, Repository, Result};
 use crate::codec::{self, Dictionary, EncodedBlob};
+use crate::crypto::ObjectKind;
 use crate::id::{BlobId, DictId};
 
 /// Tuning of a writer.
@@ -57,7 +58,7 @@ pub struct WriterStats {
     pub blobs_new: u64,
     /// Plaintext bytes of new blobs.
     pub bytes_new_raw: u64,
-    /// Stored (compressed) bytes of new blobs.
+    /// Stored (compressed, and in format 2 sealed: 16 bytes more each) bytes of new blobs.
     pub bytes_new_stored: u64,
     /// Pack files uploaded.
     pub packs_written: u64,
@@ -94,7 +95,8 @@ struct Inner {
 
 const MIB: usize = 1024 * 1024;
 
-/// What a pack grows to: its target, one more blob, and its header.
+/// What a pack grows to: its target, one more blob, and its header (and in format 2 the tags,
+/// at most 16 bytes × 25,000 blobs, which fit in the same MiB).
 fn pack_capacity(repo: &Repository) -> usize {
     repo.config().pack_size as usize + repo.config().chunker.data.max_size as usize + MIB
 }
@@ -137,6 +139,7 @@ impl BlobWriter {
     /// A writer with explicit tuning.
     pub fn with_options(repo: Repository, options: WriterOptions) -> Self {
         let capacity = pack_capacity(&repo);
+        let crypto = repo.crypto().clone();
         BlobWriter {
             inner: Arc::new(Inner {
                 repo,
@@ -146,8 +149,8 @@ impl BlobWriter {
                 dict_attempt: tokio::sync::OnceCell::new(),
                 gate: tokio::sync::RwLock::new(()),
                 state: Mutex::new(State {
-                    data: PackBuilder::with_capacity(BlobKind::Data, capacity),
-                    meta: PackBuilder::with_capacity(BlobKind::Meta, capacity),
+                    data: PackBuilder::with_capacity(BlobKind::Data, capacity, &crypto),
+                    meta: PackBuilder::with_capacity(BlobKind::Meta, capacity, &crypto),
                     added: HashSet::new(),
                     unindexed: Vec::new(),
                     unindexed_blobs: 0,
@@ -180,6 +183,15 @@ impl BlobWriter {
             tracing::warn!("cache lookup failed, storing blob again: {e}");
             false
         })
+    }
+
+    /// What sealing adds to each stored blob: 16 bytes in format 2, nothing in format 1.
+    fn tag_len(&self) -> usize {
+        if self.inner.repo.is_encrypted() {
+            crate::crypto::TAG_LEN
+        } else {
+            0
+        }
     }
 
     /// Fails if an earlier upload failed.
@@ -266,7 +278,7 @@ impl BlobWriter {
                 .par_iter()
                 .map(|r| {
                     let data = &buf[r.clone()];
-                    let id = BlobId::of(data);
+                    let id = repo.blob_id(data);
                     let blob = (!this.is_known(kind, &id))
                         .then(|| codec::encode(id, data, level, dict.as_ref()));
                     (id, blob)
@@ -285,6 +297,7 @@ impl BlobWriter {
         let pack_size = self.inner.repo.config().pack_size as usize;
         let mut full = Vec::new();
         {
+            let tag_len = self.tag_len();
             let mut st = self.state();
             st.stats.blobs_seen += ids.len() as u64;
             st.stats.bytes_seen += seen_bytes;
@@ -294,14 +307,16 @@ impl BlobWriter {
                 }
                 st.stats.blobs_new += 1;
                 st.stats.bytes_new_raw += u64::from(blob.raw_length);
-                st.stats.bytes_new_stored += blob.stored.len() as u64;
+                st.stats.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
                 let packer = match kind {
                     BlobKind::Data => &mut st.data,
                     BlobKind::Meta => &mut st.meta,
                 };
                 packer.add(blob);
                 if packer.len() >= pack_size || packer.count() >= MAX_BLOBS_PER_PACK {
-                    let fresh = PackBuilder::with_capacity(kind, pack_capacity(&self.inner.repo));
+                    let repo = &self.inner.repo;
+                    let fresh =
+                        PackBuilder::with_capacity(kind, pack_capacity(repo), repo.crypto());
                     full.push(std::mem::replace(packer, fresh));
                 }
             }
@@ -324,11 +339,12 @@ impl BlobWriter {
         let level = self.inner.repo.config().compression.level;
         let bytes = dict.bytes.clone();
         let blob = run_cpu(move || codec::encode(id, &bytes, level, None)).await?;
+        let tag_len = self.tag_len();
         let mut st = self.state();
         if st.added.insert((BlobKind::Meta, id)) {
             st.stats.blobs_new += 1;
             st.stats.bytes_new_raw += u64::from(blob.raw_length);
-            st.stats.bytes_new_stored += blob.stored.len() as u64;
+            st.stats.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
             st.meta.add(&blob);
             st.dict_copies.push(dict.id);
         }
@@ -358,13 +374,13 @@ impl BlobWriter {
                         .chunker(BlobKind::Meta)
                         .cut_ready(&sample[..limit], true);
                     let samples: Vec<&[u8]> = ranges.iter().map(|r| &sample[r.clone()]).collect();
-                    let dict = codec::train_dictionary(&samples, DICT_SIZE);
+                    let dict = codec::train_dictionary(&samples, DICT_SIZE, repo.crypto());
                     (sample, dict)
                 })
                 .await?;
                 buf = Some(sample);
                 if let Some(dict) = dict {
-                    self.inner.repo.add_dictionary(dict).await?;
+                    self.inner.repo.store_dictionary(dict).await?;
                 }
                 Ok::<(), RepoError>(())
             })
@@ -406,6 +422,7 @@ impl BlobWriter {
                 kind: pack.kind,
                 size,
                 blobs: pack.blobs,
+                salt: pack.salt,
             });
             Ok(())
         });
@@ -447,7 +464,7 @@ impl BlobWriter {
                 blobs += pack.blobs.len();
                 batch.push(pending.next().expect("peeked"));
             }
-            let mut file = IndexFile::new(batch);
+            let mut file = IndexFile::new(batch, self.inner.repo.config().version);
             {
                 let st = self.state();
                 file.dictionaries = st
@@ -461,7 +478,8 @@ impl BlobWriter {
                     .copied()
                     .collect();
             }
-            let size = codec::encode_json_file(&file).len() as u64;
+            let size =
+                codec::encode_file(self.inner.repo.crypto(), ObjectKind::Index, &file).len() as u64;
             if let Err(e) = self.inner.repo.write_index_file(file.clone()).await {
                 let mut st = self.state();
                 st.unindexed_blobs +=
@@ -495,7 +513,9 @@ impl BlobWriter {
                         BlobKind::Data => &mut st.data,
                         BlobKind::Meta => &mut st.meta,
                     };
-                    (!packer.is_empty()).then(|| std::mem::replace(packer, PackBuilder::new(kind)))
+                    (!packer.is_empty()).then(|| {
+                        std::mem::replace(packer, PackBuilder::new(kind, self.inner.repo.crypto()))
+                    })
                 })
                 .collect()
         };

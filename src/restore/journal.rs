@@ -46,9 +46,10 @@ impl Journal {
     pub fn open(path: Option<&Path>, run: &str) -> Result<Journal> {
         let conn = match path {
             Some(path) => {
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::create_dir_all(dir);
-                }
+                // Readable by the owner only (folder 0700, file 0600): it mirrors record ids
+                // and names of the backup.
+                let _ = crate::repo::cache::create_private_dir(path);
+                crate::repo::cache::create_private_file(path);
                 Connection::open(path)?
             }
             None => Connection::open_in_memory()?,
@@ -281,5 +282,18 @@ mod tests {
         let other = Journal::open(Some(&path), "run2").unwrap();
         assert_eq!(other.target_of("recA").unwrap(), None, "runs are separate");
         assert_eq!(other.record_count().unwrap(), 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_journal_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache").join("restore.sqlite");
+        let j = Journal::open(Some(&path), "run1").unwrap();
+        j.set_plan("{}").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 }

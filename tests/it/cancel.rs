@@ -46,7 +46,7 @@ impl Dirs {
 
     /// The binary with `args`, against `fake`, with this test's cache and `TMPDIR`.
     fn command(&self, fake: &FakeAirtable, args: &[&str]) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"));
+        let mut command = crate::support::command(env!("CARGO_BIN_EXE_airback"));
         command
             .args(args)
             .env("AIRBACK_CACHE_DIR", self.root.path().join("cache"))
@@ -361,8 +361,7 @@ async fn an_export_interrupted_while_writing_tables_moves_nothing_into_place() {
     options.large = "tables=2,records=10000,attachments=0".parse().unwrap();
     let fake = FakeAirtable::start(options).await.unwrap();
     let d = Dirs::new();
-    let repo =
-        crate::support::new_repo(&d.repo_str(), &airback::repo::InitOptions::default()).await;
+    let repo = crate::support::new_repo(&d.repo_str(), &crate::support::init_options()).await;
     // Taken in-process, unpaced: the binary would take 45 s at 5 requests/s.
     let client = Client::new(
         Token::new(fake.token()).unwrap(),
@@ -413,11 +412,8 @@ async fn an_export_interrupted_while_writing_tables_moves_nothing_into_place() {
 async fn a_dropped_lock_guard_removes_its_lock() {
     let dir = tempfile::tempdir().unwrap();
     let location = dir.path().join("repo");
-    let repo = crate::support::new_repo(
-        location.to_str().unwrap(),
-        &airback::repo::InitOptions::default(),
-    )
-    .await;
+    let repo =
+        crate::support::new_repo(location.to_str().unwrap(), &crate::support::init_options()).await;
     let guard = repo.lock(false, "check").await.unwrap();
     assert_eq!(files_below(&location.join("locks")).len(), 1);
     drop(guard);

@@ -14,7 +14,7 @@ pub(crate) async fn airback_with(
     cache: &std::path::Path,
     args: &[&str],
 ) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+    let out = crate::support::command(env!("CARGO_BIN_EXE_airback"))
         .args(args)
         .env("AIRBACK_CACHE_DIR", cache)
         .env("AIRTABLE_API_URL", fake.url())
@@ -242,7 +242,7 @@ async fn a_snapshot_killed_at_random_moments_resumes() {
     );
     let mut rng = fastrand::Rng::with_seed(2026);
     for round in 0..3 {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+        let mut child = crate::support::command(env!("CARGO_BIN_EXE_airback"))
             .args(["snapshot", "--repo", &repo, "--base", &base, "--quiet"])
             .env("AIRBACK_CACHE_DIR", dir.path())
             .env("AIRTABLE_API_URL", fake.url())
@@ -278,9 +278,13 @@ async fn a_snapshot_killed_at_random_moments_resumes() {
 
     // No blob stored twice: what earlier, killed runs uploaded was reused.
     let backend = airback::backend::Backend::open(&repo, &Default::default()).unwrap();
-    let repository = airback::repo::Repository::open(backend, airback::repo::CacheChoice::Memory)
-        .await
-        .unwrap();
+    let repository = airback::repo::Repository::open(
+        backend,
+        airback::repo::CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let report = airback::check::check(
         &repository,
         &airback::check::CheckOptions {

@@ -238,9 +238,13 @@ async fn case(object: Object, harm: Harm) {
 
     // The same machine runs check afterwards (a new process: the repository is opened again).
     let backend = s.repo.backend().clone();
-    s.repo = Repository::open(backend, CacheChoice::Dir(s.dir.path().join("cache")))
-        .await
-        .unwrap();
+    s.repo = Repository::open(
+        backend,
+        CacheChoice::Dir(s.dir.path().join("cache")),
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let report = check(
         &s.repo,
         &CheckOptions {
@@ -442,9 +446,13 @@ async fn a_snapshot_command_after_a_pack_vanished_stores_its_content_again() {
     );
     let id: SnapshotId = summary["snapshot_id"].as_str().unwrap().parse().unwrap();
     // Read through a repository that knows the lost packs are lost, as the command learnt.
-    let fresh = Repository::open(crate::support::open_backend(repo), CacheChoice::Memory)
-        .await
-        .unwrap();
+    let fresh = Repository::open(
+        crate::support::open_backend(repo),
+        CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     fresh.adopt_unindexed_packs().await.unwrap();
     let snap = fresh.load_snapshot(&id).await.unwrap();
     let mut set = HashSet::new();
@@ -625,7 +633,7 @@ async fn a_dictionary_damaged_with_its_copy_is_reported_as_damaged() {
         (copy.offset + copy.length / 2) as usize,
     );
     let backend = repo.backend().clone();
-    let repo = Repository::open(backend, CacheChoice::Memory)
+    let repo = Repository::open(backend, CacheChoice::Memory, crate::support::password())
         .await
         .unwrap();
     assert!(!repo.dictionaries_complete());
@@ -673,7 +681,7 @@ async fn a_flipped_byte_in_the_dictionary_costs_nothing() {
     assert_eq!(dicts.len(), 1);
     flip(&dicts[0], 100);
     let backend = repo.backend().clone();
-    let repo = Repository::open(backend, CacheChoice::Memory)
+    let repo = Repository::open(backend, CacheChoice::Memory, crate::support::password())
         .await
         .unwrap();
     let mut read = Vec::new();

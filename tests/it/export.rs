@@ -69,7 +69,7 @@ impl Zoo {
 
     /// [`Zoo::export`] with more environment variables.
     fn export_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Vec<u8>, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_airback"))
+        let out = crate::support::std_command(env!("CARGO_BIN_EXE_airback"))
             .arg("export")
             .args(args)
             .args(["--repo", &self.repo])

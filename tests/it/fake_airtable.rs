@@ -2053,7 +2053,7 @@ async fn standalone_serves_with_the_seeds_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fake_airtable_command_prints_one_json_line_and_serves() {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+    let mut child = crate::support::command(env!("CARGO_BIN_EXE_airback"))
         .args([
             "fake-airtable",
             "--listen",

@@ -25,7 +25,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_airback");
 
 /// Runs the binary with `args` and `env`, a cache in `cache`; returns (code, stdout, stderr).
 async fn run(cache: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(BIN)
+    let out = crate::support::command(BIN)
         .args(args)
         .envs(env.iter().copied())
         .env("AIRBACK_CACHE_DIR", cache)

@@ -7,6 +7,7 @@ mod airtable_client;
 mod cancel;
 mod cli;
 mod damage;
+mod encryption;
 mod export;
 mod fake_airtable;
 mod hygiene;

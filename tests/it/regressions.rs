@@ -148,7 +148,12 @@ async fn unknown_fields_in_index_files_are_ignored() {
         .write(&format!("index/{id}"), bytes)
         .await
         .unwrap();
-    let r = Repository::open(open_backend(loc), CacheChoice::Memory).await;
+    let r = Repository::open(
+        open_backend(loc),
+        CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await;
     assert!(r.is_ok(), "{}", r.err().unwrap());
 }
 
@@ -162,9 +167,13 @@ async fn a_damaged_index_file_does_not_stop_check_which_reports_it() {
         .write(&format!("index/{bad}"), b"garbage".to_vec())
         .await
         .unwrap();
-    let repo = Repository::open(open_backend(loc), CacheChoice::Memory)
-        .await
-        .unwrap();
+    let repo = Repository::open(
+        open_backend(loc),
+        CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let report = check(&repo, &CheckOptions::default()).await.unwrap();
     assert!(
         report.errors.iter().any(|e| e.contains(&bad.to_hex())),
@@ -178,12 +187,20 @@ async fn check_has_no_false_alarm_when_a_backup_commits_after_open() {
     let dir = tempfile::tempdir().unwrap();
     let loc = dir.path().to_str().unwrap();
     new_repo(loc, &small_options()).await;
-    let checker = Repository::open(open_backend(loc), CacheChoice::Memory)
-        .await
-        .unwrap();
-    let backup = Repository::open(open_backend(loc), CacheChoice::Memory)
-        .await
-        .unwrap();
+    let checker = Repository::open(
+        open_backend(loc),
+        CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
+    let backup = Repository::open(
+        open_backend(loc),
+        CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let w = backup.writer();
     let ids = w
         .save_bytes(BlobKind::Data, random_bytes(100_000, 3))
@@ -227,9 +244,13 @@ async fn a_damaged_leftover_pack_is_not_adopted() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[10] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let repo = Repository::open(open_backend(loc), CacheChoice::Memory)
-        .await
-        .unwrap();
+    let repo = Repository::open(
+        open_backend(loc),
+        CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     assert_eq!(repo.adopt_unindexed_packs().await.unwrap(), 0);
     let w = repo.writer();
     assert_eq!(
@@ -296,9 +317,13 @@ async fn reading_records_and_attachments_together_does_not_starve_connections() 
         },
     )
     .unwrap();
-    let repo = airback::repo::Repository::open(backend, airback::repo::CacheChoice::Memory)
-        .await
-        .unwrap();
+    let repo = airback::repo::Repository::open(
+        backend,
+        airback::repo::CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let snapshot = repo.load_snapshot(&summary.snapshot_id).await.unwrap();
     let stored = StoredBase::open(&repo, summary.snapshot_id, snapshot)
         .await

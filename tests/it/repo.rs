@@ -8,7 +8,6 @@ use airback::backend::{Backend, BackendError};
 use airback::check::{CheckOptions, check};
 use airback::id::{BlobId, SnapshotId};
 use airback::repo::BlobKind;
-use airback::repo::InitOptions;
 use airback::repo::{BlobWriter, CacheChoice, Repository};
 use airback::repo::{Node, NodeKind, Tree};
 use proptest::prelude::*;
@@ -181,7 +180,7 @@ async fn aws_variables_fill_in_an_s3_location_on_the_command_line() {
     let cache = tempfile::tempdir().unwrap();
     let location = format!("s3://{}/from-env", server.bucket);
     for args in [vec!["init"], vec!["check"]] {
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+        let out = crate::support::command(env!("CARGO_BIN_EXE_airback"))
             .args(&args)
             .args(["--repo", &location])
             .env("AIRBACK_CACHE_DIR", cache.path())
@@ -282,7 +281,7 @@ async fn streaming_a_file_in_pieces_gives_the_same_blobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_insertion_in_the_middle_reuses_most_chunks() {
     // Default (production) chunker sizes on table-like JSON lines.
-    let repo = new_repo("memory://", &InitOptions::default()).await;
+    let repo = new_repo("memory://", &crate::support::init_options()).await;
     let data = json_lines(20_000, 3);
     let writer = repo.writer();
     let before = writer
@@ -453,9 +452,13 @@ async fn a_run_stopped_at_any_step_leaves_a_valid_repository_and_is_resumed() {
         Repository::init(&backend, &small_options()).await.unwrap();
         let files = sample_files(7);
         {
-            let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache.clone()))
-                .await
-                .unwrap();
+            let repo = Repository::open(
+                open_backend(&location),
+                CacheChoice::Dir(cache.clone()),
+                crate::support::password(),
+            )
+            .await
+            .unwrap();
             let writer = repo.writer();
             let tree = build_tree(&writer, &files).await;
             match stop {
@@ -473,9 +476,13 @@ async fn a_run_stopped_at_any_step_leaves_a_valid_repository_and_is_resumed() {
         let packs_before = files_below(&dir.path().join("data"));
         assert!(!packs_before.is_empty(), "{stop:?}: packs were uploaded");
 
-        let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache.clone()))
-            .await
-            .unwrap();
+        let repo = Repository::open(
+            open_backend(&location),
+            CacheChoice::Dir(cache.clone()),
+            crate::support::password(),
+        )
+        .await
+        .unwrap();
         let report = check(
             &repo,
             &CheckOptions {
@@ -626,26 +633,38 @@ async fn the_cache_notices_writes_from_another_machine_and_can_be_deleted() {
     let cache_b = dir.path().join("cache-b");
     let data = random_bytes(500_000, 1);
 
-    let repo_a = Repository::open(open_backend(location), CacheChoice::Dir(cache_a.clone()))
-        .await
-        .unwrap();
+    let repo_a = Repository::open(
+        open_backend(location),
+        CacheChoice::Dir(cache_a.clone()),
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let w = repo_a.writer();
     w.save_bytes(BlobKind::Data, data.clone()).await.unwrap();
     w.flush().await.unwrap();
 
     // Machine B, with its own cache, sees A's blobs: nothing is uploaded again.
-    let repo_b = Repository::open(open_backend(location), CacheChoice::Dir(cache_b.clone()))
-        .await
-        .unwrap();
+    let repo_b = Repository::open(
+        open_backend(location),
+        CacheChoice::Dir(cache_b.clone()),
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let w = repo_b.writer();
     w.save_bytes(BlobKind::Data, data.clone()).await.unwrap();
     assert_eq!(w.flush().await.unwrap().blobs_new, 0);
 
     // Deleting A's cache costs only time.
     std::fs::remove_dir_all(&cache_a).unwrap();
-    let repo_a = Repository::open(open_backend(location), CacheChoice::Dir(cache_a))
-        .await
-        .unwrap();
+    let repo_a = Repository::open(
+        open_backend(location),
+        CacheChoice::Dir(cache_a),
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let w = repo_a.writer();
     let ids = w.save_bytes(BlobKind::Data, data.clone()).await.unwrap();
     assert_eq!(w.flush().await.unwrap().blobs_new, 0);
@@ -700,9 +719,13 @@ async fn two_snapshots_at_once_are_safe() {
         let shared = shared.clone();
         let cache = dir.path().join(format!("cache-{seed}"));
         async move {
-            let repo = Repository::open(open_backend(&location), CacheChoice::Dir(cache))
-                .await
-                .unwrap();
+            let repo = Repository::open(
+                open_backend(&location),
+                CacheChoice::Dir(cache),
+                crate::support::password(),
+            )
+            .await
+            .unwrap();
             let writer = repo.writer();
             let mut files = sample_files(seed);
             files.push(("shared.bin", BlobKind::Data, shared));
@@ -713,9 +736,13 @@ async fn two_snapshots_at_once_are_safe() {
     let ((id_a, files_a), (id_b, files_b)) = tokio::join!(run(100), run(200));
     assert_ne!(id_a, id_b);
 
-    let repo = Repository::open(open_backend(&location), CacheChoice::Memory)
-        .await
-        .unwrap();
+    let repo = Repository::open(
+        open_backend(&location),
+        CacheChoice::Memory,
+        crate::support::password(),
+    )
+    .await
+    .unwrap();
     let report = check_ok(&repo, true).await;
     assert_eq!(report.snapshots, 2);
     for (id, files) in [(id_a, files_a), (id_b, files_b)] {

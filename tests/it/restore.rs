@@ -386,7 +386,7 @@ async fn the_same_restore_run_twice_changes_nothing_the_second_time() {
 
 /// Runs the airback binary against the fake, with the test's cache directory.
 fn airback_command(s: &FakeSetup, repo: &str, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"));
+    let mut command = crate::support::command(env!("CARGO_BIN_EXE_airback"));
     command
         .args(args)
         .args(["--repo", repo])

@@ -87,7 +87,7 @@ impl World {
 
     /// Runs `airback args` and returns (exit code, stdout + stderr).
     async fn run(&self, variant: Variant, level: &str, args: &[&str]) -> (i32, String) {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"));
+        let mut cmd = crate::support::command(env!("CARGO_BIN_EXE_airback"));
         cmd.args(args)
             .env("AIRBACK_CACHE_DIR", self.dir.path().join("cache"))
             .env("AIRBACK_LOG", level)
@@ -343,7 +343,7 @@ async fn no_command_prints_a_password_at_any_log_level() {
         ];
         let mut outputs = Vec::new();
         for (must_succeed, args) in commands {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+            let out = crate::support::command(env!("CARGO_BIN_EXE_airback"))
                 .args(&args)
                 .env("AIRBACK_CACHE_DIR", &cache)
                 .env("AIRBACK_LOG", level)

@@ -10,6 +10,74 @@ use airback::repo::Snapshot;
 use airback::repo::{CacheChoice, Repository};
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use airback::crypto::{KdfParams, KeyMeta, Password};
+use airback::repo::InitEncryption;
+
+/// The password of every repository the tests create, by the library or by the binary.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+/// Whether the tests create encrypted repositories (format 2, the default) or not
+/// (`AIRBACK_TEST_ENCRYPTION=off`: format 1, as `init --insecure-no-password` makes). The
+/// binary always gets the password; it ignores it for a format 1 repository.
+pub fn encrypted() -> bool {
+    std::env::var("AIRBACK_TEST_ENCRYPTION").map_or(true, |v| v != "off")
+}
+
+/// The password to open the tests' repositories with (none for format 1).
+pub fn password() -> Option<&'static Password> {
+    static PASSWORD: LazyLock<Password> =
+        LazyLock::new(|| Password::new(TEST_PASSWORD.as_bytes().into()));
+    encrypted().then(|| &*PASSWORD)
+}
+
+/// How `init` encrypts the tests' repositories: with [`TEST_PASSWORD`] and cheap Argon2id
+/// parameters, or not at all (see [`encrypted`]).
+pub fn encryption() -> InitEncryption {
+    if !encrypted() {
+        return InitEncryption::None;
+    }
+    InitEncryption::Password {
+        password: Arc::new(Password::new(TEST_PASSWORD.as_bytes().into())),
+        kdf: KdfParams::FOR_TESTS,
+        meta: KeyMeta {
+            hostname: "test-host".into(),
+            username: "tester".into(),
+            created: "2026-12-05T00:00:00Z".into(),
+        },
+    }
+}
+
+/// `InitOptions::default()`, encrypted as [`encryption`] says.
+pub fn init_options() -> InitOptions {
+    InitOptions {
+        encryption: encryption(),
+        ..InitOptions::default()
+    }
+}
+
+/// What every run of the binary gets in its environment: the tests' password and cheap
+/// Argon2id parameters for the keys it creates.
+pub const TEST_ENV: [(&str, &str); 2] = [
+    ("AIRBACK_PASSWORD", TEST_PASSWORD),
+    ("AIRBACK_KDF_PARAMS", "1024,1,1"),
+];
+
+/// A command running `program` (the `airback` binary, or a shell that runs it) with
+/// [`TEST_ENV`].
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command.envs(TEST_ENV);
+    command
+}
+
+/// [`command`], blocking.
+pub fn std_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command.envs(TEST_ENV);
+    command
+}
 
 /// Runs the `airback` binary with `args`, a private cache dir, and returns (code, stdout, stderr).
 pub async fn airback(cache: &Path, args: &[&str]) -> (i32, String, String) {
@@ -103,6 +171,7 @@ pub fn small_options() -> InitOptions {
         compression_level: 3,
         pack_size: 1024 * 1024,
         chunker_seed: None,
+        ..init_options()
     }
 }
 
@@ -110,7 +179,7 @@ pub fn small_options() -> InitOptions {
 pub async fn new_repo(location: &str, options: &InitOptions) -> Repository {
     let backend = open_backend(location);
     Repository::init(&backend, options).await.unwrap();
-    Repository::open(backend, CacheChoice::Memory)
+    Repository::open(backend, CacheChoice::Memory, password())
         .await
         .unwrap()
 }
@@ -160,12 +229,14 @@ impl FakeSetup {
             },
         )
         .unwrap();
-        Repository::init(&backend, &InitOptions::default())
-            .await
-            .unwrap();
-        let repo = Repository::open(backend, CacheChoice::Dir(dir.path().join("cache")))
-            .await
-            .unwrap();
+        Repository::init(&backend, &init_options()).await.unwrap();
+        let repo = Repository::open(
+            backend,
+            CacheChoice::Dir(dir.path().join("cache")),
+            password(),
+        )
+        .await
+        .unwrap();
         let mut client_options = ClientOptions::default().with_url(&fake.url());
         client_options.retry_base_delay = std::time::Duration::from_millis(20);
         client_options.min_penalty = std::time::Duration::from_secs(1);
