@@ -42,8 +42,16 @@ async fn the_demo_runs_in_one_command() {
         out.contains("Second snapshot") && out.contains("no errors"),
         "{out}"
     );
-    let (code, out, _) =
-        airback(dir.path(), &["snapshots", "--repo", repo.to_str().unwrap()]).await;
+    // The demo's repository is encrypted with a generated password, kept next to it.
+    let password = dir.path().join("demo.password");
+    let args = [
+        "snapshots",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--password-file",
+        password.to_str().unwrap(),
+    ];
+    let (code, out, _) = airback(dir.path(), &args).await;
     assert_eq!(code, 0);
     assert!(out.contains("2 snapshots"), "{out}");
 }

@@ -559,7 +559,65 @@ fn zstd_outputs(bytes: &[u8], dicts: &[Vec<u8>]) -> Vec<Vec<u8>> {
     outputs
 }
 
-/// The repository files where the canary can be read, raw or after zstd.
+/// Tries zlib, gzip, xz, lzma-alone and bz2 at every offset where such a stream can start
+/// (Python's standard library; output capped at 64 MiB per attempt), and prints the path of
+/// every file where the needle comes out.
+const OTHER_CODECS: &str = r#"
+import bz2, lzma, os, sys, zlib
+needle = sys.argv[1].encode()
+CAP = 64 << 20
+def tries(b, i):
+    if b[i] == 0x78 and i + 1 < len(b) and (b[i] * 256 + b[i + 1]) % 31 == 0:
+        yield lambda: zlib.decompressobj().decompress(b[i:], CAP)
+    if b.startswith(b"\x1f\x8b\x08", i):
+        yield lambda: zlib.decompressobj(31).decompress(b[i:], CAP)
+    if b.startswith(b"\xfd7zXZ\x00", i):
+        yield lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ).decompress(b[i:], CAP)
+    if b.startswith(b"\x5d\x00\x00", i):
+        yield lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(b[i:], CAP)
+    if b.startswith(b"BZh", i) and i + 9 < len(b) and b[i + 4:i + 10] == b"\x31\x41\x59\x26\x53\x59":
+        yield lambda: bz2.BZ2Decompressor().decompress(b[i:], CAP)
+for root, _, files in os.walk(sys.argv[2]):
+    for name in files:
+        path = os.path.join(root, name)
+        b = open(path, "rb").read()
+        found = False
+        for i in range(len(b)):
+            for attempt in tries(b, i):
+                try:
+                    out = attempt()
+                except Exception:
+                    continue
+                if needle in out:
+                    found = True
+                    break
+            if found:
+                break
+        if found:
+            print(path)
+"#;
+
+/// The repository files where `needle` comes out of zlib, gzip, xz, lzma or bz2 (see
+/// [`OTHER_CODECS`]).
+fn other_codec_hits(location: &Path, needle: &str) -> Vec<String> {
+    let out = std::process::Command::new("python3")
+        .args(["-c", OTHER_CODECS, needle])
+        .arg(location)
+        .output()
+        .expect("python3 runs (the export tests need it too)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| format!("{l} (zlib, gzip, xz, lzma or bz2)"))
+        .collect()
+}
+
+/// The repository files where the canary can be read, raw or after zstd, zlib, gzip, xz,
+/// lzma or bz2.
 fn canary_hits(location: &Path) -> Vec<String> {
     let files = contents(location);
     let dict_magic = [0x37, 0xA4, 0x30, 0xEC];
@@ -582,6 +640,7 @@ fn canary_hits(location: &Path) -> Vec<String> {
             hits.push(format!("{} (zstd)", path.display()));
         }
     }
+    hits.extend(other_codec_hits(location, CANARY));
     hits
 }
 
@@ -645,6 +704,26 @@ async fn a_canary_is_unreadable_in_an_encrypted_repository_and_readable_in_a_pla
         hits.iter().any(|h| h.starts_with("data/")),
         "the scan must find the canary in an unencrypted repository's data: {hits:?}"
     );
+
+    // The other codecs' scan finds the canary in each kind of stream, behind other bytes.
+    let streams = dir.path().join("streams");
+    std::fs::create_dir(&streams).unwrap();
+    let made = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import bz2, gzip, lzma, sys, zlib\n\
+             d, c = sys.argv[1], sys.argv[2].encode() * 3\n\
+             streams = [('zlib', zlib.compress(c)), ('gzip', gzip.compress(c)), \
+             ('xz', lzma.compress(c)), ('lzma', lzma.compress(c, format=lzma.FORMAT_ALONE)), \
+             ('bz2', bz2.compress(c))]\n\
+             for name, z in streams: open(d + '/' + name, 'wb').write(b'junk' * 7 + z)",
+        ])
+        .arg(&streams)
+        .arg(CANARY)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    assert_eq!(other_codec_hits(&streams, CANARY).len(), 5);
 
     let encrypted = dir.path().join("encrypted");
     repo_with_snapshot(&f, &encrypted, Some("pw")).await;

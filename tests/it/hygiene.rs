@@ -97,7 +97,7 @@ async fn a_closed_stdout_ends_a_command_quietly() {
         vec!["check"],
     ] {
         for round in 0..3 {
-            let mut child = std::process::Command::new(BIN)
+            let mut child = crate::support::std_command(BIN)
                 .args(&args)
                 .args(["--repo", location])
                 .env("AIRBACK_CACHE_DIR", &cache)

@@ -320,7 +320,9 @@ async fn a_lock_dated_in_the_future_expires_thirty_minutes_after_it_was_first_se
     let location = dir.path().join("repo");
     let location = location.to_str().unwrap();
     let cache = dir.path().join("cache");
-    crate::support::new_repo(location, &crate::support::small_options()).await;
+    // The lock below is written by hand in format 1's plain form.
+    let options = crate::support::format1(crate::support::small_options());
+    crate::support::new_repo(location, &options).await;
     // A prune on a host whose clock is a year ahead died holding its lock.
     let year_ahead = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
     let lock = LockInfo {

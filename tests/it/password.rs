@@ -1,7 +1,7 @@
 //! Where the repository password comes from (issue #12, design §2.5), end to end through the
 //! binary: flags that conflict, sources that fail, the config file's keys, and a version 1
-//! repository that ignores every source. (Opening an encrypted repository with a wrong password
-//! is tested once the library can encrypt.)
+//! repository that ignores every source; a wrong password in every command that opens a
+//! repository, and the key commands.
 
 use std::path::Path;
 
@@ -292,4 +292,180 @@ async fn a_version_1_repository_ignores_password_sources_and_has_no_keys() {
     )
     .await;
     assert_eq!(code, 2, "{err}");
+}
+
+/// Every file under `dir` with its bytes.
+fn contents(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    crate::support::files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
+/// Issue #12, acceptance 2: with a wrong password, `snapshots`, `show`, `check`, `export`,
+/// `restore` and `snapshot` all exit 12, say where the password came from (never what it is),
+/// and write nothing: the repository's files and bytes are unchanged, no cache is created, no
+/// export appears, and Airtable gets no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_exits_12_and_writes_nothing_in_every_command() {
+    use airback_fake::{FakeOptions, Preset};
+    let s = crate::support::FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
+    if !crate::support::encrypted() {
+        return; // format 1 has no password to get wrong
+    }
+    crate::snapshot::snapshot(&s).await;
+    let repo_dir = s.dir.path().join("repo");
+    let repo = repo_dir.to_str().unwrap();
+    let before = contents(&repo_dir);
+    let requests_before = s.fake.counters().requests.values().sum::<u64>();
+    let out = s.dir.path().join("out.zip");
+    let workspace = s.fake.workspace_id();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["snapshots"],
+        vec!["show", "latest"],
+        vec!["check", "--read-data"],
+        vec!["export", "latest", "-o", out.to_str().unwrap()],
+        vec![
+            "restore",
+            "latest",
+            "--workspace",
+            &workspace,
+            "--name",
+            "X",
+        ],
+        vec!["snapshot", "--base", &s.base],
+    ];
+    let wrong = "not-the-password-4711";
+    for args in commands {
+        let cache = s.dir.path().join(format!("cache-{}", args[0]));
+        let mut all = args.clone();
+        all.extend(["--repo", repo]);
+        let (code, stdout, stderr) = run(
+            &cache,
+            &all,
+            &[
+                ("AIRBACK_PASSWORD", wrong),
+                ("AIRTABLE_API_URL", &s.fake.url()),
+                ("AIRTABLE_CONTENT_URL", &s.fake.url()),
+                ("AIRTABLE_TOKEN", &s.fake.token()),
+            ],
+        )
+        .await;
+        assert_eq!(code, 12, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("the password from `AIRBACK_PASSWORD` is wrong")
+                && stderr.contains("opens none of"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(wrong) && !stdout.contains(wrong),
+            "{args:?} printed the password"
+        );
+        assert!(!cache.exists(), "{args:?} created its cache");
+        assert!(!out.exists(), "{args:?} wrote the export");
+        assert_eq!(
+            contents(&repo_dir),
+            before,
+            "{args:?} changed the repository"
+        );
+    }
+    assert_eq!(
+        s.fake.counters().requests.values().sum::<u64>(),
+        requests_before
+    );
+}
+
+/// Issue #12, acceptance 4, through the binary: `key add`, then `key remove` of the first key
+/// with the new password; the new password opens the repository and the old one exits 12;
+/// removing the last key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_added_and_removed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let cache = dir.path().join("cache");
+    let new_file = dir.path().join("new-password");
+    std::fs::write(&new_file, "second password\n").unwrap();
+    let env = |pw: &'static str| [("AIRBACK_PASSWORD", pw), ("AIRBACK_KDF_PARAMS", "1024,1,1")];
+
+    let (code, stdout, stderr) = run(
+        &cache,
+        &["init", "--repo", repo, "--json"],
+        &env("first password"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let created: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(created["encrypted"], true, "{created}");
+    assert_eq!(created["version"], 2, "{created}");
+    let first = created["key_id"].as_str().unwrap().to_owned();
+
+    let args = [
+        "key",
+        "add",
+        "--new-password-file",
+        new_file.to_str().unwrap(),
+        "--repo",
+        repo,
+    ];
+    let (code, stdout, stderr) = run(&cache, &args, &env("first password")).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = run(
+        &cache,
+        &["key", "list", "--json", "--repo", repo],
+        &env("second password"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let keys: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(keys.len(), 2, "{stdout}");
+
+    let (code, stdout, stderr) = run(
+        &cache,
+        &["key", "remove", &first, "--repo", repo],
+        &env("second password"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, _, stderr) = run(
+        &cache,
+        &["snapshots", "--repo", repo],
+        &env("second password"),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(
+        &cache,
+        &["snapshots", "--repo", repo],
+        &env("first password"),
+    )
+    .await;
+    assert_eq!(code, 12, "{stderr}");
+
+    let (code, stdout, _) = run(
+        &cache,
+        &["key", "list", "--json", "--repo", repo],
+        &env("second password"),
+    )
+    .await;
+    assert_eq!(code, 0);
+    let keys: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let last = keys[0]["id"].as_str().unwrap().to_owned();
+    let (code, _, stderr) = run(
+        &cache,
+        &["key", "remove", &last, "--repo", repo],
+        &env("second password"),
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    let (code, _, stderr) = run(
+        &cache,
+        &["snapshots", "--repo", repo],
+        &env("second password"),
+    )
+    .await;
+    assert_eq!(code, 0, "the refused removal removed nothing: {stderr}");
 }

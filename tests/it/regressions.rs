@@ -34,7 +34,7 @@ async fn flush_waits_for_packs_in_flight_in_other_clones() {
             .chunker(BlobKind::Data)
             .chunks(&data)
             .into_iter()
-            .map(|r| BlobId::of(&data[r]))
+            .map(|r| repo.blob_id(&data[r]))
             .collect();
         let w = BlobWriter::with_options(
             repo.clone(),
@@ -275,7 +275,11 @@ async fn a_damaged_leftover_pack_is_not_adopted() {
     .unwrap();
     assert!(report.is_ok(), "{:#?}", report.errors);
     // The same blobs packed again give the same pack, named by its content: the damaged file
-    // was replaced by a correct one.
+    // was replaced by a correct one. (Format 2 seals each pack under a fresh salt, so there the
+    // new pack has another name.)
+    if crate::support::encrypted() {
+        return;
+    }
     let healed = std::fs::read(&path).unwrap();
     assert_eq!(
         airback::id::PackId::of(&healed).to_hex(),

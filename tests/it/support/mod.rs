@@ -57,6 +57,15 @@ pub fn init_options() -> InitOptions {
     }
 }
 
+/// `options` for an unencrypted (format 1) repository, for tests that write objects by hand
+/// in format 1's plain form (a lock, for instance).
+pub fn format1(options: InitOptions) -> InitOptions {
+    InitOptions {
+        encryption: InitEncryption::None,
+        ..options
+    }
+}
+
 /// What every run of the binary gets in its environment: the tests' password and cheap
 /// Argon2id parameters for the keys it creates.
 pub const TEST_ENV: [(&str, &str); 2] = [
@@ -81,7 +90,7 @@ pub fn std_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Comman
 
 /// Runs the `airback` binary with `args`, a private cache dir, and returns (code, stdout, stderr).
 pub async fn airback(cache: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airback"))
+    let out = command(env!("CARGO_BIN_EXE_airback"))
         .args(args)
         .env("AIRBACK_CACHE_DIR", cache)
         .env_remove("AIRBACK_REPO")
