@@ -4,19 +4,24 @@
 //! `benches/compare_restic.sh` installs both).
 //!
 //! Run: `cargo bench --bench ingest` (size with `AIRBACK_BENCH_MB`, default 256 per data set).
-//! airback's figures are the mean over three chunker seeds (see `SEEDS`).
+//! airback's figures are the mean over three chunker seeds (see `SEEDS`), unencrypted (as
+//! format version 1) and encrypted (as format version 2: three keys, the default Argon2id
+//! parameters; the time to open the repository, which is the key derivation, is printed apart
+//! and not counted in the throughput).
 //! Prints a markdown table for docs/BENCHMARKS.md.
 
 // The crate denies printing outside src/cli/print.rs; benchmarks print their tables.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use airback::backend::{Backend, BackendOptions};
+use airback::crypto::{KdfParams, KeyMeta, Password};
 use airback::repo::BlobKind;
-use airback::repo::InitOptions;
 use airback::repo::{CacheChoice, Repository};
+use airback::repo::{InitEncryption, InitOptions};
 use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 
@@ -118,8 +123,27 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Returns seconds, repository size, and the bytes of it that are index files and pack headers.
-async fn ingest(set: &DataSet, repo_dir: &Path, cache_dir: &Path, seed: u64) -> (f64, u64, u64) {
+/// One airback run on a data set.
+struct Ingest {
+    /// Seconds to store the files (opening the repository excluded).
+    secs: f64,
+    /// The repository's size.
+    size: u64,
+    /// Bytes of it that are index files and pack headers.
+    overhead: u64,
+    /// Seconds to open the repository (Argon2id with the default parameters when encrypted).
+    open_secs: f64,
+}
+
+/// Stores the data set in a new repository, encrypted (format 2, default key parameters) or
+/// not (format 1, `seed` for its chunker; format 2 derives the seed from its key).
+async fn ingest(
+    set: &DataSet,
+    repo_dir: &Path,
+    cache_dir: &Path,
+    seed: u64,
+    encrypted: bool,
+) -> Ingest {
     let backend = Backend::open(
         repo_dir.to_str().unwrap(),
         &BackendOptions {
@@ -128,14 +152,35 @@ async fn ingest(set: &DataSet, repo_dir: &Path, cache_dir: &Path, seed: u64) -> 
         },
     )
     .unwrap();
+    let password = Arc::new(Password::new(b"bench".as_slice().into()));
+    let encryption = if encrypted {
+        InitEncryption::Password {
+            password: password.clone(),
+            kdf: KdfParams::DEFAULT,
+            meta: KeyMeta {
+                hostname: "bench".into(),
+                username: "bench".into(),
+                created: "2026-12-05T00:00:00Z".into(),
+            },
+        }
+    } else {
+        InitEncryption::None
+    };
     let options = InitOptions {
         chunker_seed: Some(seed),
+        encryption,
         ..InitOptions::default()
     };
     Repository::init(&backend, &options).await.unwrap();
-    let repo = Repository::open(backend, CacheChoice::Dir(cache_dir.to_path_buf()), None)
-        .await
-        .unwrap();
+    let opening = Instant::now();
+    let repo = Repository::open(
+        backend,
+        CacheChoice::Dir(cache_dir.to_path_buf()),
+        encrypted.then_some(&*password),
+    )
+    .await
+    .unwrap();
+    let open_secs = opening.elapsed().as_secs_f64();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&set.dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -166,7 +211,51 @@ async fn ingest(set: &DataSet, repo_dir: &Path, cache_dir: &Path, seed: u64) -> 
         .await;
     let stats = writer.flush().await.unwrap();
     let overhead = stats.index_bytes_written + stats.pack_bytes_written - stats.bytes_new_stored;
-    (start.elapsed().as_secs_f64(), dir_size(repo_dir), overhead)
+    Ingest {
+        secs: start.elapsed().as_secs_f64(),
+        size: dir_size(repo_dir),
+        overhead,
+        open_secs,
+    }
+}
+
+/// The mean of three runs (three chunker seeds, or three keys).
+fn mean_ingest(
+    rt: &tokio::runtime::Runtime,
+    set: &DataSet,
+    root: &Path,
+    name: &str,
+    encrypted: bool,
+) -> Ingest {
+    // The chunker's seed is random per repository, and on repetitive data it moves chunk
+    // boundaries (and so blob counts and sizes) by several percent: average three seeds.
+    const SEEDS: [u64; 3] = [1, 2, 3];
+    let mut sum = Ingest {
+        secs: 0.0,
+        size: 0,
+        overhead: 0,
+        open_secs: 0.0,
+    };
+    for seed in SEEDS {
+        let run = rt.block_on(ingest(
+            set,
+            &root.join(format!("{name}-{seed}")),
+            &root.join(format!("{name}-cache-{seed}")),
+            seed,
+            encrypted,
+        ));
+        sum.secs += run.secs;
+        sum.size += run.size;
+        sum.overhead += run.overhead;
+        sum.open_secs += run.open_secs;
+    }
+    let n = SEEDS.len() as u64;
+    Ingest {
+        secs: sum.secs / n as f64,
+        size: sum.size / n,
+        overhead: sum.overhead / n,
+        open_secs: sum.open_secs / n as f64,
+    }
 }
 
 fn restic(set: &DataSet, repo_dir: &Path, cache_dir: &Path) -> Option<(f64, u64)> {
@@ -238,57 +327,53 @@ fn main() {
     );
     println!();
     println!(
-        "| data set | input | airback MB/s | airback repo (index + pack headers) | restic MB/s | restic repo | speed ratio | size ratio | borg MB/s | borg repo |"
+        "| data set | input | airback MB/s | airback repo (index + pack headers) | encrypted MB/s | encrypted repo | restic MB/s | restic repo | encrypted / restic speed | encrypted / plain size | borg MB/s | borg repo |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut open = (0.0, 0.0);
     for (i, set) in sets.iter().enumerate() {
-        // The chunker's seed is random per repository, and on repetitive data it moves chunk
-        // boundaries (and so blob counts and sizes) by several percent: average three seeds.
-        const SEEDS: [u64; 3] = [1, 2, 3];
-        let (mut secs, mut size, mut overhead) = (0.0, 0u64, 0u64);
-        for seed in SEEDS {
-            let (s, z, o) = rt.block_on(ingest(
-                set,
-                &scratch.path().join(format!("airback-{i}-{seed}")),
-                &scratch.path().join(format!("cache-{i}-{seed}")),
-                seed,
-            ));
-            secs += s;
-            size += z;
-            overhead += o;
-        }
-        let n = SEEDS.len() as u64;
-        let (secs, size, overhead) = (secs / n as f64, size / n, overhead / n);
-        let ours_mbs = set.bytes as f64 / 1e6 / secs;
+        let plain = mean_ingest(&rt, set, scratch.path(), &format!("airback-{i}"), false);
+        let sealed = mean_ingest(&rt, set, scratch.path(), &format!("encrypted-{i}"), true);
+        open = (plain.open_secs, sealed.open_secs);
+        let mbs = |secs: f64| set.bytes as f64 / 1e6 / secs;
         let theirs = restic(
             set,
             &scratch.path().join(format!("restic-{i}")),
             &scratch.path().join(format!("rcache-{i}")),
         );
-        let (theirs_mbs, theirs_size) =
-            theirs.map_or((f64::NAN, 0), |(s, sz)| (set.bytes as f64 / 1e6 / s, sz));
+        let (theirs_mbs, theirs_size) = theirs.map_or((f64::NAN, 0), |(s, sz)| (mbs(s), sz));
         let borg = borg(
             set,
             &scratch.path().join(format!("borg-{i}")),
             &scratch.path().join(format!("borg-base-{i}")),
         );
-        let (borg_mbs, borg_size) =
-            borg.map_or((f64::NAN, 0), |(s, sz)| (set.bytes as f64 / 1e6 / s, sz));
+        let (borg_mbs, borg_size) = borg.map_or((f64::NAN, 0), |(s, sz)| (mbs(s), sz));
         println!(
-            "| {} | {:.1} MB | {:.0} | {:.1} MB ({:.1} MB) | {:.0} | {:.1} MB | {:.2}x | {:.3} | {:.0} | {:.1} MB |",
+            "| {} | {:.1} MB | {:.0} | {:.1} MB ({:.1} MB) | {:.0} | {:.1} MB | {:.0} | {:.1} MB | {:.2}x | {:+.2} % | {:.0} | {:.1} MB |",
             set.name,
             set.bytes as f64 / 1e6,
-            ours_mbs,
-            size as f64 / 1e6,
-            overhead as f64 / 1e6,
+            mbs(plain.secs),
+            plain.size as f64 / 1e6,
+            plain.overhead as f64 / 1e6,
+            mbs(sealed.secs),
+            sealed.size as f64 / 1e6,
             theirs_mbs,
             theirs_size as f64 / 1e6,
-            ours_mbs / theirs_mbs,
-            size as f64 / theirs_size as f64,
+            mbs(sealed.secs) / theirs_mbs,
+            100.0 * (sealed.size as f64 / plain.size as f64 - 1.0),
             borg_mbs,
             borg_size as f64 / 1e6,
         );
     }
+    println!();
+    println!(
+        "opening a repository (mean of 3): {:.3} s unencrypted, {:.3} s encrypted (Argon2id {} KiB, t={}, p={})",
+        open.0,
+        open.1,
+        KdfParams::DEFAULT.memory_kib,
+        KdfParams::DEFAULT.iterations,
+        KdfParams::DEFAULT.parallelism
+    );
     println!();
     println!(
         "airback peak RSS (whole bench process, before restic and borg ran as children): {:.0} MiB",
