@@ -3,7 +3,6 @@
 //! authentication failure, key management, and a canary that must not be readable in any
 //! repository file (and is, in an unencrypted repository, so the scan can fail).
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +17,8 @@ use airback::repo::{CacheChoice, InitEncryption, InitOptions, RepoError, Reposit
 use airback::stored::StoredBase;
 use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use futures::StreamExt;
+
+use crate::support::contents;
 
 fn password(s: &str) -> Password {
     Password::new(s.as_bytes().into())
@@ -94,17 +95,6 @@ async fn repo_with_snapshot(f: &Fake, location: &Path, pw: Option<&str>) -> Repo
     .await
     .unwrap();
     repo
-}
-
-/// (path, bytes) of every file under `dir`.
-fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    crate::support::files_below(dir)
-        .into_iter()
-        .map(|p| {
-            let bytes = std::fs::read(dir.join(&p)).unwrap();
-            (p, bytes)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

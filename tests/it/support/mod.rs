@@ -104,6 +104,17 @@ pub async fn airback(cache: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Every file under `dir` (path relative to it) with its bytes.
+pub fn contents(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    files_below(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
 /// Deterministic pseudo-random bytes (incompressible).
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
