@@ -74,6 +74,10 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     let token = settings.token(args.token_file.as_deref(), config)?;
     let client = Client::new(token, settings.client.clone())?;
 
+    // The repository first: a wrong password (or no repository) ends the run before any
+    // Airtable request, `--all-bases`'s listing included.
+    let repo = open_repo_at(settings, &location).await?;
+
     // Which bases, with which options.
     let mut jobs: Vec<BackupOptions> = Vec::new();
     let defaults = |base: &str| {
@@ -122,7 +126,6 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
 
     // Each base on its own: one that fails is reported and the next one still runs; the exit
     // code is the worst outcome (error over partial over ok).
-    let repo = open_repo_at(settings, &location).await?;
     let printer = settings.printer;
     let backend = repo.backend();
     match backend

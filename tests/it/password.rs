@@ -326,6 +326,7 @@ async fn a_wrong_password_exits_12_and_writes_nothing_in_every_command() {
             "X",
         ],
         vec!["snapshot", "--base", &s.base],
+        vec!["snapshot", "--all-bases"],
     ];
     let wrong = "not-the-password-4711";
     for args in commands {
