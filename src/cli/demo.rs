@@ -192,7 +192,9 @@ async fn new_repository(dir: &Path, keep: Option<&Path>) -> anyhow::Result<Repos
     let text = Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
     random.zeroize();
     if let Some(path) = keep {
-        write_private(path, text.as_bytes())
+        // Created 0600 first, so the password is never readable by others.
+        crate::repo::cache::create_private_file(path);
+        std::fs::write(path, text.as_bytes())
             .with_context(|| format!("cannot write the demo's password to {}", path.display()))?;
     }
     let password = Arc::new(Password::new(text.as_bytes().into()));
@@ -211,16 +213,6 @@ async fn new_repository(dir: &Path, keep: Option<&Path>) -> anyhow::Result<Repos
     };
     Repository::init(&backend, &options).await?;
     Ok(Repository::open(backend, CacheChoice::Memory, Some(&password)).await?)
-}
-
-/// Writes `bytes` to a new file at `path` that only its owner can read.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
 }
 
 /// What the restore did, and how it compared, in one line.
