@@ -4,10 +4,11 @@
 //! `benches/compare_restic.sh` installs both).
 //!
 //! Run: `cargo bench --bench ingest` (size with `AIRBACK_BENCH_MB`, default 256 per data set).
-//! airback's figures are the mean over three chunker seeds (see `SEEDS`), unencrypted (as
-//! format version 1) and encrypted (as format version 2: three keys, the default Argon2id
-//! parameters; the time to open the repository, which is the key derivation, is printed apart
-//! and not counted in the throughput).
+//! airback's figures are the mean of three runs, encrypted (format version 2: three random
+//! keys, the default Argon2id parameters; the time to open the repository, which is the key
+//! derivation, is printed apart and not counted in the throughput) and unencrypted (format
+//! version 1, each run with the chunker seed its encrypted twin derived from its key, so the
+//! two columns cut the same chunks and differ only by encryption).
 //! Prints a markdown table for docs/BENCHMARKS.md.
 
 // The crate denies printing outside src/cli/print.rs; benchmarks print their tables.
@@ -133,6 +134,8 @@ struct Ingest {
     overhead: u64,
     /// Seconds to open the repository (Argon2id with the default parameters when encrypted).
     open_secs: f64,
+    /// The chunker's gear seed (given for format 1, derived from the key for format 2).
+    seed: u64,
 }
 
 /// Stores the data set in a new repository, encrypted (format 2, default key parameters) or
@@ -181,6 +184,7 @@ async fn ingest(
     .await
     .unwrap();
     let open_secs = opening.elapsed().as_secs_f64();
+    let seed = repo.chunker(BlobKind::Data).seed();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&set.dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -216,46 +220,57 @@ async fn ingest(
         size: dir_size(repo_dir),
         overhead,
         open_secs,
+        seed,
     }
 }
 
-/// The mean of three runs (three chunker seeds, or three keys).
-fn mean_ingest(
+/// The mean of three runs: encrypted with three random keys, then unencrypted with the
+/// chunker seeds those keys derived, so that both columns cut the same chunks and differ only
+/// in encryption. (The seed alone moves the size of repetitive data by several percent.)
+fn mean_ingest_pair(
     rt: &tokio::runtime::Runtime,
     set: &DataSet,
     root: &Path,
     name: &str,
-    encrypted: bool,
-) -> Ingest {
-    // The chunker's seed is random per repository, and on repetitive data it moves chunk
-    // boundaries (and so blob counts and sizes) by several percent: average three seeds.
-    const SEEDS: [u64; 3] = [1, 2, 3];
-    let mut sum = Ingest {
+) -> (Ingest, Ingest) {
+    let zero = || Ingest {
         secs: 0.0,
         size: 0,
         overhead: 0,
         open_secs: 0.0,
+        seed: 0,
     };
-    for seed in SEEDS {
-        let run = rt.block_on(ingest(
+    let (mut plain, mut sealed) = (zero(), zero());
+    const RUNS: u64 = 3;
+    for run in 0..RUNS {
+        let enc = rt.block_on(ingest(
             set,
-            &root.join(format!("{name}-{seed}")),
-            &root.join(format!("{name}-cache-{seed}")),
-            seed,
-            encrypted,
+            &root.join(format!("{name}-encrypted-{run}")),
+            &root.join(format!("{name}-encrypted-cache-{run}")),
+            0,
+            true,
         ));
-        sum.secs += run.secs;
-        sum.size += run.size;
-        sum.overhead += run.overhead;
-        sum.open_secs += run.open_secs;
+        let pla = rt.block_on(ingest(
+            set,
+            &root.join(format!("{name}-plain-{run}")),
+            &root.join(format!("{name}-plain-cache-{run}")),
+            enc.seed,
+            false,
+        ));
+        for (sum, one) in [(&mut sealed, enc), (&mut plain, pla)] {
+            sum.secs += one.secs;
+            sum.size += one.size;
+            sum.overhead += one.overhead;
+            sum.open_secs += one.open_secs;
+        }
     }
-    let n = SEEDS.len() as u64;
-    Ingest {
-        secs: sum.secs / n as f64,
-        size: sum.size / n,
-        overhead: sum.overhead / n,
-        open_secs: sum.open_secs / n as f64,
+    for sum in [&mut plain, &mut sealed] {
+        sum.secs /= RUNS as f64;
+        sum.size /= RUNS;
+        sum.overhead /= RUNS;
+        sum.open_secs /= RUNS as f64;
     }
+    (plain, sealed)
 }
 
 fn restic(set: &DataSet, repo_dir: &Path, cache_dir: &Path) -> Option<(f64, u64)> {
@@ -332,8 +347,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut open = (0.0, 0.0);
     for (i, set) in sets.iter().enumerate() {
-        let plain = mean_ingest(&rt, set, scratch.path(), &format!("airback-{i}"), false);
-        let sealed = mean_ingest(&rt, set, scratch.path(), &format!("encrypted-{i}"), true);
+        let (plain, sealed) = mean_ingest_pair(&rt, set, scratch.path(), &format!("airback-{i}"));
         open = (plain.open_secs, sealed.open_secs);
         let mbs = |secs: f64| set.bytes as f64 / 1e6 / secs;
         let theirs = restic(

@@ -27,7 +27,9 @@
 //! `AIRBACK_BENCH_QUICK=1` (2,000 records, to try things out), `AIRBACK_BENCH_RESTIC_SIZE=N`
 //! (default: the middle size; `0` for none), `AIRBACK_BENCH_FIRST_ONLY=100000` (sizes for which
 //! only the first snapshot runs), `AIRBACK_BENCH_DIR` (work directory, default a fresh one in
-//! the temp dir), `AIRBACK_BENCH_KEEP=1` (keep repositories and exports).
+//! the temp dir), `AIRBACK_BENCH_KEEP=1` (keep repositories and exports),
+//! `AIRBACK_BENCH_INSECURE=1` (unencrypted repositories; encrypted with the default key
+//! parameters otherwise, as `airback init` makes them).
 //! Results are printed as markdown and written to `results.md` and `results.json` in the work
 //! directory.
 
@@ -68,7 +70,13 @@ struct Settings {
     work: PathBuf,
     keep: bool,
     quick: bool,
+    /// Encrypted repositories (the default, as `airback init` makes them); plaintext with
+    /// `AIRBACK_BENCH_INSECURE=1`.
+    encrypted: bool,
 }
+
+/// The password the bench's encrypted repositories use (default key parameters, as a user's).
+const BENCH_PASSWORD: &str = "airback-bench";
 
 fn env_sizes(name: &str) -> Option<Vec<usize>> {
     let text = std::env::var(name).ok()?;
@@ -118,6 +126,14 @@ impl Settings {
             work,
             keep: std::env::var("AIRBACK_BENCH_KEEP").is_ok_and(|v| v == "1"),
             quick,
+            encrypted: !std::env::var("AIRBACK_BENCH_INSECURE").is_ok_and(|v| v == "1"),
+        }
+    }
+
+    /// Gives `cmd` the repository password, or nothing for a plaintext repository.
+    fn password(&self, cmd: &mut Command) {
+        if self.encrypted {
+            cmd.env("AIRBACK_PASSWORD", BENCH_PASSWORD);
         }
     }
 }
@@ -399,8 +415,9 @@ fn snapshot(
         .env("AIRTABLE_TOKEN", &fake.token)
         .env("AIRBACK_CACHE_DIR", cache)
         .env("AIRBACK_LOG", "warn,airback::airtable=debug")
-        .env("NO_COLOR", "1")
-        .arg("-v")
+        .env("NO_COLOR", "1");
+    s.password(&mut cmd);
+    cmd.arg("-v")
         .arg("-o")
         .arg(&time_file)
         .arg(&s.bin)
@@ -876,6 +893,11 @@ fn run_size(
         let cache = dir.join("cache");
         let mut init = Command::new(&s.bin);
         init.arg("init").arg("--repo").arg(&repo).arg("--quiet");
+        if s.encrypted {
+            s.password(&mut init);
+        } else {
+            init.arg("--insecure-no-password");
+        }
         cmds.note(&init);
         let status = init.status()?;
         if !status.success() {
@@ -1004,8 +1026,13 @@ fn render(s: &Settings, reports: &[SizeReport], cmds: &Commands) -> String {
     let _ = writeln!(w, "# snapshot_large results\n");
     let _ = writeln!(
         w,
-        "Fake: `--preset large --rate {RATE}` (5 requests/s per base in any one-second window, 30 s lock after a 429). Binary: `{}`. {}\n",
+        "Fake: `--preset large --rate {RATE}` (5 requests/s per base in any one-second window, 30 s lock after a 429). Binary: `{}`. Repository: {}. {}\n",
         s.bin.display(),
+        if s.encrypted {
+            "encrypted (format 2, default Argon2id parameters)"
+        } else {
+            "unencrypted (`--insecure-no-password`, format 1)"
+        },
         if s.quick { "QUICK MODE." } else { "" }
     );
     let _ = writeln!(w, "## Setup\n");

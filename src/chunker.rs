@@ -70,6 +70,7 @@ pub struct Chunker {
     mask_l: u64,
     gear: Cow<'static, [u64]>,
     gear_ls: Cow<'static, [u64]>,
+    seed: u64,
 }
 
 impl Chunker {
@@ -83,7 +84,15 @@ impl Chunker {
             mask_l,
             gear,
             gear_ls,
+            seed,
         }
+    }
+
+    /// The gear seed this chunker was made with (format 2 derives it from the master key).
+    /// The ingest benchmark reads it to give an unencrypted repository the same chunk
+    /// boundaries as an encrypted one.
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     /// The sizes this chunker cuts at.
