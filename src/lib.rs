@@ -82,6 +82,7 @@ pub mod progress;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod snapshots;
 pub mod stored;
 
