@@ -19,7 +19,7 @@
 //! | repository | `--repo` | `AIRBACK_REPO` | `repository` | none (an error says how to give one) |
 //! | configuration file | `--config` | `AIRBACK_CONFIG` | | none |
 //! | password (first set wins, in this order) | `--password-file`, `--password-command` | `AIRBACK_PASSWORD_FILE`, `AIRBACK_PASSWORD`, `AIRBACK_PASSWORD_COMMAND` | `password_file`, `password_command` | a prompt when standard input is a terminal, else an error |
-//! | KDF parameters for new keys | | `AIRBACK_KDF_PARAMS` (`m_kib,t,p`; for tests and benchmarks) | | 131072,5,1 |
+//! | KDF parameters for new keys | | `AIRBACK_KDF_PARAMS` (`m_kib,t,p`; for tests and benchmarks) | | 65536,8,1 |
 //! | user name in a new key file | | `USER`, else `LOGNAME` | | empty |
 //! | local cache | `--no-cache`, `--cache-dir` | `AIRBACK_CACHE_DIR` | | the user's cache directory |
 //! | Airtable token | `--token-file` | `AIRTABLE_TOKEN` (after any token file) | `token_file` | none (an error says how) |
