@@ -25,7 +25,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
@@ -162,6 +163,60 @@ pub struct Backend {
     display: String,
     /// The folder of a local repository: its writes bypass opendal (see [`write_local`]).
     local: Option<PathBuf>,
+    /// Requests made so far, by every clone.
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    list: AtomicU64,
+    get: AtomicU64,
+    head: AtomicU64,
+    put: AtomicU64,
+    delete: AtomicU64,
+    bytes_read: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// Storage requests made through a [`Backend`] (and its clones), by kind, as counted by
+/// airback: one per call (a listing that the service pages counts once; a streamed upload
+/// counts once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequestStats {
+    /// Listings.
+    #[serde(rename = "LIST")]
+    pub list: u64,
+    /// Reads, whole or ranged.
+    #[serde(rename = "GET")]
+    pub get: u64,
+    /// Size lookups.
+    #[serde(rename = "HEAD")]
+    pub head: u64,
+    /// Writes.
+    #[serde(rename = "PUT")]
+    pub put: u64,
+    /// Deletions.
+    #[serde(rename = "DELETE")]
+    pub delete: u64,
+    /// Bytes downloaded.
+    pub bytes_read: u64,
+    /// Bytes uploaded.
+    pub bytes_written: u64,
+}
+
+impl RequestStats {
+    /// The requests made after `earlier` was taken.
+    pub fn since(&self, earlier: &RequestStats) -> RequestStats {
+        RequestStats {
+            list: self.list - earlier.list,
+            get: self.get - earlier.get,
+            head: self.head - earlier.head,
+            put: self.put - earlier.put,
+            delete: self.delete - earlier.delete,
+            bytes_read: self.bytes_read - earlier.bytes_read,
+            bytes_written: self.bytes_written - earlier.bytes_written,
+        }
+    }
 }
 
 impl fmt::Debug for Backend {
@@ -400,6 +455,7 @@ impl Backend {
             op,
             display,
             local: local_root,
+            counters: Arc::default(),
         })
     }
 
@@ -424,8 +480,29 @@ impl Backend {
         }
     }
 
+    /// The requests made so far through this backend and its clones.
+    pub fn requests(&self) -> RequestStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RequestStats {
+            list: load(&c.list),
+            get: load(&c.get),
+            head: load(&c.head),
+            put: load(&c.put),
+            delete: load(&c.delete),
+            bytes_read: load(&c.bytes_read),
+            bytes_written: load(&c.bytes_written),
+        }
+    }
+
+    fn count(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Writes a whole object in one request.
     pub async fn write(&self, path: &str, bytes: Vec<u8>) -> Result<(), BackendError> {
+        Self::count(&self.counters.put, 1);
+        Self::count(&self.counters.bytes_written, bytes.len() as u64);
         if let Some(root) = &self.local {
             let (root, rel) = (root.clone(), path.to_string());
             return tokio::task::spawn_blocking(move || write_local(&root, &rel, &bytes))
@@ -443,11 +520,15 @@ impl Backend {
 
     /// Reads a whole object.
     pub async fn read(&self, path: &str) -> Result<Vec<u8>, BackendError> {
-        self.op
+        Self::count(&self.counters.get, 1);
+        let bytes = self
+            .op
             .read(path)
             .await
             .map(|b| b.to_vec())
-            .map_err(|e| self.err("read", path, e))
+            .map_err(|e| self.err("read", path, e))?;
+        Self::count(&self.counters.bytes_read, bytes.len() as u64);
+        Ok(bytes)
     }
 
     /// Reads the bytes `range` of an object.
@@ -455,16 +536,21 @@ impl Backend {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        self.op
+        Self::count(&self.counters.get, 1);
+        let bytes = self
+            .op
             .read_with(path)
             .range(range)
             .await
             .map(|b| b.to_vec())
-            .map_err(|e| self.err("read", path, e))
+            .map_err(|e| self.err("read", path, e))?;
+        Self::count(&self.counters.bytes_read, bytes.len() as u64);
+        Ok(bytes)
     }
 
     /// The size of an object, or `None` when it does not exist.
     pub async fn size(&self, path: &str) -> Result<Option<u64>, BackendError> {
+        Self::count(&self.counters.head, 1);
         match self.op.stat(path).await {
             Ok(meta) => Ok(Some(meta.content_length())),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -475,6 +561,7 @@ impl Backend {
     /// Every object below the directory `dir` (which ends with `/`), recursively, with paths
     /// relative to `dir`. Directories themselves are not listed.
     pub async fn list(&self, dir: &str) -> Result<Vec<ListEntry>, BackendError> {
+        Self::count(&self.counters.list, 1);
         let entries = match self.op.list_with(dir).recursive(true).await {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -513,13 +600,17 @@ impl Backend {
         chunks: &mut (impl futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin),
     ) -> Result<(), BackendError> {
         use futures::StreamExt;
+        Self::count(&self.counters.put, 1);
         if let Some(root) = &self.local {
             let mut file = LocalFile::create(root, path)
                 .await
                 .map_err(|e| self.err("write", path, io_failure(e)))?;
             while let Some(chunk) = chunks.next().await {
                 let written = match chunk {
-                    Ok(chunk) => file.write(&chunk).await.map_err(io_failure),
+                    Ok(chunk) => {
+                        Self::count(&self.counters.bytes_written, chunk.len() as u64);
+                        file.write(&chunk).await.map_err(io_failure)
+                    }
                     Err(e) => Err(opendal::Error::new(ErrorKind::Unexpected, e.to_string())),
                 };
                 if let Err(e) = written {
@@ -549,6 +640,7 @@ impl Backend {
                     ));
                 }
             };
+            Self::count(&self.counters.bytes_written, chunk.len() as u64);
             writer
                 .write(chunk)
                 .await
@@ -578,6 +670,7 @@ impl Backend {
 
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, path: &str) -> Result<(), BackendError> {
+        Self::count(&self.counters.delete, 1);
         self.op
             .delete(path)
             .await

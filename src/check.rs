@@ -239,6 +239,8 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
 
     // 3. Packs: present, right size, header agrees with the index.
     let listed: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
+    let mut index = index;
+    add_marked_packs(&mut index, &listed, &mut report);
     check_packs(repo, &index, &listed, &mut report, &mut damage).await?;
 
     // 4. Contents. A pack whose header was unusable is read too: its blobs may still decode.
@@ -285,6 +287,8 @@ struct CheckedIndex {
     blobs: HashMap<(BlobId, BlobKind), Located>,
     /// Packs that `airback repair index` recorded as dropped, with why.
     recorded_bad: HashMap<PackId, String>,
+    /// Packs that prune marked for deletion and no effective file lists as live.
+    marked: HashMap<PackId, IndexPack>,
 }
 
 /// Every snapshot that can be read; the others are reported as damaged.
@@ -370,15 +374,19 @@ async fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Check
     let mut recorded_bad: HashMap<PackId, String> = HashMap::new();
     let mut packs: HashMap<PackId, IndexPack> = HashMap::new();
     let mut blobs: HashMap<(BlobId, BlobKind), Located> = HashMap::new();
+    let mut marked: HashMap<PackId, IndexPack> = HashMap::new();
     for (id, file) in files {
         if superseded.contains(&id) {
             report.warnings.push(format!(
-                "index file {id} is superseded by a newer one (left by an interrupted repair); `airback repair index` removes it"
+                "index file {id} is superseded by a newer one (left by an interrupted prune or repair); the next `airback prune` or `airback repair index` removes it"
             ));
             continue;
         }
         for d in file.damaged_packs {
             recorded_bad.insert(d.id, d.reason);
+        }
+        for m in file.packs_to_delete {
+            marked.insert(m.pack.id, m.pack);
         }
         for p in file.packs {
             if let Some(existing) = packs.get(&p.id) {
@@ -401,11 +409,50 @@ async fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Check
             packs.insert(p.id, p);
         }
     }
+    marked.retain(|id, _| !packs.contains_key(id));
     Ok(CheckedIndex {
         packs,
         blobs,
         recorded_bad,
+        marked,
     })
+}
+
+/// Packs marked for deletion that are still in storage are checked like the others (readers
+/// may still read them, and a snapshot saved while prune ran may need them until the next
+/// prune recovers them); marked packs already deleted are fine (docs/FORMAT.md, "Deletion").
+fn add_marked_packs(
+    index: &mut CheckedIndex,
+    listed: &HashMap<PackId, u64>,
+    report: &mut CheckReport,
+) {
+    let marked = std::mem::take(&mut index.marked);
+    let total = marked.len();
+    let mut present = 0;
+    for (id, p) in marked {
+        if !listed.contains_key(&id) {
+            continue;
+        }
+        present += 1;
+        for b in &p.blobs {
+            let entry = index
+                .blobs
+                .entry((b.id, p.kind))
+                .or_insert_with(|| Located {
+                    packs: Vec::new(),
+                    dict_compressed: false,
+                });
+            entry.packs.push((p.id, *b, p.salt));
+            entry.dict_compressed |= b.compression == codec::Compression::ZstdDict;
+        }
+        index.packs.insert(id, p);
+    }
+    if total > 0 {
+        report.warnings.push(format!(
+            "{} marked for deletion by prune ({present} still in storage); a later `airback prune` deletes them",
+            if total == 1 { "1 pack is".to_owned() } else { format!("{total} packs are") }
+        ));
+    }
 }
 
 /// Every indexed pack is in storage with its indexed size and a header that agrees with the

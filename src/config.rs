@@ -28,12 +28,19 @@
 //!       - { table: Sales.EU, field: Margin }
 //!       - { table: Tasks, field: Draft, optional: true }
 //!     attachments: false                   # per-base override: a bool (download) or a map as above
-//! retention:                               # validated now, used by `forget`
+//!     retention:                           # optional: this base's own keep rules, replacing the top-level ones
+//!       keep_daily: 90
+//! retention:                               # the keep rules `forget --config` applies (restic's)
 //!   keep_last: 3
+//!   keep_hourly: 24
 //!   keep_daily: 7
 //!   keep_weekly: 4
 //!   keep_monthly: 12
 //!   keep_yearly: 3
+//!   keep_within: 30d                       # every snapshot of the 30 days before the latest ([Ny][Nm][Nd][Nh])
+//!   keep_tags: ["important", "audit,q4"]   # snapshots with these tags (a,b: both); "" = untagged
+//!   time_zone: UTC                         # calendar of the periods: UTC (default), local, or Europe/Paris...
+//!   after_snapshot: false                  # true: `snapshot --config` runs forget for its bases afterwards
 //! ```
 //!
 //! Rules the parser enforces:
@@ -70,8 +77,10 @@
 //! - Per-base `attachments` inherits every key it does not set from the top-level
 //!   `attachments`, which in turn defaults to `download: true, concurrency: 8`. A bare bool
 //!   (`attachments: false`) sets only `download`; it is accepted at the top level too.
-//! - `retention` values are non-negative integers, and a `retention` section must keep
-//!   something: at least one rule above zero.
+//! - `retention` counts are non-negative integers, and a `retention` section must keep
+//!   something: a count above zero, `keep_within` or `keep_tags`. A base's own section replaces
+//!   the top-level one for that base as a whole (no key-by-key merging); `time_zone` and
+//!   `after_snapshot` belong to the top-level section only.
 //!
 //! Relative paths (`token_file`, `password_file`, a local `repository`) are used as written, that is relative to
 //! the working directory of the process; use absolute paths for scheduled jobs.
@@ -84,6 +93,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::retention::{CalendarDuration, TagList};
 
 /// The most attachment downloads a base may run at once.
 pub const MAX_ATTACHMENT_CONCURRENCY: usize = 64;
@@ -147,6 +158,8 @@ pub struct BaseConfig {
     /// This base's own attachment settings, already completed from the top-level ones; `None`
     /// when the base has no override. Use [`Config::attachments_for`] to get the effective value.
     pub attachments: Option<AttachmentSettings>,
+    /// This base's own keep rules, replacing the top-level `retention` as a whole.
+    pub retention: Option<Retention>,
 }
 
 impl BaseConfig {
@@ -158,6 +171,7 @@ impl BaseConfig {
             tables: TableFilter::default(),
             exclude_fields: Vec::new(),
             attachments: None,
+            retention: None,
         }
     }
 
@@ -295,17 +309,22 @@ impl fmt::Display for FieldRef {
     }
 }
 
-/// How many snapshots a later `forget` keeps, restic-style. `None` means the rule is not used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// The keep rules `forget --config` applies (restic's semantics; see `crate::retention`). A
+/// rule left out (or a count of 0) is not used.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(
     default,
     deny_unknown_fields,
-    expecting = "a map of keep_last, keep_daily, keep_weekly, keep_monthly, keep_yearly"
+    expecting = "a map of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, \
+                 keep_yearly, keep_within, keep_tags, time_zone, after_snapshot"
 )]
 pub struct Retention {
     /// The most recent snapshots.
     #[serde(deserialize_with = "keep_count")]
     pub keep_last: Option<u32>,
+    /// The last snapshot of each of this many hours.
+    #[serde(deserialize_with = "keep_count")]
+    pub keep_hourly: Option<u32>,
     /// The last snapshot of each of this many days.
     #[serde(deserialize_with = "keep_count")]
     pub keep_daily: Option<u32>,
@@ -318,6 +337,18 @@ pub struct Retention {
     /// The last snapshot of each of this many years.
     #[serde(deserialize_with = "keep_count")]
     pub keep_yearly: Option<u32>,
+    /// Every snapshot newer than the latest minus this duration (`30d`, `1y6m`).
+    #[serde(deserialize_with = "parsed")]
+    pub keep_within: Option<CalendarDuration>,
+    /// Snapshots carrying every tag of one of these lists (`"a,b"`; `""` for untagged).
+    #[serde(deserialize_with = "parsed_list")]
+    pub keep_tags: Vec<TagList>,
+    /// The zone whose calendar sets days, weeks, months and years: `UTC` (the default),
+    /// `local`, or an IANA name such as `Europe/Paris`. Top-level section only.
+    pub time_zone: Option<String>,
+    /// Whether `snapshot --config` runs `forget` for the bases it backed up after each run.
+    /// Top-level section only.
+    pub after_snapshot: bool,
 }
 
 impl Retention {
@@ -325,6 +356,7 @@ impl Retention {
     pub fn keeps_anything(&self) -> bool {
         [
             self.keep_last,
+            self.keep_hourly,
             self.keep_daily,
             self.keep_weekly,
             self.keep_monthly,
@@ -332,7 +364,35 @@ impl Retention {
         ]
         .into_iter()
         .any(|n| n.unwrap_or(0) > 0)
+            || self.keep_within.is_some()
+            || !self.keep_tags.is_empty()
     }
+}
+
+/// A value written as a string and parsed with `FromStr` (its error becomes the message).
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    let text: Option<String> = Option::deserialize(d)?;
+    text.map(|t| t.parse().map_err(de::Error::custom))
+        .transpose()
+}
+
+/// A list of strings, each parsed with `FromStr`.
+fn parsed_list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    let texts: Vec<String> = Vec::deserialize(d)?;
+    texts
+        .iter()
+        .map(|t| t.parse().map_err(de::Error::custom))
+        .collect()
 }
 
 /// Why a configuration file could not be used.
@@ -406,6 +466,11 @@ impl Config {
         self.bases.iter().find(|b| b.id == id)
     }
 
+    /// Whether the file has a `retention` section, at the top or in a base.
+    pub fn has_retention(&self) -> bool {
+        self.retention.is_some() || self.bases.iter().any(|b| b.retention.is_some())
+    }
+
     /// The attachment settings that apply to `base`: its override, else the top-level settings.
     pub fn attachments_for(&self, base: &BaseConfig) -> AttachmentSettings {
         base.attachments.unwrap_or(self.attachments)
@@ -476,6 +541,8 @@ struct RawBase {
     exclude_fields: Vec<FieldRef>,
     #[serde(default)]
     attachments: Option<RawAttachments>,
+    #[serde(default)]
+    retention: Option<Retention>,
 }
 
 impl RawConfig {
@@ -548,13 +615,34 @@ impl RawConfig {
                 }
             }
         }
-        if self.retention.is_some_and(|r| !r.keeps_anything()) {
-            return Err(
-                "`retention` would keep no snapshots; set at least one of keep_last, \
-                        keep_daily, keep_weekly, keep_monthly, keep_yearly above 0, or remove \
-                        the section"
-                    .into(),
-            );
+        let sections = self
+            .retention
+            .iter()
+            .map(|r| ("`retention`".to_owned(), r, true));
+        let per_base = self.bases.iter().filter_map(|b| {
+            let r = b.retention.as_ref()?;
+            Some((format!("base {}: `retention`", b.id.0), r, false))
+        });
+        for (name, r, top) in sections.chain(per_base) {
+            if !r.keeps_anything() {
+                return Err(format!(
+                    "{name} would keep no snapshots; set at least one of keep_last, \
+                     keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly above 0, \
+                     or keep_within or keep_tags, or remove the section"
+                ));
+            }
+            if !top && (r.time_zone.is_some() || r.after_snapshot) {
+                return Err(format!(
+                    "{name}: `time_zone` and `after_snapshot` apply to every base; move them \
+                     to the top-level `retention` section"
+                ));
+            }
+            if r.time_zone.as_deref().is_some_and(|z| z.trim().is_empty()) {
+                return Err(format!(
+                    "{name}: `time_zone` is empty; use UTC, local or an IANA name such as \
+                     Europe/Paris, or remove the key"
+                ));
+            }
         }
 
         let attachments = self
@@ -571,6 +659,7 @@ impl RawConfig {
                 tables: b.tables,
                 exclude_fields: b.exclude_fields,
                 attachments: b.attachments.map(|a| a.over(attachments)),
+                retention: b.retention,
             })
             .collect();
         Ok(Config {
@@ -933,12 +1022,19 @@ bases:
       exclude: [Archive]
     exclude_fields: [\"Tasks.Internal notes\", \"tblAAAAAAAAAAAAAA.fldBBBBBBBBBBBBBB\"]
     attachments: false
+    retention:
+      keep_daily: 90
 retention:
   keep_last: 3
+  keep_hourly: 24
   keep_daily: 7
   keep_weekly: 4
   keep_monthly: 12
   keep_yearly: 3
+  keep_within: 30d
+  keep_tags: [important, \"audit,q4\", \"\"]
+  time_zone: Europe/Paris
+  after_snapshot: true
 ";
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -1004,13 +1100,26 @@ retention:
                     download: false,
                     concurrency: 8,
                 }),
+                retention: Some(Retention {
+                    keep_daily: Some(90),
+                    ..Retention::default()
+                }),
             }],
             retention: Some(Retention {
                 keep_last: Some(3),
+                keep_hourly: Some(24),
                 keep_daily: Some(7),
                 keep_weekly: Some(4),
                 keep_monthly: Some(12),
                 keep_yearly: Some(3),
+                keep_within: Some("30d".parse().unwrap()),
+                keep_tags: vec![
+                    "important".parse().unwrap(),
+                    "audit,q4".parse().unwrap(),
+                    "".parse().unwrap(),
+                ],
+                time_zone: Some("Europe/Paris".into()),
+                after_snapshot: true,
             }),
         };
         assert_eq!(config, expected);
@@ -1115,10 +1224,10 @@ retention:
             "{msg}"
         );
         let msg = parse_err(&format!(
-            "bases: [{{id: {BASE}}}]\nretention:\n  keep_hourly: 1\n"
+            "bases: [{{id: {BASE}}}]\nretention:\n  keep_hurly: 1\n"
         ));
         assert!(
-            msg.contains("`keep_hourly`") && msg.contains("line 3,"),
+            msg.contains("`keep_hurly`") && msg.contains("line 3,"),
             "{msg}"
         );
     }
@@ -1183,6 +1292,26 @@ retention:
         assert!(msg.contains("keep no snapshots"), "{msg}");
         let config = parse(&format!("bases: [{{id: {BASE}}}]\nretention:\n")).unwrap();
         assert_eq!(config.retention, None);
+        let config = parse(&format!(
+            "bases: [{{id: {BASE}}}]\nretention: {{keep_within: 2d12h}}\n"
+        ))
+        .unwrap();
+        assert!(config.retention.unwrap().keeps_anything());
+        let msg = parse_err(&format!(
+            "bases: [{{id: {BASE}}}]\nretention:\n  keep_within: 2w\n"
+        ));
+        assert!(msg.contains("line 3,") && msg.contains("2w"), "{msg}");
+        let msg = invalid_err(&format!(
+            "bases: [{{id: {BASE}, retention: {{keep_last: 1, time_zone: UTC}}}}]\n"
+        ));
+        assert!(msg.contains("top-level"), "{msg}");
+        let msg = invalid_err(&format!(
+            "bases: [{{id: {BASE}, retention: {{keep_daily: 0}}}}]\n"
+        ));
+        assert!(
+            msg.contains(&format!("base {BASE}: `retention` would keep no")),
+            "{msg}"
+        );
     }
 
     #[test]

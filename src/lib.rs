@@ -75,10 +75,12 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod export;
+pub mod forget;
 pub mod id;
 #[doc(hidden)]
 pub mod internals;
 pub mod progress;
+pub mod prune;
 pub mod repair;
 pub mod repo;
 pub mod restore;
@@ -98,8 +100,10 @@ pub use check::{CheckOptions, CheckReport, check};
 pub use config::{Config, ConfigError};
 pub use crypto::{KdfParams, KeyMeta, Password};
 pub use export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output, export};
+pub use forget::{ForgetError, ForgetOptions, ForgetPlan, Policies};
 pub use id::{BlobId, SnapshotId};
 pub use progress::{NoProgress, Progress};
+pub use prune::{PruneError, PruneOptions, PruneSummary, prune};
 pub use repair::{repair_index, repair_snapshots};
 pub use repo::{
     CacheChoice, Exclusive, InitEncryption, InitOptions, KeyInfo, RepoError, Repository, Snapshot,

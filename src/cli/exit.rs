@@ -31,6 +31,9 @@ pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
         {
             return USAGE;
         }
+        if cause.is::<super::forget::NoRule>() {
+            return USAGE;
+        }
         if let Some(crate::restore::RestoreError::SameBase(_)) = cause.downcast_ref() {
             return USAGE;
         }

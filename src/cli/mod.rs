@@ -8,11 +8,13 @@ mod cancel;
 mod demo;
 pub(crate) mod exit;
 mod export;
+mod forget;
 mod key;
 mod logging;
 mod password;
 pub(crate) mod print;
 mod progress;
+mod prune;
 mod repair;
 mod restore;
 mod settings;
@@ -73,7 +75,7 @@ struct GlobalArgs {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Read the repository without locking it (when it is read-only or full); only for
-    /// commands that read: check, export, restore, snapshots, show, key list
+    /// commands that read: check, export, restore, snapshots, show, key list, forget --dry-run
     #[arg(long, global = true)]
     no_lock: bool,
     /// YAML configuration: repository, password, bases, tables, fields (see README)
@@ -122,6 +124,11 @@ enum Command {
     Check(CheckArgs),
     /// Write a snapshot as a tar or zip archive, a folder, or a SQLite database
     Export(export::ExportArgs),
+    /// Remove snapshots by keep rules (per base: last, hourly, daily, weekly, monthly, yearly,
+    /// within, tags)
+    Forget(forget::ForgetArgs),
+    /// Free the storage no snapshot uses: delete unused packs, repack partly used ones
+    Prune(prune::PruneArgs),
     /// Repair a damaged repository: `repair index`, then `repair snapshots`
     Repair(repair::RepairArgs),
     /// Manage the passwords of an encrypted repository: `key list | add | remove ID | passwd`
@@ -221,15 +228,20 @@ fn usage_error(message: &str) -> ! {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let writes = match &cli.command {
-        Command::Init(_) | Command::Snapshot(_) | Command::Demo(_) | Command::Repair(_) => true,
+        Command::Init(_)
+        | Command::Snapshot(_)
+        | Command::Demo(_)
+        | Command::Repair(_)
+        | Command::Prune(_) => true,
         Command::Key(key) => key.writes(),
+        Command::Forget(forget) => forget.writes(),
         _ => false,
     };
     if cli.global.no_lock && writes {
         usage_error(
             "--no-lock is for commands that only read a repository (check, export, restore, \
-             snapshots, show, key list); init, snapshot, repair, key add, key remove, key \
-             passwd and demo write to one",
+             snapshots, show, key list, forget --dry-run); init, snapshot, forget, prune, \
+             repair, key add, key remove, key passwd and demo write to one",
         );
     }
     // clap checks these conflicts only among flags given on the same side of the command
@@ -306,6 +318,8 @@ async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
         Command::Restore(args) => restore::run(g, args).await,
         Command::Check(args) => check(g, args).await,
         Command::Export(args) => export::export(g, args).await,
+        Command::Forget(args) => forget::run(g, args).await,
+        Command::Prune(args) => prune::run(g, args).await,
         Command::Repair(args) => repair::run(g, args).await,
         Command::Key(args) => key::run(g, args).await,
         #[cfg(feature = "fake")]

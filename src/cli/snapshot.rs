@@ -139,12 +139,19 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
         }
         Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
     }
+    // The writer lock before the index is read for deduplication (docs/FORMAT.md,
+    // "Deletion"): a prune running now or later then keeps what this run may rely on.
+    let writer_lock = repo
+        .lock_writer("snapshot")
+        .await
+        .context("cannot write the writer lock")?;
     // Once, before the first base (`backup_base` leaves it to its caller).
     repo.adopt_unindexed_packs()
         .await
         .context("cannot list the repository's packs to adopt those an interrupted run left")?;
     let mut code = exit::OK;
     let mut failed = Vec::new();
+    let mut saved = Vec::new();
     for job in &jobs {
         let progress = progress::for_backup(!printer.shows_progress(), &job.base_id);
         match backup_base(&repo, &client, job, progress).await {
@@ -153,6 +160,7 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
                     code = exit::PARTIAL;
                 }
                 print_summary(printer, &summary)?;
+                saved.push(job.base_id.clone());
             }
             Err(err) => {
                 code = exit::ERROR;
@@ -175,6 +183,14 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
             jobs.len(),
             failed.join(", ")
         );
+    }
+    writer_lock.release().await?;
+    if let Some(config) = config.filter(|c| c.retention.as_ref().is_some_and(|r| r.after_snapshot))
+        && !saved.is_empty()
+        && let Err(e) = super::forget::after_snapshot(settings, &repo, config, saved).await
+    {
+        err!("error: {e:#}");
+        code = exit::ERROR;
     }
     Ok(code)
 }

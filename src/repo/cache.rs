@@ -19,10 +19,10 @@ use crate::codec::Compression;
 use crate::crypto::Salt;
 use crate::id::{BlobId, DictId, IndexId, PackId, RepoId};
 use crate::repo::index::IndexFile;
-use crate::repo::pack::BlobKind;
+use crate::repo::pack::{BlobKind, PackedBlob};
 
 /// Bumped when the cache's tables change; an older cache is rebuilt.
-const CACHE_SCHEMA_VERSION: i32 = 4;
+const CACHE_SCHEMA_VERSION: i32 = 5;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +41,30 @@ pub struct BlobLocation {
     pub compression: Compression,
     /// The pack's salt (format 2).
     pub salt: Option<Salt>,
+}
+
+/// A pack as the effective index describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CachedPack {
+    /// The pack.
+    pub id: PackId,
+    /// The kind of its blobs.
+    pub kind: BlobKind,
+    /// Its indexed size.
+    pub size: u64,
+    /// Its salt (format 2).
+    pub salt: Option<Salt>,
+    /// When it was marked for deletion; `None` when it is live.
+    pub marked: Option<String>,
+}
+
+/// Forgets every loaded index file and what it said (bad packs, values and dictionaries
+/// stay), so that the next sync loads every file again.
+fn forget_index(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "DELETE FROM blobs; DELETE FROM packs; DELETE FROM entries; DELETE FROM superseded;
+         DELETE FROM index_files;",
+    )
 }
 
 /// The cache database.
@@ -161,8 +185,46 @@ fn mark_bad(tx: &rusqlite::Transaction<'_>, id: &PackId, reason: &str) -> rusqli
         params![&id.0[..], reason],
     )?;
     tx.execute("DELETE FROM blobs WHERE pack = ?1", params![&id.0[..]])?;
+    tx.execute("DELETE FROM entries WHERE pack = ?1", params![&id.0[..]])?;
     tx.execute("DELETE FROM packs WHERE id = ?1", params![&id.0[..]])?;
     Ok(())
+}
+
+/// Sets a pack's state from the entries that effective index files have for it: live if any
+/// lists it under `packs` ("live wins"), else marked at the latest time given; a pack no entry
+/// names any more is forgotten with its blobs.
+fn settle_pack(tx: &rusqlite::Transaction<'_>, pack: &[u8]) -> rusqlite::Result<()> {
+    let (count, live, marked): (i64, i64, Option<String>) = tx
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(marked IS NULL), 0), MAX(marked) FROM entries
+             WHERE pack = ?1",
+        )?
+        .query_row(params![pack], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    if count == 0 {
+        tx.prepare_cached("DELETE FROM blobs WHERE pack = ?1")?
+            .execute(params![pack])?;
+        tx.prepare_cached("DELETE FROM packs WHERE id = ?1")?
+            .execute(params![pack])?;
+    } else {
+        tx.prepare_cached("UPDATE packs SET marked = ?2 WHERE id = ?1")?
+            .execute(params![pack, if live > 0 { None } else { marked }])?;
+    }
+    Ok(())
+}
+
+/// Forgets the entries of index file `file`, and settles the packs it named. Returns whether
+/// it had any.
+fn drop_entries(tx: &rusqlite::Transaction<'_>, file: &[u8]) -> rusqlite::Result<bool> {
+    let packs: Vec<Vec<u8>> = tx
+        .prepare_cached("SELECT pack FROM entries WHERE file = ?1")?
+        .query_map(params![file], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    tx.prepare_cached("DELETE FROM entries WHERE file = ?1")?
+        .execute(params![file])?;
+    for pack in &packs {
+        settle_pack(tx, pack)?;
+    }
+    Ok(!packs.is_empty())
 }
 
 impl Cache {
@@ -225,17 +287,26 @@ impl Cache {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS packs;
                  DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS kv;
-                 DROP TABLE IF EXISTS bad_packs; DROP TABLE IF EXISTS dictionaries;",
+                 DROP TABLE IF EXISTS bad_packs; DROP TABLE IF EXISTS dictionaries;
+                 DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS superseded;",
             )?;
         }
+        // `entries`: which loaded index file lists which pack, and whether as marked for
+        // deletion. `packs` and `blobs` hold what the effective (not superseded) files say:
+        // every copy of a blob, and each pack's state (`marked` NULL = live).
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS superseded (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS entries (pack BLOB NOT NULL, file BLOB NOT NULL,
+                 marked TEXT NULL, PRIMARY KEY (pack, file)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS entries_by_file ON entries (file);
              CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, kind INTEGER NOT NULL,
-                 size INTEGER NOT NULL, salt BLOB NULL) WITHOUT ROWID;
+                 size INTEGER NOT NULL, salt BLOB NULL, marked TEXT NULL) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS blobs (id BLOB NOT NULL, kind INTEGER NOT NULL,
                  pack BLOB NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL,
                  raw_length INTEGER NOT NULL, compression INTEGER NOT NULL,
-                 PRIMARY KEY (id, kind)) WITHOUT ROWID;
+                 PRIMARY KEY (id, kind, pack)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
              CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS bad_packs (id BLOB PRIMARY KEY, reason TEXT NOT NULL)
                  WITHOUT ROWID;
@@ -265,7 +336,9 @@ impl Cache {
         rows.map(|r| r.map(|b| IndexId(id32(b)))).collect()
     }
 
-    /// Loads one index file's entries. A blob already known keeps its first location. Packs
+    /// Loads one index file's entries: its `packs` as live, its `packs_to_delete` as marked
+    /// (a pack live in any effective file stays live). A file that a loaded file supersedes is
+    /// recorded as loaded without entries, and the files it supersedes lose theirs. Packs
     /// recorded as bad are skipped, unless `written_here`: this process has just stored (or
     /// read and verified) every pack of the file, so they are sound whatever was recorded
     /// before (a pack stored again after it was lost has the same id, its content's hash).
@@ -289,15 +362,35 @@ impl Cache {
             for dict in &file.dictionaries {
                 dict_stmt.execute(params![&dict.0[..]])?;
             }
+        }
+        let superseded = tx
+            .prepare("SELECT 1 FROM superseded WHERE id = ?1")?
+            .exists(params![&id.0[..]])?;
+        if !superseded {
+            for old in &file.supersedes {
+                tx.execute(
+                    "INSERT OR IGNORE INTO superseded (id) VALUES (?1)",
+                    params![&old.0[..]],
+                )?;
+                drop_entries(&tx, &old.0)?;
+            }
+            let listed = file.packs.iter().map(|p| (p, None));
+            let marked = file
+                .packs_to_delete
+                .iter()
+                .map(|m| (&m.pack, Some(m.marked.as_str())));
             let mut bad_stmt = tx.prepare("SELECT 1 FROM bad_packs WHERE id = ?1")?;
             let mut pack_stmt = tx.prepare(
                 "INSERT OR IGNORE INTO packs (id, kind, size, salt) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut entry_stmt = tx.prepare(
+                "INSERT OR REPLACE INTO entries (pack, file, marked) VALUES (?1, ?2, ?3)",
             )?;
             let mut blob_stmt = tx.prepare(
                 "INSERT OR IGNORE INTO blobs (id, pack, kind, offset, length, raw_length, compression)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for pack in &file.packs {
+            for (pack, marked) in listed.chain(marked) {
                 if bad_stmt.exists(params![&pack.id.0[..]])? {
                     continue;
                 }
@@ -308,6 +401,7 @@ impl Cache {
                     pack.size as i64,
                     pack.salt.as_ref().map(|s| &s[..])
                 ])?;
+                entry_stmt.execute(params![&pack.id.0[..], &id.0[..], marked])?;
                 for b in &pack.blobs {
                     blob_stmt.execute(params![
                         &b.id.0[..],
@@ -319,19 +413,106 @@ impl Cache {
                         b.compression.to_byte()
                     ])?;
                 }
+                settle_pack(&tx, &pack.id.0)?;
             }
-            tx.execute(
-                "INSERT OR IGNORE INTO index_files (id) VALUES (?1)",
-                params![&id.0[..]],
-            )?;
+        }
+        tx.execute(
+            "INSERT OR IGNORE INTO index_files (id) VALUES (?1)",
+            params![&id.0[..]],
+        )?;
+        tx.commit()
+    }
+
+    /// Forgets index files that are gone from storage (prune and repair delete the files they
+    /// replaced), with their entries. Incremental: the rest of the cache stays.
+    pub(crate) fn drop_index_files(&self, ids: &[IndexId]) -> rusqlite::Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in ids {
+            drop_entries(&tx, &id.0)?;
+            tx.execute("DELETE FROM index_files WHERE id = ?1", params![&id.0[..]])?;
+            tx.execute("DELETE FROM superseded WHERE id = ?1", params![&id.0[..]])?;
         }
         tx.commit()
     }
 
-    /// Packs known from loaded index files, with their indexed sizes.
-    pub(crate) fn pack_sizes(&self) -> rusqlite::Result<std::collections::HashMap<PackId, u64>> {
+    /// Every pack the effective index names, live or marked.
+    pub(crate) fn packs(&self) -> rusqlite::Result<Vec<CachedPack>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id, size FROM packs")?;
+        let mut stmt =
+            conn.prepare("SELECT id, kind, size, salt, marked FROM packs ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CachedPack {
+                id: PackId(id32(r.get(0)?)),
+                kind: kind_from_int(r.get(1)?),
+                size: r.get::<_, i64>(2)? as u64,
+                salt: r
+                    .get::<_, Option<Vec<u8>>>(3)?
+                    .and_then(|s| Salt::try_from(s.as_slice()).ok()),
+                marked: r.get(4)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The blobs of one pack, in pack order.
+    pub(crate) fn pack_blobs(&self, pack: &PackId) -> rusqlite::Result<Vec<PackedBlob>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, offset, length, raw_length, compression FROM blobs WHERE pack = ?1
+             ORDER BY offset",
+        )?;
+        let rows = stmt.query_map(params![&pack.0[..]], |r| {
+            Ok(PackedBlob {
+                id: BlobId(id32(r.get(0)?)),
+                offset: r.get(1)?,
+                length: r.get(2)?,
+                raw_length: r.get(3)?,
+                compression: Compression::from_byte(r.get::<_, u8>(4)?)
+                    .unwrap_or(Compression::Zstd),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Calls `f(blob, kind, pack, stored length)` for every copy of every blob the effective
+    /// index names, one row at a time (the index is never held in memory).
+    pub(crate) fn for_each_blob(
+        &self,
+        mut f: impl FnMut(BlobId, BlobKind, PackId, u32),
+    ) -> rusqlite::Result<()> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, kind, pack, length FROM blobs")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            f(
+                BlobId(id32(r.get(0)?)),
+                kind_from_int(r.get(1)?),
+                PackId(id32(r.get(2)?)),
+                r.get(3)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Packs known from loaded index files, live or marked, with their indexed sizes.
+    pub(crate) fn pack_sizes(&self) -> rusqlite::Result<std::collections::HashMap<PackId, u64>> {
+        self.pack_sizes_where("1")
+    }
+
+    /// Live packs (not marked for deletion), with their indexed sizes.
+    pub(crate) fn live_pack_sizes(
+        &self,
+    ) -> rusqlite::Result<std::collections::HashMap<PackId, u64>> {
+        self.pack_sizes_where("marked IS NULL")
+    }
+
+    fn pack_sizes_where(
+        &self,
+        condition: &str,
+    ) -> rusqlite::Result<std::collections::HashMap<PackId, u64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT id, size FROM packs WHERE {condition}"))?;
         let rows = stmt.query_map([], |r| {
             Ok((PackId(id32(r.get(0)?)), r.get::<_, i64>(1)? as u64))
         })?;
@@ -360,7 +541,7 @@ impl Cache {
             }
         }
         if !fresh.is_empty() {
-            tx.execute("DELETE FROM index_files", [])?;
+            forget_index(&tx)?;
         }
         tx.commit()?;
         Ok(fresh)
@@ -388,7 +569,7 @@ impl Cache {
             }
         }
         if removed > 0 {
-            tx.execute("DELETE FROM index_files", [])?;
+            forget_index(&tx)?;
         }
         tx.commit()?;
         Ok(removed)
@@ -409,20 +590,14 @@ impl Cache {
             .exists(params![Compression::ZstdDict.to_byte()])
     }
 
-    /// Forgets everything (used when an index file disappeared, e.g. after a prune). One
-    /// transaction, blobs first: an interrupted clear never leaves blobs whose index file is
-    /// forgotten.
-    pub(crate) fn clear(&self) -> rusqlite::Result<()> {
-        self.conn().execute_batch(
-            "BEGIN; DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files;
-             DELETE FROM dictionaries; COMMIT;",
-        )
-    }
-
-    /// Whether the index has the blob as a blob of `kind`.
+    /// Whether a live pack (not marked for deletion) holds the blob as a blob of `kind`: only
+    /// such a blob counts as stored (docs/FORMAT.md, "Deletion").
     pub fn has_blob(&self, id: &BlobId, kind: BlobKind) -> rusqlite::Result<bool> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 AND kind = ?2")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT 1 FROM blobs b JOIN packs p ON p.id = b.pack
+             WHERE b.id = ?1 AND b.kind = ?2 AND p.marked IS NULL",
+        )?;
         stmt.exists(params![&id.0[..], kind_to_int(kind)])
     }
 
@@ -439,7 +614,8 @@ impl Cache {
         }
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT 1 FROM blobs WHERE id = ?1 AND kind = ?2 AND compression <> ?3",
+            "SELECT 1 FROM blobs b JOIN packs p ON p.id = b.pack
+             WHERE b.id = ?1 AND b.kind = ?2 AND b.compression <> ?3 AND p.marked IS NULL",
         )?;
         stmt.exists(params![
             &id.0[..],
@@ -448,13 +624,14 @@ impl Cache {
         ])
     }
 
-    /// Where the blob is stored.
+    /// Where the blob is stored: in a live pack if one holds it, else in a pack marked for
+    /// deletion (readers may read those; the object may be gone).
     pub fn lookup(&self, id: &BlobId) -> rusqlite::Result<Option<BlobLocation>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT b.pack, b.kind, b.offset, b.length, b.raw_length, b.compression, p.salt
-             FROM blobs b LEFT JOIN packs p ON p.id = b.pack WHERE b.id = ?1
-             ORDER BY b.kind LIMIT 1",
+             FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?1
+             ORDER BY p.marked IS NOT NULL, b.kind LIMIT 1",
         )?;
         stmt.query_row(params![&id.0[..]], |r| {
             Ok(BlobLocation {

@@ -20,8 +20,13 @@ pub struct IndexFile {
     /// Index files this one replaces (written by repair or prune; empty otherwise).
     #[serde(default)]
     pub supersedes: Vec<IndexId>,
-    /// The packs described.
+    /// The packs described, each live: its blobs count as stored.
     pub packs: Vec<IndexPack>,
+    /// Packs that `prune` marked for deletion (docs/FORMAT.md, "Deletion"): their blobs may
+    /// still be read but do not count as stored, and the pack object may already be gone. A
+    /// pack that another effective index file lists under `packs` is live.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packs_to_delete: Vec<MarkedPack>,
     /// Zstd dictionaries of which a copy is stored as a metadata blob (blob id = dictionary
     /// id) in one of `packs`, so a lost or damaged `dicts/` object can be recovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -32,6 +37,16 @@ pub struct IndexFile {
     /// same pack id and is sound.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged_packs: Vec<DamagedPack>,
+}
+
+/// A pack marked for deletion, with when it was marked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarkedPack {
+    /// The pack, as `packs` lists it.
+    #[serde(flatten)]
+    pub pack: IndexPack,
+    /// When it was marked (RFC 3339, UTC).
+    pub marked: String,
 }
 
 /// A pack recorded as unusable.
@@ -86,6 +101,7 @@ impl IndexFile {
             version,
             supersedes: Vec::new(),
             packs,
+            packs_to_delete: Vec::new(),
             dictionaries: Vec::new(),
             damaged_packs: Vec::new(),
         }
@@ -105,7 +121,21 @@ impl IndexFile {
             });
         }
         let encrypted = repo_version == 2;
-        if let Some(p) = self.packs.iter().find(|p| p.salt.is_some() != encrypted) {
+        let mut all = self
+            .packs
+            .iter()
+            .chain(self.packs_to_delete.iter().map(|m| &m.pack));
+        if let Some(m) = self
+            .packs_to_delete
+            .iter()
+            .find(|m| humantime::parse_rfc3339(&m.marked).is_err())
+        {
+            return Err(format!(
+                "pack {} is marked at `{}`, which is not an RFC 3339 time",
+                m.pack.id, m.marked
+            ));
+        }
+        if let Some(p) = all.find(|p| p.salt.is_some() != encrypted) {
             return Err(format!(
                 "pack {} {}",
                 p.id,

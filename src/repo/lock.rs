@@ -1,6 +1,8 @@
-//! Lock files in `locks/`. Backups never lock: they only add immutable objects, and deletion
-//! is delayed (docs/FORMAT.md, "Concurrency"). Locks order the commands that must not overlap
-//! with deletion: `check` takes a shared lock, deleting commands an exclusive one.
+//! Lock files in `locks/`. Backups never wait for a lock: they only add immutable objects,
+//! and deletion is delayed (docs/FORMAT.md, "Deletion"). Locks order the commands that must
+//! not overlap with deletion: `check` takes a shared lock, deleting commands an exclusive one.
+//! A writer (`snapshot`) takes a *writer lock*, which conflicts with nothing: it only tells
+//! `prune` that a writer may be relying on packs prune has marked, so they must wait.
 //!
 //! A lock is refreshed every [`REFRESH_INTERVAL`] while held and is stale after
 //! [`STALE_AFTER`], or at once when it names a process on this host that no longer exists, so a
@@ -12,6 +14,7 @@
 //! A guard dropped without [`LockGuard::release`] (a cancelled command) removes its lock
 //! file in the background; [`dropped_locks_removed`] waits for that before the process exits.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,9 @@ pub struct LockInfo {
     pub exclusive: bool,
     /// The command holding it.
     pub operation: String,
+    /// A writer lock: blocks nothing, and keeps `prune` from deleting marked packs at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub writer: bool,
 }
 
 impl LockInfo {
@@ -51,6 +57,8 @@ impl LockInfo {
             self.hostname,
             if self.exclusive {
                 "exclusive"
+            } else if self.writer {
+                "writer"
             } else {
                 "shared"
             },
@@ -126,9 +134,10 @@ fn process_exists(pid: u32) -> bool {
 #[derive(Debug)]
 pub struct LockGuard {
     backend: Backend,
-    path: std::sync::Arc<std::sync::Mutex<String>>,
+    path: Arc<Mutex<String>>,
     refresher: JoinHandle<()>,
     released: bool,
+    session: Arc<WriterSession>,
 }
 
 /// The removals started by dropped [`LockGuard`]s that nobody waited for yet.
@@ -159,21 +168,18 @@ async fn write_lock(backend: &Backend, crypto: &Crypto, info: &LockInfo) -> Resu
     Ok(path)
 }
 
-/// The description of a lock that conflicts with the one wanted, if any; stale locks met on
-/// the way are deleted.
-async fn conflicting(
-    repo: &Repository,
-    exclusive: bool,
-    own: Option<&str>,
-) -> Result<Option<String>> {
+/// The locks in `locks/` that are not stale, with their object names (`own` left out);
+/// stale locks met on the way are deleted, and ones that cannot be opened (another key,
+/// damaged) or parsed are skipped.
+async fn live_locks(repo: &Repository, own: Option<&str>) -> Result<Vec<(LockInfo, String)>> {
     let backend = repo.backend();
     let now = SystemTime::now();
+    let mut live = Vec::new();
     for entry in backend.list("locks/").await? {
         let path = format!("locks/{}", entry.name);
         if Some(path.as_str()) == own {
             continue;
         }
-        // One that cannot be opened (another key, damaged) or parsed is skipped.
         let info: LockInfo = match backend.read(&path).await {
             Ok(bytes) => match repo
                 .crypto()
@@ -199,39 +205,89 @@ async fn conflicting(
             let _ = backend.delete(&path).await;
             continue;
         }
-        if exclusive || info.exclusive {
-            let mut holder = info.describe();
-            if info.far_future(now).is_some() {
-                holder.push_str(&format!(
-                    ", a time in the future (that host's clock is ahead): the lock counts as \
-                     stale from {} on",
-                    humantime::format_rfc3339_seconds(seen + STALE_AFTER)
-                ));
-            }
-            return Ok(Some(holder));
+        let mut holder = info.describe();
+        if info.far_future(now).is_some() {
+            holder.push_str(&format!(
+                ", a time in the future (that host's clock is ahead): the lock counts as \
+                 stale from {} on",
+                humantime::format_rfc3339_seconds(seen + STALE_AFTER)
+            ));
         }
+        live.push((info, holder));
     }
-    Ok(None)
+    Ok(live)
+}
+
+/// The description of a lock that conflicts with the one wanted, if any. Writer locks
+/// conflict with nothing.
+async fn conflicting(
+    repo: &Repository,
+    exclusive: bool,
+    own: Option<&str>,
+) -> Result<Option<String>> {
+    Ok(live_locks(repo, own)
+        .await?
+        .into_iter()
+        .find(|(info, _)| !info.writer && (exclusive || info.exclusive))
+        .map(|(_, holder)| holder))
 }
 
 impl Repository {
     /// Takes a lock for `operation`; fails with [`RepoError::Locked`] on a conflict.
     pub async fn lock(&self, exclusive: bool, operation: &str) -> Result<LockGuard> {
-        let backend = self.backend().clone();
         if let Some(holder) = conflicting(self, exclusive, None).await? {
             return Err(RepoError::Locked { holder });
         }
+        let guard = self.hold(exclusive, false, operation).await?;
+        // Two processes may have written their locks at the same moment: look again.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(holder) = conflicting(self, exclusive, Some(&guard.path())).await? {
+            let _ = guard.release().await;
+            return Err(RepoError::Locked { holder });
+        }
+        Ok(guard)
+    }
+
+    /// Takes a writer lock for `operation` (`snapshot`), then brings the index up to date:
+    /// the lock is in storage before the writer learns which blobs are stored, as the
+    /// deletion rules require (docs/FORMAT.md, "Deletion"). It waits for nobody. While it
+    /// is held, [`Repository::save_snapshot`] refuses to commit if the lock could not be
+    /// refreshed for [`WRITER_REFRESH_LIMIT`] or was taken more than [`WRITER_AGE_LIMIT`]
+    /// ago, because a prune may then have deleted packs the snapshot relies on.
+    pub async fn lock_writer(&self, operation: &str) -> Result<LockGuard> {
+        let guard = self.hold(false, true, operation).await?;
+        self.set_writer_session(Some(guard.session.clone()));
+        self.sync_index().await?;
+        Ok(guard)
+    }
+
+    /// The writer locks in storage that are not stale: the snapshots running now, here or
+    /// elsewhere.
+    pub(crate) async fn live_writers(&self) -> Result<Vec<LockInfo>> {
+        Ok(live_locks(self, None)
+            .await?
+            .into_iter()
+            .filter(|(info, _)| info.writer)
+            .map(|(info, _)| info)
+            .collect())
+    }
+
+    /// Writes a lock object and starts refreshing it.
+    async fn hold(&self, exclusive: bool, writer: bool, operation: &str) -> Result<LockGuard> {
+        let backend = self.backend().clone();
+        let now = SystemTime::now();
         let info = LockInfo {
-            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_seconds(now).to_string(),
             hostname: hostname(),
             pid: std::process::id(),
             exclusive,
             operation: operation.to_string(),
+            writer,
         };
         let crypto = self.crypto().clone();
         let path = match write_lock(&backend, &crypto, &info).await {
             Ok(path) => path,
-            Err(RepoError::Backend(source)) if !exclusive => {
+            Err(RepoError::Backend(source)) if !exclusive && !writer => {
                 return Err(RepoError::LockNotWritten {
                     location: backend.location().to_string(),
                     source: Box::new(source),
@@ -239,16 +295,27 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let shared_path = std::sync::Arc::new(std::sync::Mutex::new(path));
+        let session = Arc::new(WriterSession {
+            started: now,
+            last_written: Mutex::new(now),
+            held: std::sync::atomic::AtomicBool::new(true),
+        });
+        let shared_path = Arc::new(Mutex::new(path));
         let refresher = {
             let backend = backend.clone();
             let shared_path = shared_path.clone();
+            let session = session.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(REFRESH_INTERVAL).await;
                     let mut fresh = info.clone();
-                    fresh.time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+                    let now = SystemTime::now();
+                    fresh.time = humantime::format_rfc3339_seconds(now).to_string();
                     if let Ok(new_path) = write_lock(&backend, &crypto, &fresh).await {
+                        *session
+                            .last_written
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = now;
                         let old = std::mem::replace(
                             &mut *shared_path.lock().unwrap_or_else(|e| e.into_inner()),
                             new_path,
@@ -259,19 +326,56 @@ impl Repository {
             })
         };
         // From here on, a cancelled command removes the lock when it drops the guard.
-        let guard = LockGuard {
-            backend: backend.clone(),
+        Ok(LockGuard {
+            backend,
             path: shared_path,
             refresher,
             released: false,
-        };
-        // Two processes may have written their locks at the same moment: look again.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if let Some(holder) = conflicting(self, exclusive, Some(&guard.path())).await? {
-            let _ = guard.release().await;
-            return Err(RepoError::Locked { holder });
+            session,
+        })
+    }
+}
+
+/// A writer that has not refreshed its lock for this long must not commit: a prune may
+/// count its lock as stale (after [`STALE_AFTER`]) and delete packs it relies on.
+pub(crate) const WRITER_REFRESH_LIMIT: Duration = Duration::from_secs(25 * 60);
+/// A writer that started this long ago must not commit: a prune deletes packs marked 23
+/// hours earlier even while writers run (docs/FORMAT.md, "Deletion", rule A).
+pub(crate) const WRITER_AGE_LIMIT: Duration = Duration::from_secs(22 * 3600);
+
+/// When a held lock was taken and last written.
+#[derive(Debug)]
+pub(crate) struct WriterSession {
+    started: SystemTime,
+    last_written: Mutex<SystemTime>,
+    /// False once the lock is released.
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl WriterSession {
+    /// Why a writer holding this lock must not commit at `now`, if it must not.
+    pub(crate) fn expired(&self, now: SystemTime) -> Option<String> {
+        if !self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
         }
-        Ok(guard)
+        let last = *self.last_written.lock().unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(last).unwrap_or_default() > WRITER_REFRESH_LIMIT {
+            return Some(format!(
+                "its writer lock was last written {} ago (the storage was unreachable or the \
+                 machine slept), so a prune may have deleted data it relies on",
+                humantime::format_duration(Duration::from_secs(
+                    now.duration_since(last).unwrap_or_default().as_secs()
+                ))
+            ));
+        }
+        if now.duration_since(self.started).unwrap_or_default() > WRITER_AGE_LIMIT {
+            return Some(
+                "it started more than 22 hours ago, and a prune may have deleted data it \
+                 relies on"
+                    .to_string(),
+            );
+        }
+        None
     }
 }
 
@@ -284,6 +388,9 @@ impl LockGuard {
     /// Stops refreshing and removes the lock file.
     pub async fn release(mut self) -> Result<()> {
         self.refresher.abort();
+        self.session
+            .held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         self.backend.delete(&self.path()).await?;
         self.released = true;
         Ok(())
@@ -293,6 +400,9 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         self.refresher.abort();
+        self.session
+            .held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         if self.released {
             return;
         }
@@ -329,6 +439,7 @@ mod tests {
             pid: 1,
             exclusive: true,
             operation: "prune".into(),
+            writer: false,
         }
     }
 

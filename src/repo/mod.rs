@@ -49,6 +49,9 @@ pub use writer::{BlobWriter, FileSaver, WriterOptions, WriterStats};
 /// Why a repository operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
+    /// A writer's lock expired before it could commit.
+    #[error("the snapshot was not saved because {0}; nothing was committed: run the command again")]
+    WriterExpired(String),
     /// There is no repository at the location.
     #[error("no airback repository at {location}; create one with `airback init`")]
     NoRepository {
@@ -237,6 +240,8 @@ struct RepoInner {
     /// False when a dictionary that blobs may need is lost (neither `dicts/` nor a copy):
     /// blobs compressed with a dictionary then do not count as stored.
     dicts_complete: AtomicBool,
+    /// The writer lock this process holds, if any ([`Repository::lock_writer`]).
+    writer_session: std::sync::Mutex<Option<Arc<lock::WriterSession>>>,
 }
 
 /// A dictionary that is missing from `dicts/` or damaged there.
@@ -268,7 +273,7 @@ pub(crate) fn dict_path(id: &DictId) -> String {
 pub struct SyncStats {
     /// Index files read from the repository.
     pub index_files_loaded: usize,
-    /// Whether the cache was rebuilt from scratch (an index file it knew is gone).
+    /// Whether index files the cache knew were gone from storage (and were forgotten).
     pub rebuilt: bool,
 }
 
@@ -406,6 +411,7 @@ impl Repository {
                 dicts: RwLock::new(Arc::default()),
                 dict_objects: RwLock::new(HashMap::new()),
                 dicts_complete: AtomicBool::new(true),
+                writer_session: std::sync::Mutex::new(None),
             }),
         };
         // The index first: it says which dictionaries have a copy in a pack.
@@ -723,8 +729,8 @@ impl Repository {
         Ok(value)
     }
 
-    /// Brings the local cache up to date with the repository's index files. If an index file the
-    /// cache knew has disappeared (prune, repair), the cache is rebuilt from scratch.
+    /// Brings the local cache up to date with the repository's index files: files gone from
+    /// storage (prune and repair delete the files they replaced) are forgotten, new ones loaded.
     pub(crate) async fn sync_index(&self) -> Result<SyncStats> {
         let in_repo: HashSet<IndexId> = self.list_index_files().await?.into_iter().collect();
         let cache_ref = self.clone();
@@ -732,14 +738,14 @@ impl Repository {
             .await
             .map_err(|e| RepoError::Internal(e.to_string()))??;
         let mut stats = SyncStats::default();
-        if !known.is_subset(&in_repo) {
+        let gone: Vec<IndexId> = known.difference(&in_repo).copied().collect();
+        if !gone.is_empty() {
             let this = self.clone();
-            tokio::task::spawn_blocking(move || this.cache().clear())
+            tokio::task::spawn_blocking(move || this.cache().drop_index_files(&gone))
                 .await
                 .map_err(|e| RepoError::Internal(e.to_string()))??;
             stats.rebuilt = true;
         }
-        let known = if stats.rebuilt { HashSet::new() } else { known };
         let mut missing: Vec<IndexId> = in_repo.difference(&known).copied().collect();
         missing.sort();
         for id in missing {
@@ -825,14 +831,21 @@ impl Repository {
     /// stores their content again instead of referring to it.
     pub async fn adopt_unindexed_packs(&self) -> Result<usize> {
         // The index before the listing: a pack an index file names was stored before it.
+        // Packs marked for deletion count as known (writers never adopt them), but one that
+        // is gone is no damage: prune deletes them.
         let this = self.clone();
-        let (known, bad) = tokio::task::spawn_blocking(move || {
-            Ok::<_, rusqlite::Error>((this.cache().pack_sizes()?, this.cache().bad_packs()?))
+        let (known, live, bad) = tokio::task::spawn_blocking(move || {
+            let cache = this.cache();
+            Ok::<_, rusqlite::Error>((
+                cache.pack_sizes()?,
+                cache.live_pack_sizes()?,
+                cache.bad_packs()?,
+            ))
         })
         .await
         .map_err(|e| RepoError::Internal(e.to_string()))??;
         let listed: HashMap<PackId, u64> = self.list_packs().await?.into_iter().collect();
-        let mut damaged: Vec<(PackId, String)> = known
+        let mut damaged: Vec<(PackId, String)> = live
             .iter()
             .filter_map(|(id, size)| match listed.get(id) {
                 None => Some((*id, MISSING.to_string())),
@@ -1052,11 +1065,30 @@ impl Repository {
     }
 
     /// Stores a snapshot manifest: the commit point. Call only after [`BlobWriter::flush`].
+    /// Under a writer lock that expired ([`Repository::lock_writer`]) nothing is stored.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let session = self
+            .inner
+            .writer_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(why) = session.and_then(|s| s.expired(std::time::SystemTime::now())) {
+            return Err(RepoError::WriterExpired(why));
+        }
         let bytes = codec::encode_file(self.crypto(), ObjectKind::Snapshot, snapshot);
         let id = SnapshotId::of(&bytes);
         self.backend().write(&snapshot_path(&id), bytes).await?;
         Ok(id)
+    }
+
+    /// Records the writer lock this process now holds.
+    pub(crate) fn set_writer_session(&self, session: Option<Arc<lock::WriterSession>>) {
+        *self
+            .inner
+            .writer_session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = session;
     }
 
     /// Ids of all snapshots.

@@ -375,29 +375,68 @@ pub(crate) fn open_and_decode(
     stored: &[u8],
     dicts: &Dictionaries,
 ) -> Result<Vec<u8>, DecodeError> {
-    let opened;
-    let encoded = match (crypto.is_encrypted(), salt) {
-        (false, None) => stored,
-        (true, Some(salt)) => {
-            let opener = crypto.pack_opener(salt).expect("a key");
-            opened = opener.open_blob(entry.offset, &blob_ad(kind, entry), stored)?;
-            &opened[..]
-        }
-        (true, None) => return Err(DecodeError::Authentication(AuthError)),
-        (false, Some(_)) => {
-            return Err(DecodeError::Format(
-                "the index gives a pack salt in an unencrypted repository",
-            ));
-        }
-    };
+    let encoded = open_blob(crypto, salt, kind, entry, stored)?;
     codec::decode(
         &entry.id,
-        encoded,
+        &encoded,
         entry.compression,
         entry.raw_length,
         dicts,
         crypto,
     )
+}
+
+/// A blob's stored bytes opened (format 2) but still compressed, after checking that they
+/// decode to the blob: what `prune` moves into a new pack without compressing it again.
+pub(crate) fn open_verified(
+    crypto: &Crypto,
+    salt: Option<&Salt>,
+    kind: BlobKind,
+    entry: &PackedBlob,
+    stored: &[u8],
+    dicts: &Dictionaries,
+) -> Result<EncodedBlob, DecodeError> {
+    let encoded = open_blob(crypto, salt, kind, entry, stored)?;
+    codec::decode(
+        &entry.id,
+        &encoded,
+        entry.compression,
+        entry.raw_length,
+        dicts,
+        crypto,
+    )?;
+    Ok(EncodedBlob {
+        id: entry.id,
+        raw_length: entry.raw_length,
+        compression: entry.compression,
+        stored: encoded.into_owned(),
+    })
+}
+
+/// Opens a blob's stored bytes: format 2 authenticates and decrypts them with the pack's
+/// `salt` and the entry as associated data; format 1 stores them as they are.
+fn open_blob<'a>(
+    crypto: &Crypto,
+    salt: Option<&Salt>,
+    kind: BlobKind,
+    entry: &PackedBlob,
+    stored: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, DecodeError> {
+    match (crypto.is_encrypted(), salt) {
+        (false, None) => Ok(std::borrow::Cow::Borrowed(stored)),
+        (true, Some(salt)) => {
+            let opener = crypto.pack_opener(salt).expect("a key");
+            Ok(std::borrow::Cow::Owned(opener.open_blob(
+                entry.offset,
+                &blob_ad(kind, entry),
+                stored,
+            )?))
+        }
+        (true, None) => Err(DecodeError::Authentication(AuthError)),
+        (false, Some(_)) => Err(DecodeError::Format(
+            "the index gives a pack salt in an unencrypted repository",
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -213,6 +213,41 @@ impl BlobWriter {
         Ok(self.process(kind, bytes, Cut::Final).await?.0)
     }
 
+    /// Packs a blob that is already encoded (read from another pack by `prune`), whatever the
+    /// index says: the pack it comes from is about to go. It is not compressed again; format
+    /// 2 seals it under the new pack's key. A blob this writer already packed is skipped.
+    pub(crate) async fn add_encoded(&self, kind: BlobKind, blob: EncodedBlob) -> Result<()> {
+        let _running = self.inner.gate.read().await;
+        self.check_failed()?;
+        let pack_size = self.inner.repo.config().pack_size as usize;
+        let full = {
+            let tag_len = self.tag_len();
+            let mut st = self.state();
+            if !st.added.insert((kind, blob.id)) {
+                return Ok(());
+            }
+            st.stats.blobs_seen += 1;
+            st.stats.bytes_seen += u64::from(blob.raw_length);
+            st.stats.blobs_new += 1;
+            st.stats.bytes_new_raw += u64::from(blob.raw_length);
+            st.stats.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
+            let packer = match kind {
+                BlobKind::Data => &mut st.data,
+                BlobKind::Meta => &mut st.meta,
+            };
+            packer.add(&blob);
+            (packer.len() >= pack_size || packer.count() >= MAX_BLOBS_PER_PACK).then(|| {
+                let repo = &self.inner.repo;
+                let fresh = PackBuilder::with_capacity(kind, pack_capacity(repo), repo.crypto());
+                std::mem::replace(packer, fresh)
+            })
+        };
+        if let Some(builder) = full {
+            self.upload(builder).await?;
+        }
+        self.maybe_write_index().await
+    }
+
     /// A saver for a byte stream that arrives piece by piece.
     pub fn file(&self, kind: BlobKind) -> FileSaver {
         let max = self.inner.repo.chunker(kind).params().max_size as usize;

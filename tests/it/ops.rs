@@ -331,6 +331,7 @@ async fn a_lock_dated_in_the_future_expires_thirty_minutes_after_it_was_first_se
         pid: 4242,
         exclusive: true,
         operation: "prune".into(),
+        writer: false,
     };
     let name = "future-lock";
     let repo = open_local(location, &cache).await;

@@ -327,6 +327,8 @@ async fn a_wrong_password_exits_12_and_writes_nothing_in_every_command() {
         ],
         vec!["snapshot", "--base", &s.base],
         vec!["snapshot", "--all-bases"],
+        vec!["forget", "--keep-last", "1"],
+        vec!["forget", "--keep-last", "1", "--dry-run"],
     ];
     let wrong = "not-the-password-4711";
     for args in commands {

@@ -696,6 +696,7 @@ async fn locks_conflict_and_stale_locks_are_ignored() {
         pid: u32::MAX - 1,
         exclusive: true,
         operation: "prune".into(),
+        writer: false,
     };
     repo.backend()
         .write("locks/crashed", serde_json::to_vec(&dead).unwrap())
