@@ -219,15 +219,29 @@ impl BlobWriter {
     pub(crate) async fn add_encoded(&self, kind: BlobKind, blob: EncodedBlob) -> Result<()> {
         let _running = self.inner.gate.read().await;
         self.check_failed()?;
-        let pack_size = self.inner.repo.config().pack_size as usize;
+        let raw = u64::from(blob.raw_length);
         let full = {
-            let tag_len = self.tag_len();
             let mut st = self.state();
-            if !st.added.insert((kind, blob.id)) {
-                return Ok(());
-            }
             st.stats.blobs_seen += 1;
-            st.stats.bytes_seen += u64::from(blob.raw_length);
+            st.stats.bytes_seen += raw;
+            self.pack_new(&mut st, kind, std::slice::from_ref(&blob))
+        };
+        for builder in full {
+            self.upload(builder).await?;
+        }
+        self.maybe_write_index().await
+    }
+
+    /// Puts the blobs this writer has not packed yet into the open pack of `kind`, counting
+    /// them, and returns the packs that became full (to upload).
+    fn pack_new(&self, st: &mut State, kind: BlobKind, blobs: &[EncodedBlob]) -> Vec<PackBuilder> {
+        let pack_size = self.inner.repo.config().pack_size as usize;
+        let tag_len = self.tag_len();
+        let mut full = Vec::new();
+        for blob in blobs {
+            if !st.added.insert((kind, blob.id)) {
+                continue;
+            }
             st.stats.blobs_new += 1;
             st.stats.bytes_new_raw += u64::from(blob.raw_length);
             st.stats.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
@@ -235,17 +249,14 @@ impl BlobWriter {
                 BlobKind::Data => &mut st.data,
                 BlobKind::Meta => &mut st.meta,
             };
-            packer.add(&blob);
-            (packer.len() >= pack_size || packer.count() >= MAX_BLOBS_PER_PACK).then(|| {
+            packer.add(blob);
+            if packer.len() >= pack_size || packer.count() >= MAX_BLOBS_PER_PACK {
                 let repo = &self.inner.repo;
                 let fresh = PackBuilder::with_capacity(kind, pack_capacity(repo), repo.crypto());
-                std::mem::replace(packer, fresh)
-            })
-        };
-        if let Some(builder) = full {
-            self.upload(builder).await?;
+                full.push(std::mem::replace(packer, fresh));
+            }
         }
-        self.maybe_write_index().await
+        full
     }
 
     /// A saver for a byte stream that arrives piece by piece.
@@ -329,33 +340,12 @@ impl BlobWriter {
         })
         .await?;
 
-        let pack_size = self.inner.repo.config().pack_size as usize;
-        let mut full = Vec::new();
-        {
-            let tag_len = self.tag_len();
+        let full = {
             let mut st = self.state();
             st.stats.blobs_seen += ids.len() as u64;
             st.stats.bytes_seen += seen_bytes;
-            for blob in &new_blobs {
-                if !st.added.insert((kind, blob.id)) {
-                    continue;
-                }
-                st.stats.blobs_new += 1;
-                st.stats.bytes_new_raw += u64::from(blob.raw_length);
-                st.stats.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
-                let packer = match kind {
-                    BlobKind::Data => &mut st.data,
-                    BlobKind::Meta => &mut st.meta,
-                };
-                packer.add(blob);
-                if packer.len() >= pack_size || packer.count() >= MAX_BLOBS_PER_PACK {
-                    let repo = &self.inner.repo;
-                    let fresh =
-                        PackBuilder::with_capacity(kind, pack_capacity(repo), repo.crypto());
-                    full.push(std::mem::replace(packer, fresh));
-                }
-            }
-        }
+            self.pack_new(&mut st, kind, &new_blobs)
+        };
         for builder in full {
             self.upload(builder).await?;
         }
