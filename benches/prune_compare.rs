@@ -4,8 +4,8 @@
 //! 1. An in-process fake Airtable serves the large preset (about 1 GB of attachments by
 //!    default); airback backs it up (encrypted, default key parameters) into a local
 //!    repository: snapshot 1.
-//! 2. About 30 % of the attachment bytes are removed from the base, and 30 % of the records
-//!    get new notes; snapshot 2.
+//! 2. Attachments are removed (in a seeded random order) until 30 % of the attachment bytes
+//!    are gone, and 30 % of the records get new notes; snapshot 2.
 //! 3. Each snapshot is exported (`airback export -f dir`) to the same folder in turn and backed
 //!    up from there by `restic backup`, one restic snapshot each.
 //! 4. Both tools forget the first snapshot, then prune with default options: airback's release
@@ -39,7 +39,8 @@ use airback_fake::{FakeAirtable, FakeOptions, LargeParams, Preset};
 use serde_json::{Map, Value, json};
 
 const PASSWORD: &str = "prune-bench";
-/// The share of attachment bytes removed between the two snapshots.
+/// The share of attachment bytes removed between the two snapshots (about the share of the
+/// repository that is unused after the first snapshot is forgotten).
 const REMOVED_SHARE: f64 = 0.30;
 
 /// What one measured command did.
@@ -136,13 +137,16 @@ fn dir_size(dir: &Path) -> u64 {
     total
 }
 
-/// Removes about `share` of the attachment bytes and gives 30 % of the records new notes.
+/// Removes attachments, in a seeded random order, until `share` of the attachment bytes are
+/// gone, and gives 30 % of the records new notes. Returns (removed, total) bytes.
 fn change_the_base(fake: &FakeAirtable, base: &str, share: f64) -> (u64, u64) {
     let schema = fake.schema_json(base);
     let mut rng = fastrand::Rng::with_seed(7);
-    let (mut removed, mut total) = (0u64, 0u64);
+    // (table, notes field, files field, record) of every record, and every attachment.
+    let mut records = Vec::new();
+    let mut attachments = Vec::new();
     for table in schema["tables"].as_array().unwrap() {
-        let id = table["id"].as_str().unwrap();
+        let id = table["id"].as_str().unwrap().to_owned();
         let field = |name: &str| {
             table["fields"]
                 .as_array()
@@ -154,30 +158,47 @@ fn change_the_base(fake: &FakeAirtable, base: &str, share: f64) -> (u64, u64) {
         let (Some(notes), Some(files)) = (field("Notes"), field("Files")) else {
             continue;
         };
-        for record in fake.records_json(base, id) {
-            let mut fields = Map::new();
-            if let Some(attachments) = record["fields"][&files].as_array() {
-                let mut kept = Vec::new();
-                for a in attachments {
-                    let size = a["size"].as_u64().unwrap_or(0);
-                    total += size;
-                    if rng.f64() < share {
-                        removed += size;
-                    } else {
-                        kept.push(json!({"id": a["id"]}));
-                    }
-                }
-                if kept.len() != attachments.len() {
-                    fields.insert(files.clone(), Value::Array(kept));
-                }
+        for record in fake.records_json(base, &id) {
+            let index = records.len();
+            for a in record["fields"][&files].as_array().into_iter().flatten() {
+                attachments.push((
+                    index,
+                    a["id"].as_str().unwrap().to_owned(),
+                    a["size"].as_u64().unwrap_or(0),
+                ));
             }
-            if rng.f64() < 0.3 {
-                fields.insert(notes.clone(), json!(format!("changed {}", rng.u64(..))));
+            records.push((id.clone(), notes.clone(), files.clone(), record));
+        }
+    }
+    let total: u64 = attachments.iter().map(|(_, _, size)| size).sum();
+    rng.shuffle(&mut attachments);
+    let mut gone = std::collections::HashSet::new();
+    let mut removed = 0;
+    for (_, id, size) in &attachments {
+        if removed as f64 >= share * total as f64 {
+            break;
+        }
+        removed += size;
+        gone.insert(id.clone());
+    }
+    for (table, notes, files, record) in &records {
+        let mut fields = Map::new();
+        if let Some(list) = record["fields"][files].as_array() {
+            let kept: Vec<Value> = list
+                .iter()
+                .filter(|a| !gone.contains(a["id"].as_str().unwrap()))
+                .map(|a| json!({"id": a["id"]}))
+                .collect();
+            if kept.len() != list.len() {
+                fields.insert(files.clone(), Value::Array(kept));
             }
-            if !fields.is_empty() {
-                fake.update_record_fields(base, id, record["id"].as_str().unwrap(), fields)
-                    .unwrap();
-            }
+        }
+        if rng.f64() < 0.3 {
+            fields.insert(notes.clone(), json!(format!("changed {}", rng.u64(..))));
+        }
+        if !fields.is_empty() {
+            fake.update_record_fields(base, table, record["id"].as_str().unwrap(), fields)
+                .unwrap();
         }
     }
     (removed, total)

@@ -96,6 +96,10 @@ pub struct CheckReport {
     pub damaged_snapshots: Vec<DamagedSnapshot>,
     /// Packs that are missing from storage or damaged.
     pub damaged_packs: Vec<PackProblem>,
+    /// Live packs that hold no blob any snapshot uses (information: `prune` removes them).
+    pub unreferenced_packs: usize,
+    /// Their bytes.
+    pub unreferenced_bytes: u64,
 }
 
 /// A snapshot that needs content the repository has lost.
@@ -263,7 +267,8 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     record_pack_states(repo, &index, &listed, &damage, &mut report).await?;
 
     // 6. Every snapshot: can each file and folder it names be read back?
-    find_damaged_snapshots(repo, &snapshots, &index, &damage, &mut report).await;
+    let used = find_damaged_snapshots(repo, &snapshots, &index, &damage, &mut report).await;
+    report_unreferenced(repo, &index, &used, &mut report)?;
 
     // 7. Leftovers of interrupted writes in a local repository's `tmp/`.
     for leftover in repo
@@ -289,6 +294,8 @@ struct CheckedIndex {
     recorded_bad: HashMap<PackId, String>,
     /// Packs that prune marked for deletion and no effective file lists as live.
     marked: HashMap<PackId, IndexPack>,
+    /// Their ids (kept after the ones still stored join `packs`).
+    marked_ids: HashSet<PackId>,
 }
 
 /// Every snapshot that can be read; the others are reported as damaged.
@@ -410,11 +417,13 @@ async fn load_index(repo: &Repository, report: &mut CheckReport) -> Result<Check
         }
     }
     marked.retain(|id, _| !packs.contains_key(id));
+    let marked_ids = marked.keys().copied().collect();
     Ok(CheckedIndex {
         packs,
         blobs,
         recorded_bad,
         marked,
+        marked_ids,
     })
 }
 
@@ -580,11 +589,11 @@ async fn find_damaged_snapshots(
     index: &CheckedIndex,
     damage: &Damage,
     report: &mut CheckReport,
-) {
-    let mut memo: HashMap<BlobId, Vec<(String, String)>> = HashMap::new();
+) -> HashSet<(BlobId, BlobKind)> {
+    let mut walk = Walk::default();
     for (snapshot_id, snapshot) in snapshots {
         let lost: Vec<String> =
-            tree_losses(repo, snapshot.tree, "", &index.blobs, damage, &mut memo)
+            tree_losses(repo, snapshot.tree, "", &index.blobs, damage, &mut walk)
                 .await
                 .into_iter()
                 .map(|(path, why)| format!("`{path}`{why}"))
@@ -614,6 +623,57 @@ async fn find_damaged_snapshots(
             lost: lost.into_iter().take(MAX_LOST_LISTED).collect(),
         });
     }
+    walk.used
+}
+
+/// What the walk over the snapshots' trees remembers: each tree's losses (trees are shared
+/// between snapshots, so each is read once) and every blob the trees name.
+#[derive(Default)]
+struct Walk {
+    memo: HashMap<BlobId, Vec<(String, String)>>,
+    used: HashSet<(BlobId, BlobKind)>,
+}
+
+/// Live packs that no snapshot uses: information (not an error), since `prune` removes them.
+/// A pack holding a dictionary's copy counts as used.
+fn report_unreferenced(
+    repo: &Repository,
+    index: &CheckedIndex,
+    used: &HashSet<(BlobId, BlobKind)>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let dictionaries: HashSet<BlobId> = repo
+        .cache()
+        .dictionary_ids()?
+        .into_iter()
+        .map(|d| BlobId(d.0))
+        .collect();
+    let marked = &index.marked_ids;
+    for (id, pack) in &index.packs {
+        if marked.contains(id) {
+            continue;
+        }
+        let referenced = pack.blobs.iter().any(|b| {
+            used.contains(&(b.id, pack.kind))
+                || (pack.kind == BlobKind::Meta && dictionaries.contains(&b.id))
+        });
+        if !referenced {
+            report.unreferenced_packs += 1;
+            report.unreferenced_bytes += pack.size;
+        }
+    }
+    if report.unreferenced_packs > 0 {
+        report.warnings.push(format!(
+            "{} ({:.1} MiB) hold no blob any snapshot uses; `airback prune` removes them",
+            if report.unreferenced_packs == 1 {
+                "1 pack".to_owned()
+            } else {
+                format!("{} packs", report.unreferenced_packs)
+            },
+            report.unreferenced_bytes as f64 / (1024.0 * 1024.0)
+        ));
+    }
+    Ok(())
 }
 
 /// "1 item", "2 items".
@@ -654,12 +714,13 @@ fn tree_losses<'a>(
     prefix: &'a str,
     blobs: &'a HashMap<(BlobId, BlobKind), Located>,
     damage: &'a Damage,
-    memo: &'a mut HashMap<BlobId, Vec<(String, String)>>,
+    walk: &'a mut Walk,
 ) -> BoxFuture<'a, Vec<(String, String)>> {
     Box::pin(async move {
-        if let Some(relative) = memo.get(&tree) {
+        if let Some(relative) = walk.memo.get(&tree) {
             return prefixed(prefix, relative);
         }
+        walk.used.insert((tree, BlobKind::Meta));
         let mut relative = Vec::new();
         if let Some(why) = damage.unreadable(blobs, tree, BlobKind::Meta) {
             relative.push((
@@ -676,6 +737,7 @@ fn tree_losses<'a>(
                             NodeKind::File {
                                 content, blob_kind, ..
                             } => {
+                                walk.used.extend(content.iter().map(|b| (*b, blob_kind)));
                                 let why = content
                                     .iter()
                                     .find_map(|b| damage.unreadable(blobs, *b, blob_kind));
@@ -686,7 +748,7 @@ fn tree_losses<'a>(
                             }
                             NodeKind::Dir { subtree } => {
                                 let below =
-                                    tree_losses(repo, subtree, &child, blobs, damage, memo).await;
+                                    tree_losses(repo, subtree, &child, blobs, damage, walk).await;
                                 relative.extend(below);
                             }
                         }
@@ -695,7 +757,7 @@ fn tree_losses<'a>(
             }
         }
         let out = prefixed(prefix, &relative);
-        memo.insert(tree, relative);
+        walk.memo.insert(tree, relative);
         out
     })
 }

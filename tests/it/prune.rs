@@ -333,6 +333,15 @@ async fn a_prune_killed_at_three_random_moments_leaves_a_sound_repository_that_t
     assert!(full["packs"]["delete"].as_u64().unwrap() > 0, "{full}");
     println!("a whole prune takes {took:?} here: {full}");
 
+    // Before: `check` names the packs nothing uses, as information (exit 0).
+    let unreferenced = |out: &str| -> u64 {
+        let report: Value = serde_json::from_str(out.trim()).unwrap();
+        report["unreferenced_packs"].as_u64().unwrap()
+    };
+    let (code, out, err) = airback(dir, &["check", "--repo", repo_loc, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(unreferenced(&out) > 0, "{out}");
+
     let mut rng = fastrand::Rng::with_seed(13);
     for round in 0..3 {
         let at = took.mul_f64(rng.f64());
@@ -353,6 +362,9 @@ async fn a_prune_killed_at_three_random_moments_leaves_a_sound_repository_that_t
     let last: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(last["packs"]["pending_deletion"], 0, "{last}");
     assert_sound(dir, repo_loc, true, "after the last prune").await;
+    let (code, out, err) = airback(dir, &["check", "--repo", repo_loc, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(unreferenced(&out), 0, "{out}");
     // It freed what the uninterrupted prune freed, give or take the packs a killed repack
     // wrote twice.
     let (a, b) = (repo_size(&repo), repo_size(&yardstick));
