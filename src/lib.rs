@@ -85,6 +85,7 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;
+pub mod rewrite;
 pub mod snapshots;
 pub mod stored;
 

@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::backend::RequestStats;
 use crate::id::{BlobId, IndexId, PackId, SnapshotId};
 use crate::repo::cache::CachedPack;
-use crate::repo::index::{IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE, MarkedPack};
+use crate::repo::index::{EraseEntry, IndexFile, IndexPack, MAX_BLOBS_PER_INDEX_FILE, MarkedPack};
 use crate::repo::pack::{self, pack_path};
 use crate::repo::{BlobKind, Exclusive, NodeKind, RepoError, Repository, writer};
 
@@ -317,7 +317,8 @@ pub async fn prune(repo: &Exclusive, options: &PruneOptions) -> Result<PruneSumm
 
     // 3. Per pack: used and unused bytes.
     let packs = repo.cache().packs()?;
-    let scan = scan(repo, used).await?;
+    let erase = repo.cache().erase_set()?;
+    let scan = scan(repo, used, erase).await?;
     let used = scan.used;
     if let Some(missing) = used
         .iter()
@@ -348,6 +349,7 @@ pub async fn prune(repo: &Exclusive, options: &PruneOptions) -> Result<PruneSumm
         &packs,
         &scan.usage,
         &scan.marked_needing,
+        &scan.erase_hits,
         options,
         repo.config().pack_size as u64,
     );
@@ -570,11 +572,17 @@ struct Scan {
     /// two writers storing the same blob, or by an interrupted prune): the first holder in
     /// pack id order keeps the blob, and these copies count as unused.
     copies: HashSet<(PackId, BlobId, BlobKind)>,
+    /// Live packs holding a blob that `rewrite` asked to erase and no snapshot uses.
+    erase_hits: HashSet<PackId>,
 }
 
 /// One pass over every blob of the index (from the cache, row by row, off the async
 /// threads): used and unused bytes per pack.
-async fn scan(repo: &Repository, used: HashSet<(BlobId, BlobKind)>) -> Result<Scan> {
+async fn scan(
+    repo: &Repository,
+    used: HashSet<(BlobId, BlobKind)>,
+    erase: HashSet<(BlobId, BlobKind)>,
+) -> Result<Scan> {
     let repo = repo.clone();
     tokio::task::spawn_blocking(move || {
         let marked: HashSet<PackId> = repo
@@ -589,6 +597,7 @@ async fn scan(repo: &Repository, used: HashSet<(BlobId, BlobKind)>) -> Result<Sc
         let mut held_anywhere = HashSet::new();
         let mut in_marked: Vec<(PackId, (BlobId, BlobKind))> = Vec::new();
         let mut copies = HashSet::new();
+        let mut erase_hits = HashSet::new();
         repo.cache().for_each_blob(|id, kind, pack, length| {
             let u = usage.entry(pack).or_default();
             let amount = if used.contains(&(id, kind)) {
@@ -603,6 +612,9 @@ async fn scan(repo: &Repository, used: HashSet<(BlobId, BlobKind)>) -> Result<Sc
                     &mut u.unused
                 }
             } else {
+                if !marked.contains(&pack) && erase.contains(&(id, kind)) {
+                    erase_hits.insert(pack);
+                }
                 &mut u.unused
             };
             amount.blobs += 1;
@@ -619,20 +631,23 @@ async fn scan(repo: &Repository, used: HashSet<(BlobId, BlobKind)>) -> Result<Sc
             held_anywhere,
             marked_needing,
             copies,
+            erase_hits,
         })
     })
     .await
     .map_err(|e| RepoError::Internal(e.to_string()))?
 }
 
-/// The fate of every pack. Live packs with no used blob are marked; partly used packs are
-/// repacked, the emptiest first (and packs under half the target size before others), until
-/// the unused bytes left are within `max_unused` or `max_repack` is spent; marked packs that
-/// hold a blob no live pack holds are recovered.
+/// The fate of every pack. Live packs with no used blob are marked; partly used packs that
+/// hold a blob to erase are repacked; other partly used packs are repacked, the emptiest first
+/// (and packs under half the target size before others), until the unused bytes left are
+/// within `max_unused` or `max_repack` is spent; marked packs that hold a blob no live pack
+/// holds are recovered.
 fn decide(
     packs: &[CachedPack],
     usage: &HashMap<PackId, Usage>,
     marked_needing: &HashSet<PackId>,
+    erase_hits: &HashSet<PackId>,
     options: &PruneOptions,
     pack_size: u64,
 ) -> HashMap<PackId, Fate> {
@@ -649,6 +664,8 @@ fn decide(
             (Some(_), _, _) => Fate::StayMarked,
             (None, 0, _) => Fate::Mark,
             (None, _, 0) => Fate::Keep,
+            // Erasure: rewritten whatever the thresholds.
+            (None, _, _) if erase_hits.contains(&p.id) => Fate::Repack,
             (None, _, _) => {
                 unused_left += u.unused.bytes;
                 partial.push(p);
@@ -760,6 +777,8 @@ async fn rewrite_index(
     repo.sync_index().await?;
     let old: Vec<IndexId> = repo.cache().index_files()?.into_iter().collect();
     let version = repo.config().version;
+    let erase = repo.cache().erase_set()?;
+    let mut still_held = HashSet::new();
     let mut files: Vec<IndexFile> = vec![IndexFile::new(Vec::new(), version)];
     let mut blobs_in_last = 0;
     for p in repo.cache().packs()? {
@@ -773,6 +792,13 @@ async fn rewrite_index(
             blobs: repo.cache().pack_blobs(&p.id)?,
             salt: p.salt,
         };
+        still_held.extend(
+            entry
+                .blobs
+                .iter()
+                .map(|b| (b.id, p.kind))
+                .filter(|b| erase.contains(b)),
+        );
         if blobs_in_last + entry.blobs.len() > MAX_BLOBS_PER_INDEX_FILE && blobs_in_last > 0 {
             files.push(IndexFile::new(Vec::new(), version));
             blobs_in_last = 0;
@@ -798,6 +824,13 @@ async fn rewrite_index(
         files[0].dictionaries.push(d);
     }
     let last = files.len() - 1;
+    // An erasure is done once no pack holds the blob any more.
+    let mut erase: Vec<EraseEntry> = still_held
+        .into_iter()
+        .map(|(id, kind)| EraseEntry { id, kind })
+        .collect();
+    erase.sort_by_key(|e| (e.id, e.kind == BlobKind::Meta));
+    files[last].erase = erase;
     files[last].supersedes = old.clone();
     for file in files {
         repo.write_index_file(file).await?;
@@ -859,7 +892,14 @@ mod tests {
         .into();
         let needing: HashSet<PackId> = [packs[5].id].into();
         // 5 % of 190 used bytes allows 10 unused: both partly used packs go.
-        let fates = decide(&packs, &usage, &needing, &PruneOptions::default(), 100);
+        let fates = decide(
+            &packs,
+            &usage,
+            &needing,
+            &HashSet::new(),
+            &PruneOptions::default(),
+            100,
+        );
         assert_eq!(fates[&packs[0].id], Fate::Keep);
         assert_eq!(fates[&packs[1].id], Fate::Mark);
         assert_eq!(fates[&packs[2].id], Fate::Repack);
@@ -871,7 +911,7 @@ mod tests {
             max_unused: MaxUnused::Bytes(30),
             ..PruneOptions::default()
         };
-        let fates = decide(&packs, &usage, &needing, &options, 100);
+        let fates = decide(&packs, &usage, &needing, &HashSet::new(), &options, 100);
         assert_eq!(fates[&packs[2].id], Fate::Repack);
         assert_eq!(fates[&packs[3].id], Fate::Keep);
         // Unlimited: nothing is repacked; a repack budget below a pack's size too.
@@ -879,15 +919,25 @@ mod tests {
             max_unused: MaxUnused::Unlimited,
             ..PruneOptions::default()
         };
-        let fates = decide(&packs, &usage, &needing, &options, 100);
+        let fates = decide(&packs, &usage, &needing, &HashSet::new(), &options, 100);
         assert!(fates.values().all(|f| *f != Fate::Repack));
         let options = PruneOptions {
             max_repack: Some(99),
             ..PruneOptions::default()
         };
-        let fates = decide(&packs, &usage, &needing, &options, 100);
+        let fates = decide(&packs, &usage, &needing, &HashSet::new(), &options, 100);
         assert!(fates.values().all(|f| *f != Fate::Repack));
         assert_eq!(fates[&packs[1].id], Fate::Mark);
+        // A pack holding a blob to erase is repacked whatever the thresholds.
+        let options = PruneOptions {
+            max_unused: MaxUnused::Unlimited,
+            max_repack: Some(0),
+            ..PruneOptions::default()
+        };
+        let erase: HashSet<PackId> = [packs[3].id].into();
+        let fates = decide(&packs, &usage, &needing, &erase, &options, 100);
+        assert_eq!(fates[&packs[3].id], Fate::Repack);
+        assert_eq!(fates[&packs[2].id], Fate::Keep);
     }
 
     #[test]

@@ -31,7 +31,12 @@ pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
         {
             return USAGE;
         }
-        if cause.is::<super::forget::NoRule>() {
+        if cause.is::<super::forget::NoRule>()
+            || matches!(
+                cause.downcast_ref(),
+                Some(crate::rewrite::RewriteError::NothingToExclude)
+            )
+        {
             return USAGE;
         }
         if let Some(crate::restore::RestoreError::SameBase(_)) = cause.downcast_ref() {

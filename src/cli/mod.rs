@@ -17,6 +17,7 @@ mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod rewrite;
 mod settings;
 mod snapshot;
 
@@ -129,6 +130,8 @@ enum Command {
     Forget(forget::ForgetArgs),
     /// Free the storage no snapshot uses: delete unused packs, repack partly used ones
     Prune(prune::PruneArgs),
+    /// Write new snapshots without named records, fields or attachments (to erase them)
+    Rewrite(rewrite::RewriteArgs),
     /// Repair a damaged repository: `repair index`, then `repair snapshots`
     Repair(repair::RepairArgs),
     /// Manage the passwords of an encrypted repository: `key list | add | remove ID | passwd`
@@ -232,6 +235,7 @@ pub fn main() -> ExitCode {
         | Command::Snapshot(_)
         | Command::Demo(_)
         | Command::Repair(_)
+        | Command::Rewrite(_)
         | Command::Prune(_) => true,
         Command::Key(key) => key.writes(),
         Command::Forget(forget) => forget.writes(),
@@ -241,7 +245,7 @@ pub fn main() -> ExitCode {
         usage_error(
             "--no-lock is for commands that only read a repository (check, export, restore, \
              snapshots, show, key list, forget --dry-run); init, snapshot, forget, prune, \
-             repair, key add, key remove, key passwd and demo write to one",
+             rewrite, repair, key add, key remove, key passwd and demo write to one",
         );
     }
     // clap checks these conflicts only among flags given on the same side of the command
@@ -320,6 +324,7 @@ async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
         Command::Export(args) => export::export(g, args).await,
         Command::Forget(args) => forget::run(g, args).await,
         Command::Prune(args) => prune::run(g, args).await,
+        Command::Rewrite(args) => rewrite::run(g, args).await,
         Command::Repair(args) => repair::run(g, args).await,
         Command::Key(args) => key::run(g, args).await,
         #[cfg(feature = "fake")]

@@ -63,7 +63,7 @@ pub(crate) struct CachedPack {
 fn forget_index(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
         "DELETE FROM blobs; DELETE FROM packs; DELETE FROM entries; DELETE FROM superseded;
-         DELETE FROM index_files;",
+         DELETE FROM erase; DELETE FROM index_files;",
     )
 }
 
@@ -221,6 +221,8 @@ fn drop_entries(tx: &rusqlite::Transaction<'_>, file: &[u8]) -> rusqlite::Result
         .collect::<rusqlite::Result<_>>()?;
     tx.prepare_cached("DELETE FROM entries WHERE file = ?1")?
         .execute(params![file])?;
+    tx.prepare_cached("DELETE FROM erase WHERE file = ?1")?
+        .execute(params![file])?;
     for pack in &packs {
         settle_pack(tx, pack)?;
     }
@@ -288,7 +290,8 @@ impl Cache {
                 "DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS packs;
                  DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS kv;
                  DROP TABLE IF EXISTS bad_packs; DROP TABLE IF EXISTS dictionaries;
-                 DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS superseded;",
+                 DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS superseded;
+                 DROP TABLE IF EXISTS erase;",
             )?;
         }
         // `entries`: which loaded index file lists which pack, and whether as marked for
@@ -307,6 +310,8 @@ impl Cache {
                  raw_length INTEGER NOT NULL, compression INTEGER NOT NULL,
                  PRIMARY KEY (id, kind, pack)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
+             CREATE TABLE IF NOT EXISTS erase (id BLOB NOT NULL, kind INTEGER NOT NULL,
+                 file BLOB NOT NULL, PRIMARY KEY (id, kind, file)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS bad_packs (id BLOB PRIMARY KEY, reason TEXT NOT NULL)
                  WITHOUT ROWID;
@@ -379,6 +384,11 @@ impl Cache {
                 .packs_to_delete
                 .iter()
                 .map(|m| (&m.pack, Some(m.marked.as_str())));
+            let mut erase_stmt =
+                tx.prepare("INSERT OR IGNORE INTO erase (id, kind, file) VALUES (?1, ?2, ?3)")?;
+            for e in &file.erase {
+                erase_stmt.execute(params![&e.id.0[..], kind_to_int(e.kind), &id.0[..]])?;
+            }
             let mut bad_stmt = tx.prepare("SELECT 1 FROM bad_packs WHERE id = ?1")?;
             let mut pack_stmt = tx.prepare(
                 "INSERT OR IGNORE INTO packs (id, kind, size, salt) VALUES (?1, ?2, ?3, ?4)",
@@ -434,6 +444,16 @@ impl Cache {
             tx.execute("DELETE FROM superseded WHERE id = ?1", params![&id.0[..]])?;
         }
         tx.commit()
+    }
+
+    /// The blobs effective index files ask to erase.
+    pub(crate) fn erase_set(&self) -> rusqlite::Result<HashSet<(BlobId, BlobKind)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT DISTINCT id, kind FROM erase")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((BlobId(id32(r.get(0)?)), kind_from_int(r.get(1)?)))
+        })?;
+        rows.collect()
     }
 
     /// Every pack the effective index names, live or marked.

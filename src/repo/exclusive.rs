@@ -7,12 +7,13 @@
 
 use std::ops::Deref;
 
-use super::index::index_path;
+use super::index::{EraseEntry, IndexFile, index_path};
 use super::lock::LockGuard;
+use super::pack::BlobKind;
 use super::pack::pack_path;
 use super::snapshot::snapshot_path;
 use super::{Repository, Result, dict_path};
-use crate::id::{DictId, IndexId, PackId, SnapshotId};
+use crate::id::{BlobId, DictId, IndexId, PackId, SnapshotId};
 
 /// A repository held under its exclusive lock: the only way to delete objects from it.
 /// Dereferences to [`Repository`] for everything else. Call [`Exclusive::release`] when done;
@@ -68,6 +69,22 @@ impl Exclusive {
             None => dict_path(id),
         };
         Ok(self.repo.backend().delete(&path).await?)
+    }
+
+    /// Writes an index file that asks `prune` to erase these blobs (see
+    /// `IndexFile::erase`). Written after the packs of whatever replaced them.
+    pub async fn write_erase(&self, blobs: &[(BlobId, BlobKind)]) -> Result<()> {
+        if blobs.is_empty() {
+            return Ok(());
+        }
+        let mut file = IndexFile::new(Vec::new(), self.repo.config().version);
+        file.erase = blobs
+            .iter()
+            .map(|&(id, kind)| EraseEntry { id, kind })
+            .collect();
+        file.erase.sort_by_key(|e| (e.id, e.kind == BlobKind::Meta));
+        self.repo.write_index_file(file).await?;
+        Ok(())
     }
 
     /// Gives up the lock.

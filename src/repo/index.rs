@@ -6,7 +6,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::crypto::Salt;
-use crate::id::{DictId, IndexId, PackId};
+use crate::id::{BlobId, DictId, IndexId, PackId};
 use crate::repo::pack::{BlobKind, PackedBlob};
 
 /// An index file holds at most this many blobs; a long run writes several.
@@ -27,6 +27,11 @@ pub struct IndexFile {
     /// pack that another effective index file lists under `packs` is live.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub packs_to_delete: Vec<MarkedPack>,
+    /// Blobs that `rewrite` took out of snapshots: `prune` rewrites every pack that holds
+    /// one of them once no snapshot uses it, whatever its thresholds, so the bytes leave the
+    /// storage. An entry stays while some pack the index names still holds the blob.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub erase: Vec<EraseEntry>,
     /// Zstd dictionaries of which a copy is stored as a metadata blob (blob id = dictionary
     /// id) in one of `packs`, so a lost or damaged `dicts/` object can be recovered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -37,6 +42,15 @@ pub struct IndexFile {
     /// same pack id and is sound.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged_packs: Vec<DamagedPack>,
+}
+
+/// A blob to erase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EraseEntry {
+    /// The blob.
+    pub id: BlobId,
+    /// Its kind.
+    pub kind: BlobKind,
 }
 
 /// A pack marked for deletion, with when it was marked.
@@ -102,6 +116,7 @@ impl IndexFile {
             supersedes: Vec::new(),
             packs,
             packs_to_delete: Vec::new(),
+            erase: Vec::new(),
             dictionaries: Vec::new(),
             damaged_packs: Vec::new(),
         }

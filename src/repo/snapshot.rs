@@ -36,6 +36,11 @@ pub struct Snapshot {
     /// only.
     #[serde(default)]
     pub summary: serde_json::Value,
+    /// For a snapshot written by `rewrite`: the original's id and what was left out (counts,
+    /// never the ids), e.g. `{"original": "<id>", "excluded": {"records": 2, "fields":
+    /// ["tbl….fld…"], "attachments": 1}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<serde_json::Value>,
 }
 
 /// The storage path of a snapshot.

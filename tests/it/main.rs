@@ -8,6 +8,7 @@ mod cancel;
 mod cli;
 mod damage;
 mod encryption;
+mod erasure;
 mod export;
 mod fake_airtable;
 mod forget;
