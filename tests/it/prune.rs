@@ -333,14 +333,10 @@ async fn a_prune_killed_at_three_random_moments_leaves_a_sound_repository_that_t
     assert!(full["packs"]["delete"].as_u64().unwrap() > 0, "{full}");
     println!("a whole prune takes {took:?} here: {full}");
 
-    // Before: `check` names the packs nothing uses, as information (exit 0).
     let unreferenced = |out: &str| -> u64 {
         let report: Value = serde_json::from_str(out.trim()).unwrap();
         report["unreferenced_packs"].as_u64().unwrap()
     };
-    let (code, out, err) = airback(dir, &["check", "--repo", repo_loc, "--json"]).await;
-    assert_eq!(code, 0, "{err}");
-    assert!(unreferenced(&out) > 0, "{out}");
 
     let mut rng = fastrand::Rng::with_seed(13);
     for round in 0..3 {
@@ -425,12 +421,21 @@ async fn snapshots_running_beside_prune_in_ten_interleavings_lose_nothing() {
         let (code, _, err) =
             airback(dir, &["forget", "--repo", &repo_loc, "--keep-last", "1"]).await;
         assert_eq!(code, 0, "seed {seed}: {err}");
-        // A child process needs half a second to start and open the repository.
-        let delay = std::time::Duration::from_millis(if seed % 2 == 0 {
-            rng.u64(0..2500)
-        } else {
-            rng.u64(0..1000)
-        });
+        if seed == 1 {
+            // The pack of the attachment that only the forgotten snapshot held: `check`
+            // names it as information (exit 0).
+            let (code, out, err) = airback(dir, &["check", "--repo", &repo_loc, "--json"]).await;
+            assert_eq!(code, 0, "{err}");
+            let report: Value = serde_json::from_str(out.trim()).unwrap();
+            assert!(
+                report["unreferenced_packs"].as_u64().unwrap() > 0,
+                "{report}"
+            );
+            assert!(report["errors"].as_array().unwrap().is_empty(), "{report}");
+        }
+        // From before the snapshot takes its lock to after it saved (about 1.5 s in this
+        // process, 2.5 s as a child): some prunes meet the writer, some do not.
+        let delay = std::time::Duration::from_millis(rng.u64(0..3000));
         let prune_json: Value = if seed % 2 == 0 {
             // A separate `airback snapshot` process, and prune in this one.
             let child = support::command(env!("CARGO_BIN_EXE_airback"))
@@ -497,6 +502,7 @@ async fn snapshots_running_beside_prune_in_ten_interleavings_lose_nothing() {
     assert_eq!(code, 0, "{err}");
     let last: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(last["packs"]["pending_deletion"], 0, "{last}");
+    deleted += u64::from(last["packs"]["delete"].as_u64().unwrap() > 0);
     assert_sound(dir, &repo_loc, true, "after the last prune").await;
     assert!(deferred > 0, "no prune met a running snapshot");
     assert!(deleted > 0, "no prune deleted anything");
