@@ -41,6 +41,7 @@
 //!   keep_tags: ["important", "audit,q4"]   # snapshots with these tags (a,b: both); "" = untagged
 //!   time_zone: UTC                         # calendar of the periods: UTC (default), local, or Europe/Paris...
 //!   after_snapshot: false                  # true: `snapshot --config` runs forget for its bases afterwards
+//!   prune: false                           # with after_snapshot: then prune too (default options)
 //! ```
 //!
 //! Rules the parser enforces:
@@ -316,7 +317,7 @@ impl fmt::Display for FieldRef {
     default,
     deny_unknown_fields,
     expecting = "a map of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, \
-                 keep_yearly, keep_within, keep_tags, time_zone, after_snapshot"
+                 keep_yearly, keep_within, keep_tags, time_zone, after_snapshot, prune"
 )]
 pub struct Retention {
     /// The most recent snapshots.
@@ -349,6 +350,8 @@ pub struct Retention {
     /// Whether `snapshot --config` runs `forget` for the bases it backed up after each run.
     /// Top-level section only.
     pub after_snapshot: bool,
+    /// With `after_snapshot`: then run `prune` (default options) too. Top-level section only.
+    pub prune: bool,
 }
 
 impl Retention {
@@ -631,10 +634,16 @@ impl RawConfig {
                      or keep_within or keep_tags, or remove the section"
                 ));
             }
-            if !top && (r.time_zone.is_some() || r.after_snapshot) {
+            if !top && (r.time_zone.is_some() || r.after_snapshot || r.prune) {
                 return Err(format!(
-                    "{name}: `time_zone` and `after_snapshot` apply to every base; move them \
-                     to the top-level `retention` section"
+                    "{name}: `time_zone`, `after_snapshot` and `prune` apply to every base; \
+                     move them to the top-level `retention` section"
+                ));
+            }
+            if r.prune && !r.after_snapshot {
+                return Err(format!(
+                    "{name}: `prune: true` runs after each snapshot's retention, so it needs \
+                     `after_snapshot: true` (or run `airback prune` on its own schedule)"
                 ));
             }
             if r.time_zone.as_deref().is_some_and(|z| z.trim().is_empty()) {
@@ -1035,6 +1044,7 @@ retention:
   keep_tags: [important, \"audit,q4\", \"\"]
   time_zone: Europe/Paris
   after_snapshot: true
+  prune: true
 ";
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -1120,6 +1130,7 @@ retention:
                 ],
                 time_zone: Some("Europe/Paris".into()),
                 after_snapshot: true,
+                prune: true,
             }),
         };
         assert_eq!(config, expected);
@@ -1305,6 +1316,10 @@ retention:
             "bases: [{{id: {BASE}, retention: {{keep_last: 1, time_zone: UTC}}}}]\n"
         ));
         assert!(msg.contains("top-level"), "{msg}");
+        let msg = invalid_err(&format!(
+            "bases: [{{id: {BASE}}}]\nretention: {{keep_last: 1, prune: true}}\n"
+        ));
+        assert!(msg.contains("needs `after_snapshot: true`"), "{msg}");
         let msg = invalid_err(&format!(
             "bases: [{{id: {BASE}, retention: {{keep_daily: 0}}}}]\n"
         ));

@@ -2,9 +2,10 @@
 //! person's data (a record, a field, a leaked file) can be erased without dropping whole
 //! snapshots (restic's `rewrite`).
 //!
-//! Each table file is streamed line by line: records with an excluded id are dropped, excluded
-//! fields removed, attachment objects with an excluded id removed from every cell (lookups
-//! included). Unchanged lines keep their bytes and FastCDC resynchronises around the changed
+//! Each table file is streamed line by line: records with an excluded id are dropped (and
+//! their ids removed from link cells of other records), excluded fields removed, attachment
+//! objects with an excluded id removed from every cell (lookups included). Lookup, rollup and
+//! formula values that show a removed record's data stay: they carry values, not its id. Unchanged lines keep their bytes and FastCDC resynchronises around the changed
 //! ones, so only chunks near a change are new. An attachment node goes when it is named, or
 //! when a removed record or field referred to it and no remaining cell does. The manifest
 //! keeps every field of the original, gains the tag `rewritten` and a `rewritten` record
@@ -480,6 +481,15 @@ impl Run<'_> {
                 changed |= cells.remove(f).is_some();
             }
             for cell in cells.values_mut() {
+                // Links to a removed record (the other side of a link field).
+                if let Value::Array(items) = cell {
+                    let before = items.len();
+                    items.retain(|v| {
+                        !v.as_str()
+                            .is_some_and(|id| self.options.records.iter().any(|r| r == id))
+                    });
+                    changed |= items.len() != before;
+                }
                 let mut hit = Vec::new();
                 remove_attachments(cell, &self.options.attachments, &mut hit);
                 if !hit.is_empty() {

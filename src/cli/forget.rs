@@ -165,21 +165,32 @@ pub(super) async fn after_snapshot(
         }
         Err(e) => return Err(e.into()),
     };
+    let then_prune = config.retention.as_ref().is_some_and(|r| r.prune);
     let result = async {
         let plan = forget::plan(crate::snapshots::list(&repo).await?, &options)?;
         let removed = forget::remove(&repo, &plan).await?;
-        anyhow::Ok((plan, removed))
+        let pruned = if then_prune {
+            Some(crate::prune::prune(&repo, &PruneArgs::defaults(false)).await?)
+        } else {
+            None
+        };
+        anyhow::Ok((plan, removed, pruned))
     }
     .await;
     repo.release().await?;
-    let (plan, removed) = result.context("retention (the config's `after_snapshot`) failed")?;
+    let (plan, removed, pruned) =
+        result.context("retention (the config's `after_snapshot`) failed")?;
     let report = serde_json::json!({"retention": {
         "applied": true,
-        "report": Report { dry_run: false, plan: &plan, removed, prune: None },
+        "report": Report { dry_run: false, plan: &plan, removed, prune: pruned.as_ref() },
     }});
-    settings
-        .printer
-        .result(&report, |t| print(t, &plan, false, removed))
+    settings.printer.result(&report, |t| {
+        print(t, &plan, false, removed)?;
+        match &pruned {
+            Some(summary) => super::prune::print(t, summary),
+            None => Ok(()),
+        }
+    })
 }
 
 /// The policies from the flags, or else from the config file; and the time zone's name.

@@ -277,3 +277,112 @@ async fn rewrite_refuses_nothing_to_exclude_and_a_selector_that_matches_nothing(
     // snapshot or an index change.
     assert!(changed.iter().all(|k| k.starts_with("data")), "{changed:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_out_record_and_field_are_gone_from_exports_of_the_rewrite() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
+    let repo = s.dir.path().join("repo");
+    let repo_loc = repo.to_str().unwrap();
+    let (table, _, notes, records) = projects(&s);
+    // A needle in one record's text, and another in a field every record has.
+    let person = records[0]["id"].as_str().unwrap().to_owned();
+    let mut fields = Map::new();
+    fields.insert(
+        notes.clone(),
+        json!("call Jane Roe-4711 about her contract"),
+    );
+    s.fake
+        .update_record_fields(&s.base, &table, &person, fields)
+        .unwrap();
+    let (code, _, err) = with_fake(
+        &s,
+        &["snapshot", "--repo", repo_loc, "--base", &s.base, "--quiet"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = airback(
+        s.dir.path(),
+        &[
+            "rewrite",
+            "latest",
+            "--repo",
+            repo_loc,
+            "--exclude-record",
+            &person,
+            "--exclude-field",
+            "Projects.Notes",
+            "--forget-originals",
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["rewritten"][0]["records"], 1, "{report}");
+    assert_eq!(
+        report["rewritten"][0]["fields"].as_array().unwrap().len(),
+        1,
+        "{report}"
+    );
+
+    let (code, out, err) =
+        airback(s.dir.path(), &["snapshots", "--repo", repo_loc, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "the original is forgotten"
+    );
+    assert!(
+        list[0]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "rewritten"),
+        "{list}"
+    );
+    let export_dir = s.dir.path().join("export");
+    let (code, out, err) = airback(
+        s.dir.path(),
+        &[
+            "export",
+            "latest",
+            "--repo",
+            repo_loc,
+            "-f",
+            "dir",
+            "-o",
+            export_dir.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let exported: Value = serde_json::from_str(out.trim()).unwrap();
+    let before: u64 = s.fake.schema_json(&s.base)["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            s.fake
+                .record_count(&s.base, t["id"].as_str().unwrap())
+                .unwrap() as u64
+        })
+        .sum();
+    assert_eq!(exported["records"], before - 1, "{exported}");
+    for path in support::files_below(&export_dir) {
+        let bytes = std::fs::read(export_dir.join(&path)).unwrap();
+        for needle in [person.as_bytes(), b"Roe-4711".as_slice()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} still holds {:?}",
+                path.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let (code, out, err) =
+        airback(s.dir.path(), &["check", "--repo", repo_loc, "--read-data"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+}

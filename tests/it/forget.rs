@@ -332,7 +332,7 @@ async fn the_config_retention_applies_per_base_and_after_each_nightly_snapshot()
     std::fs::write(
         &config,
         format!(
-            "repository: {}\nbases:\n  - id: {}\n    attachments: false\n    retention:\n      keep_last: 2\nretention:\n  keep_last: 1\n  after_snapshot: true\n",
+            "repository: {}\nbases:\n  - id: {}\n    attachments: false\n    retention:\n      keep_last: 2\nretention:\n  keep_last: 1\n  after_snapshot: true\n  prune: true\n",
             h.repo(),
             h.base
         ),
@@ -349,6 +349,11 @@ async fn the_config_retention_applies_per_base_and_after_each_nightly_snapshot()
     let retention = &lines[1]["retention"];
     assert_eq!(retention["applied"], true, "{out}");
     assert_eq!(retention["report"]["groups"].as_array().unwrap().len(), 1);
+    // `prune: true`: prune ran after forget, with the snapshot's writer lock already gone.
+    assert_eq!(
+        retention["report"]["prune"]["deletion"]["rule"], "no-writers",
+        "{out}"
+    );
     let listed = h.listed().await;
     assert_eq!(
         listed.iter().filter(|(_, b)| *b == h.base).count(),
