@@ -413,6 +413,7 @@ mod tests {
             partial: false,
             problems: Vec::new(),
             summary: Value::Null,
+            copy_of: None,
         };
         assert_eq!(base_id(&snapshot), Some("appX"));
         assert_eq!(Source::of(&snapshot).unwrap().base_name, "N");

@@ -607,6 +607,7 @@ impl<'a> BaseRun<'a> {
                 .cloned()
                 .collect(),
             summary: contents.to_json(),
+            copy_of: None,
         };
         let snapshot_bytes = crate::codec::encode_file(
             self.repo.crypto(),

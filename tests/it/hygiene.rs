@@ -72,6 +72,7 @@ async fn empty_snapshots(repo: &Repository, count: usize) -> Vec<SnapshotId> {
             partial: false,
             problems: vec![],
             summary: Value::Null,
+            copy_of: None,
         };
         ids.push(repo.save_snapshot(&snapshot).await.unwrap());
     }

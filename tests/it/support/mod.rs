@@ -217,6 +217,7 @@ pub async fn commit(repo: &Repository, tree: BlobId) -> SnapshotId {
         partial: false,
         problems: vec![],
         summary: serde_json::Value::Null,
+        copy_of: None,
     })
     .await
     .unwrap()
