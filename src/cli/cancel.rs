@@ -96,6 +96,10 @@ pub(super) fn interrupted_message(command: &Command) -> &'static str {
              without its end)"
         }
         Command::Check(_) => "interrupted; the check did not finish",
+        Command::Copy(_) => {
+            "interrupted; the snapshots copied so far are saved in the target, and the same \
+             copy again copies the rest"
+        }
         _ => "interrupted",
     }
 }
