@@ -7,7 +7,7 @@ use anyhow::bail;
 use clap::Args;
 
 use super::password::PasswordError;
-use super::print::{Text, count};
+use super::print::{Text, count, err};
 use super::settings::Settings;
 use super::{exit, open_repo, read_lock, release};
 use crate::backend::redact_location;
@@ -48,6 +48,13 @@ pub(super) async fn run(settings: &Settings, args: &CopyArgs) -> anyhow::Result<
         bail!(
             "the target at {} has the source's repository id: it is the same repository, or a \
              copy of its files; nothing was copied",
+            redact_location(&args.to_repo)
+        );
+    }
+    if source.is_encrypted() && !target.is_encrypted() && !args.dry_run {
+        err!(
+            "warning: the source is encrypted but the target at {} is not (format 1): anyone \
+             who can read its storage can read the copies",
             redact_location(&args.to_repo)
         );
     }
