@@ -1,16 +1,19 @@
 //! `airback copy`: which snapshots, opening the target with its own password, the source's
-//! shared lock, and the printed summary (see `crate::copy`).
+//! shared lock, and the printed summary (see `crate::copy`); and the copies into the config's
+//! `copies:` repositories after `snapshot --config` ([`after_snapshot`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Args;
+use serde_json::json;
 
 use super::password::PasswordError;
 use super::print::{Text, count, err};
 use super::settings::Settings;
 use super::{exit, open_repo, read_lock, release};
 use crate::backend::redact_location;
+use crate::config::{Config, CopyTarget};
 use crate::copy::{Action, CopyOptions, CopySummary};
 use crate::crypto::Password;
 use crate::id::SnapshotId;
@@ -43,21 +46,19 @@ pub(super) struct CopyArgs {
 /// Runs `airback copy`.
 pub(super) async fn run(settings: &Settings, args: &CopyArgs) -> anyhow::Result<u8> {
     let source = open_repo(settings).await?;
-    let target = open_target(settings, args).await?;
-    if source.id() == target.id() {
-        bail!(
-            "the target at {} has the source's repository id: it is the same repository, or a \
-             copy of its files; nothing was copied",
-            redact_location(&args.to_repo)
-        );
-    }
-    if source.is_encrypted() && !target.is_encrypted() && !args.dry_run {
-        err!(
-            "warning: the source is encrypted but the target at {} is not (format 1): anyone \
-             who can read its storage can read the copies",
-            redact_location(&args.to_repo)
-        );
-    }
+    // The config's entry for this repository, if any, may give its password.
+    let entry = settings
+        .config
+        .as_ref()
+        .and_then(|c| c.copies.iter().find(|e| e.repository == args.to_repo));
+    let to = Target {
+        location: &args.to_repo,
+        password_file: args.to_password_file.as_deref(),
+        variables: true,
+        entry,
+    };
+    let target = open_target(settings, &to).await?;
+    check_pair(&source, &target, &args.to_repo, args.dry_run)?;
     let lock = read_lock(settings, &source, "copy").await?;
     let result = async {
         let ids = select(&source, args).await?;
@@ -73,23 +74,131 @@ pub(super) async fn run(settings: &Settings, args: &CopyArgs) -> anyhow::Result<
     Ok(exit::OK)
 }
 
-/// Opens the target at `--to-repo`. Its password, read only when it is encrypted, comes from
-/// its own sources; every error says it is about the target.
-async fn open_target(settings: &Settings, args: &CopyArgs) -> anyhow::Result<Repository> {
-    let shown = redact_location(&args.to_repo);
+/// After `snapshot --config`: each of the config's `copies:` repositories receives every
+/// snapshot of the run's `bases` (those its entry names, if it names any) that it lacks, so a
+/// night whose copy failed is caught up by the next. A copy that fails is reported and the
+/// others still run; the exit code is then 1.
+pub(super) async fn after_snapshot(
+    settings: &Settings,
+    source: &Repository,
+    config: &Config,
+    bases: &[String],
+) -> anyhow::Result<u8> {
+    let mut code = exit::OK;
+    for entry in &config.copies {
+        let shown = redact_location(&entry.repository);
+        let wanted: Vec<&String> = bases
+            .iter()
+            .filter(|b| entry.bases.is_empty() || entry.bases.contains(b))
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let result = async {
+            let to = Target {
+                location: &entry.repository,
+                password_file: None,
+                variables: false,
+                entry: Some(entry),
+            };
+            let target = open_target(settings, &to).await?;
+            check_pair(source, &target, &entry.repository, false)?;
+            let lock = read_lock(settings, source, "copy").await?;
+            let copied = async {
+                let ids: Vec<SnapshotId> = snapshots::list(source)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, s)| {
+                        snapshots::base_id(s).is_some_and(|b| wanted.iter().any(|w| *w == b))
+                    })
+                    .map(|(id, _)| id)
+                    .collect();
+                anyhow::Ok(crate::copy::copy(source, &target, &ids, &CopyOptions::default()).await?)
+            }
+            .await;
+            release(lock).await?;
+            copied
+        }
+        .await;
+        match result {
+            Ok(summary) => {
+                let report =
+                    json!({"copy": {"repository": shown, "copied": true, "summary": &summary}});
+                settings.printer.result(&report, |t| {
+                    t.note(format_args!("copy to {shown}:"))?;
+                    print(t, &summary)
+                })?;
+            }
+            Err(e) => {
+                code = exit::ERROR;
+                let message = format!(
+                    "snapshots are saved in the main repository; the copy to {shown} failed: \
+                     {}; the next run copies them",
+                    crate::secrets::scrub(&format!("{e:#}"))
+                );
+                err!("error: {message}");
+                let report =
+                    json!({"copy": {"repository": shown, "copied": false, "error": message}});
+                settings.printer.result(&report, |_| Ok(()))?;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Where a copy goes and where its password may come from.
+struct Target<'a> {
+    location: &'a str,
+    /// `--to-password-file`.
+    password_file: Option<&'a Path>,
+    /// Whether `AIRBACK_TO_PASSWORD_FILE` and `AIRBACK_TO_PASSWORD` count (not for the
+    /// copies after a snapshot, which may go to several repositories).
+    variables: bool,
+    /// The config's `copies` entry for this repository.
+    entry: Option<&'a CopyTarget>,
+}
+
+/// Refuses a target that is the source, and warns when an encrypted source goes into an
+/// unencrypted target.
+fn check_pair(
+    source: &Repository,
+    target: &Repository,
+    location: &str,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    if source.id() == target.id() {
+        bail!(
+            "the target at {} has the source's repository id: it is the same repository, or a \
+             copy of its files; nothing was copied",
+            redact_location(location)
+        );
+    }
+    if source.is_encrypted() && !target.is_encrypted() && !dry_run {
+        err!(
+            "warning: the source is encrypted but the target at {} is not (format 1): anyone \
+             who can read its storage can read the copies",
+            redact_location(location)
+        );
+    }
+    Ok(())
+}
+
+/// Opens the target. Its password, read only when it is encrypted, comes from its own
+/// sources; every error says it is about the target.
+async fn open_target(settings: &Settings, to: &Target<'_>) -> anyhow::Result<Repository> {
+    let shown = redact_location(to.location);
     // The cause's text is part of the message, so it is not printed twice.
     let about_target = |e: RepoError| {
         let message = format!("the target repository: {e}");
         anyhow::Error::new(e).context(message)
     };
-    let backend =
-        Repository::backend_for(&args.to_repo, &settings.backend).map_err(about_target)?;
+    let backend = Repository::backend_for(to.location, &settings.backend).map_err(about_target)?;
     let (config, bytes) = Repository::read_config(&backend)
         .await
         .map_err(about_target)?;
     let password = if config.is_encrypted() {
         let (secret, origin) =
-            settings.target_password(args.to_password_file.as_deref(), &shown)?;
+            settings.target_password(to.password_file, to.variables, to.entry, &shown)?;
         Some((Password::from(secret), origin))
     } else {
         None

@@ -24,7 +24,9 @@
 //!
 //! `copy` reads a second password, its target's, from sources of its own
 //! ([`TargetSources`]): `--to-password-file`, then `AIRBACK_TO_PASSWORD_FILE`, then
-//! `AIRBACK_TO_PASSWORD`, then the prompt; the source's sources are never used for the target.
+//! `AIRBACK_TO_PASSWORD`, then the config's `copies` entry for that repository
+//! (`password_file` or `password_command`), then the prompt; the source's sources are never
+//! used for the target. The copies after a nightly `snapshot --config` use only their entry's.
 //!
 //! Every buffer that holds the password is a `Zeroizing` one, copied once into an exact-size
 //! box for the `SecretBox`. Errors name the source ([`Origin`]) and never the password, a
@@ -88,6 +90,10 @@ pub(crate) enum Source<'a> {
     ToFileEnv(&'a Path),
     /// `AIRBACK_TO_PASSWORD` (`copy`'s target).
     ToEnv(&'a [u8]),
+    /// The `password_file` of the config's `copies` entry for `copy`'s target.
+    CopiesFile(&'a Path),
+    /// The `password_command` of the config's `copies` entry for `copy`'s target.
+    CopiesCommand(&'a str),
     /// Ask on the terminal.
     Prompt,
 }
@@ -108,6 +114,12 @@ impl Source<'_> {
             Source::ToFileFlag(path) => file("`--to-password-file`", path),
             Source::ToFileEnv(path) => file("`AIRBACK_TO_PASSWORD_FILE`", path),
             Source::ToEnv(_) => "`AIRBACK_TO_PASSWORD`".into(),
+            Source::CopiesFile(path) => {
+                file("the config file's `copies` entry's `password_file`", path)
+            }
+            Source::CopiesCommand(_) => {
+                "the config file's `copies` entry's `password_command`".into()
+            }
             Source::Prompt => "the prompt".into(),
         })
     }
@@ -159,6 +171,10 @@ pub(crate) struct TargetSources<'a> {
     pub file_env: Option<&'a Path>,
     /// `AIRBACK_TO_PASSWORD`.
     pub env: Option<&'a [u8]>,
+    /// The `copies` entry's `password_file`.
+    pub config_file: Option<&'a Path>,
+    /// The `copies` entry's `password_command`.
+    pub config_command: Option<&'a str>,
     /// Standard input is a terminal, so a prompt may ask.
     pub terminal: bool,
 }
@@ -189,7 +205,8 @@ pub(crate) enum PasswordError {
     /// No source is set for `copy`'s encrypted target, and there is no terminal.
     #[error(
         "no password given for the encrypted target repository at {location}: pass \
-         --to-password-file FILE, or set AIRBACK_TO_PASSWORD_FILE or AIRBACK_TO_PASSWORD"
+         --to-password-file FILE, set AIRBACK_TO_PASSWORD_FILE or AIRBACK_TO_PASSWORD, or give \
+         its `copies` entry in the config file a `password_file` or `password_command`"
     )]
     MissingTarget {
         /// The target, redacted.
@@ -199,7 +216,7 @@ pub(crate) enum PasswordError {
     #[error(
         "{origin} opens none of the {key_files} key files of the target repository at \
          {location}; nothing was copied. Give the target's password with --to-password-file, \
-         AIRBACK_TO_PASSWORD_FILE or AIRBACK_TO_PASSWORD"
+         AIRBACK_TO_PASSWORD_FILE, AIRBACK_TO_PASSWORD or its `copies` entry in the config file"
     )]
     WrongTarget {
         /// The source of the password.
@@ -297,6 +314,8 @@ pub(crate) fn resolve_target<'a>(sources: &TargetSources<'a>) -> Option<Source<'
         .map(Source::ToFileFlag)
         .or(s.file_env.map(Source::ToFileEnv))
         .or(s.env.map(Source::ToEnv))
+        .or(s.config_file.map(Source::CopiesFile))
+        .or(s.config_command.map(Source::CopiesCommand))
         .or(s.terminal.then_some(Source::Prompt))
 }
 
@@ -355,10 +374,12 @@ fn read_from(
         | Source::ConfigFile(path)
         | Source::NewFileFlag(path)
         | Source::ToFileFlag(path)
-        | Source::ToFileEnv(path) => (read_file(path, &origin)?, true),
+        | Source::ToFileEnv(path)
+        | Source::CopiesFile(path) => (read_file(path, &origin)?, true),
         Source::CommandFlag(command)
         | Source::CommandEnv(command)
-        | Source::ConfigCommand(command) => (run_command(command, &origin)?, true),
+        | Source::ConfigCommand(command)
+        | Source::CopiesCommand(command) => (run_command(command, &origin)?, true),
         Source::Env(value) | Source::ToEnv(value) => (Zeroizing::new(value.to_vec()), false),
         Source::Prompt => (ask(prompt, twice)?, false),
     };
@@ -692,10 +713,13 @@ mod tests {
     fn the_target_password_has_its_own_sources_in_order() {
         let file = Path::new("/to/file");
         let env_file = Path::new("/to/env-file");
+        let config_file = Path::new("/copies/file");
         let mut sources = TargetSources {
             file_flag: Some(file),
             file_env: Some(env_file),
             env: Some(b"to password"),
+            config_file: Some(config_file),
+            config_command: Some("copies command"),
             terminal: true,
         };
         assert_eq!(resolve_target(&sources), Some(Source::ToFileFlag(file)));
@@ -707,6 +731,20 @@ mod tests {
             Some(Source::ToEnv(b"to password"))
         );
         sources.env = None;
+        assert_eq!(
+            resolve_target(&sources),
+            Some(Source::CopiesFile(config_file))
+        );
+        sources.config_file = None;
+        assert_eq!(
+            resolve_target(&sources),
+            Some(Source::CopiesCommand("copies command"))
+        );
+        assert_eq!(
+            Source::CopiesCommand("pass show x").origin().to_string(),
+            "the password from the config file's `copies` entry's `password_command`"
+        );
+        sources.config_command = None;
         assert_eq!(resolve_target(&sources), Some(Source::Prompt));
         sources.terminal = false;
         assert_eq!(resolve_target(&sources), None);

@@ -19,7 +19,7 @@
 //! | repository | `--repo` | `AIRBACK_REPO` | `repository` | none (an error says how to give one) |
 //! | configuration file | `--config` | `AIRBACK_CONFIG` | | none |
 //! | password (first set wins, in this order) | `--password-file`, `--password-command` | `AIRBACK_PASSWORD_FILE`, `AIRBACK_PASSWORD`, `AIRBACK_PASSWORD_COMMAND` | `password_file`, `password_command` | a prompt when standard input is a terminal, else an error |
-//! | `copy`'s target password (the same order) | `--to-password-file` | `AIRBACK_TO_PASSWORD_FILE`, `AIRBACK_TO_PASSWORD` | | a prompt when standard input is a terminal, else an error |
+//! | `copy`'s target password (the same order) | `--to-password-file` | `AIRBACK_TO_PASSWORD_FILE`, `AIRBACK_TO_PASSWORD` | the target's `copies` entry: `password_file`, `password_command` (only these for the copies after `snapshot --config`) | a prompt when standard input is a terminal, else an error |
 //! | KDF parameters for new keys | | `AIRBACK_KDF_PARAMS` (`m_kib,t,p`; for tests and benchmarks) | | 65536,8,1 |
 //! | user name in a new key file | | `USER`, else `LOGNAME` | | empty |
 //! | local cache | `--no-cache`, `--cache-dir` | `AIRBACK_CACHE_DIR` | | the user's cache directory |
@@ -46,7 +46,7 @@ use super::password::{self, Origin, PasswordError, Purpose, Sources};
 use super::print::Printer;
 use crate::airtable::{ClientOptions, Token, TokenError};
 use crate::backend::{BackendOptions, S3Defaults};
-use crate::config::Config;
+use crate::config::{Config, CopyTarget};
 use crate::crypto::{KdfParams, KeyMeta};
 use crate::repo::CacheChoice;
 
@@ -278,18 +278,22 @@ impl Settings {
     }
 
     /// The password of `copy`'s target repository at `location` (redacted): from
-    /// `--to-password-file` (`file`), `AIRBACK_TO_PASSWORD_FILE`, `AIRBACK_TO_PASSWORD`, else
-    /// asked on a terminal.
+    /// `--to-password-file` (`file`), `AIRBACK_TO_PASSWORD_FILE`, `AIRBACK_TO_PASSWORD` (when
+    /// `variables`), its `copies` entry (`entry`), else asked on a terminal.
     pub(super) fn target_password(
         &self,
         file: Option<&Path>,
+        variables: bool,
+        entry: Option<&CopyTarget>,
         location: &str,
     ) -> Result<(SecretBox<[u8]>, Origin), PasswordError> {
         let p = &self.password;
         let sources = password::TargetSources {
             file_flag: file,
-            file_env: p.to_file_env.as_deref(),
-            env: p.to_env.as_deref().map(Vec::as_slice),
+            file_env: p.to_file_env.as_deref().filter(|_| variables),
+            env: p.to_env.as_deref().map(Vec::as_slice).filter(|_| variables),
+            config_file: entry.and_then(|e| e.password_file.as_deref()),
+            config_command: entry.and_then(|e| e.password_command.as_deref()),
             terminal: p.terminal,
         };
         password::read(
@@ -552,6 +556,45 @@ mod tests {
             ],
         );
         assert_eq!(password::resolve(&s.password_sources()), None);
+    }
+
+    #[test]
+    fn the_target_password_comes_from_its_own_variables_never_the_sources() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let entry_file = dir.path().join("entry-pw");
+        std::fs::write(&entry_file, "entry secret\n").unwrap();
+        let entry = CopyTarget {
+            repository: "/offsite".into(),
+            password_file: Some(entry_file),
+            ..CopyTarget::default()
+        };
+        let read = |s: &Settings, variables: bool, entry: Option<&CopyTarget>| {
+            s.target_password(None, variables, entry, "/offsite")
+                .map(|(secret, origin)| {
+                    (
+                        String::from_utf8(secret.expose_secret().to_vec()).unwrap(),
+                        origin.source().to_owned(),
+                    )
+                })
+        };
+        let s = with_env(
+            &flags(),
+            &[
+                (PASSWORD_ENV, "source secret"),
+                (TO_PASSWORD_ENV, "target secret"),
+            ],
+        );
+        assert_eq!(
+            read(&s, true, Some(&entry)).unwrap(),
+            ("target secret".into(), "`AIRBACK_TO_PASSWORD`".into())
+        );
+        // The copies after a snapshot use their entry only.
+        assert_eq!(read(&s, false, Some(&entry)).unwrap().0, "entry secret");
+        // The source's password is never tried on the target.
+        let s = with_env(&flags(), &[(PASSWORD_ENV, "source secret")]);
+        let err = read(&s, true, None).unwrap_err();
+        assert!(matches!(err, PasswordError::MissingTarget { .. }), "{err}");
     }
 
     #[test]

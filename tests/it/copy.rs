@@ -601,3 +601,113 @@ async fn a_tree_the_target_holds_without_its_content_is_copied_whole() {
     assert!(report.is_ok(), "{:?}", report.errors);
     assert_eq!(report.snapshots, 1);
 }
+
+/// The config's `copies:`: after `snapshot --config`, each second repository receives the
+/// run's bases' snapshots it lacks, with the password its entry names. A copy that fails says
+/// the snapshot is saved and exits 1, the other copies still run, and the next night catches
+/// up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_copies_receive_each_nightly_snapshot_and_catch_up() {
+    use crate::cli::airback_with;
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (main, offsite, plain) = (path("main"), path("offsite"), path("plain"));
+    let offsite_password = dir.path().join("offsite-password");
+    std::fs::write(&offsite_password, TARGET_PASSWORD).unwrap();
+    let config = dir.path().join("airback.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository: {main}\nbases:\n  - id: {base}\ncopies:\n  - repository: {offsite}\n    \
+             password_file: {}\n  - repository: {plain}\n    bases: [{base}]\n",
+            offsite_password.display()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let run = |args: &'static [&'static str]| {
+        let (fake, cache, config) = (&fake, &cache, &config);
+        async move {
+            let mut all = args.to_vec();
+            all.extend(["--config", config.to_str().unwrap()]);
+            airback_with(fake, cache, &all).await
+        }
+    };
+    let (code, _, err) = run(&["init"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = airback(
+        &cache,
+        &["init", "--repo", &plain, "--insecure-no-password"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
+    // Night 1: the offsite repository does not exist yet.
+    let (code, out, err) = run(&["snapshot", "--json"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "snapshots are saved in the main repository; the copy to {offsite} failed"
+        )) && err.contains("the next run copies them"),
+        "{err}"
+    );
+    let reports: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let copies: Vec<&Value> = reports.iter().filter_map(|r| r.get("copy")).collect();
+    assert_eq!(copies.len(), 2, "{out}");
+    assert_eq!(copies[0]["copied"], false);
+    assert_eq!(copies[1]["copied"], true);
+    assert_eq!(copies[1]["summary"]["snapshots"]["copied"], 1);
+
+    // Night 2, with the offsite repository created: it catches up.
+    let pw = offsite_password.to_str().unwrap();
+    let (code, _, err) =
+        airback(&cache, &["init", "--repo", &offsite, "--password-file", pw]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["snapshot"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("copy to "), "{out}");
+    assert_eq!(snapshot_count(&cache, &main, None).await, 2);
+    assert_eq!(
+        snapshot_count(&cache, &offsite, Some(pw)).await,
+        2,
+        "caught up"
+    );
+    assert_eq!(snapshot_count(&cache, &plain, None).await, 2);
+
+    // `airback copy` into a repository the config lists reads its entry's password.
+    let (code, out, err) = airback_with(
+        &fake,
+        &cache,
+        &[
+            "copy",
+            "--to-repo",
+            &offsite,
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["snapshots"], json!({"copied": 0, "skipped": 2}));
+}
+
+/// How many snapshots `airback snapshots` lists in the repository at `location`.
+async fn snapshot_count(cache: &Path, location: &str, password: Option<&str>) -> usize {
+    let mut args = vec!["snapshots", "--repo", location, "--json"];
+    if let Some(pw) = password {
+        args.extend(["--password-file", pw]);
+    }
+    let (code, out, err) = airback(cache, &args).await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(out.trim()).unwrap();
+    listed.as_array().unwrap().len()
+}
