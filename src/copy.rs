@@ -24,7 +24,7 @@
 //! data, so an interrupted copy keeps what it committed and the next run goes on from there.
 //! The source is only read; its lock is its caller's business (the CLI takes a shared one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -107,7 +107,8 @@ pub struct SnapshotCopy {
     /// The snapshot in the source.
     pub source: SnapshotId,
     /// The snapshot in the target: the new one, or the one that made this one skipped;
-    /// `None` for a snapshot a dry run would copy.
+    /// `None` for a snapshot a dry run would copy, and for one skipped because this run
+    /// copied another snapshot with its identity.
     pub target: Option<SnapshotId>,
     /// Copied or skipped.
     pub action: Action,
@@ -255,12 +256,14 @@ async fn run(
 ) -> Result<()> {
     let source_id = source.id();
     let target_id = target.id();
-    let mut held: HashMap<CopyOf, SnapshotId> = crate::snapshots::list(target)
+    let held: HashMap<CopyOf, SnapshotId> = crate::snapshots::list(target)
         .await
         .map_err(target_err)?
         .into_iter()
         .map(|(id, s)| (s.identity(target_id, id), id))
         .collect();
+    // Identities copied by this run: a second source snapshot with one of them is skipped.
+    let mut copying: HashSet<CopyOf> = HashSet::new();
     let copier = Copier {
         source,
         target,
@@ -286,7 +289,7 @@ async fn run(
             time: snapshot.time.clone(),
             base_id: crate::snapshots::base_id(&snapshot).map(str::to_owned),
         };
-        if entry.target.is_some() {
+        if entry.target.is_some() || !copying.insert(identity) {
             summary.snapshots.skipped += 1;
             summary.list.push(entry);
         } else {
@@ -304,8 +307,6 @@ async fn run(
                     ..snapshot
                 },
             ));
-            // A snapshot listed twice under one identity is copied once.
-            held.insert(identity, id);
         }
         let stored = copier.writer.stats().bytes_new_stored;
         if !options.dry_run
