@@ -97,8 +97,8 @@ pub(super) fn interrupted_message(command: &Command) -> &'static str {
         }
         Command::Check(_) => "interrupted; the check did not finish",
         Command::Copy(_) => {
-            "interrupted; the snapshots copied so far are saved in the target, and the same \
-             copy again copies the rest"
+            "interrupted; the snapshots committed so far stay in the target, and the same copy \
+             again copies the rest"
         }
         _ => "interrupted",
     }
