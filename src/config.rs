@@ -1,6 +1,7 @@
 //! The YAML configuration file for unattended (nightly) runs: which repository to write to,
 //! where its password and the Airtable token live, which bases, tables and fields to back up,
-//! how to treat attachments, and the retention policy a later `forget` command applies.
+//! how to treat attachments, the retention policy a later `forget` command applies, and the
+//! second repositories each run's snapshots are copied into.
 //!
 //! A complete file, with every key:
 //!
@@ -42,6 +43,10 @@
 //!   time_zone: UTC                         # calendar of the periods: UTC (default), local, or Europe/Paris...
 //!   after_snapshot: false                  # true: `snapshot --config` runs forget for its bases afterwards
 //!   prune: false                           # with after_snapshot: then prune too (default options)
+//! copies:                                  # optional: after `snapshot --config`, copy its bases' snapshots there
+//!   - repository: s3://offsite/airtable    # required: an existing repository (`airback init`)
+//!     password_file: /etc/airback/offsite-password # or password_command; neither for an unencrypted one
+//!     bases: [appXXXXXXXXXXXXXX]           # optional: only these bases (default: every base the run backed up)
 //! ```
 //!
 //! Rules the parser enforces:
@@ -82,6 +87,9 @@
 //!   something: a count above zero, `keep_within` or `keep_tags`. A base's own section replaces
 //!   the top-level one for that base as a whole (no key-by-key merging); `time_zone` and
 //!   `after_snapshot` belong to the top-level section only.
+//! - Each `copies` entry names a repository once; its password comes from its own
+//!   `password_file` or `password_command` (not both, neither empty; a `password:` key is
+//!   rejected), never from the main repository's.
 //!
 //! Relative paths (`token_file`, `password_file`, a local `repository`) are used as written, that is relative to
 //! the working directory of the process; use absolute paths for scheduled jobs.
@@ -124,6 +132,22 @@ pub struct Config {
     pub bases: Vec<BaseConfig>,
     /// The retention policy, if the file has one.
     pub retention: Option<Retention>,
+    /// Repositories that `snapshot --config` copies its bases' snapshots into, in file order.
+    pub copies: Vec<CopyTarget>,
+}
+
+/// A second repository (`copies:`): after each `snapshot --config`, it receives every
+/// snapshot of the run's bases that it lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CopyTarget {
+    /// Where it is (a path or a URL).
+    pub repository: String,
+    /// A file holding its password (never together with [`CopyTarget::password_command`]).
+    pub password_file: Option<PathBuf>,
+    /// A shell command that prints its password.
+    pub password_command: Option<String>,
+    /// Only these bases' snapshots (empty: every base the run backed up).
+    pub bases: Vec<String>,
 }
 
 /// How attachments are backed up.
@@ -520,6 +544,24 @@ struct RawConfig {
     attachments: Option<RawAttachments>,
     bases: Vec<RawBase>,
     retention: Option<Retention>,
+    copies: Vec<RawCopy>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a copy target: a map with at least `repository`"
+)]
+struct RawCopy {
+    repository: String,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    password_command: Option<String>,
+    #[serde(default)]
+    bases: Vec<BaseId>,
+    #[serde(default, rename = "password")]
+    _password: Forbidden<PasswordKey>,
 }
 
 /// Looks only for top-level `token` and `password` keys, to reject them with their own
@@ -653,6 +695,41 @@ impl RawConfig {
                 ));
             }
         }
+        for (i, copy) in self.copies.iter().enumerate() {
+            let name = format!("`copies` entry {}", i + 1);
+            if copy.repository.trim().is_empty() {
+                return Err(format!("{name}: `repository` is empty; give a path or URL"));
+            }
+            if self.copies[..i]
+                .iter()
+                .any(|c| c.repository == copy.repository)
+            {
+                return Err(format!(
+                    "{name}: repository {} is listed twice under `copies:`; remove one entry",
+                    crate::backend::redact_location(&copy.repository)
+                ));
+            }
+            if copy
+                .password_file
+                .as_ref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+                || copy
+                    .password_command
+                    .as_deref()
+                    .is_some_and(|c| c.trim().is_empty())
+            {
+                return Err(format!(
+                    "{name}: `password_file` or `password_command` is empty; name the password's \
+                     file or command, or remove the key"
+                ));
+            }
+            if copy.password_file.is_some() && copy.password_command.is_some() {
+                return Err(format!(
+                    "{name}: `password_file` and `password_command` are both set; keep the one \
+                     that gives the password"
+                ));
+            }
+        }
 
         let attachments = self
             .attachments
@@ -680,6 +757,16 @@ impl RawConfig {
             attachments,
             bases,
             retention: self.retention,
+            copies: self
+                .copies
+                .into_iter()
+                .map(|c| CopyTarget {
+                    repository: c.repository,
+                    password_file: c.password_file,
+                    password_command: c.password_command,
+                    bases: c.bases.into_iter().map(|b| b.0).collect(),
+                })
+                .collect(),
         })
     }
 }
@@ -1132,11 +1219,60 @@ retention:
                 after_snapshot: true,
                 prune: true,
             }),
+            copies: vec![],
         };
         assert_eq!(config, expected);
         let base = config.base("appXXXXXXXXXXXXXX").unwrap();
         assert!(!config.attachments_for(base).download);
         assert!(config.base(BASE).is_none());
+    }
+
+    #[test]
+    fn copies_name_a_repository_once_with_a_password_of_their_own() {
+        let config = parse(&format!(
+            "copies:\n  - repository: s3://offsite/a\n    password_file: /etc/pw\n    \
+             bases: [{BASE}]\n  - {{repository: /mnt/usb}}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.copies,
+            vec![
+                CopyTarget {
+                    repository: "s3://offsite/a".into(),
+                    password_file: Some("/etc/pw".into()),
+                    password_command: None,
+                    bases: vec![BASE.into()],
+                },
+                CopyTarget {
+                    repository: "/mnt/usb".into(),
+                    ..CopyTarget::default()
+                },
+            ]
+        );
+        let msg = parse_err("copies:\n  - repository: /a\n    password: hunter22\n");
+        assert!(
+            msg.contains("line 3") && msg.contains("`password` key is not allowed"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter22"), "{msg}");
+        let msg = parse_err("copies:\n  - password_file: /pw\n");
+        assert!(msg.contains("repository"), "{msg}");
+        let msg = parse_err("copies:\n  - {repository: /a, bases: [nope]}\n");
+        assert!(msg.contains("not an Airtable base id"), "{msg}");
+        let msg = invalid_err(
+            "copies:\n  - {repository: /a, password_file: /p, password_command: cat /p}\n",
+        );
+        assert!(
+            msg.contains("`copies` entry 1") && msg.contains("both set"),
+            "{msg}"
+        );
+        let msg = invalid_err("copies:\n  - {repository: /a}\n  - {repository: /a}\n");
+        assert!(
+            msg.contains("`copies` entry 2") && msg.contains("twice"),
+            "{msg}"
+        );
+        let msg = invalid_err("copies:\n  - {repository: ' '}\n");
+        assert!(msg.contains("`repository` is empty"), "{msg}");
     }
 
     #[test]

@@ -414,6 +414,7 @@ mod tests {
             problems: Vec::new(),
             summary: Value::Null,
             rewritten: None,
+            copy_of: None,
         };
         assert_eq!(base_id(&snapshot), Some("appX"));
         assert_eq!(Source::of(&snapshot).unwrap().base_name, "N");

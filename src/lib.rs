@@ -73,6 +73,7 @@ pub mod check;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod export;
 pub mod forget;
@@ -99,6 +100,7 @@ pub use backend::{Backend, BackendError, BackendOptions};
 pub use backup::{BackupError, BackupOptions, BackupSummary, backup_base};
 pub use check::{CheckOptions, CheckReport, check};
 pub use config::{Config, ConfigError};
+pub use copy::{CopyError, CopyOptions, CopySummary, copy};
 pub use crypto::{KdfParams, KeyMeta, Password};
 pub use export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output, export};
 pub use forget::{ForgetError, ForgetOptions, ForgetPlan, Policies};

@@ -154,6 +154,8 @@ pub async fn rewrite(
     for (id, original, tree, counts, _, _) in planned {
         let mut manifest = original.clone();
         manifest.tree = tree;
+        // Other content than the original's: not the same snapshot for `copy`.
+        manifest.copy_of = None;
         if !manifest.tags.iter().any(|t| t == REWRITTEN_TAG) {
             manifest.tags.push(REWRITTEN_TAG.to_owned());
         }

@@ -22,6 +22,7 @@ static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// remembered, because that would keep an unwiped copy of them.)
 pub(crate) const SECRET_VARS: &[&str] = &[
     "AIRBACK_PASSWORD",
+    "AIRBACK_TO_PASSWORD",
     "AIRTABLE_TOKEN",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

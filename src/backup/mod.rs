@@ -608,6 +608,7 @@ impl<'a> BaseRun<'a> {
                 .collect(),
             summary: contents.to_json(),
             rewritten: None,
+            copy_of: None,
         };
         let snapshot_bytes = crate::codec::encode_file(
             self.repo.crypto(),

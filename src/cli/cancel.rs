@@ -96,6 +96,10 @@ pub(super) fn interrupted_message(command: &Command) -> &'static str {
              without its end)"
         }
         Command::Check(_) => "interrupted; the check did not finish",
+        Command::Copy(_) => {
+            "interrupted; the snapshots committed so far stay in the target, and the same copy \
+             again copies the rest"
+        }
         _ => "interrupted",
     }
 }

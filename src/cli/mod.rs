@@ -4,6 +4,7 @@
 //! `print.rs` prints every result.
 
 mod cancel;
+mod copy;
 #[cfg(feature = "fake")]
 mod demo;
 pub(crate) mod exit;
@@ -76,7 +77,8 @@ struct GlobalArgs {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Read the repository without locking it (when it is read-only or full); only for
-    /// commands that read: check, export, restore, snapshots, show, key list, forget --dry-run
+    /// commands that read: check, export, restore, snapshots, show, key list, forget
+    /// --dry-run, and copy (its source)
     #[arg(long, global = true)]
     no_lock: bool,
     /// YAML configuration: repository, password, bases, tables, fields (see README)
@@ -132,6 +134,8 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Write new snapshots without named records, fields or attachments (to erase them)
     Rewrite(rewrite::RewriteArgs),
+    /// Copy snapshots into another repository (--to-repo), transferring only what it lacks
+    Copy(copy::CopyArgs),
     /// Repair a damaged repository: `repair index`, then `repair snapshots`
     Repair(repair::RepairArgs),
     /// Manage the passwords of an encrypted repository: `key list | add | remove ID | passwd`
@@ -230,6 +234,7 @@ fn usage_error(message: &str) -> ! {
 /// Parses the command line, runs the command and returns the documented exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `copy` writes to its target, which it always locks; `--no-lock` is about its source.
     let writes = match &cli.command {
         Command::Init(_)
         | Command::Snapshot(_)
@@ -244,8 +249,8 @@ pub fn main() -> ExitCode {
     if cli.global.no_lock && writes {
         usage_error(
             "--no-lock is for commands that only read a repository (check, export, restore, \
-             snapshots, show, key list, forget --dry-run); init, snapshot, forget, prune, \
-             rewrite, repair, key add, key remove, key passwd and demo write to one",
+             snapshots, show, key list, forget --dry-run, and copy's source); init, snapshot, \
+             forget, prune, rewrite, repair, key add, key remove, key passwd and demo write to one",
         );
     }
     // clap checks these conflicts only among flags given on the same side of the command
@@ -325,6 +330,7 @@ async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
         Command::Forget(args) => forget::run(g, args).await,
         Command::Prune(args) => prune::run(g, args).await,
         Command::Rewrite(args) => rewrite::run(g, args).await,
+        Command::Copy(args) => copy::run(g, args).await,
         Command::Repair(args) => repair::run(g, args).await,
         Command::Key(args) => key::run(g, args).await,
         #[cfg(feature = "fake")]

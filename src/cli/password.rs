@@ -22,6 +22,12 @@
 //! inherited (so a tool can ask for a PIN) and standard output captured the same way. An
 //! empty password is an error: `init --insecure-no-password` is the way to have none.
 //!
+//! `copy` reads a second password, its target's, from sources of its own
+//! ([`TargetSources`]): `--to-password-file`, then `AIRBACK_TO_PASSWORD_FILE`, then
+//! `AIRBACK_TO_PASSWORD`, then the config's `copies` entry for that repository
+//! (`password_file` or `password_command`), then the prompt; the source's sources are never
+//! used for the target. The copies after a nightly `snapshot --config` use only their entry's.
+//!
 //! Every buffer that holds the password is a `Zeroizing` one, copied once into an exact-size
 //! box for the `SecretBox`. Errors name the source ([`Origin`]) and never the password, a
 //! command's text or its output.
@@ -78,6 +84,16 @@ pub(crate) enum Source<'a> {
     ConfigCommand(&'a str),
     /// `--new-password-file FILE` (`key add`, `key passwd`).
     NewFileFlag(&'a Path),
+    /// `--to-password-file FILE` (`copy`'s target).
+    ToFileFlag(&'a Path),
+    /// `AIRBACK_TO_PASSWORD_FILE` (`copy`'s target).
+    ToFileEnv(&'a Path),
+    /// `AIRBACK_TO_PASSWORD` (`copy`'s target).
+    ToEnv(&'a [u8]),
+    /// The `password_file` of the config's `copies` entry for `copy`'s target.
+    CopiesFile(&'a Path),
+    /// The `password_command` of the config's `copies` entry for `copy`'s target.
+    CopiesCommand(&'a str),
     /// Ask on the terminal.
     Prompt,
 }
@@ -95,6 +111,15 @@ impl Source<'_> {
             Source::ConfigFile(path) => file("the config file's `password_file`", path),
             Source::ConfigCommand(_) => "the config file's `password_command`".into(),
             Source::NewFileFlag(path) => file("`--new-password-file`", path),
+            Source::ToFileFlag(path) => file("`--to-password-file`", path),
+            Source::ToFileEnv(path) => file("`AIRBACK_TO_PASSWORD_FILE`", path),
+            Source::ToEnv(_) => "`AIRBACK_TO_PASSWORD`".into(),
+            Source::CopiesFile(path) => {
+                file("the config file's `copies` entry's `password_file`", path)
+            }
+            Source::CopiesCommand(_) => {
+                "the config file's `copies` entry's `password_command`".into()
+            }
             Source::Prompt => "the prompt".into(),
         })
     }
@@ -133,6 +158,25 @@ pub(crate) enum Purpose<'a> {
     Open(&'a str),
     /// Creating a repository at this location.
     Create(&'a str),
+    /// Opening `copy`'s target repository at this location.
+    OpenTarget(&'a str),
+}
+
+/// Where the password of `copy`'s target may come from, gathered like [`Sources`].
+#[derive(Default, Clone, Copy)]
+pub(crate) struct TargetSources<'a> {
+    /// `--to-password-file`.
+    pub file_flag: Option<&'a Path>,
+    /// `AIRBACK_TO_PASSWORD_FILE`.
+    pub file_env: Option<&'a Path>,
+    /// `AIRBACK_TO_PASSWORD`.
+    pub env: Option<&'a [u8]>,
+    /// The `copies` entry's `password_file`.
+    pub config_file: Option<&'a Path>,
+    /// The `copies` entry's `password_command`.
+    pub config_command: Option<&'a str>,
+    /// Standard input is a terminal, so a prompt may ask.
+    pub terminal: bool,
 }
 
 /// The sources to name in a message about a missing password.
@@ -157,6 +201,30 @@ pub(crate) enum PasswordError {
     MissingForInit {
         /// The repository, redacted.
         location: String,
+    },
+    /// No source is set for `copy`'s encrypted target, and there is no terminal.
+    #[error(
+        "no password given for the encrypted target repository at {location}: pass \
+         --to-password-file FILE, set AIRBACK_TO_PASSWORD_FILE or AIRBACK_TO_PASSWORD, or give \
+         its `copies` entry in the config file a `password_file` or `password_command`"
+    )]
+    MissingTarget {
+        /// The target, redacted.
+        location: String,
+    },
+    /// The target's password opens none of its key files.
+    #[error(
+        "{origin} opens none of the {key_files} key files of the target repository at \
+         {location}; nothing was copied. Give the target's password with --to-password-file, \
+         AIRBACK_TO_PASSWORD_FILE, AIRBACK_TO_PASSWORD or its `copies` entry in the config file"
+    )]
+    WrongTarget {
+        /// The source of the password.
+        origin: Origin,
+        /// The target, redacted.
+        location: String,
+        /// How many key files it has.
+        key_files: usize,
     },
     /// `key add` or `key passwd` without `--new-password-file`, and no terminal.
     #[error(
@@ -238,6 +306,19 @@ pub(crate) fn resolve<'a>(sources: &Sources<'a>) -> Option<Source<'a>> {
         .or(s.terminal.then_some(Source::Prompt))
 }
 
+/// The source of the password of `copy`'s target: the first of [`TargetSources`] that is
+/// set, else the prompt on a terminal, else none.
+pub(crate) fn resolve_target<'a>(sources: &TargetSources<'a>) -> Option<Source<'a>> {
+    let s = sources;
+    s.file_flag
+        .map(Source::ToFileFlag)
+        .or(s.file_env.map(Source::ToFileEnv))
+        .or(s.env.map(Source::ToEnv))
+        .or(s.config_file.map(Source::CopiesFile))
+        .or(s.config_command.map(Source::CopiesCommand))
+        .or(s.terminal.then_some(Source::Prompt))
+}
+
 /// Reads the password that [`resolve`] chose (`None`: nothing set and no terminal, an error
 /// that says how to give one). A prompt asks twice for [`Purpose::Create`].
 pub(crate) fn read(
@@ -252,11 +333,15 @@ pub(crate) fn read(
             Purpose::Create(location) => PasswordError::MissingForInit {
                 location: location.to_owned(),
             },
+            Purpose::OpenTarget(location) => PasswordError::MissingTarget {
+                location: location.to_owned(),
+            },
         });
     };
     let prompt = match purpose {
         Purpose::Open(_) => "password of the repository: ",
         Purpose::Create(_) => "password for the new repository: ",
+        Purpose::OpenTarget(_) => "password of the target repository: ",
     };
     read_from(source, prompt, matches!(purpose, Purpose::Create(_)))
 }
@@ -287,11 +372,15 @@ fn read_from(
         Source::FileFlag(path)
         | Source::FileEnv(path)
         | Source::ConfigFile(path)
-        | Source::NewFileFlag(path) => (read_file(path, &origin)?, true),
+        | Source::NewFileFlag(path)
+        | Source::ToFileFlag(path)
+        | Source::ToFileEnv(path)
+        | Source::CopiesFile(path) => (read_file(path, &origin)?, true),
         Source::CommandFlag(command)
         | Source::CommandEnv(command)
-        | Source::ConfigCommand(command) => (run_command(command, &origin)?, true),
-        Source::Env(value) => (Zeroizing::new(value.to_vec()), false),
+        | Source::ConfigCommand(command)
+        | Source::CopiesCommand(command) => (run_command(command, &origin)?, true),
+        Source::Env(value) | Source::ToEnv(value) => (Zeroizing::new(value.to_vec()), false),
         Source::Prompt => (ask(prompt, twice)?, false),
     };
     let password = if trim {
@@ -617,6 +706,58 @@ mod tests {
         assert!(
             err.contains("`--new-password-file` (/nonexistent/new-pw)"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_target_password_has_its_own_sources_in_order() {
+        let file = Path::new("/to/file");
+        let env_file = Path::new("/to/env-file");
+        let config_file = Path::new("/copies/file");
+        let mut sources = TargetSources {
+            file_flag: Some(file),
+            file_env: Some(env_file),
+            env: Some(b"to password"),
+            config_file: Some(config_file),
+            config_command: Some("copies command"),
+            terminal: true,
+        };
+        assert_eq!(resolve_target(&sources), Some(Source::ToFileFlag(file)));
+        sources.file_flag = None;
+        assert_eq!(resolve_target(&sources), Some(Source::ToFileEnv(env_file)));
+        sources.file_env = None;
+        assert_eq!(
+            resolve_target(&sources),
+            Some(Source::ToEnv(b"to password"))
+        );
+        sources.env = None;
+        assert_eq!(
+            resolve_target(&sources),
+            Some(Source::CopiesFile(config_file))
+        );
+        sources.config_file = None;
+        assert_eq!(
+            resolve_target(&sources),
+            Some(Source::CopiesCommand("copies command"))
+        );
+        assert_eq!(
+            Source::CopiesCommand("pass show x").origin().to_string(),
+            "the password from the config file's `copies` entry's `password_command`"
+        );
+        sources.config_command = None;
+        assert_eq!(resolve_target(&sources), Some(Source::Prompt));
+        sources.terminal = false;
+        assert_eq!(resolve_target(&sources), None);
+        let err = read(None, Purpose::OpenTarget("s3://b/copy"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("target repository at s3://b/copy") && err.contains("--to-password-file"),
+            "{err}"
+        );
+        assert_eq!(
+            Source::ToEnv(b"hunter22").origin().to_string(),
+            "the password from `AIRBACK_TO_PASSWORD`"
         );
     }
 

@@ -19,6 +19,7 @@
 //! | repository | `--repo` | `AIRBACK_REPO` | `repository` | none (an error says how to give one) |
 //! | configuration file | `--config` | `AIRBACK_CONFIG` | | none |
 //! | password (first set wins, in this order) | `--password-file`, `--password-command` | `AIRBACK_PASSWORD_FILE`, `AIRBACK_PASSWORD`, `AIRBACK_PASSWORD_COMMAND` | `password_file`, `password_command` | a prompt when standard input is a terminal, else an error |
+//! | `copy`'s target password (the same order) | `--to-password-file` | `AIRBACK_TO_PASSWORD_FILE`, `AIRBACK_TO_PASSWORD` | the target's `copies` entry: `password_file`, `password_command` (only these for the copies after `snapshot --config`) | a prompt when standard input is a terminal, else an error |
 //! | KDF parameters for new keys | | `AIRBACK_KDF_PARAMS` (`m_kib,t,p`; for tests and benchmarks) | | 65536,8,1 |
 //! | user name in a new key file | | `USER`, else `LOGNAME` | | empty |
 //! | local cache | `--no-cache`, `--cache-dir` | `AIRBACK_CACHE_DIR` | | the user's cache directory |
@@ -45,7 +46,7 @@ use super::password::{self, Origin, PasswordError, Purpose, Sources};
 use super::print::Printer;
 use crate::airtable::{ClientOptions, Token, TokenError};
 use crate::backend::{BackendOptions, S3Defaults};
-use crate::config::Config;
+use crate::config::{Config, CopyTarget};
 use crate::crypto::{KdfParams, KeyMeta};
 use crate::repo::CacheChoice;
 
@@ -70,6 +71,10 @@ pub(super) const PASSWORD_FILE_ENV: &str = "AIRBACK_PASSWORD_FILE";
 pub(super) const PASSWORD_ENV: &str = "AIRBACK_PASSWORD";
 /// A shell command that prints the repository's password.
 pub(super) const PASSWORD_COMMAND_ENV: &str = "AIRBACK_PASSWORD_COMMAND";
+/// A file holding the password of `copy`'s target repository.
+pub(super) const TO_PASSWORD_FILE_ENV: &str = "AIRBACK_TO_PASSWORD_FILE";
+/// The password of `copy`'s target repository (scrubbed from logs like `AIRBACK_PASSWORD`).
+pub(super) const TO_PASSWORD_ENV: &str = "AIRBACK_TO_PASSWORD";
 /// Argon2id parameters for keys this run creates, `m_kib,t,p` (tests and benchmarks make
 /// keys cheap with it).
 pub(super) const KDF_PARAMS_ENV: &str = "AIRBACK_KDF_PARAMS";
@@ -87,6 +92,10 @@ struct PasswordSettings {
     env: Option<Zeroizing<Vec<u8>>>,
     /// `AIRBACK_PASSWORD_COMMAND`.
     command_env: Option<String>,
+    /// `AIRBACK_TO_PASSWORD_FILE` (`copy`'s target).
+    to_file_env: Option<PathBuf>,
+    /// `AIRBACK_TO_PASSWORD` (`copy`'s target), wiped when the settings are dropped.
+    to_env: Option<Zeroizing<Vec<u8>>>,
     /// Standard input is a terminal, so a prompt may ask.
     terminal: bool,
 }
@@ -209,6 +218,8 @@ impl Settings {
                 file_env: os(PASSWORD_FILE_ENV).map(PathBuf::from),
                 env: os(PASSWORD_ENV).map(|v| Zeroizing::new(v.into_encoded_bytes())),
                 command_env: text(PASSWORD_COMMAND_ENV),
+                to_file_env: os(TO_PASSWORD_FILE_ENV).map(PathBuf::from),
+                to_env: os(TO_PASSWORD_ENV).map(|v| Zeroizing::new(v.into_encoded_bytes())),
                 terminal,
             },
             kdf_params: text(KDF_PARAMS_ENV),
@@ -264,6 +275,31 @@ impl Settings {
         purpose: Purpose<'_>,
     ) -> Result<(SecretBox<[u8]>, Origin), PasswordError> {
         password::read(password::resolve(&self.password_sources()), purpose)
+    }
+
+    /// The password of `copy`'s target repository at `location` (redacted): from
+    /// `--to-password-file` (`file`), `AIRBACK_TO_PASSWORD_FILE`, `AIRBACK_TO_PASSWORD` (when
+    /// `variables`), its `copies` entry (`entry`), else asked on a terminal.
+    pub(super) fn target_password(
+        &self,
+        file: Option<&Path>,
+        variables: bool,
+        entry: Option<&CopyTarget>,
+        location: &str,
+    ) -> Result<(SecretBox<[u8]>, Origin), PasswordError> {
+        let p = &self.password;
+        let sources = password::TargetSources {
+            file_flag: file,
+            file_env: p.to_file_env.as_deref().filter(|_| variables),
+            env: p.to_env.as_deref().map(Vec::as_slice).filter(|_| variables),
+            config_file: entry.and_then(|e| e.password_file.as_deref()),
+            config_command: entry.and_then(|e| e.password_command.as_deref()),
+            terminal: p.terminal,
+        };
+        password::read(
+            password::resolve_target(&sources),
+            Purpose::OpenTarget(location),
+        )
     }
 
     /// A new password for `key add` and `key passwd`: from `--new-password-file` (`file`),
@@ -520,6 +556,45 @@ mod tests {
             ],
         );
         assert_eq!(password::resolve(&s.password_sources()), None);
+    }
+
+    #[test]
+    fn the_target_password_comes_from_its_own_variables_never_the_sources() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let entry_file = dir.path().join("entry-pw");
+        std::fs::write(&entry_file, "entry secret\n").unwrap();
+        let entry = CopyTarget {
+            repository: "/offsite".into(),
+            password_file: Some(entry_file),
+            ..CopyTarget::default()
+        };
+        let read = |s: &Settings, variables: bool, entry: Option<&CopyTarget>| {
+            s.target_password(None, variables, entry, "/offsite")
+                .map(|(secret, origin)| {
+                    (
+                        String::from_utf8(secret.expose_secret().to_vec()).unwrap(),
+                        origin.source().to_owned(),
+                    )
+                })
+        };
+        let s = with_env(
+            &flags(),
+            &[
+                (PASSWORD_ENV, "source secret"),
+                (TO_PASSWORD_ENV, "target secret"),
+            ],
+        );
+        assert_eq!(
+            read(&s, true, Some(&entry)).unwrap(),
+            ("target secret".into(), "`AIRBACK_TO_PASSWORD`".into())
+        );
+        // The copies after a snapshot use their entry only.
+        assert_eq!(read(&s, false, Some(&entry)).unwrap().0, "entry secret");
+        // The source's password is never tried on the target.
+        let s = with_env(&flags(), &[(PASSWORD_ENV, "source secret")]);
+        let err = read(&s, true, None).unwrap_err();
+        assert!(matches!(err, PasswordError::MissingTarget { .. }), "{err}");
     }
 
     #[test]

@@ -187,9 +187,16 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     writer_lock.release().await?;
     if let Some(config) = config.filter(|c| c.retention.as_ref().is_some_and(|r| r.after_snapshot))
         && !saved.is_empty()
-        && let Err(e) = super::forget::after_snapshot(settings, &repo, config, saved).await
+        && let Err(e) = super::forget::after_snapshot(settings, &repo, config, saved.clone()).await
     {
         err!("error: {e:#}");
+        code = exit::ERROR;
+    }
+    // Then the config's second repositories get what they lack of these bases.
+    if let Some(config) = config.filter(|c| !c.copies.is_empty())
+        && !saved.is_empty()
+        && super::copy::after_snapshot(settings, &repo, config, &saved).await? != exit::OK
+    {
         code = exit::ERROR;
     }
     Ok(code)

@@ -291,7 +291,7 @@ impl Cache {
                  DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS kv;
                  DROP TABLE IF EXISTS bad_packs; DROP TABLE IF EXISTS dictionaries;
                  DROP TABLE IF EXISTS entries; DROP TABLE IF EXISTS superseded;
-                 DROP TABLE IF EXISTS erase;",
+                 DROP TABLE IF EXISTS erase; DROP TABLE IF EXISTS copy_map;",
             )?;
         }
         // `entries`: which loaded index file lists which pack, and whether as marked for
@@ -316,6 +316,14 @@ impl Cache {
              CREATE TABLE IF NOT EXISTS bad_packs (id BLOB PRIMARY KEY, reason TEXT NOT NULL)
                  WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS dictionaries (id BLOB PRIMARY KEY) WITHOUT ROWID;",
+        )?;
+        // `copy_map` (`airback copy`, in the target's cache): the id in this repository of a
+        // blob of another repository (`source`, its repository id). A fact about content, so
+        // it never goes stale; whether the blob is stored here is asked of `blobs`.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS copy_map (source BLOB NOT NULL, id BLOB NOT NULL,
+                 kind INTEGER NOT NULL, target BLOB NOT NULL, PRIMARY KEY (source, id, kind))
+                 WITHOUT ROWID;",
         )?;
         conn.pragma_update(None, "user_version", CACHE_SCHEMA_VERSION)?;
         Ok(Cache {
@@ -668,6 +676,46 @@ impl Cache {
             })
         })
         .optional()
+    }
+
+    /// The id in this repository of blob `id` (of `kind`) of repository `source`, if `copy`
+    /// recorded it.
+    pub(crate) fn copy_target(
+        &self,
+        source: &RepoId,
+        id: &BlobId,
+        kind: BlobKind,
+    ) -> rusqlite::Result<Option<BlobId>> {
+        self.conn()
+            .prepare_cached(
+                "SELECT target FROM copy_map WHERE source = ?1 AND id = ?2 AND kind = ?3",
+            )?
+            .query_row(params![&source.0[..], &id.0[..], kind_to_int(kind)], |r| {
+                r.get::<_, Vec<u8>>(0)
+            })
+            .optional()
+            .map(|t| t.map(|t| BlobId(id32(t))))
+    }
+
+    /// Records that blob `id` (of `kind`) of repository `source` is `target` here.
+    pub(crate) fn record_copy_target(
+        &self,
+        source: &RepoId,
+        id: &BlobId,
+        kind: BlobKind,
+        target: &BlobId,
+    ) -> rusqlite::Result<()> {
+        self.conn()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO copy_map (source, id, kind, target) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                &source.0[..],
+                &id.0[..],
+                kind_to_int(kind),
+                &target.0[..]
+            ])
+            .map(|_| ())
     }
 
     /// A free-form value stored by a layer above (for example attachment bookkeeping).

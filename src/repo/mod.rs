@@ -32,7 +32,7 @@ use crate::backend::{Backend, BackendError};
 use crate::chunker::Chunker;
 use crate::codec::{self, DecodeError, Dictionaries, Dictionary};
 use crate::crypto::{Crypto, MasterKey, ObjectKind, Password, Salt};
-use crate::id::{BlobId, DictId, IndexId, KeyId, PackId, SnapshotId};
+use crate::id::{BlobId, DictId, IndexId, KeyId, PackId, RepoId, SnapshotId};
 use cache::Cache;
 use index::{IndexFile, IndexPack, index_path};
 use pack::{FOOTER_LEN, FOOTER_LEN_V2, PackedBlob, pack_path};
@@ -43,7 +43,7 @@ pub use config::{EncryptionConfig, InitEncryption, InitOptions, RepoConfig};
 pub use exclusive::Exclusive;
 pub use keys::KeyInfo;
 pub use pack::BlobKind;
-pub use snapshot::{Node, NodeKind, Snapshot, Tree};
+pub use snapshot::{CopyOf, Node, NodeKind, Snapshot, Tree};
 pub use writer::{BlobWriter, FileSaver, WriterOptions, WriterStats};
 
 /// Why a repository operation failed.
@@ -660,6 +660,11 @@ impl Repository {
     /// How the repository's objects are protected.
     pub(crate) fn crypto(&self) -> &Crypto {
         &self.inner.crypto
+    }
+
+    /// The repository's id, chosen by `init` (copies name their original's repository by it).
+    pub fn id(&self) -> RepoId {
+        self.inner.config.id
     }
 
     /// Whether the repository is encrypted (format 2).

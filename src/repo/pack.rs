@@ -396,8 +396,21 @@ pub(crate) fn open_verified(
     stored: &[u8],
     dicts: &Dictionaries,
 ) -> Result<EncodedBlob, DecodeError> {
+    open_decoded(crypto, salt, kind, entry, stored, dicts).map(|(blob, _)| blob)
+}
+
+/// [`open_verified`] that also returns the plaintext: what `copy` needs to compute the blob's
+/// id in another repository while moving its encoded form.
+pub(crate) fn open_decoded(
+    crypto: &Crypto,
+    salt: Option<&Salt>,
+    kind: BlobKind,
+    entry: &PackedBlob,
+    stored: &[u8],
+    dicts: &Dictionaries,
+) -> Result<(EncodedBlob, Vec<u8>), DecodeError> {
     let encoded = open_blob(crypto, salt, kind, entry, stored)?;
-    codec::decode(
+    let plain = codec::decode(
         &entry.id,
         &encoded,
         entry.compression,
@@ -405,12 +418,13 @@ pub(crate) fn open_verified(
         dicts,
         crypto,
     )?;
-    Ok(EncodedBlob {
+    let blob = EncodedBlob {
         id: entry.id,
         raw_length: entry.raw_length,
         compression: entry.compression,
         stored: encoded.into_owned(),
-    })
+    };
+    Ok((blob, plain))
 }
 
 /// Opens a blob's stored bytes: format 2 authenticates and decrypts them with the pack's

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, RepoId, SnapshotId};
 use crate::repo::pack::BlobKind;
 
 /// The content of one `snapshots/<id>` object, the commit point of a backup.
@@ -41,6 +41,31 @@ pub struct Snapshot {
     /// ["tbl….fld…"], "attachments": 1}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewritten: Option<serde_json::Value>,
+    /// The snapshot this one is a copy of (`airback copy`), kept across further copies and
+    /// `repair snapshots`, dropped by `rewrite` (new content); `None` for an original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<CopyOf>,
+}
+
+/// Which snapshot a copied snapshot stands for: the repository it was first taken in and its
+/// id there. Two snapshots with the same identity hold the same content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CopyOf {
+    /// The id of the repository the original was taken in.
+    pub repository: RepoId,
+    /// The original's id in that repository.
+    pub snapshot: SnapshotId,
+}
+
+impl Snapshot {
+    /// This snapshot's identity: its [`Snapshot::copy_of`], or else itself, `id` in the
+    /// repository `repository`.
+    pub fn identity(&self, repository: RepoId, id: SnapshotId) -> CopyOf {
+        self.copy_of.unwrap_or(CopyOf {
+            repository,
+            snapshot: id,
+        })
+    }
 }
 
 /// The storage path of a snapshot.

@@ -73,6 +73,7 @@ async fn empty_snapshots(repo: &Repository, count: usize) -> Vec<SnapshotId> {
             problems: vec![],
             summary: Value::Null,
             rewritten: None,
+            copy_of: None,
         };
         ids.push(repo.save_snapshot(&snapshot).await.unwrap());
     }

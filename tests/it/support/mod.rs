@@ -218,6 +218,7 @@ pub async fn commit(repo: &Repository, tree: BlobId) -> SnapshotId {
         problems: vec![],
         summary: serde_json::Value::Null,
         rewritten: None,
+        copy_of: None,
     })
     .await
     .unwrap()
