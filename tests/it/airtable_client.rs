@@ -1127,6 +1127,10 @@ async fn debug_logs_never_show_the_token() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads without a subscriber: a callsite they
+    // reached first may have cached "never interested" before this one was registered (seen
+    // once under load as "nothing was logged"). Recompute every callsite's interest now.
+    tracing::callsite::rebuild_interest_cache();
 
     let fake = small_large_fake(120).await;
     fake.set_faults("503=0.2,reset=0.1,seed=3".parse::<Faults>().unwrap());
