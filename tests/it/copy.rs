@@ -216,17 +216,7 @@ impl Setup {
         let schema = self.fake.schema_json(&self.base);
         let table = &schema["tables"][0];
         let table_id = table["id"].as_str().unwrap();
-        let field = |name: &str| {
-            table["fields"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|f| f["name"] == name)
-                .unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        };
+        let field = |name: &str| crate::support::field_id(table, name);
         let (notes, files) = (field("Notes"), field("Files"));
         let records = self.fake.records_json(&self.base, table_id);
         let mut rng = fastrand::Rng::with_seed(run);

@@ -644,17 +644,7 @@ fn plant_canary(f: &Fake) {
         .find(|t| t["name"] == "Projects")
         .expect("the demo base has Projects");
     let table_id = table["id"].as_str().unwrap();
-    let field = |name: &str| {
-        table["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["name"] == name)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let field = |name: &str| crate::support::field_id(table, name);
     let (notes, brief) = (field("Notes"), field("Brief"));
     let records = f.fake.records_json(&f.base, table_id);
     assert!(!records.is_empty());

@@ -62,17 +62,7 @@ fn projects(s: &FakeSetup) -> (String, String, String, Vec<Value>) {
         .find(|t| t["name"] == "Projects")
         .unwrap()
         .clone();
-    let field = |name: &str| {
-        table["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["name"] == name)
-            .unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let field = |name: &str| support::field_id(&table, name);
     let id = table["id"].as_str().unwrap().to_owned();
     let records = s.fake.records_json(&s.base, &id);
     (id, field("Brief"), field("Notes"), records)

@@ -36,21 +36,10 @@ fn tables(fake: &FakeAirtable, base: &str) -> Vec<(String, String, String)> {
         .unwrap()
         .iter()
         .map(|t| {
-            let field = |name: &str| {
-                t["fields"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|f| f["name"] == name)
-                    .unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            };
             (
                 t["id"].as_str().unwrap().to_owned(),
-                field("Notes"),
-                field("Files"),
+                support::field_id(t, "Notes"),
+                support::field_id(t, "Files"),
             )
         })
         .collect()

@@ -104,6 +104,20 @@ pub async fn airback(cache: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The id of the field called `name` in `table`, a table of a base's schema JSON (as
+/// `FakeAirtable::schema_json` gives it).
+pub fn field_id(table: &serde_json::Value, name: &str) -> String {
+    table["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .unwrap_or_else(|| panic!("no field {name} in {}", table["name"]))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Every file under `dir` (path relative to it) with its bytes.
 pub fn contents(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
     files_below(dir)
