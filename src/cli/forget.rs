@@ -147,7 +147,7 @@ pub(super) async fn after_snapshot(
     config: &Config,
     bases: Vec<String>,
 ) -> anyhow::Result<()> {
-    let (policies, zone_name) = policies_of_config(config)?;
+    let (policies, zone_name) = policies_of_config(config);
     let options = ForgetOptions {
         policies,
         bases,
@@ -195,10 +195,7 @@ pub(super) async fn after_snapshot(
 
 /// The policies from the flags, or else from the config file; and the time zone's name.
 fn policies(config: Option<&Config>, args: &ForgetArgs) -> anyhow::Result<(Policies, String)> {
-    let retention = config.and_then(|c| c.retention.as_ref());
-    let zone = retention
-        .and_then(|r| r.time_zone.clone())
-        .unwrap_or_else(|| "UTC".to_owned());
+    let zone = zone_name(config);
     if let Some(policy) = args.policy() {
         if config.is_some_and(|c| c.has_retention()) {
             super::print::err!(
@@ -208,7 +205,7 @@ fn policies(config: Option<&Config>, args: &ForgetArgs) -> anyhow::Result<(Polic
         return Ok((Policies::all(policy), zone));
     }
     match config.filter(|c| c.has_retention()) {
-        Some(config) => policies_of_config(config),
+        Some(config) => Ok(policies_of_config(config)),
         None => Err(NoRule.into()),
     }
 }
@@ -221,13 +218,17 @@ fn policies(config: Option<&Config>, args: &ForgetArgs) -> anyhow::Result<(Polic
 )]
 pub(super) struct NoRule;
 
-/// The config's `retention:` sections as policies, and the time zone's name.
-fn policies_of_config(config: &Config) -> anyhow::Result<(Policies, String)> {
-    let zone = config
-        .retention
-        .as_ref()
+/// The calendar's zone: the config's `retention.time_zone`, else UTC.
+fn zone_name(config: Option<&Config>) -> String {
+    config
+        .and_then(|c| c.retention.as_ref())
         .and_then(|r| r.time_zone.clone())
-        .unwrap_or_else(|| "UTC".to_owned());
+        .unwrap_or_else(|| "UTC".to_owned())
+}
+
+/// The config's `retention:` sections as policies, and the time zone's name.
+fn policies_of_config(config: &Config) -> (Policies, String) {
+    let zone = zone_name(Some(config));
     let policies = Policies {
         default: config.retention.as_ref().map(policy_of),
         per_base: config
@@ -236,7 +237,7 @@ fn policies_of_config(config: &Config) -> anyhow::Result<(Policies, String)> {
             .filter_map(|b| Some((b.id.clone(), policy_of(b.retention.as_ref()?))))
             .collect(),
     };
-    Ok((policies, zone))
+    (policies, zone)
 }
 
 /// A config `retention:` section as a policy (validated when the config was read).
