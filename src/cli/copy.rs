@@ -15,7 +15,6 @@ use super::{exit, open_repo, read_lock, release};
 use crate::backend::redact_location;
 use crate::config::{Config, CopyTarget};
 use crate::copy::{Action, CopyOptions, CopySummary};
-use crate::crypto::Password;
 use crate::id::SnapshotId;
 use crate::repo::{RepoError, Repository};
 use crate::snapshots;
@@ -192,36 +191,23 @@ async fn open_target(settings: &Settings, to: &Target<'_>) -> anyhow::Result<Rep
         let message = format!("the target repository: {e}");
         anyhow::Error::new(e).context(message)
     };
-    let backend = Repository::backend_for(to.location, &settings.backend).map_err(about_target)?;
-    let (config, bytes) = Repository::read_config(&backend)
-        .await
-        .map_err(about_target)?;
-    let password = if config.is_encrypted() {
-        let (secret, origin) =
-            settings.target_password(to.password_file, to.variables, to.entry, &shown)?;
-        Some((Password::from(secret), origin))
-    } else {
-        None
-    };
-    let opened = Repository::open_with_config(
-        backend,
-        config,
-        &bytes,
-        settings.cache.clone(),
-        password.as_ref().map(|(p, _)| p),
-    )
-    .await;
-    match (opened, password) {
-        (Ok(repo), _) => Ok(repo),
-        (Err(RepoError::WrongPassword { key_files, .. }), Some((_, origin))) => {
-            Err(PasswordError::WrongTarget {
-                origin,
-                location: shown,
-                key_files,
-            }
-            .into())
+    let password = || settings.target_password(to.password_file, to.variables, to.entry, &shown);
+    use super::OpenFailure;
+    match super::open_with_password(settings, to.location, password).await {
+        Ok(repo) => Ok(repo),
+        Err(OpenFailure::WrongPassword {
+            error: RepoError::WrongPassword { key_files, .. },
+            origin,
+        }) => Err(PasswordError::WrongTarget {
+            origin,
+            location: shown,
+            key_files,
         }
-        (Err(e), _) => Err(about_target(e)),
+        .into()),
+        Err(OpenFailure::WrongPassword { error, .. } | OpenFailure::Repo(error)) => {
+            Err(about_target(error))
+        }
+        Err(OpenFailure::Password(e)) => Err(e.into()),
     }
 }
 

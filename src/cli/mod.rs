@@ -373,10 +373,49 @@ async fn open_repo(s: &Settings) -> anyhow::Result<Repository> {
 /// Opens the repository at `location`. A password is read only when the repository is
 /// encrypted; a version 1 repository ignores every password source that is set.
 async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository> {
-    let backend = Repository::backend_for(location, &s.backend)?;
-    let (config, bytes) = Repository::read_config(&backend).await?;
+    let shown = redact_location(location);
+    let password = || s.password(password::Purpose::Open(&shown));
+    match open_with_password(s, location, password).await {
+        Ok(repo) => Ok(repo),
+        // A wrong password names where it came from, never what it is.
+        Err(OpenFailure::WrongPassword { error, origin }) => {
+            Err(anyhow::Error::new(error).context(format!("{origin} is wrong")))
+        }
+        Err(OpenFailure::Repo(e)) => Err(e.into()),
+        Err(OpenFailure::Password(e)) => Err(e.into()),
+    }
+}
+
+/// Why [`open_with_password`] failed.
+enum OpenFailure {
+    /// The password opens none of the key files; `origin` says where it came from.
+    WrongPassword {
+        error: RepoError,
+        origin: password::Origin,
+    },
+    /// No password could be read.
+    Password(password::PasswordError),
+    /// The repository failed otherwise (missing, unreadable).
+    Repo(RepoError),
+}
+
+/// Opens the repository at `location`: reads its `config`, then asks `password` for one only
+/// when the repository is encrypted, then unlocks it. `open_repo_at` and `copy`'s target
+/// differ only in where the password comes from and how they word the errors.
+async fn open_with_password(
+    s: &Settings,
+    location: &str,
+    password: impl FnOnce() -> Result<
+        (secrecy::SecretBox<[u8]>, password::Origin),
+        password::PasswordError,
+    >,
+) -> Result<Repository, OpenFailure> {
+    let backend = Repository::backend_for(location, &s.backend).map_err(OpenFailure::Repo)?;
+    let (config, bytes) = Repository::read_config(&backend)
+        .await
+        .map_err(OpenFailure::Repo)?;
     let password = if config.is_encrypted() {
-        let (secret, origin) = s.password(password::Purpose::Open(&redact_location(location)))?;
+        let (secret, origin) = password().map_err(OpenFailure::Password)?;
         Some((Password::from(secret), origin))
     } else {
         None
@@ -389,13 +428,12 @@ async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository
         password.as_ref().map(|(p, _)| p),
     )
     .await;
-    // A wrong password names where it came from, never what it is.
     match (opened, password) {
         (Ok(repo), _) => Ok(repo),
-        (Err(e @ RepoError::WrongPassword { .. }), Some((_, origin))) => {
-            Err(anyhow::Error::new(e).context(format!("{origin} is wrong")))
+        (Err(error @ RepoError::WrongPassword { .. }), Some((_, origin))) => {
+            Err(OpenFailure::WrongPassword { error, origin })
         }
-        (Err(e), _) => Err(e.into()),
+        (Err(e), _) => Err(OpenFailure::Repo(e)),
     }
 }
 
