@@ -65,8 +65,10 @@ impl FromStr for MaxUnused {
         {
             return Ok(MaxUnused::Percent(p));
         }
-        if t.ends_with(|c: char| c.is_ascii_alphabetic()) {
-            return parse_size(t).map(MaxUnused::Bytes);
+        if let Ok(bytes) = parse_size(t)
+            && t.ends_with(|c: char| c.is_ascii_alphabetic())
+        {
+            return Ok(MaxUnused::Bytes(bytes));
         }
         Err(format!(
             "`{s}` is not a share of unused space: give a percentage from 0 to 100 (`5` or \
@@ -953,7 +955,12 @@ mod tests {
                 .unwrap_err()
                 .contains("percentage")
         );
-        assert!("lots".parse::<MaxUnused>().is_err());
+        assert!(
+            "lots"
+                .parse::<MaxUnused>()
+                .unwrap_err()
+                .contains("percentage")
+        );
         assert_eq!(parse_size("500M"), Ok(500 << 20));
         assert_eq!(parse_size("1024"), Ok(1024));
         assert_eq!(parse_size("1.5K"), Ok(1536));
