@@ -13,7 +13,7 @@
 //! Every blob is verified by its hash as it is read ([`Repository::read_blob`]). Names found in
 //! trees are used only as lookup keys, never as paths.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -62,6 +62,13 @@ pub struct StoredTable {
     /// Size of the JSON-lines file.
     size: u64,
     content: Vec<BlobId>,
+}
+
+impl StoredTable {
+    /// The table file's blobs, in order.
+    pub(crate) fn content(&self) -> &[BlobId] {
+        &self.content
+    }
 }
 
 /// One attachment's stored content.
@@ -185,59 +192,41 @@ impl StoredBase {
     /// The table's records, in the stored order (by record id), one at a time. Cells are keyed
     /// by field id; attachment objects carry no URL.
     pub fn records(&self, table: &StoredTable) -> BoxStream<'static, Result<Record, StoredError>> {
-        let snapshot = self.id;
-        let table_id = table.id.clone();
-        let size = table.size;
-        let blobs = blob_stream(self.repo.clone(), table.content.clone(), RECORD_READ_AHEAD);
-        futures::stream::unfold(
-            (blobs, Vec::<u8>::new(), 0u64, false),
-            move |(mut blobs, mut carry, mut offset, mut done)| {
-                let table_id = table_id.clone();
-                async move {
-                    loop {
-                        if let Some(end) = carry.iter().position(|&b| b == b'\n') {
-                            let line: Vec<u8> = carry.drain(..=end).collect();
-                            offset += line.len() as u64;
-                            let parsed = serde_json::from_slice::<Record>(&line).map_err(|e| {
-                                StoredError::Layout {
-                                    snapshot,
-                                    reason: format!(
-                                        "a record of table {table_id} near byte {offset} is not \
-                                         valid: {e}"
-                                    ),
-                                }
-                            });
-                            return Some((parsed, (blobs, carry, offset, done)));
-                        }
-                        if done {
-                            if carry.is_empty() {
-                                return None;
-                            }
-                            let error = StoredError::Layout {
-                                snapshot,
-                                reason: format!(
-                                    "table {table_id} ends in the middle of a record ({} of \
-                                     {size} bytes)",
-                                    offset + carry.len() as u64
-                                ),
-                            };
-                            carry.clear();
-                            return Some((Err(error), (blobs, carry, offset, done)));
-                        }
-                        match blobs.next().await {
-                            Some(Ok(bytes)) => carry.extend_from_slice(&bytes),
-                            Some(Err(e)) => {
-                                done = true;
-                                carry.clear();
-                                return Some((Err(e.into()), (blobs, carry, offset, done)));
-                            }
-                            None => done = true,
-                        }
-                    }
-                }
-            },
-        )
-        .boxed()
+        let blobs = blob_stream(self.repo.clone(), table.content.clone(), RECORD_READ_AHEAD)
+            .map_err(StoredError::from);
+        parse_lines(blobs, self.id, table.id.clone(), table.size)
+    }
+
+    /// The records of `table` that are not certainly also in `other`, a stored version of the
+    /// same table (in another snapshot), by record id.
+    ///
+    /// Equal blob ids mean equal bytes, so a record line that lies inside a run of blobs that
+    /// both files hold in the same order is in both files, byte for byte. Such lines are skipped
+    /// without being read: a run costs the reading of its first and last blob (to find the
+    /// first and last line break in it), whatever its length. The rule is symmetric (runs are
+    /// the same in both files), so a record skipped here is skipped in `other` too, and
+    /// merging the two streams by id yields every record that was added, removed or changed.
+    /// When a file holds the same blob twice, nothing is skipped.
+    pub fn records_not_in(
+        &self,
+        table: &StoredTable,
+        other: &StoredTable,
+    ) -> BoxStream<'static, Result<Record, StoredError>> {
+        let Some(pieces) = unshared_pieces(&table.content, &other.content) else {
+            return self.records(table);
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StoredError>>(RECORD_READ_AHEAD);
+        let repo = self.repo.clone();
+        let content = table.content.clone();
+        tokio::spawn(async move {
+            if let Err(e) = send_pieces(&repo, &content, &pieces, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        let bytes = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        parse_lines(bytes, self.id, table.id.clone(), table.size)
     }
 
     /// The stored content of attachment `id`, or `None` when the snapshot does not hold it (an
@@ -295,6 +284,206 @@ impl StoredBase {
     }
 }
 
+/// A table file's records parsed from its bytes, one line at a time.
+fn parse_lines(
+    bytes: impl Stream<Item = Result<Bytes, StoredError>> + Send + 'static,
+    snapshot: SnapshotId,
+    table_id: String,
+    size: u64,
+) -> BoxStream<'static, Result<Record, StoredError>> {
+    futures::stream::unfold(
+        (bytes.boxed(), Vec::<u8>::new(), 0u64, false),
+        move |(mut blobs, mut carry, mut offset, mut done)| {
+            let table_id = table_id.clone();
+            async move {
+                loop {
+                    if let Some(end) = carry.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = carry.drain(..=end).collect();
+                        offset += line.len() as u64;
+                        let parsed = serde_json::from_slice::<Record>(&line).map_err(|e| {
+                            StoredError::Layout {
+                                snapshot,
+                                reason: format!(
+                                    "a record of table {table_id} near byte {offset} is not \
+                                         valid: {e}"
+                                ),
+                            }
+                        });
+                        return Some((parsed, (blobs, carry, offset, done)));
+                    }
+                    if done {
+                        if carry.is_empty() {
+                            return None;
+                        }
+                        let error = StoredError::Layout {
+                            snapshot,
+                            reason: format!(
+                                "table {table_id} ends in the middle of a record ({} of {size} \
+                                 bytes)",
+                                offset + carry.len() as u64
+                            ),
+                        };
+                        carry.clear();
+                        return Some((Err(error), (blobs, carry, offset, done)));
+                    }
+                    match blobs.next().await {
+                        Some(Ok(bytes)) => carry.extend_from_slice(&bytes),
+                        Some(Err(e)) => {
+                            done = true;
+                            carry.clear();
+                            return Some((Err(e), (blobs, carry, offset, done)));
+                        }
+                        None => done = true,
+                    }
+                }
+            }
+        },
+    )
+    .boxed()
+}
+
+/// A table file cut into what must be read: single blobs, and runs of blobs that the other
+/// file holds too, in the same order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    /// Blob `i`, read whole.
+    Whole(usize),
+    /// Blobs `first..=last`, a shared run: only the bytes up to the run's first line break and
+    /// after its last are read.
+    Run(usize, usize),
+}
+
+/// The pieces of `content` against `other`, or `None` when either file holds a blob twice
+/// (then runs are not well defined, and everything is read).
+fn unshared_pieces(content: &[BlobId], other: &[BlobId]) -> Option<Vec<Piece>> {
+    let unique = |ids: &[BlobId]| ids.iter().collect::<HashSet<_>>().len() == ids.len();
+    if !unique(content) || !unique(other) {
+        return None;
+    }
+    let shared: HashSet<&BlobId> = other.iter().collect();
+    let edges: HashSet<(&BlobId, &BlobId)> = other.windows(2).map(|w| (&w[0], &w[1])).collect();
+    let mut pieces = Vec::new();
+    let mut i = 0;
+    while i < content.len() {
+        if !shared.contains(&content[i]) {
+            pieces.push(Piece::Whole(i));
+            i += 1;
+            continue;
+        }
+        let mut last = i;
+        while last + 1 < content.len()
+            && shared.contains(&content[last + 1])
+            && edges.contains(&(&content[last], &content[last + 1]))
+        {
+            last += 1;
+        }
+        pieces.push(Piece::Run(i, last));
+        i = last + 1;
+    }
+    Some(pieces)
+}
+
+/// Sends the bytes `pieces` select from `content`, in order: whole blobs, and of each run its
+/// bytes up to and including its first line break and after its last one. The blobs that are
+/// probably needed (whole ones, and the ends of runs) are read ahead; a run whose end blobs
+/// hold no line break reads further blobs when it gets there.
+async fn send_pieces(
+    repo: &Repository,
+    content: &[BlobId],
+    pieces: &[Piece],
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, StoredError>>,
+) -> Result<(), StoredError> {
+    let likely: Vec<usize> = pieces
+        .iter()
+        .flat_map(|p| match *p {
+            Piece::Whole(i) => vec![i],
+            Piece::Run(first, last) if first == last => vec![first],
+            Piece::Run(first, last) => vec![first, last],
+        })
+        .collect();
+    let mut ahead = blob_stream(
+        repo.clone(),
+        likely.iter().map(|&i| content[i]).collect(),
+        RECORD_READ_AHEAD,
+    );
+    let mut likely = likely.into_iter();
+    // A blob: the next read-ahead one when it is the one wanted, else read now.
+    let read = async |wanted: usize| -> Result<Bytes, StoredError> {
+        Ok(Bytes::from(repo.read_blob(&content[wanted]).await?))
+    };
+    for piece in pieces {
+        let mut out: Vec<Bytes> = Vec::new();
+        match *piece {
+            Piece::Whole(_) => {
+                likely.next();
+                let bytes = ahead.next().await.expect("one read per likely blob")?;
+                out.push(bytes);
+            }
+            Piece::Run(first, last) => {
+                let mut blobs: HashMap<usize, Bytes> = HashMap::new();
+                for _ in 0..(if first == last { 1 } else { 2 }) {
+                    let index = likely.next().expect("run ends are likely");
+                    let bytes = ahead.next().await.expect("one read per likely blob")?;
+                    blobs.insert(index, bytes);
+                }
+                // The head: blobs from `first` up to the one holding the first line break.
+                let mut head_end = None;
+                for index in first..=last {
+                    if !blobs.contains_key(&index) {
+                        blobs.insert(index, read(index).await?);
+                    }
+                    if let Some(at) = blobs[&index].iter().position(|&b| b == b'\n') {
+                        head_end = Some((index, at));
+                        break;
+                    }
+                }
+                let Some((head_blob, head_at)) = head_end else {
+                    // No line break in the whole run: all of it is one line's middle.
+                    out.extend((first..=last).map(|i| blobs[&i].clone()));
+                    send_all(tx, out).await?;
+                    continue;
+                };
+                // The tail: blobs from `last` back to the one holding the last line break.
+                let mut tail_start = (head_blob, head_at);
+                for index in (head_blob..=last).rev() {
+                    if !blobs.contains_key(&index) {
+                        blobs.insert(index, read(index).await?);
+                    }
+                    let from = if index == head_blob { head_at } else { 0 };
+                    if let Some(at) = blobs[&index][from..].iter().rposition(|&b| b == b'\n') {
+                        tail_start = (index, from + at);
+                        break;
+                    }
+                }
+                for index in first..head_blob {
+                    out.push(blobs[&index].clone());
+                }
+                out.push(blobs[&head_blob].slice(..=head_at));
+                let (tail_blob, tail_at) = tail_start;
+                out.push(blobs[&tail_blob].slice(tail_at + 1..));
+                for index in tail_blob + 1..=last {
+                    out.push(blobs[&index].clone());
+                }
+            }
+        }
+        send_all(tx, out).await?;
+    }
+    Ok(())
+}
+
+async fn send_all(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, StoredError>>,
+    out: Vec<Bytes>,
+) -> Result<(), StoredError> {
+    for bytes in out {
+        if !bytes.is_empty() && tx.send(Ok(bytes)).await.is_err() {
+            // The reader is gone: nothing more to do.
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 /// The blobs of `content`, in order, with up to `read_ahead` reads running ahead of the
 /// consumer.
 ///
@@ -328,4 +517,31 @@ async fn read_all(repo: &Repository, content: &[BlobId]) -> Result<Vec<u8>, Repo
         out.extend_from_slice(&bytes?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &str) -> Vec<BlobId> {
+        names.bytes().map(|b| BlobId::of(&[b])).collect()
+    }
+
+    #[test]
+    fn shared_runs_are_blobs_in_the_same_order_on_both_sides() {
+        // a b c d e  against  a b x d e: runs (a b) and (d e); c read whole.
+        let pieces = unshared_pieces(&ids("abcde"), &ids("abxde")).unwrap();
+        assert_eq!(
+            pieces,
+            [Piece::Run(0, 1), Piece::Whole(2), Piece::Run(3, 4)]
+        );
+        // d and e are shared but not adjacent in the other file: two runs of one.
+        let pieces = unshared_pieces(&ids("de"), &ids("dxe")).unwrap();
+        assert_eq!(pieces, [Piece::Run(0, 0), Piece::Run(1, 1)]);
+        // Nothing shared: every blob whole.
+        let pieces = unshared_pieces(&ids("ab"), &ids("xy")).unwrap();
+        assert_eq!(pieces, [Piece::Whole(0), Piece::Whole(1)]);
+        // A blob twice in one file: no runs at all.
+        assert_eq!(unshared_pieces(&ids("aba"), &ids("ab")), None);
+    }
 }

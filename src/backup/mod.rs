@@ -16,7 +16,7 @@
 //! streamed through the chunker; one that the previous snapshot of the base already holds
 //! (same id and size) is not downloaded again.
 
-mod records;
+pub(crate) mod records;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};

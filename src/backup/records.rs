@@ -13,7 +13,7 @@ use crate::repo::{FileSaver, RepoError};
 /// sorted at every level, fields keyed by field id, and attachment objects (in attachment
 /// fields and in lookups of them) stripped of their expiring `url` and `thumbnails`. The same
 /// record always gives the same bytes.
-pub(super) fn canonical_line(record: &Record) -> Vec<u8> {
+pub(crate) fn canonical_line(record: &Record) -> Vec<u8> {
     let fields: Map<String, Value> = record
         .fields
         .iter()
@@ -61,13 +61,13 @@ fn strip_urls(cell: &Value) -> Value {
 }
 
 /// A table's records, spilled to a temporary database and read back sorted by id.
-pub(super) struct RecordSpill {
+pub(crate) struct RecordSpill {
     conn: Arc<Mutex<Connection>>,
     _dir: tempfile::TempDir,
 }
 
 impl RecordSpill {
-    pub(super) fn new() -> Result<RecordSpill, String> {
+    pub(crate) fn new() -> Result<RecordSpill, String> {
         let dir = tempfile::Builder::new()
             .prefix("airback-records-")
             .tempdir()
@@ -86,7 +86,7 @@ impl RecordSpill {
     }
 
     /// Stores a page of (record id, line). A record listed twice keeps its last line.
-    pub(super) async fn insert(&self, lines: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+    pub(crate) async fn insert(&self, lines: Vec<(String, Vec<u8>)>) -> Result<(), String> {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,24 +105,32 @@ impl RecordSpill {
         .map_err(|e| e.to_string())
     }
 
+    /// Up to 2000 (record id, line) pairs in record-id order, after the id `after` (`""`: from
+    /// the start).
+    pub(crate) async fn batch_after(&self, after: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let conn = self.conn.clone();
+        let from = after.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+            let mut stmt =
+                conn.prepare_cached("SELECT id, line FROM r WHERE id > ?1 ORDER BY id LIMIT 2000")?;
+            let rows = stmt.query_map(params![from], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("temporary record store: {e}"))
+    }
+
     /// Streams every line in record-id order into `saver`; returns the bytes written.
     pub(super) async fn stream_sorted(&self, saver: &mut FileSaver) -> Result<u64, RepoError> {
         let mut after = String::new();
         let mut total = 0u64;
         loop {
-            let conn = self.conn.clone();
-            let from = after.clone();
-            let batch: Vec<(String, Vec<u8>)> = tokio::task::spawn_blocking(move || {
-                let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, line FROM r WHERE id > ?1 ORDER BY id LIMIT 2000",
-                )?;
-                let rows = stmt.query_map(params![from], |row| Ok((row.get(0)?, row.get(1)?)))?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await
-            .map_err(|e| RepoError::Internal(e.to_string()))?
-            .map_err(|e| RepoError::Internal(format!("temporary record store: {e}")))?;
+            let batch = self
+                .batch_after(&after)
+                .await
+                .map_err(RepoError::Internal)?;
             let Some((last, _)) = batch.last() else { break };
             after = last.clone();
             let mut bytes = Vec::new();
