@@ -13,6 +13,7 @@
 //! Every blob is verified by its hash as it is read ([`Repository::read_blob`]). Names found in
 //! trees are used only as lookup keys, never as paths.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -429,8 +430,8 @@ async fn send_pieces(
                 // The head: blobs from `first` up to the one holding the first line break.
                 let mut head_end = None;
                 for index in first..=last {
-                    if !blobs.contains_key(&index) {
-                        blobs.insert(index, read(index).await?);
+                    if let Entry::Vacant(entry) = blobs.entry(index) {
+                        entry.insert(read(index).await?);
                     }
                     if let Some(at) = blobs[&index].iter().position(|&b| b == b'\n') {
                         head_end = Some((index, at));
@@ -446,8 +447,8 @@ async fn send_pieces(
                 // The tail: blobs from `last` back to the one holding the last line break.
                 let mut tail_start = (head_blob, head_at);
                 for index in (head_blob..=last).rev() {
-                    if !blobs.contains_key(&index) {
-                        blobs.insert(index, read(index).await?);
+                    if let Entry::Vacant(entry) = blobs.entry(index) {
+                        entry.insert(read(index).await?);
                     }
                     let from = if index == head_blob { head_at } else { 0 };
                     if let Some(at) = blobs[&index][from..].iter().rposition(|&b| b == b'\n') {

@@ -86,9 +86,7 @@ fn sorted(spill: RecordSpill) -> BoxStream<'static, Result<Record, DiffError>> {
                         return Some((Err(DiffError::Spill(e)), (spill, after, batch, done)));
                     }
                 };
-                let Some((last, _)) = lines.last() else {
-                    return None;
-                };
+                let (last, _) = lines.last()?;
                 after = last.clone();
                 let parsed: Result<Vec<Record>, _> = lines
                     .iter()
