@@ -93,6 +93,10 @@ pub struct FakeCounters {
     /// `{url}` attachments fetched, and fetches that failed.
     pub url_fetches_ok: u64,
     pub url_fetches_failed: u64,
+    /// The records successful write requests named, with how many requests did: created,
+    /// updated (batch, single, upsert), deleted, or given an uploaded attachment. A link
+    /// mirrored into a linked record's inverse field does not count for the linked record.
+    pub records_written: BTreeMap<String, u64>,
 }
 
 impl FakeCounters {
@@ -135,6 +139,15 @@ impl Counters {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         change(&mut counters);
+    }
+
+    /// Counts a successful write that named these records.
+    pub(crate) fn written<'a>(&self, records: impl IntoIterator<Item = &'a String>) {
+        self.update(|counters| {
+            for record in records {
+                *counters.records_written.entry(record.clone()).or_default() += 1;
+            }
+        });
     }
 
     pub(crate) fn request(&self, route: Route, base: Option<&str>) {

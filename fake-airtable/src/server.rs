@@ -892,6 +892,7 @@ fn dispatch(
             let mut world = write(&shared.world);
             let (base_index, table_index) = base_and_table(&world, base, table)?;
             write::delete_records(&mut world, base_index, table_index, &ids)?;
+            shared.counters.written(&ids);
             let deleted: Vec<Value> = ids
                 .iter()
                 .map(|id| json!({"id": id, "deleted": true}))
@@ -912,6 +913,7 @@ fn dispatch(
                 table_index,
                 std::slice::from_ref(record),
             )?;
+            shared.counters.written(std::slice::from_ref(record));
             no_fetches(json!({"id": record, "deleted": true}))
         }
         Endpoint::UploadAttachment {
@@ -1007,6 +1009,7 @@ fn create(shared: &Shared, base: &str, table: &str, body: &Value) -> Outcome {
     let (base_index, table_index) = base_and_table(&world, base, table)?;
     let context = write_context(&world, typecast);
     let outcome = write::create_records(&mut world, base_index, table_index, &inputs, context)?;
+    shared.counters.written(&outcome.record_ids);
     let records = render_written(
         shared,
         &world,
@@ -1091,6 +1094,7 @@ fn update_batch(shared: &Shared, base: &str, table: &str, replace: bool, body: &
         merge_on.as_deref(),
         context,
     )?;
+    shared.counters.written(&outcome.record_ids);
     let records = render_written(
         shared,
         &world,
@@ -1134,6 +1138,7 @@ fn update_single(
         None,
         context,
     )?;
+    shared.counters.written(&outcome.record_ids);
     let records = render_written(
         shared,
         &world,
@@ -1214,6 +1219,7 @@ fn upload(shared: &Shared, base: &str, record: &str, field: &str, body: &Value) 
         attachment,
         now_ms(),
     )?;
+    shared.counters.written([&record.to_owned()]);
     let reader = shared.reader(&world, base_index);
     let table = &reader.base.tables[table_index];
     let stored = table

@@ -145,6 +145,38 @@ impl Client {
         Ok(written)
     }
 
+    /// Deletes records, at most 10 per request (more are split). Not retried after an unknown
+    /// outcome: a deleted record cannot be deleted again, so the caller re-reads instead.
+    pub async fn delete_records(
+        &self,
+        base_id: &str,
+        table: &str,
+        ids: &[String],
+    ) -> Result<(), AirtableError> {
+        for batch in ids.chunks(MAX_RECORDS_PER_WRITE) {
+            let mut url = self.url(Host::Api, &["v0", base_id, table]);
+            {
+                let mut query = url.query_pairs_mut();
+                for id in batch {
+                    query.append_pair("records[]", id);
+                }
+            }
+            let _: Value = self
+                .execute_json(Call {
+                    operation: "delete records",
+                    method: Method::DELETE,
+                    url,
+                    body: None,
+                    base: Some(base_id),
+                    scope: "data.records:write",
+                    not_found: format!("a record of table `{table}` in base `{base_id}`"),
+                    idempotent: false,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Creates a table; its first field becomes the primary field.
     pub async fn create_table(
         &self,

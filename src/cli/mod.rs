@@ -244,13 +244,15 @@ pub fn main() -> ExitCode {
         | Command::Prune(_) => true,
         Command::Key(key) => key.writes(),
         Command::Forget(forget) => forget.writes(),
+        Command::Restore(restore) => restore.writes(),
         _ => false,
     };
     if cli.global.no_lock && writes {
         usage_error(
             "--no-lock is for commands that only read a repository (check, export, restore, \
              snapshots, show, key list, forget --dry-run, and copy's source); init, snapshot, \
-             forget, prune, rewrite, repair, key add, key remove, key passwd and demo write to one",
+             forget, prune, rewrite, repair, key add, key remove, key passwd, demo and restore \
+             --in-place (its safety snapshot) write to one",
         );
     }
     // clap checks these conflicts only among flags given on the same side of the command

@@ -11,7 +11,10 @@ use super::snapshot::human_bytes;
 use super::{exit, open_repo, progress};
 use crate::airtable::Client;
 use crate::backend::Backend;
-use crate::restore::{RestoreOptions, RestoreReport, Role, Target, restore};
+use crate::restore::{
+    InPlaceOptions, InPlaceReport, RestoreOptions, RestoreReport, Role, Target, restore,
+    restore_in_place,
+};
 use crate::snapshots;
 use crate::stored::StoredBase;
 
@@ -24,13 +27,35 @@ pub(super) struct RestoreArgs {
     #[arg(
         long,
         value_name = "appXXXXXXXXXXXXXX",
-        required_unless_present = "workspace",
-        conflicts_with = "workspace"
+        required_unless_present_any = ["workspace", "in_place"],
+        conflicts_with_all = ["workspace", "in_place"]
     )]
     to_base: Option<String>,
     /// Create a new base in this workspace instead
-    #[arg(long, value_name = "wspXXXXXXXXXXXXXX")]
+    #[arg(long, value_name = "wspXXXXXXXXXXXXXX", conflicts_with = "in_place")]
     workspace: Option<String>,
+    /// Bring the snapshot's own base, the live one, back to the snapshot's state: records
+    /// deleted since are created again (new ids, links pointed at them), changed cells are
+    /// written back; a safety snapshot of the live base is taken first
+    #[arg(long)]
+    in_place: bool,
+    /// With --in-place: only this record (its id in the snapshot; repeat for several), with the
+    /// links to and from it
+    #[arg(
+        long = "record",
+        value_name = "recXXXXXXXXXXXXXX",
+        requires = "in_place"
+    )]
+    records: Vec<String>,
+    /// With --in-place: only this field's cells (name or id; repeat for several)
+    #[arg(long = "field", value_name = "NAME", requires = "in_place")]
+    fields: Vec<String>,
+    /// With --in-place: delete the records created since the snapshot
+    #[arg(long, requires = "in_place")]
+    delete_new: bool,
+    /// With --in-place: do not take the safety snapshot of the live base first
+    #[arg(long, requires = "in_place")]
+    no_safety_snapshot: bool,
     /// The new base's name (with --workspace; default: the original name plus "(restored …)")
     #[arg(long, requires = "workspace")]
     name: Option<String>,
@@ -42,7 +67,7 @@ pub(super) struct RestoreArgs {
     dry_run: bool,
     /// Where to put attachments over 5 MB so Airtable can fetch them (a location that signs
     /// URLs, e.g. s3://bucket/prefix, with the same settings as repositories)
-    #[arg(long, value_name = "LOCATION")]
+    #[arg(long, value_name = "LOCATION", conflicts_with = "in_place")]
     staging: Option<String>,
     /// Skip re-reading the target and comparing it with the snapshot
     #[arg(long)]
@@ -55,8 +80,18 @@ pub(super) struct RestoreArgs {
     token_file: Option<PathBuf>,
 }
 
+impl RestoreArgs {
+    /// Whether the command writes to the repository: `--in-place` saves its safety snapshot.
+    pub(super) fn writes(&self) -> bool {
+        self.in_place && !self.no_safety_snapshot && !self.dry_run
+    }
+}
+
 /// Runs `airback restore`.
 pub(super) async fn run(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<u8> {
+    if args.in_place {
+        return in_place(settings, args).await;
+    }
     let target = match (&args.to_base, &args.workspace) {
         (Some(base), None) => Target::Base(base.clone()),
         (None, Some(workspace)) => Target::Workspace {
@@ -93,11 +128,7 @@ async fn run_locked(
         ),
         None => None,
     };
-    let journal = repo
-        .cache()
-        .path()
-        .and_then(|p| p.parent())
-        .map(|dir| dir.join("restore.sqlite"));
+    let journal = journal_path(repo);
     if journal.is_none() && !args.dry_run {
         tracing::warn!(
             "no local cache: the restore journal is kept in memory, so an interrupted restore cannot resume quickly"
@@ -135,6 +166,162 @@ async fn run_locked(
     } else {
         exit::PARTIAL
     })
+}
+
+/// The restore journal, beside the cache (`None` without a cache).
+pub(super) fn journal_path(repo: &crate::repo::Repository) -> Option<PathBuf> {
+    repo.cache()
+        .path()
+        .and_then(|p| p.parent())
+        .map(|dir| dir.join("restore.sqlite"))
+}
+
+/// `airback restore SNAPSHOT --in-place`.
+async fn in_place(settings: &Settings, args: &RestoreArgs) -> anyhow::Result<u8> {
+    let token = settings.token(args.token_file.as_deref(), settings.config.as_ref())?;
+    let client = Client::new(token, settings.client.clone())?;
+    let repo = open_repo(settings).await?;
+    let lock = super::read_lock(settings, &repo, "restore --in-place").await?;
+    let result = in_place_locked(settings, args, &repo, client).await;
+    super::release(lock).await?;
+    result
+}
+
+async fn in_place_locked(
+    settings: &Settings,
+    args: &RestoreArgs,
+    repo: &crate::repo::Repository,
+    client: Client,
+) -> anyhow::Result<u8> {
+    let (id, snapshot) = snapshots::resolve(repo, &args.snapshot, args.base.as_deref()).await?;
+    let stored = StoredBase::open(repo, id, snapshot).await?;
+    let journal = journal_path(repo);
+    if journal.is_none() && !args.dry_run {
+        tracing::warn!(
+            "no local cache: the restore journal is kept in memory, so an interrupted restore cannot resume quickly"
+        );
+    }
+    let safety_snapshot = (!args.no_safety_snapshot).then(|| {
+        settings
+            .config
+            .as_ref()
+            .and_then(|c| super::snapshot::configured(c, stored.base_id()))
+            .unwrap_or_else(|| crate::backup::BackupOptions::new(stored.base_id()))
+    });
+    let options = InPlaceOptions {
+        tables: args.tables.clone(),
+        records: args.records.clone(),
+        fields: args.fields.clone(),
+        delete_new: args.delete_new,
+        dry_run: args.dry_run,
+        journal,
+        verify: !args.no_verify,
+        safety_snapshot,
+    };
+    let printer = settings.printer;
+    let progress = progress::for_restore(!printer.shows_progress() || args.dry_run);
+    let report = restore_in_place(&stored, &client, &options, progress).await?;
+    printer.result(&report, |t| print_in_place(t, &report))?;
+    if !report.problems.is_empty() && !printer.is_json() {
+        err!(
+            "warning: not everything {} brought back:",
+            if args.dry_run { "would be" } else { "was" }
+        );
+        for p in &report.problems {
+            err!("  {p}");
+        }
+    }
+    Ok(if report.is_complete() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+/// What an in-place restore did, or would do with `--dry-run` (then printed even with
+/// `--quiet`: it is the result).
+fn print_in_place(t: &Text, r: &InPlaceReport) -> anyhow::Result<()> {
+    let line = |t: &Text, args: std::fmt::Arguments<'_>| {
+        if r.dry_run {
+            t.line(args)
+        } else {
+            t.note(args)
+        }
+    };
+    if r.dry_run {
+        t.line(format_args!(
+            "restoring snapshot {} into its base {} would change (nothing is written with --dry-run):",
+            &r.snapshot[..8],
+            r.base
+        ))?;
+    } else if let Some(safety) = &r.safety_snapshot {
+        t.note(format_args!(
+            "safety snapshot {} of the live base taken first (undo this with `airback restore {} --in-place`)",
+            &safety[..8],
+            &safety[..8]
+        ))?;
+    }
+    for f in &r.changes.schema.fields_added {
+        line(
+            t,
+            format_args!("  field `{}` created again in {}", f.name, f.table),
+        )?;
+    }
+    for table in &r.changes.tables {
+        line(
+            t,
+            format_args!(
+                "  {:<32} {} created again, {} deleted, {} changed",
+                table.name,
+                table.added.len(),
+                table.removed.len(),
+                table.changed.len()
+            ),
+        )?;
+        for id in &table.added {
+            match r.recreated.get(id) {
+                Some(new) => line(t, format_args!("    + {id} → {new}"))?,
+                None => line(t, format_args!("    + {id}"))?,
+            }
+        }
+        for id in &table.removed {
+            line(t, format_args!("    - {id}"))?;
+        }
+        for record in &table.changed {
+            let names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
+            line(t, format_args!("    ~ {}: {}", record.id, names.join(", ")))?;
+        }
+    }
+    if r.dry_run {
+        t.line(format_args!(
+            "{} write requests (at least {:.0} s at 5 requests/s)",
+            r.write_requests,
+            r.write_requests as f64 / 5.0
+        ))?;
+        return Ok(());
+    }
+    t.note(format_args!(
+        "base {}: {} records created again, {} updated, {} deleted, {} files uploaded, {} fields created; {} write requests, {} requests in all, {:.1} s",
+        r.base,
+        r.records_created,
+        r.records_updated,
+        r.records_deleted,
+        r.attachments_uploaded,
+        r.fields_created,
+        r.write_requests,
+        r.requests,
+        r.seconds
+    ))?;
+    if let Some(v) = &r.verified {
+        t.note(format_args!(
+            "verified: {} records read again, {} cells still differ, {} records wrong",
+            v.records, v.cells_differing, v.records_wrong
+        ))?;
+        for e in &v.examples {
+            t.note(format_args!("  {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// The plan of a `--dry-run`: the result itself, printed even with `--quiet`.

@@ -57,6 +57,18 @@ pub(super) struct ShowArgs {
     base: Option<String>,
 }
 
+/// The backup options the config file gives `base`, or `None` when it does not list it.
+pub(super) fn configured(config: &crate::config::Config, base: &str) -> Option<BackupOptions> {
+    let entry = config.bases.iter().find(|b| b.id == base)?;
+    let mut o = BackupOptions::new(base);
+    o.tables = entry.tables.clone();
+    o.exclude_fields = entry.exclude_fields.clone();
+    let attachments = config.attachments_for(entry);
+    o.attachments = attachments.download;
+    o.attachment_concurrency = attachments.concurrency;
+    Some(o)
+}
+
 /// Runs `airback snapshot`.
 pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow::Result<u8> {
     let config = settings.config.as_ref();
@@ -92,12 +104,8 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     }
     if let Some(config) = config {
         for base in &config.bases {
-            let mut o = defaults(&base.id);
-            o.tables = base.tables.clone();
-            o.exclude_fields = base.exclude_fields.clone();
-            let attachments = config.attachments_for(base);
-            o.attachments = attachments.download;
-            o.attachment_concurrency = attachments.concurrency;
+            let mut o = configured(config, &base.id).expect("a configured base");
+            o.tags = args.tag.clone();
             jobs.push(o);
         }
     }

@@ -20,6 +20,15 @@ pub(crate) struct LiveBase {
 }
 
 impl LiveBase {
+    /// The base with a schema already read.
+    pub(crate) fn new(client: &Client, base: &str, schema: BaseSchema) -> LiveBase {
+        LiveBase {
+            client: client.clone(),
+            base: base.to_owned(),
+            schema,
+        }
+    }
+
     /// Reads the base's schema (one request).
     pub(crate) async fn read_schema(client: &Client, base: &str) -> Result<LiveBase, DiffError> {
         let schema = client.base_schema(base).await?;

@@ -154,6 +154,33 @@ impl Journal {
             .optional()?)
     }
 
+    /// Every original → new record id pair of the run.
+    pub fn record_map(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT source_id, target_id FROM records WHERE run = ?1")?;
+        let rows = stmt.query_map(params![self.run], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Whether the run finished (a later run with the same key starts a new round).
+    pub fn finished(&self) -> Result<bool> {
+        Ok(self.conn().query_row(
+            "SELECT finished FROM runs WHERE run = ?1",
+            params![self.run],
+            |row| row.get::<_, i64>(0),
+        )? == 1)
+    }
+
+    /// Marks the run unfinished again, keeping its record map (a new `--in-place` round).
+    pub fn restart(&self) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET finished = 0, plan = NULL WHERE run = ?1",
+            params![self.run],
+        )?;
+        Ok(())
+    }
+
     /// How many records the run has created.
     pub fn record_count(&self) -> Result<u64> {
         Ok(self.conn().query_row(

@@ -26,6 +26,7 @@
 //! attachment cells that several passes share.
 
 mod attachments;
+mod in_place;
 mod journal;
 mod links;
 mod plan;
@@ -47,6 +48,7 @@ use crate::airtable::{AirtableError, BaseSchema, Client, MAX_RECORDS_PER_WRITE, 
 use crate::backend::{Backend, BackendError};
 use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredFile};
+pub use in_place::{InPlaceCheck, InPlaceOptions, InPlaceReport, SAFETY_TAG, restore_in_place};
 pub use journal::{Journal, JournalError};
 pub use plan::{Plan, Role, SOURCE_ID_FIELD};
 pub use verify::Fidelity;
@@ -124,7 +126,7 @@ pub enum RestoreError {
         "{0} is the base this snapshot was taken from; restoring into it would add a copy of \
          every table next to the live ones. Restore into a new base with --workspace \
          wspXXXXXXXXXXXXXX (or into another, empty base with --to-base); restoring over the \
-         live base (`restore --in-place`) is not supported yet"
+         live base is `restore --in-place`"
     )]
     SameBase(String),
 }
@@ -554,6 +556,7 @@ fn cell_attachments(cell: Option<&Value>) -> Vec<StoredAttachment> {
                             .and_then(Value::as_str)
                             .unwrap_or("application/octet-stream")
                             .to_owned(),
+                        size: item.get("size").and_then(Value::as_u64),
                     })
                 })
                 .collect()
@@ -566,4 +569,5 @@ struct StoredAttachment {
     id: String,
     filename: String,
     content_type: String,
+    size: Option<u64>,
 }

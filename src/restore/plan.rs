@@ -728,6 +728,15 @@ fn write_options(kind: &str, options: Option<&Map<String, Value>>) -> Option<Opt
     Some(options)
 }
 
+/// The options to create `field` with again (write format), or `None` when its type cannot
+/// be created through the API.
+pub(super) fn write_options_of(field: &FieldSchema) -> Option<Option<Value>> {
+    write_options(
+        &field.field_type,
+        field.options.as_ref().and_then(Value::as_object),
+    )
+}
+
 /// `value` with every field id (`fld…`, inside strings too) replaced by `{name}`.
 fn with_names(value: &Value, names: &HashMap<String, String>) -> Value {
     match value {
@@ -765,7 +774,7 @@ fn truncate(mut text: String, max: usize) -> String {
 
 /// The value to write for a backed-up cell, or `None` when nothing can be written (an empty
 /// cell, an error value, an AI text that holds no value).
-pub(super) fn convert(conversion: Conversion, cell: &Value) -> Option<Value> {
+pub(crate) fn convert(conversion: Conversion, cell: &Value) -> Option<Value> {
     if cell.is_null() {
         return None;
     }

@@ -14,6 +14,7 @@ mod export;
 mod fake_airtable;
 mod forget;
 mod hygiene;
+mod in_place;
 mod ops;
 mod password;
 mod prune;

@@ -1,0 +1,596 @@
+//! `restore --in-place` against the fake Airtable: a bad night in the zoo base (cells edited in
+//! several tables, records added and deleted, a link removed, an attachment added) undone in
+//! the live base, checked by this test's own reading of the base (every writable cell,
+//! attachments by content hash and filename, links as sets through the old → new map); a
+//! single record brought back alone; SIGKILLs in the middle; a second run that writes nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use airback::airtable::{NewRecord, RecordUpdate};
+use airback::backup::{BackupOptions, backup_base};
+use airback::id::SnapshotId;
+use airback::progress::NoProgress;
+use airback::restore::{InPlaceOptions, InPlaceReport, restore_in_place};
+use airback::stored::StoredBase;
+use airback_fake::{FakeCounters, FakeOptions, Preset, Route};
+use serde_json::{Map, Value, json};
+
+use crate::support::FakeSetup;
+
+/// Field types whose cells an in-place restore writes back.
+const PLAIN: &[&str] = &[
+    "singleLineText",
+    "email",
+    "url",
+    "multilineText",
+    "richText",
+    "phoneNumber",
+    "number",
+    "percent",
+    "currency",
+    "duration",
+    "rating",
+    "checkbox",
+    "date",
+    "dateTime",
+    "singleSelect",
+    "multipleSelects",
+    "singleCollaborator",
+    "multipleCollaborators",
+    "barcode",
+];
+
+async fn snapshot(s: &FakeSetup) -> StoredBase {
+    let summary = backup_base(
+        &s.repo,
+        &s.client,
+        &BackupOptions::new(&s.base),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    open(s, summary.snapshot_id).await
+}
+
+async fn open(s: &FakeSetup, id: SnapshotId) -> StoredBase {
+    let snapshot = s.repo.load_snapshot(&id).await.unwrap();
+    StoredBase::open(&s.repo, id, snapshot).await.unwrap()
+}
+
+fn options(s: &FakeSetup) -> InPlaceOptions {
+    InPlaceOptions {
+        delete_new: true,
+        journal: Some(s.dir.path().join("journal.sqlite")),
+        verify: true,
+        safety_snapshot: Some(BackupOptions::new(&s.base)),
+        ..InPlaceOptions::default()
+    }
+}
+
+async fn undo(s: &FakeSetup, stored: &StoredBase, options: &InPlaceOptions) -> InPlaceReport {
+    restore_in_place(stored, &s.client, options, Arc::new(NoProgress))
+        .await
+        .unwrap()
+}
+
+/// The base's tables as the fake holds them: table id → (schema, records).
+fn state(s: &FakeSetup) -> BTreeMap<String, (Value, Vec<Value>)> {
+    let schema = s.fake.schema_json(&s.base);
+    schema["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let id = t["id"].as_str().unwrap().to_owned();
+            let records = s.fake.records_json(&s.base, &id);
+            (id, (t.clone(), records))
+        })
+        .collect()
+}
+
+fn empty(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(Value::String(s)) => s.is_empty(),
+        _ => false,
+    }
+}
+
+fn link_set(
+    value: Option<&Value>,
+    map: &BTreeMap<String, String>,
+    gone: &[String],
+) -> HashSet<String> {
+    value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|id| !gone.iter().any(|g| g == id))
+                .map(|id| map.get(id).cloned().unwrap_or_else(|| id.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The files of a cell as (filename, BLAKE3 of the content), sorted.
+fn files(s: &FakeSetup, value: Option<&Value>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = value
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|a| {
+                    let id = a["id"].as_str().unwrap();
+                    let content = s.fake.attachment_content(id).unwrap_or_default();
+                    (
+                        a["filename"].as_str().unwrap().to_owned(),
+                        blake3::hash(&content).to_hex().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Compares the live base with `before` (the state the snapshot holds), every writable cell,
+/// through `map` (old → new record ids). Returns the differences, one line each.
+fn differences(
+    s: &FakeSetup,
+    before: &BTreeMap<String, (Value, Vec<Value>)>,
+    map: &BTreeMap<String, String>,
+    gone: &[String],
+) -> Vec<String> {
+    let now = state(s);
+    let mut out = Vec::new();
+    for (table, (schema, records)) in before {
+        let live: HashMap<&str, &Value> = now[table]
+            .1
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap(), r))
+            .collect();
+        if live.len() != records.len() {
+            out.push(format!(
+                "{table}: {} records, the snapshot has {}",
+                live.len(),
+                records.len()
+            ));
+        }
+        for record in records {
+            let old = record["id"].as_str().unwrap();
+            let id = map.get(old).map(String::as_str).unwrap_or(old);
+            let Some(now) = live.get(id) else {
+                out.push(format!("{table} {old}: missing"));
+                continue;
+            };
+            for field in schema["fields"].as_array().unwrap() {
+                let fid = field["id"].as_str().unwrap();
+                let kind = field["type"].as_str().unwrap();
+                let (want, have) = (record["fields"].get(fid), now["fields"].get(fid));
+                let equal = match kind {
+                    "multipleRecordLinks" => link_set(want, map, gone) == link_set(have, map, gone),
+                    "multipleAttachments" => files(s, want) == files(s, have),
+                    kind if PLAIN.contains(&kind) => (empty(want) && empty(have)) || want == have,
+                    _ => continue,
+                };
+                if !equal {
+                    out.push(format!("{table} {old} {fid} ({kind}): {want:?} → {have:?}"));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn writes(counters: &FakeCounters) -> u64 {
+    [
+        Route::CreateRecords,
+        Route::UpdateRecords,
+        Route::DeleteRecords,
+        Route::UploadAttachment,
+        Route::CreateField,
+        Route::CreateTable,
+        Route::UpdateField,
+    ]
+    .iter()
+    .map(|r| counters.requests(*r))
+    .sum()
+}
+
+fn field(schema: &Value, table: &str, name: &str) -> String {
+    let table = schema["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == table)
+        .unwrap();
+    crate::support::field_id(table, name)
+}
+
+fn table_id(schema: &Value, name: &str) -> String {
+    schema["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+const EVERYTHING: &str = "Everything 🦓";
+const REFS: &str = "Links / Refs \"quoted\"";
+
+/// What the bad night did, for the assertions.
+struct Night {
+    everything: String,
+    refs: String,
+    edited: Vec<String>,
+    added: Vec<String>,
+    deleted: Vec<String>,
+    unlinked: String,
+    attached: String,
+}
+
+impl Night {
+    /// The records the night changed (each once).
+    fn changed(&self) -> u64 {
+        let all: HashSet<&String> = self
+            .edited
+            .iter()
+            .chain(&self.added)
+            .chain(&self.deleted)
+            .chain([&self.unlinked, &self.attached])
+            .collect();
+        all.len() as u64
+    }
+}
+
+/// A bad night: cells edited in two tables, two records added, three deleted (two with files,
+/// all linked from the other table), a link removed, a file added.
+async fn bad_night(s: &FakeSetup) -> Night {
+    let schema = s.fake.schema_json(&s.base);
+    let everything = table_id(&schema, EVERYTHING);
+    let refs = table_id(&schema, REFS);
+    let name = field(&schema, EVERYTHING, "Name");
+    let number = field(&schema, EVERYTHING, "Number");
+    let files = field(&schema, EVERYTHING, "Files");
+    let partner = field(&schema, EVERYTHING, "Partner ⇄");
+    let code = field(&schema, REFS, "Code");
+    let records = s.fake.records_json(&s.base, &everything);
+    let ids: Vec<String> = records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    // Deleted: records with files and partners.
+    let with_files_and_links: Vec<String> = records
+        .iter()
+        .filter(|r| !empty(r["fields"].get(&files)) && !empty(r["fields"].get(&partner)))
+        // uploadAttachment takes files up to 5 MB; larger ones need staging (not in place).
+        .filter(|r| {
+            r["fields"][&files]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["size"].as_u64().unwrap() <= 5 * 1024 * 1024)
+        })
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .take(2)
+        .collect();
+    assert_eq!(
+        with_files_and_links.len(),
+        2,
+        "the zoo has records with files and links"
+    );
+    let ref_records = s.fake.records_json(&s.base, &refs);
+    let ref_ids: Vec<String> = ref_records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let linked_ref = ref_records
+        .iter()
+        .find(|r| {
+            r["fields"].as_object().unwrap().values().any(|v| {
+                v.as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|x| x.as_str().is_some_and(|x| x.starts_with("rec")))
+                })
+            })
+        })
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let mut deleted = with_files_and_links.clone();
+    deleted.push(linked_ref.clone());
+    // Edited: cells in both tables.
+    let edit: Vec<String> = ids
+        .iter()
+        .filter(|id| !deleted.contains(id))
+        .take(3)
+        .cloned()
+        .collect();
+    let mut updates = Vec::new();
+    for (i, id) in edit.iter().enumerate() {
+        let mut fields = Map::new();
+        fields.insert(name.clone(), json!(format!("overwritten {i}")));
+        fields.insert(number.clone(), json!(i as f64 + 1000.5));
+        updates.push(RecordUpdate {
+            id: id.clone(),
+            fields,
+        });
+    }
+    s.client
+        .update_records(&s.base, &everything, &updates, false)
+        .await
+        .unwrap();
+    let ref_edit = ref_ids
+        .iter()
+        .find(|id| **id != linked_ref)
+        .unwrap()
+        .clone();
+    let mut fields = Map::new();
+    fields.insert(code.clone(), json!("CLEARED?"));
+    s.client
+        .update_records(
+            &s.base,
+            &refs,
+            &[RecordUpdate {
+                id: ref_edit.clone(),
+                fields,
+            }],
+            false,
+        )
+        .await
+        .unwrap();
+    // A link removed.
+    let unlinked = ids
+        .iter()
+        .find(|id| {
+            !deleted.contains(id)
+                && records
+                    .iter()
+                    .find(|r| r["id"] == id.as_str())
+                    .is_some_and(|r| !empty(r["fields"].get(&partner)))
+        })
+        .unwrap()
+        .clone();
+    let mut fields = Map::new();
+    fields.insert(partner.clone(), json!([]));
+    s.client
+        .update_records(
+            &s.base,
+            &everything,
+            &[RecordUpdate {
+                id: unlinked.clone(),
+                fields,
+            }],
+            false,
+        )
+        .await
+        .unwrap();
+    // A file added.
+    let attached = ids
+        .iter()
+        .find(|id| !deleted.contains(id) && **id != unlinked)
+        .unwrap()
+        .clone();
+    s.fake
+        .add_attachment(
+            &s.base,
+            &everything,
+            &attached,
+            &files,
+            "night.txt",
+            b"added at night".to_vec(),
+        )
+        .unwrap();
+    // Two records added.
+    let mut fields = Map::new();
+    fields.insert(name.clone(), json!("new at night"));
+    let created = s
+        .client
+        .create_records(
+            &s.base,
+            &everything,
+            &[
+                NewRecord {
+                    fields: fields.clone(),
+                },
+                NewRecord { fields },
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    let added = created.into_iter().map(|r| r.id).collect();
+    // Three records deleted.
+    s.client
+        .delete_records(&s.base, &everything, &with_files_and_links)
+        .await
+        .unwrap();
+    s.client
+        .delete_records(&s.base, &refs, std::slice::from_ref(&linked_ref))
+        .await
+        .unwrap();
+    let mut edited = edit;
+    edited.push(ref_edit);
+    Night {
+        everything,
+        refs,
+        edited,
+        added,
+        deleted,
+        unlinked,
+        attached,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_night_is_undone_in_the_live_base_with_few_requests() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
+    let before = state(&s);
+    let stored = snapshot(&s).await;
+    let night = bad_night(&s).await;
+    assert!(!differences(&s, &before, &BTreeMap::new(), &[]).is_empty());
+    let surviving: Vec<String> = before
+        .values()
+        .flat_map(|(_, records)| records.iter())
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .filter(|id| !night.deleted.contains(id))
+        .collect();
+
+    let at_start = s.fake.counters();
+    let report = undo(&s, &stored, &options(&s)).await;
+    let at_end = s.fake.counters();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.safety_snapshot.is_some());
+    // Every deleted record is back, mapped old → new.
+    let mut recreated: Vec<&String> = report.recreated.keys().collect();
+    recreated.sort();
+    let mut deleted: Vec<&String> = night.deleted.iter().collect();
+    deleted.sort();
+    assert_eq!(recreated, deleted);
+    let diffs = differences(&s, &before, &report.recreated, &[]);
+    assert!(
+        diffs.is_empty(),
+        "the live base differs from the snapshot:\n{}",
+        diffs.join("\n")
+    );
+    // Surviving records kept their ids (checked by `differences` through the map, which holds
+    // only the deleted ones), and the records added at night are gone.
+    for id in &night.added {
+        assert!(
+            !state(&s)[&night.everything]
+                .1
+                .iter()
+                .any(|r| r["id"] == id.as_str()),
+            "{id} was not deleted"
+        );
+    }
+    assert!(
+        surviving
+            .iter()
+            .all(|id| !report.recreated.contains_key(id))
+    );
+    // Requests: at most 2 × the changed records + schema requests + 10.
+    let write_requests = writes(&at_end) - writes(&at_start);
+    assert_eq!(write_requests, report.write_requests);
+    assert!(
+        write_requests <= 2 * night.changed() + 10,
+        "{write_requests} write requests for {} changed records",
+        night.changed()
+    );
+    // Only the records the night touched (and the ones created again) were named in writes.
+    let touched: HashSet<&String> = at_end
+        .records_written
+        .iter()
+        .filter(|(id, n)| at_start.records_written.get(*id) != Some(*n))
+        .map(|(id, _)| id)
+        .collect();
+    let expected: HashSet<&String> = night
+        .edited
+        .iter()
+        .chain(&night.added)
+        .chain(report.recreated.values())
+        .chain([&night.unlinked, &night.attached])
+        .collect();
+    let extra: Vec<_> = touched.difference(&expected).collect();
+    // Records that linked to a deleted one lost that link when it was deleted: they change too.
+    for id in &extra {
+        let linked_to_deleted = before.values().flat_map(|(_, r)| r.iter()).any(|r| {
+            r["id"] == id.as_str()
+                && r["fields"].as_object().unwrap().values().any(|v| {
+                    v.as_array().is_some_and(|a| {
+                        a.iter().any(|x| {
+                            x.as_str()
+                                .is_some_and(|x| night.deleted.iter().any(|d| d == x))
+                        })
+                    })
+                })
+        });
+        assert!(
+            linked_to_deleted,
+            "{id} was written but the night did not change it: {}",
+            serde_json::to_string_pretty(&report.changes).unwrap()
+        );
+    }
+    let verified = report.verified.as_ref().unwrap();
+    assert_eq!(verified.cells_differing, 0, "{:?}", verified.examples);
+    assert_eq!(verified.records_wrong, 0, "{:?}", verified.examples);
+
+    // Run again: nothing to write.
+    let again = undo(&s, &stored, &options(&s)).await;
+    let after_again = s.fake.counters();
+    assert_eq!(
+        writes(&after_again) - writes(&at_end),
+        0,
+        "{:?}",
+        again.changes
+    );
+    assert_eq!(
+        again.records_created + again.records_updated + again.records_deleted,
+        0
+    );
+    let _ = night.refs;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_record_comes_back_alone_with_its_links() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
+    let before = state(&s);
+    let stored = snapshot(&s).await;
+    let night = bad_night(&s).await;
+    let target = night.deleted[0].clone();
+    let at_start = s.fake.counters();
+    let mut opts = options(&s);
+    opts.records = vec![target.clone()];
+    let report = undo(&s, &stored, &opts).await;
+    let at_end = s.fake.counters();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let new = report
+        .recreated
+        .get(&target)
+        .expect("the record is created again")
+        .clone();
+    assert_eq!(report.recreated.len(), 1);
+    // Only the record itself was named in write requests (its links were written from its
+    // side; Airtable mirrored them into the linked records).
+    let touched: Vec<&String> = at_end
+        .records_written
+        .iter()
+        .filter(|(id, n)| at_start.records_written.get(*id) != Some(*n))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(touched, [&new]);
+    // The record equals the snapshot's, links included (the other deleted ones stay deleted).
+    let everything = &before[&night.everything];
+    let one: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::from([(
+        night.everything.clone(),
+        (
+            everything.0.clone(),
+            everything
+                .1
+                .iter()
+                .filter(|r| r["id"] == target.as_str())
+                .cloned()
+                .collect(),
+        ),
+    )]);
+    let diffs: Vec<String> = differences(&s, &one, &report.recreated, &night.deleted[1..])
+        .into_iter()
+        .filter(|d| !d.contains(" records, the snapshot has "))
+        .collect();
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    // Everything else the night did is still there.
+    assert!(
+        state(&s)[&night.everything]
+            .1
+            .iter()
+            .any(|r| r["id"] == night.added[0].as_str())
+    );
+}
