@@ -232,6 +232,8 @@ pub async fn restore_in_place(
     let mut id_map: HashMap<String, String> = journal.record_map()?.into_iter().collect();
     let records: HashSet<&str> = options.records.iter().map(String::as_str).collect();
     let mut work = Vec::new();
+    // Snapshot records deleted since that an earlier round created again: old → new.
+    let mut adopted = Vec::new();
     for table_id in &selected {
         let table = stored
             .table(table_id)
@@ -315,7 +317,7 @@ pub async fn restore_in_place(
             list.sort();
         }
         for s in removed {
-            let adopted = match id_map.get(&s.id) {
+            let earlier = match id_map.get(&s.id) {
                 Some(new) if by_id.contains_key(new) => Some(new.clone()),
                 _ => by_content
                     .get_mut(&content_key(&tw.fields, &s, true))
@@ -328,8 +330,9 @@ pub async fn restore_in_place(
                         None
                     }),
             };
-            match adopted.and_then(|id| by_id.remove(&id)) {
+            match earlier.and_then(|id| by_id.remove(&id)) {
                 Some(live_record) => {
+                    adopted.push((s.id.clone(), live_record.id.clone()));
                     id_map.insert(s.id.clone(), live_record.id.clone());
                     if !options.dry_run {
                         journal.add_records(&[(s.id.clone(), live_record.id.clone())])?;
@@ -368,7 +371,7 @@ pub async fn restore_in_place(
             tables: Vec::new(),
             summary: DiffSummary::default(),
         },
-        recreated: BTreeMap::new(),
+        recreated: adopted.into_iter().collect(),
         records_created: 0,
         records_updated: 0,
         records_deleted: 0,

@@ -594,3 +594,151 @@ async fn one_record_comes_back_alone_with_its_links() {
             .any(|r| r["id"] == night.added[0].as_str())
     );
 }
+
+fn airback_command(s: &FakeSetup, args: &[&str]) -> tokio::process::Command {
+    let repo = s.dir.path().join("repo");
+    let mut command = crate::support::command(env!("CARGO_BIN_EXE_airback"));
+    command
+        .args(args)
+        .args(["--repo", repo.to_str().unwrap()])
+        .env("AIRBACK_CACHE_DIR", s.dir.path().join("cli-cache"))
+        .env("AIRTABLE_API_URL", s.fake.url())
+        .env("AIRTABLE_CONTENT_URL", s.fake.url())
+        .env("AIRTABLE_TOKEN", s.fake.token())
+        .env_remove("AIRBACK_REPO")
+        .kill_on_drop(true);
+    command
+}
+
+async fn run_json(s: &FakeSetup, args: &[&str]) -> Value {
+    let out = airback_command(s, args)
+        .arg("--json")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_killed_at_random_moments_finishes_without_duplicates() {
+    let mut options = FakeOptions {
+        preset: Preset::Large,
+        ..FakeOptions::default()
+    };
+    options.large = "tables=2,records=200,attachments=24,min=2000,max=200000"
+        .parse()
+        .unwrap();
+    let s = FakeSetup::start(options).await;
+    let before = state(&s);
+    let snapshot = run_json(&s, &["snapshot", "--base", &s.base]).await;
+    let snapshot_id = snapshot["snapshot_id"].as_str().unwrap().to_owned();
+
+    // The night: 80 records deleted (links to them go with them), 40 edited, 10 added.
+    let tables: Vec<String> = before.keys().cloned().collect();
+    let name = crate::support::field_id(&before[&tables[0]].0, "Name");
+    let ids = |t: usize| -> Vec<String> {
+        before[&tables[t]]
+            .1
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (first, second) = (ids(0), ids(1));
+    s.client
+        .delete_records(&s.base, &tables[0], &first[..60])
+        .await
+        .unwrap();
+    s.client
+        .delete_records(&s.base, &tables[1], &second[..20])
+        .await
+        .unwrap();
+    let edits: Vec<RecordUpdate> = first[60..100]
+        .iter()
+        .map(|id| RecordUpdate {
+            id: id.clone(),
+            fields: Map::from_iter([(name.clone(), json!(format!("edited {id}")))]),
+        })
+        .collect();
+    s.client
+        .update_records(&s.base, &tables[0], &edits, false)
+        .await
+        .unwrap();
+    let added: Vec<NewRecord> = (0..10)
+        .map(|i| NewRecord {
+            fields: Map::from_iter([(name.clone(), json!(format!("added {i}")))]),
+        })
+        .collect();
+    s.client
+        .create_records(&s.base, &tables[0], &added, false)
+        .await
+        .unwrap();
+
+    // Killed three times, then run to the end; without --delete-new, so a record created
+    // twice would stay and show.
+    let args = ["restore", &snapshot_id, "--in-place"];
+    let mut rng = fastrand::Rng::with_seed(14);
+    let moments = [
+        rng.u64(1_000..3_000),
+        rng.u64(1_500..5_000),
+        rng.u64(1_000..4_000),
+    ];
+    for (round, wait) in moments.iter().enumerate() {
+        let mut child = airback_command(&s, &args).arg("--quiet").spawn().unwrap();
+        let finished =
+            tokio::time::timeout(std::time::Duration::from_millis(*wait), child.wait()).await;
+        assert!(
+            finished.is_err(),
+            "round {round}: the restore ended before the kill"
+        );
+        child.start_kill().unwrap(); // SIGKILL
+        let _ = child.wait().await;
+    }
+    let report = run_json(&s, &args).await;
+    let recreated: BTreeMap<String, String> =
+        serde_json::from_value(report["recreated"].clone()).unwrap();
+    assert_eq!(recreated.len(), 80, "{report:#}");
+    eprintln!(
+        "kills after {moments:?} ms; the last round created {} of the 80 records",
+        report["records_created"]
+    );
+    assert!(
+        report["records_created"].as_u64().unwrap() < 80,
+        "the kills came after some records were created again"
+    );
+    // No record twice: the snapshot's records plus the 10 added at night, no more.
+    let now = state(&s);
+    assert_eq!(now[&tables[0]].1.len(), 200 + 10);
+    assert_eq!(now[&tables[1]].1.len(), 200);
+    // Then the night's additions go too, and the base equals the snapshot.
+    let report = run_json(&s, &["restore", &snapshot_id, "--in-place", "--delete-new"]).await;
+    assert_eq!(report["records_deleted"], 10, "{report:#}");
+    assert_eq!(report["records_created"], 0, "{report:#}");
+    let diffs = differences(&s, &before, &recreated, &[]);
+    assert!(
+        diffs.is_empty(),
+        "kills after {moments:?} ms:\n{}",
+        diffs.join("\n")
+    );
+    // A further run writes nothing.
+    let at = s.fake.counters();
+    let report = run_json(
+        &s,
+        &[
+            "restore",
+            &snapshot_id,
+            "--in-place",
+            "--delete-new",
+            "--no-safety-snapshot",
+        ],
+    )
+    .await;
+    assert_eq!(writes(&s.fake.counters()) - writes(&at), 0, "{report:#}");
+    assert_eq!(report["write_requests"], 0);
+}
