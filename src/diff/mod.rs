@@ -22,6 +22,8 @@
 mod live;
 mod schema;
 
+use std::collections::HashMap;
+
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Serialize;
@@ -54,6 +56,10 @@ pub enum DiffError {
 pub struct DiffOptions {
     /// Only these tables (ids or names, matched ignoring case); all when empty.
     pub tables: Vec<String>,
+    /// Records `restore --in-place` created again: old id → new id. Links are compared
+    /// through it, so a link to the new record equals the link to the old one (the records
+    /// themselves are still listed as removed and added).
+    pub recreated: HashMap<String, String>,
 }
 
 /// What changed between two states of a base. Its JSON form is a contract for scripts (the
@@ -244,6 +250,7 @@ pub(crate) fn link_id(item: &Value) -> Option<&str> {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Compared {
     fields: Vec<(String, String, CellKind)>,
+    recreated: HashMap<String, String>,
 }
 
 impl Compared {
@@ -257,7 +264,38 @@ impl Compared {
             .filter(|f| !excluded.contains(&f.id))
             .map(|f| (f.id.clone(), f.name.clone(), CellKind::of(f)))
             .collect();
-        Compared { fields }
+        Compared {
+            fields,
+            recreated: HashMap::new(),
+        }
+    }
+
+    /// Compares links through `recreated` (old → new record ids).
+    pub(crate) fn with_recreated(mut self, recreated: &HashMap<String, String>) -> Compared {
+        self.recreated = recreated.clone();
+        self
+    }
+
+    fn same(&self, kind: CellKind, old: Option<&Value>, new: Option<&Value>) -> bool {
+        if kind == CellKind::Links && !self.recreated.is_empty() {
+            let map = |cell: Option<&Value>| -> Value {
+                let ids: Vec<Value> = cell
+                    .and_then(Value::as_array)
+                    .map(|items| {
+                        items
+                            .iter()
+                            .filter_map(link_id)
+                            .map(|id| {
+                                Value::from(self.recreated.get(id).map_or(id, String::as_str))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                normalized(kind, Some(&Value::Array(ids)))
+            };
+            return map(old) == map(new);
+        }
+        normalized(kind, old) == normalized(kind, new)
     }
 
     /// The cells that differ between two versions of a record.
@@ -266,7 +304,7 @@ impl Compared {
             .iter()
             .filter_map(|(id, name, kind)| {
                 let (old, new) = (before.fields.get(id), after.fields.get(id));
-                if normalized(*kind, old) == normalized(*kind, new) {
+                if self.same(*kind, old, new) {
                     return None;
                 }
                 Some(FieldChange {
@@ -467,7 +505,7 @@ async fn compare(
         let after_has = to.has_table(table_id);
         let diff = match (before, after_has) {
             (None, false) => continue,
-            (Some(stored), true) => table_diff(from, stored, &to).await?,
+            (Some(stored), true) => table_diff(from, stored, &to, &options.recreated).await?,
             (Some(stored), false) => {
                 let mut diff = TableDiff {
                     id: stored.id.clone(),
@@ -549,6 +587,7 @@ async fn table_diff(
     from: &StoredBase,
     stored: &StoredTable,
     to: &Side<'_>,
+    recreated: &HashMap<String, String>,
 ) -> Result<TableDiff, DiffError> {
     let before_schema = from
         .schema
@@ -585,7 +624,7 @@ async fn table_diff(
             side_records(to, &stored.id, None).await?,
         ),
     };
-    let compared = Compared::new(before_schema, after_schema, &excluded);
+    let compared = Compared::new(before_schema, after_schema, &excluded).with_recreated(recreated);
     let mut diff = TableDiff {
         id: stored.id.clone(),
         name: after_schema.name.clone(),

@@ -13,6 +13,7 @@
 //! `.await`) stops between two changes, never inside a transaction; a killed process leaves an
 //! unfinished transaction that SQLite rolls back when the journal is next opened.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -77,6 +78,23 @@ impl Journal {
             conn: Mutex::new(conn),
             run: run.to_owned(),
         })
+    }
+
+    /// Every record `restore --in-place` created again in `base`, in any run the journal at
+    /// `path` holds: old id → new id (empty when there is no journal).
+    pub fn recreated_in(path: &Path, base: &str) -> Result<HashMap<String, String>> {
+        if !path.exists() {
+            return Ok(HashMap::new());
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        let mut stmt = conn.prepare(
+            "SELECT source_id, target_id FROM records WHERE run LIKE 'in-place|%' AND run LIKE ?1",
+        )?;
+        let rows = stmt.query_map(params![format!("%|base:{base}")], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<HashMap<_, _>>>()?)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {

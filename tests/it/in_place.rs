@@ -444,11 +444,26 @@ async fn a_bad_night_is_undone_in_the_live_base_with_few_requests() {
         .filter(|id| !night.deleted.contains(id))
         .collect();
 
+    // A dry run writes nothing and counts the write requests the real run makes.
+    let before_dry = s.fake.counters();
+    let mut dry = options(&s);
+    dry.dry_run = true;
+    let plan = undo(&s, &stored, &dry).await;
+    assert_eq!(writes(&s.fake.counters()) - writes(&before_dry), 0);
+    assert!(plan.safety_snapshot.is_none());
+    assert_eq!(plan.changes.summary.added, night.deleted.len() as u64);
+    assert_eq!(plan.changes.summary.removed, night.added.len() as u64);
+
     let at_start = s.fake.counters();
     let report = undo(&s, &stored, &options(&s)).await;
     let at_end = s.fake.counters();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.safety_snapshot.is_some());
+    assert_eq!(
+        plan.write_requests, report.write_requests,
+        "{:#?}",
+        plan.changes
+    );
     // Every deleted record is back, mapped old → new.
     let mut recreated: Vec<&String> = report.recreated.keys().collect();
     recreated.sort();
@@ -522,6 +537,33 @@ async fn a_bad_night_is_undone_in_the_live_base_with_few_requests() {
     let verified = report.verified.as_ref().unwrap();
     assert_eq!(verified.cells_differing, 0, "{:?}", verified.examples);
     assert_eq!(verified.records_wrong, 0, "{:?}", verified.examples);
+
+    // `diff A --live` after the undo: no writable cell differs in a surviving record, and the
+    // only records removed and added are the ones created again (old and new ids).
+    let diff = airback::diff::diff_live(
+        &stored,
+        &s.client,
+        &airback::diff::DiffOptions {
+            recreated: report.recreated.clone().into_iter().collect(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut removed: Vec<&String> = diff.tables.iter().flat_map(|t| &t.removed).collect();
+    let mut added: Vec<&String> = diff.tables.iter().flat_map(|t| &t.added).collect();
+    removed.sort();
+    added.sort();
+    let mut new_ids: Vec<&String> = report.recreated.values().collect();
+    new_ids.sort();
+    assert_eq!(removed, deleted);
+    assert_eq!(added, new_ids);
+    for table in &diff.tables {
+        for record in &table.changed {
+            let writable: Vec<_> = record.fields.iter().filter(|f| !f.computed).collect();
+            assert!(writable.is_empty(), "{}: {writable:?}", record.id);
+        }
+    }
 
     // Run again: nothing to write.
     let again = undo(&s, &stored, &options(&s)).await;
