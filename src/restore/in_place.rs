@@ -151,6 +151,46 @@ struct FieldWrite {
     write: bool,
     /// Still to create (the live base lacks it).
     create: Option<NewField>,
+    /// For links: the inverse field in the linked table, which Airtable keeps in step.
+    inverse: Option<String>,
+}
+
+/// What link cells are resolved and compared through.
+#[derive(Debug, Default)]
+struct LinkState {
+    /// Old → new ids of the records created again (this round and earlier ones).
+    id_map: HashMap<String, String>,
+    /// Snapshot records deleted since and not created again: links to them are left out.
+    gone: HashSet<String>,
+    /// (record, link field) → the records Airtable added to that cell when they were created
+    /// with the other side of the pair filled in.
+    mirrored: HashMap<(String, String), Vec<String>>,
+}
+
+impl LinkState {
+    /// A linked record's id now: the new id of a record created again, `None` for one that is
+    /// gone or still to be created (`pending`).
+    fn resolve(&self, id: &str, pending: &HashSet<String>) -> Option<String> {
+        if let Some(new) = self.id_map.get(id) {
+            return Some(new.clone());
+        }
+        (!self.gone.contains(id) && !pending.contains(id)).then(|| id.to_owned())
+    }
+
+    /// Notes what Airtable mirrors when `record` is created with these link cells.
+    fn created(&mut self, fields: &[FieldWrite], record: &str, cells: &Map<String, Value>) {
+        for f in fields.iter().filter(|f| f.kind == CellKind::Links) {
+            let (Some(inverse), Some(ids)) = (&f.inverse, cells.get(&f.target)) else {
+                continue;
+            };
+            for id in ids.as_array().into_iter().flatten().filter_map(link_id) {
+                self.mirrored
+                    .entry((id.to_owned(), inverse.clone()))
+                    .or_default()
+                    .push(record.to_owned());
+            }
+        }
+    }
 }
 
 /// One table's work.
@@ -229,7 +269,10 @@ pub async fn restore_in_place(
     let live = LiveBase::new(client, &base, live_schema.clone());
 
     let mut problems = Vec::new();
-    let mut id_map: HashMap<String, String> = journal.record_map()?.into_iter().collect();
+    let mut links = LinkState {
+        id_map: journal.record_map()?.into_iter().collect(),
+        ..LinkState::default()
+    };
     let records: HashSet<&str> = options.records.iter().map(String::as_str).collect();
     let mut work = Vec::new();
     // Snapshot records deleted since that an earlier round created again: old → new.
@@ -296,7 +339,7 @@ pub async fn restore_in_place(
                 Pair::Added(l) => added.push(l),
                 Pair::Both(s, l) => {
                     if selected_record(&s.id)
-                        && !record_writes(&tw.fields, &s, &l, &id_map, &HashSet::new()).is_empty()
+                        && !record_writes(&tw.fields, &s, &l, &links).is_empty()
                     {
                         tw.pairs.push((s, l));
                     }
@@ -317,7 +360,7 @@ pub async fn restore_in_place(
             list.sort();
         }
         for s in removed {
-            let earlier = match id_map.get(&s.id) {
+            let earlier = match links.id_map.get(&s.id) {
                 Some(new) if by_id.contains_key(new) => Some(new.clone()),
                 _ => by_content
                     .get_mut(&content_key(&tw.fields, &s, true))
@@ -333,7 +376,7 @@ pub async fn restore_in_place(
             match earlier.and_then(|id| by_id.remove(&id)) {
                 Some(live_record) => {
                     adopted.push((s.id.clone(), live_record.id.clone()));
-                    id_map.insert(s.id.clone(), live_record.id.clone());
+                    links.id_map.insert(s.id.clone(), live_record.id.clone());
                     if !options.dry_run {
                         journal.add_records(&[(s.id.clone(), live_record.id.clone())])?;
                     }
@@ -386,22 +429,22 @@ pub async fn restore_in_place(
     };
 
     if options.dry_run {
-        plan_report(&work, &id_map, &mut report);
+        plan_report(&work, links, &mut report);
     } else {
         let mut apply = Apply {
             stored,
             client,
             base: &base,
             journal: &journal,
-            id_map,
+            links,
             report: &mut report,
             progress: progress.clone(),
         };
         apply.run(&mut work).await?;
-        let id_map = apply.id_map;
+        let links = apply.links;
         if options.verify {
             progress.phase("verify", None);
-            report.verified = Some(verify(&live, &work, &id_map).await?);
+            report.verified = Some(verify(&live, &work, &links).await?);
         }
         journal.set_finished()?;
     }
@@ -504,6 +547,7 @@ fn plan_fields(
             conversion,
             write: true,
             create: None,
+            inverse: field.inverse_link_field_id().map(str::to_owned),
         };
         match live.fields.iter().find(|f| f.id == field.id) {
             None => {
@@ -630,8 +674,7 @@ fn record_writes(
     fields: &[FieldWrite],
     snapshot: &Record,
     live: &Record,
-    id_map: &HashMap<String, String>,
-    gone: &HashSet<String>,
+    links: &LinkState,
 ) -> Writes {
     let mut writes = Writes::default();
     for f in fields {
@@ -656,19 +699,24 @@ fn record_writes(
                 }
             }
             CellKind::Links if f.write => {
+                let none = HashSet::new();
                 let wanted: Vec<String> = want
                     .and_then(Value::as_array)
                     .map(|items| {
                         items
                             .iter()
                             .filter_map(link_id)
-                            .map(|id| id_map.get(id).cloned().unwrap_or_else(|| id.to_owned()))
-                            .filter(|id| !gone.contains(id))
+                            .filter_map(|id| links.resolve(id, &none))
                             .collect()
                     })
                     .unwrap_or_default();
+                let mut has: Vec<Value> =
+                    have.and_then(Value::as_array).cloned().unwrap_or_default();
+                if let Some(more) = links.mirrored.get(&(live.id.clone(), f.target.clone())) {
+                    has.extend(more.iter().map(|id| Value::from(id.as_str())));
+                }
                 let want = normalized(CellKind::Links, Some(&Value::from(wanted.clone())));
-                if want != normalized(CellKind::Links, have) {
+                if want != normalized(CellKind::Links, Some(&Value::Array(has))) {
                     writes.patch.insert(f.target.clone(), Value::from(wanted));
                     writes.fields.push(f.source.clone());
                 }
@@ -752,10 +800,17 @@ fn reconcile_attachments(
     (keep, upload, changed)
 }
 
-/// Fills the report of a dry run: the changes and the write requests they take.
-fn plan_report(work: &[TableWork], id_map: &HashMap<String, String>, report: &mut InPlaceReport) {
+/// Fills the report of a dry run: the changes and the write requests they take, by
+/// simulating the real run's order (creations table by table, 10 at a time, then updates), with
+/// the old ids standing in for the new ones.
+fn plan_report(work: &[TableWork], mut links: LinkState, report: &mut InPlaceReport) {
     let mut requests = 0u64;
-    let gone: HashSet<String> = work.iter().flat_map(|tw| tw.gone.iter().cloned()).collect();
+    links.gone = work.iter().flat_map(|tw| tw.gone.iter().cloned()).collect();
+    let mut pending: HashSet<String> = work
+        .iter()
+        .flat_map(|tw| tw.recreate.iter().map(|r| r.id.clone()))
+        .collect();
+    let mut created: Vec<Vec<(&Record, Record)>> = Vec::new();
     for tw in work {
         let created_fields: Vec<&FieldWrite> =
             tw.fields.iter().filter(|f| f.create.is_some()).collect();
@@ -772,35 +827,51 @@ fn plan_report(work: &[TableWork], id_map: &HashMap<String, String>, report: &mu
                     .unwrap_or_default(),
             });
         }
-        let mut diff = table_diff(tw);
-        let mut updates = 0u64;
-        let mut uploads = 0u64;
-        for (s, l) in &tw.pairs {
-            let writes = record_writes(&tw.fields, s, l, id_map, &gone);
-            if !writes.is_empty() {
-                if !writes.patch.is_empty() {
-                    updates += 1;
-                }
-                uploads += writes.uploads.len() as u64;
-                diff.changed.push(change(&tw.fields, s, l, &writes));
+        requests += (tw.delete.len() as u64).div_ceil(MAX_RECORDS_PER_WRITE as u64);
+        let mut table = Vec::new();
+        for batch in tw.recreate.chunks(MAX_RECORDS_PER_WRITE) {
+            requests += 1;
+            let cells: Vec<Map<String, Value>> = batch
+                .iter()
+                .map(|r| create_cells(&tw.fields, r, &links, &pending))
+                .collect();
+            for (source, cells) in batch.iter().zip(cells) {
+                pending.remove(&source.id);
+                links.created(&tw.fields, &source.id, &cells);
+                table.push((
+                    source,
+                    Record {
+                        id: source.id.clone(),
+                        created_time: String::new(),
+                        fields: cells,
+                    },
+                ));
             }
         }
-        for s in &tw.recreate {
-            let created = Record {
-                id: String::new(),
-                created_time: String::new(),
-                fields: plain_cells(&tw.fields, s),
-            };
-            let writes = record_writes(&tw.fields, s, &created, id_map, &gone);
+        created.push(table);
+    }
+    for (tw, created) in work.iter().zip(created) {
+        let mut diff = table_diff(tw);
+        let mut updates = 0u64;
+        for (s, l) in tw
+            .pairs
+            .iter()
+            .map(|(s, l)| (s, l))
+            .chain(created.iter().map(|(s, l)| (*s, l)))
+        {
+            let writes = record_writes(&tw.fields, s, l, &links);
+            if writes.is_empty() {
+                continue;
+            }
             if !writes.patch.is_empty() {
                 updates += 1;
             }
-            uploads += writes.uploads.len() as u64;
+            requests += writes.uploads.len() as u64;
+            if !tw.recreate.iter().any(|r| r.id == s.id) {
+                diff.changed.push(change(&tw.fields, s, l, &writes));
+            }
         }
-        requests += (tw.recreate.len() as u64).div_ceil(MAX_RECORDS_PER_WRITE as u64)
-            + updates.div_ceil(MAX_RECORDS_PER_WRITE as u64)
-            + (tw.delete.len() as u64).div_ceil(MAX_RECORDS_PER_WRITE as u64)
-            + uploads;
+        requests += updates.div_ceil(MAX_RECORDS_PER_WRITE as u64);
         push_table(report, diff);
     }
     report.write_requests = requests;
@@ -843,14 +914,36 @@ fn change(fields: &[FieldWrite], s: &Record, l: &Record, writes: &Writes) -> Rec
     }
 }
 
-/// The cells a recreated record is created with: the plain writable ones, converted, keyed by
-/// target field id (links and attachments follow in the update pass).
-fn plain_cells(fields: &[FieldWrite], record: &Record) -> Map<String, Value> {
+/// The cells a deleted record is created again with, keyed by target field id: the plain
+/// writable ones, converted, and the links (either side of a pair) to records that exist:
+/// surviving ones and ones already created again, but not those still `pending`. Files and
+/// links to pending records follow in the update pass.
+fn create_cells(
+    fields: &[FieldWrite],
+    record: &Record,
+    links: &LinkState,
+    pending: &HashSet<String>,
+) -> Map<String, Value> {
     fields
         .iter()
-        .filter(|f| f.kind == CellKind::Plain)
         .filter_map(|f| {
-            let value = convert(f.conversion, record.fields.get(&f.source)?)?;
+            let cell = record.fields.get(&f.source)?;
+            let value = match f.kind {
+                CellKind::Plain => convert(f.conversion, cell)?,
+                CellKind::Links => {
+                    let ids: Vec<String> = cell
+                        .as_array()?
+                        .iter()
+                        .filter_map(link_id)
+                        .filter_map(|id| links.resolve(id, pending))
+                        .collect();
+                    if ids.is_empty() {
+                        return None;
+                    }
+                    Value::from(ids)
+                }
+                CellKind::Attachments | CellKind::Computed => return None,
+            };
             Some((f.target.clone(), value))
         })
         .collect()
@@ -862,7 +955,7 @@ struct Apply<'a> {
     client: &'a Client,
     base: &'a str,
     journal: &'a Journal,
-    id_map: HashMap<String, String>,
+    links: LinkState,
     report: &'a mut InPlaceReport,
     progress: Arc<dyn Progress>,
 }
@@ -899,25 +992,30 @@ impl Apply<'_> {
             self.report.records_deleted += tw.delete.len() as u64;
         }
         self.progress.phase("creating deleted records", None);
+        let pending: HashSet<String> = work
+            .iter()
+            .flat_map(|tw| tw.recreate.iter().map(|r| r.id.clone()))
+            .collect();
+        self.links.gone = work.iter().flat_map(|tw| tw.gone.iter().cloned()).collect();
         let mut created: Vec<Vec<(Record, Record)>> = Vec::new();
         for tw in work.iter() {
-            created.push(self.create(tw).await?);
+            created.push(self.create(tw, &pending).await?);
         }
         // Records deleted since and not created again (outside the selection, or refused):
         // links to them are left out.
-        let gone = gone(work, &self.id_map);
+        self.links.gone = gone(work, &self.links.id_map);
         self.progress.phase("writing cells", None);
         let mut uploads = Vec::new();
         for (tw, created) in work.iter().zip(created) {
             let mut diff = table_diff(tw);
-            diff.added.retain(|id| self.id_map.contains_key(id));
+            diff.added.retain(|id| self.links.id_map.contains_key(id));
             let mut updates = Vec::new();
             for (s, l) in tw.pairs.iter().chain(created.iter()) {
-                let writes = record_writes(&tw.fields, s, l, &self.id_map, &gone);
+                let writes = record_writes(&tw.fields, s, l, &self.links);
                 if writes.is_empty() {
                     continue;
                 }
-                if !self.id_map.contains_key(&s.id) || s.id == l.id {
+                if !self.links.id_map.contains_key(&s.id) || s.id == l.id {
                     diff.changed.push(change(&tw.fields, s, l, &writes));
                 }
                 if !writes.patch.is_empty() {
@@ -944,13 +1042,17 @@ impl Apply<'_> {
 
     /// Creates a table's deleted records again (plain cells only), 10 per request; a batch
     /// Airtable refuses is sent again one record at a time and the refused one reported.
-    async fn create(&mut self, tw: &TableWork) -> Result<Vec<(Record, Record)>, RestoreError> {
+    async fn create(
+        &mut self,
+        tw: &TableWork,
+        pending: &HashSet<String>,
+    ) -> Result<Vec<(Record, Record)>, RestoreError> {
         let mut out = Vec::new();
         for batch in tw.recreate.chunks(MAX_RECORDS_PER_WRITE) {
             let records: Vec<NewRecord> = batch
                 .iter()
                 .map(|r| NewRecord {
-                    fields: plain_cells(&tw.fields, r),
+                    fields: create_cells(&tw.fields, r, &self.links, pending),
                 })
                 .collect();
             self.report.write_requests += 1;
@@ -985,10 +1087,11 @@ impl Apply<'_> {
                 Err(e) => return Err(e.into()),
             };
             let mut pairs = Vec::new();
-            for (source, new) in batch.iter().zip(answered) {
+            for ((source, sent), new) in batch.iter().zip(&records).zip(answered) {
                 let Some(new) = new else { continue };
                 pairs.push((source.id.clone(), new.id.clone()));
-                self.id_map.insert(source.id.clone(), new.id.clone());
+                self.links.id_map.insert(source.id.clone(), new.id.clone());
+                self.links.created(&tw.fields, &new.id, &sent.fields);
                 self.report
                     .recreated
                     .insert(source.id.clone(), new.id.clone());
@@ -1097,10 +1200,16 @@ fn refused(error: &AirtableError) -> bool {
 async fn verify(
     live: &LiveBase,
     work: &[TableWork],
-    id_map: &HashMap<String, String>,
+    links: &LinkState,
 ) -> Result<InPlaceCheck, RestoreError> {
     let mut check = InPlaceCheck::default();
-    let gone = gone(work, id_map);
+    // Read back, the live cells hold what Airtable mirrored.
+    let links = LinkState {
+        id_map: links.id_map.clone(),
+        gone: links.gone.clone(),
+        mirrored: HashMap::new(),
+    };
+    let id_map = &links.id_map;
     for tw in work {
         // Live id → the snapshot record it must equal.
         let mut expected: HashMap<String, &Record> = HashMap::new();
@@ -1144,7 +1253,7 @@ async fn verify(
                 let Some(s) = expected.get(&record.id) else {
                     continue;
                 };
-                let writes = record_writes(&tw.fields, s, &record, id_map, &gone);
+                let writes = record_writes(&tw.fields, s, &record, &links);
                 let differing = writes.fields.len() as u64;
                 if differing > 0 {
                     check.cells_differing += differing;
@@ -1224,6 +1333,7 @@ mod tests {
             conversion: Conversion::AsIs,
             write: true,
             create: None,
+            inverse: None,
         }
     }
 
@@ -1247,8 +1357,11 @@ mod tests {
             json!({"fldA": "x", "fldB": 2, "fldL": ["recOld", "recKept"]}),
         );
         let live = record("rec1", json!({"fldA": "x", "fldL": ["recKept"]}));
-        let map = HashMap::from([("recOld".to_owned(), "recNew".to_owned())]);
-        let writes = record_writes(&fields, &snapshot, &live, &map, &HashSet::new());
+        let map = LinkState {
+            id_map: HashMap::from([("recOld".to_owned(), "recNew".to_owned())]),
+            ..LinkState::default()
+        };
+        let writes = record_writes(&fields, &snapshot, &live, &map);
         assert_eq!(
             Value::Object(writes.patch.clone()),
             json!({"fldB": 2, "fldL": ["recNew", "recKept"]})
@@ -1258,27 +1371,43 @@ mod tests {
             "rec1",
             json!({"fldA": "x", "fldB": 2, "fldL": ["recKept", "recNew"]}),
         );
-        assert!(record_writes(&fields, &snapshot, &after, &map, &HashSet::new()).is_empty());
+        assert!(record_writes(&fields, &snapshot, &after, &map).is_empty());
         // A cell emptied since the snapshot's empty value: nothing to write either way.
         let cleared = record(
             "rec1",
             json!({"fldA": "x", "fldB": 2, "fldL": ["recKept", "recNew"], "fldZ": 1}),
         );
-        assert!(record_writes(&fields, &snapshot, &cleared, &map, &HashSet::new()).is_empty());
+        assert!(record_writes(&fields, &snapshot, &cleared, &map).is_empty());
         // A cell filled since the snapshot (where it was empty) is cleared.
         let filled = record(
             "rec1",
             json!({"fldA": "x", "fldB": 2, "fldL": ["recKept", "recNew"]}),
         );
         let empty_snapshot = record("rec1", json!({"fldB": 2, "fldL": ["recOld", "recKept"]}));
-        let writes = record_writes(&fields, &empty_snapshot, &filled, &map, &HashSet::new());
+        let writes = record_writes(&fields, &empty_snapshot, &filled, &map);
         assert_eq!(Value::Object(writes.patch), json!({"fldA": null}));
         // Empty link cells on both sides are equal (an empty list is not a change).
         let no_links = record("rec1", json!({"fldA": "x"}));
-        assert!(record_writes(&fields, &no_links, &no_links, &map, &HashSet::new()).is_empty());
+        assert!(record_writes(&fields, &no_links, &no_links, &map).is_empty());
         // Links to records that are gone are left out.
-        let gone = HashSet::from(["recKept".to_owned()]);
-        let writes = record_writes(&fields, &snapshot, &after, &map, &gone);
+        let gone = LinkState {
+            gone: HashSet::from(["recKept".to_owned()]),
+            ..map
+        };
+        let writes = record_writes(&fields, &snapshot, &after, &gone);
         assert_eq!(Value::Object(writes.patch), json!({"fldL": ["recNew"]}));
+        // A link Airtable mirrored when a record was created with the other side counts.
+        let mut mirrored = LinkState {
+            id_map: HashMap::from([("recOld".to_owned(), "recNew".to_owned())]),
+            ..LinkState::default()
+        };
+        mirrored
+            .mirrored
+            .insert(("rec1".into(), "fldL".into()), vec!["recNew".into()]);
+        assert!(record_writes(&fields, &snapshot, &live_with_b(), &mirrored).is_empty());
+    }
+
+    fn live_with_b() -> Record {
+        record("rec1", json!({"fldA": "x", "fldB": 2, "fldL": ["recKept"]}))
     }
 }
