@@ -2093,3 +2093,54 @@ async fn the_fake_airtable_command_prints_one_json_line_and_serves() {
     assert!(schema["tables"].as_array().unwrap().len() > 1, "{schema}");
     child.kill().await.unwrap();
 }
+
+/// `records_written` counts the records each successful write names: created, updated,
+/// deleted, given a file; never a linked record whose inverse cell Airtable mirrored, never a
+/// refused write.
+#[tokio::test]
+async fn write_counters_name_the_records_each_write_touched() {
+    let api = Api::unlimited(Preset::Demo).await;
+    let base = api.base();
+    let (tasks, _) = api.table(&base, "Tasks");
+    let existing = ids(&api.fake.records_json(&base, &tasks));
+    let (status, body) = api
+        .post(
+            &format!("/v0/{base}/{tasks}"),
+            json!({"records": [{"fields": {"Title": "a"}}, {"fields": {"Title": "b"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let created = ids(body["records"].as_array().unwrap());
+    let (status, _) = api
+        .patch(
+            &format!("/v0/{base}/{tasks}"),
+            json!({"records": [{"id": existing[0], "fields": {"Title": "x"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Refused: an unknown field. Counts nothing.
+    let (status, _) = api
+        .patch(
+            &format!("/v0/{base}/{tasks}"),
+            json!({"records": [{"id": existing[1], "fields": {"No such field": "x"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v0/{base}/{tasks}?records%5B%5D={}", created[1]),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let written = api.fake.counters().records_written;
+    let expected: std::collections::BTreeMap<String, u64> = [
+        (created[0].clone(), 1),
+        (created[1].clone(), 2),
+        (existing[0].clone(), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(written, expected);
+}
