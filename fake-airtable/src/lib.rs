@@ -552,6 +552,40 @@ impl FakeAirtable {
         Ok(())
     }
 
+    /// Deletes a field the way a user does in Airtable's UI (the Web API cannot): the field
+    /// and every cell of it go. Link fields and primary fields are refused. Formulas and
+    /// rollups name fields by id, so the other fields keep working (those that read this one
+    /// then read an empty value).
+    pub fn delete_field(
+        &self,
+        base_id: &str,
+        table_id: &str,
+        field_id: &str,
+    ) -> Result<(), FakeError> {
+        let mut world = write(&self.shared.world);
+        let (base_index, table_index) = FakeAirtable::locate(&world, base_id, table_id)?;
+        let table = &mut world.bases[base_index].tables[table_index];
+        let slot = table
+            .fields
+            .iter()
+            .position(|f| f.id == field_id)
+            .filter(|&slot| {
+                table.fields[slot].linked_table_id().is_none() && table.primary_field_id != field_id
+            })
+            .ok_or_else(|| FakeError::UnknownField(field_id.to_owned()))?;
+        table.fields.remove(slot);
+        let slot = slot as u16;
+        for record in table.records.iter_mut().flatten() {
+            record.cells.retain(|(s, _)| *s != slot);
+            for (s, _) in &mut record.cells {
+                if *s > slot {
+                    *s -= 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Appends an attachment with `content` to a cell, as `uploadAttachment` would but without
     /// its size limit.
     pub fn add_attachment(

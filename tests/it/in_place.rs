@@ -784,3 +784,47 @@ async fn an_in_place_restore_killed_at_random_moments_finishes_without_duplicate
     assert_eq!(writes(&s.fake.counters()) - writes(&at), 0, "{report:#}");
     assert_eq!(report["write_requests"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_deleted_since_is_created_again_with_its_cells() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
+    let before = state(&s);
+    let stored = snapshot(&s).await;
+    let schema = s.fake.schema_json(&s.base);
+    let everything = table_id(&schema, EVERYTHING);
+    let phone = field(&schema, EVERYTHING, "Phone ☎");
+    s.fake.delete_field(&s.base, &everything, &phone).unwrap();
+    let with_phone = before[&everything]
+        .1
+        .iter()
+        .filter(|r| !empty(r["fields"].get(&phone)))
+        .count();
+    assert!(with_phone > 0, "the zoo has phone numbers");
+
+    let report = undo(&s, &stored, &options(&s)).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.fields_created, 1);
+    let added = &report.changes.schema.fields_added;
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].name, "Phone ☎");
+    let new_id = added[0].id.clone();
+    assert_ne!(new_id, phone);
+    // Every record has its phone number back, in the new field.
+    let now: HashMap<String, Value> = s
+        .fake
+        .records_json(&s.base, &everything)
+        .into_iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r))
+        .collect();
+    for record in &before[&everything].1 {
+        let id = record["id"].as_str().unwrap();
+        assert_eq!(
+            record["fields"].get(&phone),
+            now[id]["fields"].get(&new_id),
+            "{id}"
+        );
+    }
+    assert_eq!(report.records_updated, with_phone as u64);
+    let verified = report.verified.unwrap();
+    assert_eq!(verified.cells_differing, 0, "{:?}", verified.examples);
+}
