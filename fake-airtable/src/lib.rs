@@ -573,14 +573,25 @@ impl FakeAirtable {
                 table.fields[slot].linked_table_id().is_none() && table.primary_field_id != field_id
             })
             .ok_or_else(|| FakeError::UnknownField(field_id.to_owned()))?;
-        table.fields.remove(slot);
-        let slot = slot as u16;
-        for record in table.records.iter_mut().flatten() {
-            record.cells.retain(|(s, _)| *s != slot);
-            for (s, _) in &mut record.cells {
-                if *s > slot {
-                    *s -= 1;
-                }
+        remove_field_slot(table, slot);
+        Ok(())
+    }
+
+    /// Deletes a table the way a user does in Airtable's UI (the Web API cannot): the table
+    /// and its records go, and so do the link fields of other tables that point at it.
+    pub fn delete_table(&self, base_id: &str, table_id: &str) -> Result<(), FakeError> {
+        let mut world = write(&self.shared.world);
+        let (base_index, table_index) = FakeAirtable::locate(&world, base_id, table_id)?;
+        let base = &mut world.bases[base_index];
+        let table_id = base.tables[table_index].id.clone();
+        base.tables.remove(table_index);
+        for table in &mut base.tables {
+            while let Some(slot) = table
+                .fields
+                .iter()
+                .position(|f| f.linked_table_id() == Some(table_id.as_str()))
+            {
+                remove_field_slot(table, slot);
             }
         }
         Ok(())
@@ -768,5 +779,19 @@ mod tests {
             assert_eq!(preset.to_string().parse::<Preset>(), Ok(preset));
         }
         assert!("huge".parse::<Preset>().is_err());
+    }
+}
+
+/// Removes the field in `slot` and its cells; later slots move down one.
+fn remove_field_slot(table: &mut state::Table, slot: usize) {
+    table.fields.remove(slot);
+    let slot = slot as u16;
+    for record in table.records.iter_mut().flatten() {
+        record.cells.retain(|(s, _)| *s != slot);
+        for (s, _) in &mut record.cells {
+            if *s > slot {
+                *s -= 1;
+            }
+        }
     }
 }

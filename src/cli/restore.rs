@@ -261,6 +261,9 @@ fn print_in_place(t: &Text, r: &InPlaceReport) -> anyhow::Result<()> {
             &safety[..8]
         ))?;
     }
+    for table in &r.changes.schema.tables_added {
+        line(t, format_args!("  table `{}` created again", table.name))?;
+    }
     for f in &r.changes.schema.fields_added {
         line(
             t,
@@ -301,12 +304,13 @@ fn print_in_place(t: &Text, r: &InPlaceReport) -> anyhow::Result<()> {
         return Ok(());
     }
     t.note(format_args!(
-        "base {}: {} records created again, {} updated, {} deleted, {} files uploaded, {} fields created; {} write requests, {} requests in all, {:.1} s",
+        "base {}: {} records created again, {} updated, {} deleted, {} files uploaded, {} tables and {} fields created; {} write requests, {} requests in all, {:.1} s",
         r.base,
         r.records_created,
         r.records_updated,
         r.records_deleted,
         r.attachments_uploaded,
+        r.tables_created,
         r.fields_created,
         r.write_requests,
         r.requests,

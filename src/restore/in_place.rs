@@ -32,18 +32,18 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::plan::{Conversion, convert};
-use super::{Journal, RestoreError, StoredAttachment, cell_attachments};
+use super::{Journal, RestoreError, Role, StoredAttachment, cell_attachments};
 use crate::airtable::{
-    AirtableError, Client, FieldSchema, MAX_RECORDS_PER_WRITE, MAX_UPLOAD_BYTES, NewField,
-    NewRecord, Record, RecordUpdate, TableSchema,
+    AirtableError, BaseSchema, Client, FieldSchema, MAX_RECORDS_PER_WRITE, MAX_UPLOAD_BYTES,
+    NameDescriptionUpdate, NewField, NewRecord, NewTable, Record, RecordUpdate, TableSchema,
 };
 use crate::backup::{BackupOptions, backup_base};
 use crate::diff::{
     CellKind, Diff, DiffSummary, FieldChange, FieldRef, LiveBase, Pair, RecordChange, SchemaDiff,
-    TableDiff, TableMerge, link_id, normalized,
+    TableDiff, TableMerge, TableRef, link_id, normalized,
 };
 use crate::progress::{NoProgress, Progress};
-use crate::stored::{StoredBase, StoredError};
+use crate::stored::{StoredBase, StoredError, StoredTable};
 
 /// The tag of the snapshot taken before an in-place restore writes anything.
 pub const SAFETY_TAG: &str = "before-undo";
@@ -99,6 +99,8 @@ pub struct InPlaceReport {
     pub attachments_uploaded: u64,
     /// Fields created again.
     pub fields_created: u64,
+    /// Tables created again.
+    pub tables_created: u64,
     /// Write requests (create, update, delete, upload, field); planned ones with `dry_run`.
     pub write_requests: u64,
     /// API requests this run made (reads included).
@@ -153,6 +155,19 @@ struct FieldWrite {
     create: Option<NewField>,
     /// For links: the inverse field in the linked table, which Airtable keeps in step.
     inverse: Option<String>,
+    /// A link field of a table created again: created after the tables.
+    link: Option<LinkCreate>,
+}
+
+/// A link field to create in a table created again.
+#[derive(Debug, Clone)]
+struct LinkCreate {
+    /// Name and description (its type and linked table are added when it is created).
+    field: NewField,
+    /// The linked table's id in the snapshot.
+    linked: String,
+    /// The name the inverse had in the snapshot, given to the one Airtable creates.
+    inverse_name: Option<String>,
 }
 
 /// What link cells are resolved and compared through.
@@ -196,9 +211,14 @@ impl LinkState {
 /// One table's work.
 #[derive(Debug, Default)]
 struct TableWork {
-    /// The table id (the same in the snapshot and the live base).
+    /// The live table's id: the snapshot's, or that of the table created again (empty until
+    /// created).
     id: String,
+    /// The snapshot's table id.
+    source: String,
     name: String,
+    /// A table deleted since: created again first.
+    new_table: Option<NewTable>,
     fields: Vec<FieldWrite>,
     /// Snapshot records to create again.
     recreate: Vec<Record>,
@@ -277,6 +297,12 @@ pub async fn restore_in_place(
     let mut work = Vec::new();
     // Snapshot records deleted since that an earlier round created again: old → new.
     let mut adopted = Vec::new();
+    // Selected tables deleted since (created again now, or by an earlier round).
+    let recreated_tables: HashSet<String> = selected
+        .iter()
+        .filter(|id| !live_schema.tables.iter().any(|t| t.id == **id))
+        .cloned()
+        .collect();
     for table_id in &selected {
         let table = stored
             .table(table_id)
@@ -285,28 +311,50 @@ pub async fn restore_in_place(
             .schema
             .table(table_id)
             .expect("stored tables are in the schema");
-        let Some(live_table) = live_schema.tables.iter().find(|t| t.id == *table_id) else {
-            problems.push(format!(
-                "table `{}` was deleted since the snapshot; restore --in-place does not create \
-                 tables: restore it into a new base (`airback restore {} --table {} --workspace …`)",
-                schema.name,
-                stored.id.short(),
-                table_id
-            ));
-            continue;
+        let selected_record = |id: &str| records.is_empty() || records.contains(id);
+        let (live_table, by_name) = match live_schema.tables.iter().find(|t| t.id == *table_id) {
+            Some(t) => (t, false),
+            None => match earlier_table(stored, schema, &live_schema) {
+                Some(t) => (t, true),
+                None => {
+                    if !options.fields.is_empty() {
+                        problems.push(format!(
+                            "table `{}` was deleted since the snapshot; it is created again \
+                             only without --field",
+                            schema.name
+                        ));
+                        continue;
+                    }
+                    let mut tw =
+                        new_table(stored, table, &selected, &recreated_tables, &live_schema);
+                    let mut all = stored.records(table);
+                    while let Some(record) = all.next().await {
+                        let record = record?;
+                        if selected_record(&record.id) {
+                            tw.recreate.push(record);
+                        } else {
+                            tw.gone.push(record.id);
+                        }
+                    }
+                    work.push(tw);
+                    continue;
+                }
+            },
         };
         let fields = plan_fields(
             stored,
             schema,
             live_table,
+            by_name,
             &table.excluded_fields,
             &selected,
+            &recreated_tables,
             options,
             &mut problems,
         );
         let mut merge: TableMerge<RestoreError> = match safety
             .as_ref()
-            .and_then(|s| s.table(table_id).map(|t| (s, t)))
+            .and_then(|s| s.table(&live_table.id).map(|t| (s, t)))
         {
             Some((safety, safe)) if safe.excluded_fields == table.excluded_fields => {
                 TableMerge::new(
@@ -316,7 +364,7 @@ pub async fn restore_in_place(
             }
             _ => TableMerge::new(
                 from_stored(stored.records(table)),
-                live.records(table_id)
+                live.records(&live_table.id)
                     .await
                     .map_err(diff_error)?
                     .map_err(diff_error)
@@ -324,12 +372,12 @@ pub async fn restore_in_place(
             ),
         };
         let mut tw = TableWork {
-            id: table_id.clone(),
+            id: live_table.id.clone(),
+            source: table_id.clone(),
             name: live_table.name.clone(),
             fields,
             ..TableWork::default()
         };
-        let selected_record = |id: &str| records.is_empty() || records.contains(id);
         let mut removed = Vec::new();
         let mut added: Vec<Record> = Vec::new();
         while let Some(pair) = merge.next().await? {
@@ -420,6 +468,7 @@ pub async fn restore_in_place(
         records_deleted: 0,
         attachments_uploaded: 0,
         fields_created: 0,
+        tables_created: 0,
         write_requests: 0,
         requests: 0,
         rate_limited: 0,
@@ -510,13 +559,159 @@ async fn take_safety_snapshot(
     Ok(StoredBase::open(repo, summary.snapshot_id, snapshot).await?)
 }
 
+/// The linked table of a link field (its snapshot id).
+fn linked_table(field: &FieldSchema) -> &str {
+    field
+        .options
+        .as_ref()
+        .and_then(|o| o.get("linkedTableId"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The name a table deleted since is created again with: its own, or with " (restored)" when
+/// another table of the snapshot now has that name.
+fn new_table_name(stored: &StoredBase, table: &TableSchema, live: &BaseSchema) -> String {
+    let taken = live.tables.iter().any(|t| {
+        t.name.eq_ignore_ascii_case(&table.name)
+            && stored.schema.tables.iter().any(|s| s.id == t.id)
+    });
+    if taken {
+        format!("{} (restored)", table.name)
+    } else {
+        table.name.clone()
+    }
+}
+
+/// The table an earlier round created again for `table` (deleted since): a live table with the
+/// name it is created with that the snapshot does not have.
+fn earlier_table<'a>(
+    stored: &StoredBase,
+    table: &TableSchema,
+    live: &'a BaseSchema,
+) -> Option<&'a TableSchema> {
+    let name = new_table_name(stored, table, live);
+    live.tables
+        .iter()
+        .find(|t| t.name == name && !stored.schema.tables.iter().any(|s| s.id == t.id))
+}
+
+/// A table deleted since, to create again: its fields as `restore` plans them (computed ones as
+/// static copies), the link fields created afterwards from this side (or, between two tables
+/// both created again, from the one first in the schema), every record to create again.
+fn new_table(
+    stored: &StoredBase,
+    table: &StoredTable,
+    selected: &[String],
+    recreated: &HashSet<String>,
+    live: &BaseSchema,
+) -> TableWork {
+    let schema = stored
+        .schema
+        .table(&table.id)
+        .expect("stored tables are in the schema");
+    let all: Vec<String> = stored.schema.tables.iter().map(|t| t.id.clone()).collect();
+    let name = new_table_name(stored, schema, live);
+    let plan = super::plan::build(&stored.schema, &all, &table.excluded_fields, &[]);
+    let planned = plan.table(&table.id).expect("the table is planned");
+    let mut fields = Vec::new();
+    let mut new_fields = Vec::new();
+    for fp in &planned.fields {
+        let Some(field) = schema.fields.iter().find(|f| f.id == fp.source_id) else {
+            continue;
+        };
+        let mut write = FieldWrite {
+            source: fp.source_id.clone(),
+            // Until created, the source id stands in for the new one.
+            target: fp.source_id.clone(),
+            name: fp.name.clone(),
+            kind: CellKind::Plain,
+            conversion: fp.conversion,
+            write: true,
+            create: None,
+            inverse: field.inverse_link_field_id().map(str::to_owned),
+            link: None,
+        };
+        match fp.role {
+            Role::Cells | Role::Attachments => {
+                if fp.role == Role::Attachments {
+                    write.kind = CellKind::Attachments;
+                }
+                new_fields.push(NewField {
+                    name: fp.name.clone(),
+                    field_type: fp.target_type.clone().unwrap_or_default(),
+                    description: fp.description.clone(),
+                    options: fp.options.clone(),
+                });
+            }
+            Role::Link | Role::Inverse => {
+                write.kind = CellKind::Links;
+                let linked = linked_table(field).to_owned();
+                let position = |table_id: &str, field_id: &str| {
+                    let t = stored.schema.tables.iter().position(|t| t.id == table_id);
+                    let f = t.and_then(|t| {
+                        stored.schema.tables[t]
+                            .fields
+                            .iter()
+                            .position(|f| f.id == field_id)
+                    });
+                    (t.unwrap_or(usize::MAX), f.unwrap_or(usize::MAX))
+                };
+                let other_side_creates = recreated.contains(&linked)
+                    && selected.contains(&linked)
+                    && write.inverse.as_deref().is_some_and(|inverse| {
+                        position(&linked, inverse) < position(&table.id, &field.id)
+                    });
+                if other_side_creates {
+                    write.write = false;
+                } else {
+                    let inverse_name = write.inverse.as_deref().and_then(|inverse| {
+                        stored
+                            .schema
+                            .table(&linked)
+                            .and_then(|t| t.fields.iter().find(|f| f.id == inverse))
+                            .map(|f| f.name.clone())
+                    });
+                    write.link = Some(LinkCreate {
+                        field: NewField {
+                            name: field.name.clone(),
+                            field_type: "multipleRecordLinks".into(),
+                            description: field.description.clone(),
+                            options: None,
+                        },
+                        linked,
+                        inverse_name,
+                    });
+                }
+            }
+            Role::Skipped => continue,
+        }
+        fields.push(write);
+    }
+    TableWork {
+        id: String::new(),
+        source: table.id.clone(),
+        name: name.clone(),
+        new_table: Some(NewTable {
+            name,
+            description: schema.description.clone(),
+            fields: new_fields,
+        }),
+        fields,
+        ..TableWork::default()
+    }
+}
+
 /// The fields of one table and how each is written back; problems for the ones that cannot be.
+#[allow(clippy::too_many_arguments)]
 fn plan_fields(
     stored: &StoredBase,
     schema: &TableSchema,
     live: &TableSchema,
+    by_name: bool,
     excluded: &[String],
     selected_tables: &[String],
+    recreated_tables: &HashSet<String>,
     options: &InPlaceOptions,
     problems: &mut Vec<String>,
 ) -> Vec<FieldWrite> {
@@ -548,9 +743,21 @@ fn plan_fields(
             write: true,
             create: None,
             inverse: field.inverse_link_field_id().map(str::to_owned),
+            link: None,
         };
-        match live.fields.iter().find(|f| f.id == field.id) {
+        let now = match by_name {
+            false => live.fields.iter().find(|f| f.id == field.id),
+            true => live.fields.iter().find(|f| f.name == field.name),
+        };
+        if let Some(now) = now {
+            write.target = now.id.clone();
+        }
+        match now {
             None => {
+                if kind == CellKind::Links && recreated_tables.contains(linked_table(field)) {
+                    // Its pair is created from the table created again.
+                    continue;
+                }
                 if kind == CellKind::Links {
                     problems.push(format!(
                         "link field `{}` of table `{}` was deleted since the snapshot; restore \
@@ -812,6 +1019,18 @@ fn plan_report(work: &[TableWork], mut links: LinkState, report: &mut InPlaceRep
         .collect();
     let mut created: Vec<Vec<(&Record, Record)>> = Vec::new();
     for tw in work {
+        if tw.new_table.is_some() {
+            requests += 1;
+            report.changes.schema.tables_added.push(TableRef {
+                id: tw.source.clone(),
+                name: tw.name.clone(),
+            });
+        }
+        for f in &tw.fields {
+            if let Some(link) = &f.link {
+                requests += 1 + u64::from(link.inverse_name.is_some());
+            }
+        }
         let created_fields: Vec<&FieldWrite> =
             tw.fields.iter().filter(|f| f.create.is_some()).collect();
         requests += created_fields.len() as u64;
@@ -962,6 +1181,7 @@ struct Apply<'a> {
 
 impl Apply<'_> {
     async fn run(&mut self, work: &mut [TableWork]) -> Result<(), RestoreError> {
+        self.tables(work).await?;
         // Fields deleted since, before any record needs them.
         for tw in work.iter_mut() {
             for f in &mut tw.fields {
@@ -1036,6 +1256,84 @@ impl Apply<'_> {
         for (record, field, attachment) in uploads {
             self.upload(&record, &field, &attachment).await?;
             self.progress.items(1);
+        }
+        Ok(())
+    }
+
+    /// Tables deleted since: each created again with its non-link fields, then their link
+    /// fields, whose inverses (named as in the snapshot) Airtable creates in the linked tables.
+    async fn tables(&mut self, work: &mut [TableWork]) -> Result<(), RestoreError> {
+        for tw in work.iter_mut() {
+            let Some(new) = tw.new_table.take() else {
+                continue;
+            };
+            let created = self.client.create_table(self.base, &new).await?;
+            self.report.write_requests += 1;
+            self.report.tables_created += 1;
+            self.report.changes.schema.tables_added.push(TableRef {
+                id: created.id.clone(),
+                name: created.name.clone(),
+            });
+            tw.id = created.id.clone();
+            for f in &mut tw.fields {
+                if let Some(now) = created.fields.iter().find(|c| c.name == f.name) {
+                    f.target = now.id.clone();
+                }
+            }
+        }
+        let table_ids: HashMap<String, String> = work
+            .iter()
+            .map(|tw| (tw.source.clone(), tw.id.clone()))
+            .collect();
+        let mut inverses = Vec::new();
+        for tw in work.iter_mut() {
+            for f in &mut tw.fields {
+                let Some(link) = f.link.take() else {
+                    continue;
+                };
+                let linked = table_ids.get(&link.linked).unwrap_or(&link.linked).clone();
+                let mut new = link.field;
+                new.options = Some(json!({ "linkedTableId": linked }));
+                let created = self.client.create_field(self.base, &tw.id, &new).await?;
+                self.report.write_requests += 1;
+                self.report.fields_created += 1;
+                f.target = created.id.clone();
+                if let Some(inverse) = created.inverse_link_field_id() {
+                    inverses.push((
+                        linked,
+                        f.inverse.clone(),
+                        inverse.to_owned(),
+                        link.inverse_name,
+                    ));
+                }
+            }
+        }
+        for (table, source, inverse, name) in inverses {
+            // The inverse side's field, in a table created again, gets its id.
+            if let Some(f) = work
+                .iter_mut()
+                .filter(|tw| tw.id == table)
+                .flat_map(|tw| tw.fields.iter_mut())
+                .find(|f| Some(&f.source) == source.as_ref())
+            {
+                f.target = inverse.clone();
+            }
+            if let Some(name) = name {
+                let update = NameDescriptionUpdate {
+                    name: Some(name),
+                    description: None,
+                };
+                self.report.write_requests += 1;
+                if let Err(e) = self
+                    .client
+                    .update_field(self.base, &table, &inverse, &update)
+                    .await
+                {
+                    self.report.problems.push(format!(
+                        "the inverse of a link field created again keeps Airtable's name: {e}"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -1334,6 +1632,7 @@ mod tests {
             write: true,
             create: None,
             inverse: None,
+            link: None,
         }
     }
 

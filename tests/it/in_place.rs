@@ -139,7 +139,8 @@ fn files(s: &FakeSetup, value: Option<&Value>) -> Vec<(String, String)> {
 }
 
 /// Compares the live base with `before` (the state the snapshot holds), every writable cell,
-/// through `map` (old → new record ids). Returns the differences, one line each.
+/// through `map` (old → new record ids); tables and fields are matched by name (a table or
+/// field created again has a new id). Returns the differences, one line each.
 fn differences(
     s: &FakeSetup,
     before: &BTreeMap<String, (Value, Vec<Value>)>,
@@ -149,8 +150,13 @@ fn differences(
     let now = state(s);
     let mut out = Vec::new();
     for (table, (schema, records)) in before {
-        let live: HashMap<&str, &Value> = now[table]
-            .1
+        let Some((now_schema, now_records)) =
+            now.values().find(|(t, _)| t["name"] == schema["name"])
+        else {
+            out.push(format!("{table}: no table named {}", schema["name"]));
+            continue;
+        };
+        let live: HashMap<&str, &Value> = now_records
             .iter()
             .map(|r| (r["id"].as_str().unwrap(), r))
             .collect();
@@ -171,12 +177,27 @@ fn differences(
             for field in schema["fields"].as_array().unwrap() {
                 let fid = field["id"].as_str().unwrap();
                 let kind = field["type"].as_str().unwrap();
-                let (want, have) = (record["fields"].get(fid), now["fields"].get(fid));
+                if kind != "multipleRecordLinks"
+                    && kind != "multipleAttachments"
+                    && !PLAIN.contains(&kind)
+                {
+                    continue;
+                }
+                let Some(now_field) = now_schema["fields"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| f["name"] == field["name"])
+                else {
+                    out.push(format!("{table}: no field named {}", field["name"]));
+                    continue;
+                };
+                let now_id = now_field["id"].as_str().unwrap();
+                let (want, have) = (record["fields"].get(fid), now["fields"].get(now_id));
                 let equal = match kind {
                     "multipleRecordLinks" => link_set(want, map, gone) == link_set(have, map, gone),
                     "multipleAttachments" => files(s, want) == files(s, have),
-                    kind if PLAIN.contains(&kind) => (empty(want) && empty(have)) || want == have,
-                    _ => continue,
+                    _ => (empty(want) && empty(have)) || want == have,
                 };
                 if !equal {
                     out.push(format!("{table} {old} {fid} ({kind}): {want:?} → {have:?}"));
@@ -184,6 +205,8 @@ fn differences(
             }
         }
     }
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -827,4 +850,41 @@ async fn a_field_deleted_since_is_created_again_with_its_cells() {
     assert_eq!(report.records_updated, with_phone as u64);
     let verified = report.verified.unwrap();
     assert_eq!(verified.cells_differing, 0, "{:?}", verified.examples);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_deleted_since_is_created_again_with_its_records_and_links() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
+    let before = state(&s);
+    let stored = snapshot(&s).await;
+    let schema = s.fake.schema_json(&s.base);
+    let refs = table_id(&schema, REFS);
+    s.fake.delete_table(&s.base, &refs).unwrap();
+    assert!(!state(&s).contains_key(&refs));
+
+    let mut dry = options(&s);
+    dry.dry_run = true;
+    let plan = undo(&s, &stored, &dry).await;
+    assert_eq!(plan.changes.schema.tables_added.len(), 1);
+
+    let report = undo(&s, &stored, &options(&s)).await;
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.tables_created, 1);
+    assert_eq!(report.recreated.len(), before[&refs].1.len());
+    assert_eq!(plan.write_requests, report.write_requests);
+    // Every table equals the snapshot again, the deleted one and the links to it included
+    // (the link field of "Everything" that went with the table is back under its name).
+    let diffs = differences(&s, &before, &report.recreated, &[]);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let verified = report.verified.unwrap();
+    assert_eq!(verified.cells_differing, 0, "{:?}", verified.examples);
+    // A second run finds the table and its records: nothing to write.
+    let at = s.fake.counters();
+    let again = undo(&s, &stored, &options(&s)).await;
+    assert_eq!(
+        writes(&s.fake.counters()) - writes(&at),
+        0,
+        "{:?}",
+        again.changes
+    );
 }
