@@ -758,6 +758,20 @@ pub async fn serve_standalone(addr: SocketAddr, options: FakeOptions) -> Result<
     Ok(())
 }
 
+/// Removes the field in `slot` and its cells; later slots move down one.
+fn remove_field_slot(table: &mut state::Table, slot: usize) {
+    table.fields.remove(slot);
+    let slot = slot as u16;
+    for record in table.records.iter_mut().flatten() {
+        record.cells.retain(|(s, _)| *s != slot);
+        for (s, _) in &mut record.cells {
+            if *s > slot {
+                *s -= 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,19 +793,5 @@ mod tests {
             assert_eq!(preset.to_string().parse::<Preset>(), Ok(preset));
         }
         assert!("huge".parse::<Preset>().is_err());
-    }
-}
-
-/// Removes the field in `slot` and its cells; later slots move down one.
-fn remove_field_slot(table: &mut state::Table, slot: usize) {
-    table.fields.remove(slot);
-    let slot = slot as u16;
-    for record in table.records.iter_mut().flatten() {
-        record.cells.retain(|(s, _)| *s != slot);
-        for (s, _) in &mut record.cells {
-            if *s > slot {
-                *s -= 1;
-            }
-        }
     }
 }
