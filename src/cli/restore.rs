@@ -297,7 +297,7 @@ fn print_in_place(t: &Text, r: &InPlaceReport) -> anyhow::Result<()> {
     }
     if r.dry_run {
         t.line(format_args!(
-            "{} write requests (at least {:.0} s at 5 requests/s)",
+            "{} write requests (at least {:.1} s at 5 requests/s)",
             r.write_requests,
             r.write_requests as f64 / 5.0
         ))?;

@@ -218,8 +218,10 @@ impl Apply<'_> {
             self.update(&tw.name, &tw.id, &updates).await?;
             push_table(self.report, diff);
         }
-        self.progress
-            .phase("uploading files", Some(uploads.len() as u64));
+        if !uploads.is_empty() {
+            self.progress
+                .phase("uploading files", Some(uploads.len() as u64));
+        }
         for (record, field, attachment) in uploads {
             self.upload(&record, &field, &attachment).await?;
             self.progress.items(1);
