@@ -260,6 +260,16 @@ impl Compared {
         Compared { fields }
     }
 
+    /// Whether field `id` is compared.
+    pub(crate) fn has(&self, id: &str) -> bool {
+        self.fields.iter().any(|(f, _, _)| f == id)
+    }
+
+    /// Keeps only the fields for which `keep(id, name)` holds.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        self.fields.retain(|(id, name, _)| keep(id, name));
+    }
+
     /// The cells that differ between two versions of a record.
     pub(crate) fn changes(&self, before: &Record, after: &Record) -> Vec<FieldChange> {
         self.fields
@@ -354,6 +364,12 @@ impl<E> TableMerge<E> {
     }
 }
 
+/// Whether two table or field names are the same, ignoring case (in any script, not only
+/// ASCII).
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
 /// The selected table ids among both schemas: `names` (ids or names, ignoring case) or all.
 pub(crate) fn select_tables(
     before: &BaseSchema,
@@ -369,7 +385,7 @@ pub(crate) fn select_tables(
         let found = all
             .iter()
             .find(|t| t.id == *name)
-            .or_else(|| all.iter().find(|t| t.name.eq_ignore_ascii_case(name)))
+            .or_else(|| all.iter().find(|t| same_name(&t.name, name)))
             .ok_or_else(|| {
                 let known: Vec<&str> = before.tables.iter().map(|t| t.name.as_str()).collect();
                 DiffError::Invalid(format!(
@@ -648,6 +664,19 @@ mod tests {
             normalized(att, Some(&json!([{"id": "att1", "filename": "a"}]))),
             normalized(att, Some(&json!([{"id": "att1", "filename": "b"}])))
         );
+    }
+
+    #[test]
+    fn tables_are_selected_by_name_ignoring_case_beyond_ascii() {
+        let schema = BaseSchema::from_raw(json!({"tables": [
+            {"id": "tblA", "name": "Таблица Ä", "primaryFieldId": "fld1", "fields": [
+                {"id": "fld1", "name": "Name", "type": "singleLineText"},
+            ]},
+        ]}))
+        .unwrap();
+        let selected = select_tables(&schema, &schema, &["таблица ä".to_owned()]).unwrap();
+        assert_eq!(selected, Some(vec!["tblA".to_owned()]));
+        assert!(select_tables(&schema, &schema, &["tblB".to_owned()]).is_err());
     }
 
     #[tokio::test]
