@@ -424,7 +424,8 @@ impl Side<'_> {
 }
 
 /// Compares two snapshots of one base. Reads only the repository, and of each table only what
-/// the two snapshots do not share.
+/// the two snapshots do not share. A table one snapshot's backup left out (a table filter) is
+/// not compared: its records are neither added nor removed.
 pub async fn diff_snapshots(
     from: &StoredBase,
     to: &StoredBase,
@@ -481,6 +482,17 @@ async fn compare(
     for table_id in order.iter().filter(|id| wanted(id)) {
         let before = from.table(table_id);
         let after_has = to.has_table(table_id);
+        // A table in a side's schema whose records that side does not hold was left out of
+        // its backup (a table filter): nothing is known of its records there, so they are
+        // neither added nor removed.
+        let left_out = match (before, after_has) {
+            (None, true) => from.schema.tables.iter().any(|t| t.id == *table_id),
+            (Some(_), false) => to.schema().tables.iter().any(|t| t.id == *table_id),
+            _ => false,
+        };
+        if left_out {
+            continue;
+        }
         let diff = match (before, after_has) {
             (None, false) => continue,
             (Some(stored), true) => table_diff(from, stored, &to).await?,

@@ -653,3 +653,30 @@ async fn history_shows_each_change_of_a_record_from_first_seen_to_removed() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_a_backup_left_out_are_neither_added_nor_removed() {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
+    let everything = tables(&s.fake, &s.base)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut options = BackupOptions::new(&s.base);
+    options.tables.include = vec![everything.as_str().into()];
+    let filtered = backup_base(&s.repo, &s.client, &options, Arc::new(NoProgress))
+        .await
+        .unwrap()
+        .snapshot_id;
+    let full = snapshot(&s, &s.base).await;
+    let (filtered, full) = (open(&s, filtered).await, open(&s, full).await);
+    assert_eq!(filtered.tables.len(), 1);
+
+    let live = airback::diff_live(&filtered, &s.client, &DiffOptions::default())
+        .await
+        .unwrap();
+    assert!(live.is_empty(), "{:?}", live.tables);
+    for (a, b) in [(&filtered, &full), (&full, &filtered)] {
+        let diff = diff_snapshots(a, b, &DiffOptions::default()).await.unwrap();
+        assert!(diff.is_empty(), "{:?}", diff.tables);
+    }
+}
