@@ -78,6 +78,7 @@ pub mod crypto;
 pub mod diff;
 pub mod export;
 pub mod forget;
+pub mod history;
 pub mod id;
 #[doc(hidden)]
 pub mod internals;
@@ -106,6 +107,7 @@ pub use crypto::{KdfParams, KeyMeta, Password};
 pub use diff::{Diff, DiffError, DiffOptions, diff_live, diff_snapshots};
 pub use export::{ExportError, ExportFormat, ExportOptions, ExportSummary, Output, export};
 pub use forget::{ForgetError, ForgetOptions, ForgetPlan, Policies};
+pub use history::{History, HistoryError, HistoryOptions, record_history};
 pub use id::{BlobId, SnapshotId};
 pub use progress::{NoProgress, Progress};
 pub use prune::{PruneError, PruneOptions, PruneSummary, prune};

@@ -42,6 +42,12 @@ pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
         if let Some(crate::restore::RestoreError::SameBase(_)) = cause.downcast_ref() {
             return USAGE;
         }
+        if let Some(crate::diff::DiffError::Invalid(_)) = cause.downcast_ref() {
+            return USAGE;
+        }
+        if let Some(crate::history::HistoryError::Invalid(_)) = cause.downcast_ref() {
+            return USAGE;
+        }
         if let Some(repo_err) = cause.downcast_ref::<RepoError>() {
             return match repo_err {
                 RepoError::NoRepository { .. } => NO_REPOSITORY,

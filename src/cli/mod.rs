@@ -7,9 +7,11 @@ mod cancel;
 mod copy;
 #[cfg(feature = "fake")]
 mod demo;
+mod diff;
 pub(crate) mod exit;
 mod export;
 mod forget;
+mod history;
 mod key;
 mod logging;
 mod password;
@@ -77,8 +79,8 @@ struct GlobalArgs {
     #[arg(short, long, global = true)]
     quiet: bool,
     /// Read the repository without locking it (when it is read-only or full); only for
-    /// commands that read: check, export, restore, snapshots, show, key list, forget
-    /// --dry-run, and copy (its source)
+    /// commands that read: check, export, restore, diff, history, snapshots, show, key list,
+    /// forget --dry-run, and copy (its source)
     #[arg(long, global = true)]
     no_lock: bool,
     /// YAML configuration: repository, password, bases, tables, fields (see README)
@@ -125,6 +127,11 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository's structure, and with --read-data its contents
     Check(CheckArgs),
+    /// What changed between two snapshots of a base, or since a snapshot (--live): schema,
+    /// records added, removed and changed, cell by cell
+    Diff(diff::DiffArgs),
+    /// One record's value in each snapshot where it changed, from first seen to removed
+    History(history::HistoryArgs),
     /// Write a snapshot as a tar or zip archive, a folder, or a SQLite database
     Export(export::ExportArgs),
     /// Remove snapshots by keep rules (per base: last, hourly, daily, weekly, monthly, yearly,
@@ -329,6 +336,8 @@ async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
         Command::Restore(args) => restore::run(g, args).await,
         Command::Check(args) => check(g, args).await,
         Command::Export(args) => export::export(g, args).await,
+        Command::Diff(args) => diff::run(g, args).await,
+        Command::History(args) => history::run(g, args).await,
         Command::Forget(args) => forget::run(g, args).await,
         Command::Prune(args) => prune::run(g, args).await,
         Command::Rewrite(args) => rewrite::run(g, args).await,

@@ -298,6 +298,16 @@ impl Compared {
         normalized(kind, old) == normalized(kind, new)
     }
 
+    /// Whether field `id` is compared.
+    pub(crate) fn has(&self, id: &str) -> bool {
+        self.fields.iter().any(|(f, _, _)| f == id)
+    }
+
+    /// Keeps only the fields for which `keep(id, name)` holds.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        self.fields.retain(|(id, name, _)| keep(id, name));
+    }
+
     /// The cells that differ between two versions of a record.
     pub(crate) fn changes(&self, before: &Record, after: &Record) -> Vec<FieldChange> {
         self.fields
@@ -392,6 +402,12 @@ impl<E> TableMerge<E> {
     }
 }
 
+/// Whether two table or field names are the same, ignoring case (in any script, not only
+/// ASCII).
+pub(crate) fn same_name(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
 /// The selected table ids among both schemas: `names` (ids or names, ignoring case) or all.
 pub(crate) fn select_tables(
     before: &BaseSchema,
@@ -407,7 +423,7 @@ pub(crate) fn select_tables(
         let found = all
             .iter()
             .find(|t| t.id == *name)
-            .or_else(|| all.iter().find(|t| t.name.eq_ignore_ascii_case(name)))
+            .or_else(|| all.iter().find(|t| same_name(&t.name, name)))
             .ok_or_else(|| {
                 let known: Vec<&str> = before.tables.iter().map(|t| t.name.as_str()).collect();
                 DiffError::Invalid(format!(
@@ -446,7 +462,8 @@ impl Side<'_> {
 }
 
 /// Compares two snapshots of one base. Reads only the repository, and of each table only what
-/// the two snapshots do not share.
+/// the two snapshots do not share. A table one snapshot's backup left out (a table filter) is
+/// not compared: its records are neither added nor removed.
 pub async fn diff_snapshots(
     from: &StoredBase,
     to: &StoredBase,
@@ -503,6 +520,17 @@ async fn compare(
     for table_id in order.iter().filter(|id| wanted(id)) {
         let before = from.table(table_id);
         let after_has = to.has_table(table_id);
+        // A table in a side's schema whose records that side does not hold was left out of
+        // its backup (a table filter): nothing is known of its records there, so they are
+        // neither added nor removed.
+        let left_out = match (before, after_has) {
+            (None, true) => from.schema.tables.iter().any(|t| t.id == *table_id),
+            (Some(_), false) => to.schema().tables.iter().any(|t| t.id == *table_id),
+            _ => false,
+        };
+        if left_out {
+            continue;
+        }
         let diff = match (before, after_has) {
             (None, false) => continue,
             (Some(stored), true) => table_diff(from, stored, &to, &options.recreated).await?,
@@ -687,6 +715,19 @@ mod tests {
             normalized(att, Some(&json!([{"id": "att1", "filename": "a"}]))),
             normalized(att, Some(&json!([{"id": "att1", "filename": "b"}])))
         );
+    }
+
+    #[test]
+    fn tables_are_selected_by_name_ignoring_case_beyond_ascii() {
+        let schema = BaseSchema::from_raw(json!({"tables": [
+            {"id": "tblA", "name": "Таблица Ä", "primaryFieldId": "fld1", "fields": [
+                {"id": "fld1", "name": "Name", "type": "singleLineText"},
+            ]},
+        ]}))
+        .unwrap();
+        let selected = select_tables(&schema, &schema, &["таблица ä".to_owned()]).unwrap();
+        assert_eq!(selected, Some(vec!["tblA".to_owned()]));
+        assert!(select_tables(&schema, &schema, &["tblB".to_owned()]).is_err());
     }
 
     #[tokio::test]

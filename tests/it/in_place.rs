@@ -806,6 +806,33 @@ async fn an_in_place_restore_killed_at_random_moments_finishes_without_duplicate
     .await;
     assert_eq!(writes(&s.fake.counters()) - writes(&at), 0, "{report:#}");
     assert_eq!(report["write_requests"], 0);
+    // `airback diff A --live` reads the journal's map: links to the recreated records are
+    // links to the old ones, and only the recreated records are listed, as removed and added.
+    let diff = run_json(&s, &["diff", &snapshot_id, "--live"]).await;
+    let listed = |key: &str| -> Vec<String> {
+        let mut ids: Vec<String> = diff["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t[key].as_array().unwrap().iter())
+            .map(|id| id.as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut old: Vec<String> = recreated.keys().cloned().collect();
+    let mut new: Vec<String> = recreated.values().cloned().collect();
+    old.sort();
+    new.sort();
+    assert_eq!(listed("removed"), old);
+    assert_eq!(listed("added"), new);
+    for table in diff["tables"].as_array().unwrap() {
+        for record in table["changed"].as_array().unwrap() {
+            for field in record["fields"].as_array().unwrap() {
+                assert_eq!(field["computed"], true, "{record:#}");
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

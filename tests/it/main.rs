@@ -8,6 +8,7 @@ mod cancel;
 mod cli;
 mod copy;
 mod damage;
+mod diff;
 mod encryption;
 mod erasure;
 mod export;
