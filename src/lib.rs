@@ -115,6 +115,9 @@ pub use repair::{repair_index, repair_snapshots};
 pub use repo::{
     CacheChoice, Exclusive, InitEncryption, InitOptions, KeyInfo, RepoError, Repository, Snapshot,
 };
-pub use restore::{RestoreError, RestoreOptions, RestoreReport, restore};
+pub use restore::{
+    InPlaceOptions, InPlaceReport, RestoreError, RestoreOptions, RestoreReport, restore,
+    restore_in_place,
+};
 pub use snapshots::list as list_snapshots;
 pub use stored::{StoredBase, StoredError};

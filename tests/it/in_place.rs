@@ -517,6 +517,15 @@ async fn a_bad_night_is_undone_in_the_live_base_with_few_requests() {
     );
     // Requests: at most 2 × the changed records + schema requests + 10.
     let write_requests = writes(&at_end) - writes(&at_start);
+    eprintln!(
+        "undo: {write_requests} write requests for {} changed records ({} created again, {} \
+         updated, {} deleted, {} files uploaded)",
+        night.changed(),
+        report.records_created,
+        report.records_updated,
+        report.records_deleted,
+        report.attachments_uploaded
+    );
     assert_eq!(write_requests, report.write_requests);
     assert!(
         write_requests <= 2 * night.changed() + 10,
