@@ -12,6 +12,7 @@
 //! password_file: /etc/airback/password     # optional, the repository's password (or password_command)
 //! # password_command: pass show airback    # optional, a shell command that prints it; a `password:` key is rejected
 //! all_bases: false                         # back up every base the token can see (default false)
+//! base_concurrency: 10                     # bases backed up at once, 1 to 50 (default 10)
 //! attachments:                             # defaults for every base
 //!   download: true                         # false: keep attachment metadata, not content (default true)
 //!   concurrency: 8                         # parallel downloads, 1 to 64 (default 8)
@@ -108,6 +109,10 @@ use crate::retention::{CalendarDuration, TagList};
 /// The most attachment downloads a base may run at once.
 pub const MAX_ATTACHMENT_CONCURRENCY: usize = 64;
 
+/// The most bases backed up at once: at 5 requests/s each, 50 fill any token's budget of
+/// 50 requests/s ten times over.
+pub const MAX_BASE_CONCURRENCY: usize = 50;
+
 /// A parsed and validated configuration file.
 ///
 /// [`Config::default`] has no bases, so a snapshot run from it backs up nothing; it is a
@@ -126,6 +131,8 @@ pub struct Config {
     pub password_command: Option<String>,
     /// Back up every base the token can see, not only those under [`Config::bases`].
     pub all_bases: bool,
+    /// Bases backed up at once, 1 to [`MAX_BASE_CONCURRENCY`] (`None`: the default, 10).
+    pub base_concurrency: Option<usize>,
     /// Attachment settings for every base without its own override.
     pub attachments: AttachmentSettings,
     /// The listed bases, in file order, each id at most once.
@@ -541,6 +548,8 @@ struct RawConfig {
     password_file: Option<PathBuf>,
     password_command: Option<String>,
     all_bases: bool,
+    #[serde(deserialize_with = "base_concurrency")]
+    base_concurrency: Option<usize>,
     attachments: Option<RawAttachments>,
     bases: Vec<RawBase>,
     retention: Option<Retention>,
@@ -754,6 +763,7 @@ impl RawConfig {
             password_file: self.password_file,
             password_command: self.password_command,
             all_bases: self.all_bases,
+            base_concurrency: self.base_concurrency,
             attachments,
             bases,
             retention: self.retention,
@@ -887,6 +897,36 @@ impl<'de> Deserialize<'de> for Concurrency {
         }
         d.deserialize_u64(V)
     }
+}
+
+/// `base_concurrency`: a whole number from 1 to [`MAX_BASE_CONCURRENCY`].
+fn base_concurrency<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an integer from 1 to {MAX_BASE_CONCURRENCY}")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<usize>, E> {
+            match usize::try_from(v) {
+                Ok(n) if (1..=MAX_BASE_CONCURRENCY).contains(&n) => Ok(Some(n)),
+                _ => Err(E::custom(format_args!(
+                    "base_concurrency {v} is out of range: use a number from 1 to \
+                     {MAX_BASE_CONCURRENCY}"
+                ))),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<usize>, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format_args!(
+                    "base_concurrency {v} is out of range: use a number from 1 to \
+                     {MAX_BASE_CONCURRENCY}"
+                ))),
+            }
+        }
+    }
+    d.deserialize_u64(V)
 }
 
 /// A `retention` count: a whole number from 0 up, or empty for "rule not used".
@@ -1178,6 +1218,7 @@ retention:
             password_file: None,
             password_command: None,
             all_bases: false,
+            base_concurrency: None,
             attachments: AttachmentSettings {
                 download: true,
                 concurrency: 8,
@@ -1389,6 +1430,30 @@ retention:
         assert!(msg.contains("line 1,"), "{msg}");
         let msg = parse_err("bases: appABCDEFGHIJ1234\n");
         assert!(msg.contains("line 1,"), "{msg}");
+    }
+
+    #[test]
+    fn base_concurrency_range() {
+        for (value, ok) in [
+            ("0", false),
+            ("1", true),
+            ("50", true),
+            ("51", false),
+            ("-1", false),
+        ] {
+            match parse(&format!("all_bases: true\nbase_concurrency: {value}\n")) {
+                Ok(c) => {
+                    assert!(ok, "{value} accepted");
+                    assert_eq!(c.base_concurrency.unwrap().to_string(), value);
+                }
+                Err(e) => {
+                    assert!(!ok, "{value} rejected: {e}");
+                    let msg = e.to_string();
+                    assert!(msg.contains("line 2,") && msg.contains("1 to 50"), "{msg}");
+                }
+            }
+        }
+        assert_eq!(parse("all_bases: true\n").unwrap().base_concurrency, None);
     }
 
     #[test]

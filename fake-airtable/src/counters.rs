@@ -97,6 +97,9 @@ pub struct FakeCounters {
     /// updated (batch, single, upsert), deleted, or given an uploaded attachment. A link
     /// mirrored into a linked record's inverse field does not count for the linked record.
     pub records_written: BTreeMap<String, u64>,
+    /// The most API requests (every token and base; downloads not counted) received within
+    /// one second: what a client's per-token pacing must keep under 50.
+    pub peak_api_requests_per_second: u64,
 }
 
 impl FakeCounters {
@@ -130,6 +133,8 @@ impl serde::Serialize for Route {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     inner: Mutex<FakeCounters>,
+    /// When the API requests of the last second arrived.
+    recent: Mutex<std::collections::VecDeque<std::time::Instant>>,
 }
 
 impl Counters {
@@ -151,7 +156,26 @@ impl Counters {
     }
 
     pub(crate) fn request(&self, route: Route, base: Option<&str>) {
+        let in_last_second = (route != Route::AttachmentDownload).then(|| {
+            let now = std::time::Instant::now();
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            while recent
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+            {
+                recent.pop_front();
+            }
+            recent.push_back(now);
+            recent.len() as u64
+        });
         self.update(|counters| {
+            if let Some(n) = in_last_second {
+                counters.peak_api_requests_per_second =
+                    counters.peak_api_requests_per_second.max(n);
+            }
             *counters.requests.entry(route).or_default() += 1;
             if let Some(base) = base {
                 *counters

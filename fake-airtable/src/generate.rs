@@ -21,6 +21,9 @@ use super::state::{
 /// Sizes of the `large` preset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LargeParams {
+    /// Number of bases, each with the tables, records and attachments below ("Large base",
+    /// then "Large base 2", …).
+    pub bases: usize,
     /// Number of tables, linked in a chain (table i links to table i+1).
     pub tables: usize,
     pub records_per_table: usize,
@@ -38,6 +41,7 @@ impl Default for LargeParams {
     /// 4 tables × 5,000 records, 2,000 attachments of 10 KB–20 MB (about 1 GB in all).
     fn default() -> LargeParams {
         LargeParams {
+            bases: 1,
             tables: 4,
             records_per_table: 5_000,
             attachments: 2_000,
@@ -79,7 +83,8 @@ impl fmt::Display for LargeParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tables={},records={},attachments={},min={},max={},skew={}",
+            "bases={},tables={},records={},attachments={},min={},max={},skew={}",
+            self.bases,
             self.tables,
             self.records_per_table,
             self.attachments,
@@ -112,6 +117,7 @@ impl FromStr for LargeParams {
                     .map_err(|_| format!("`{item}`: expected an integer"))
             };
             match key.trim() {
+                "bases" => params.bases = number()?.max(1) as usize,
                 "tables" => params.tables = number()?.max(1) as usize,
                 "records" => params.records_per_table = number()? as usize,
                 "attachments" => params.attachments = number()? as usize,
@@ -1343,7 +1349,19 @@ pub(crate) fn zoo(world: &mut World) -> usize {
 
 /// The `large` preset.
 pub(crate) fn large(world: &mut World, params: &LargeParams) -> usize {
-    let mut b = Builder::new_base(world, "Large base", 0x1a96e);
+    let first = world.bases.len();
+    for index in 0..params.bases.max(1) {
+        let name = match index {
+            0 => "Large base".to_owned(),
+            n => format!("Large base {}", n + 1),
+        };
+        large_base(world, params, &name, 0x1a96e ^ ((index as u64) << 20));
+    }
+    first
+}
+
+fn large_base(world: &mut World, params: &LargeParams, name: &str, seed: u64) -> usize {
+    let mut b = Builder::new_base(world, name, seed);
     let tables: Vec<usize> = (0..params.tables.max(1))
         .map(|index| b.table(&format!("Table {}", index + 1), None))
         .collect();
@@ -1589,6 +1607,16 @@ mod tests {
         let mean = LargeParams::default().mean_attachment_bytes();
         assert!((300_000.0..800_000.0).contains(&mean), "mean {mean}");
         assert_eq!(LargeParams::for_records(100_000).attachments, 4_000);
+        let several: LargeParams = "bases=3,tables=1,records=5,attachments=0".parse().unwrap();
+        assert_eq!(several.bases, 3);
+        assert_eq!(several.to_string().parse::<LargeParams>().unwrap(), several);
+        let mut world = World::new(7);
+        large(&mut world, &several);
+        let names: Vec<&str> = world.bases.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["Large base", "Large base 2", "Large base 3"]);
+        let ids: std::collections::HashSet<&str> =
+            world.bases.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids.len(), 3);
     }
 
     #[test]

@@ -24,10 +24,12 @@ use super::retry::{self, RetryPolicy, StatusAction};
 use super::token::Token;
 
 /// A client of the Airtable Web API. Clone it freely: clones share pacing, connections and
-/// counters.
+/// counters ([`Client::counting_apart`] makes one that also counts on its own).
 #[derive(Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
+    /// Counters of this client alone (requests also count in `inner`'s).
+    tally: Option<Arc<Counters>>,
 }
 
 pub(crate) struct Inner {
@@ -116,7 +118,26 @@ impl Client {
                 options,
                 token,
             }),
+            tally: None,
         })
+    }
+
+    /// A clone that shares pacing and connections and whose [`Client::counters`] count only
+    /// its own requests (they still count in the shared counters too): one per base when
+    /// several bases are backed up at once.
+    pub fn counting_apart(&self) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            tally: Some(Arc::new(Counters::default())),
+        }
+    }
+
+    /// Applies `count` to the shared counters and to this client's own, if it has them.
+    pub(crate) fn count(&self, count: impl Fn(&Counters)) {
+        count(&self.inner.counters);
+        if let Some(tally) = &self.tally {
+            count(tally);
+        }
     }
 
     /// The options this client was built with.
@@ -124,9 +145,13 @@ impl Client {
         &self.inner.options
     }
 
-    /// A snapshot of the counters shared by this client and its clones.
+    /// A snapshot of the counters shared by this client and its clones (of its own, for a
+    /// client made by [`Client::counting_apart`]).
     pub fn counters(&self) -> ClientCounters {
-        self.inner.counters.snapshot()
+        match &self.tally {
+            Some(tally) => tally.snapshot(),
+            None => self.inner.counters.snapshot(),
+        }
     }
 
     /// An URL on the API or content host with these path segments (each percent-encoded, so a
@@ -161,7 +186,7 @@ impl Client {
         let mut retries = 0u32;
         loop {
             inner.pacer.acquire(call.base).await;
-            Counters::bump(&inner.counters.requests);
+            self.count(|c| Counters::bump(&c.requests));
             let started = StdInstant::now();
             let outcome = self.send_once(&call).await;
             let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -170,7 +195,7 @@ impl Client {
                 Ok(answer) => answer,
                 Err(error) => {
                     let error = error.without_url();
-                    Counters::bump(&inner.counters.transport_errors);
+                    self.count(|c| Counters::bump(&c.transport_errors));
                     tracing::debug!(
                         operation = call.operation,
                         method = %call.method,
@@ -200,7 +225,7 @@ impl Client {
                     }
                     tokio::time::sleep(inner.policy.backoff(retries, None)).await;
                     retries += 1;
-                    Counters::bump(&inner.counters.retries);
+                    self.count(|c| Counters::bump(&c.retries));
                     continue;
                 }
             };
@@ -217,12 +242,12 @@ impl Client {
             if (200..300).contains(&status) {
                 return Ok(body);
             }
-            inner.counters.status(status);
+            self.count(|c| c.status(status));
             let api = ApiError::parse(status, &body);
             let retry_after = retry::retry_after(&headers);
             match RetryPolicy::on_status(status, call.idempotent) {
                 StatusAction::RateLimited => {
-                    Counters::bump(&inner.counters.rate_limited);
+                    self.count(|c| Counters::bump(&c.rate_limited));
                     if api.is("PUBLIC_API_BILLING_LIMIT_EXCEEDED") {
                         return Err(AirtableError::BillingLimitExceeded { api });
                     }
@@ -262,7 +287,7 @@ impl Client {
                 StatusAction::Fail => return Err(final_error(&call, api)),
             }
             retries += 1;
-            Counters::bump(&inner.counters.retries);
+            self.count(|c| Counters::bump(&c.retries));
         }
     }
 

@@ -200,7 +200,7 @@ impl Client {
     async fn open_download(&self, url: &Url, from: u64, retries: &mut u32) -> Opened {
         let inner = &*self.inner;
         loop {
-            Counters::bump(&inner.counters.downloads);
+            self.count(|c| Counters::bump(&c.downloads));
             let mut request = inner.download_http.get(url.clone());
             if from > 0 {
                 request = request.header(RANGE, format!("bytes={from}-"));
@@ -232,7 +232,7 @@ impl Client {
                             body: Box::pin(response.bytes_stream()),
                         };
                     }
-                    inner.counters.status(status);
+                    self.count(|c| c.status(status));
                     let retry_after = retry::retry_after(response.headers());
                     let body = response.bytes().await.unwrap_or_default();
                     let api = ApiError::parse(status, &body);
@@ -253,7 +253,7 @@ impl Client {
                 }
                 Err(error) => {
                     let error = error.without_url();
-                    Counters::bump(&inner.counters.transport_errors);
+                    self.count(|c| Counters::bump(&c.transport_errors));
                     if *retries >= inner.policy.max_retries {
                         return Opened::Failed(AirtableError::DownloadInterrupted {
                             url: display_url(url),
@@ -268,7 +268,7 @@ impl Client {
             };
             tokio::time::sleep(inner.policy.backoff(*retries, failure)).await;
             *retries += 1;
-            Counters::bump(&inner.counters.retries);
+            self.count(|c| Counters::bump(&c.retries));
         }
     }
 }
@@ -301,14 +301,16 @@ async fn next_chunk(
                         }
                     }
                     transfer.delivered += chunk.len() as u64;
-                    Counters::add(
-                        &transfer.client.inner.counters.bytes_downloaded,
-                        chunk.len() as u64,
-                    );
+                    let n = chunk.len() as u64;
+                    transfer
+                        .client
+                        .count(|c| Counters::add(&c.bytes_downloaded, n));
                     return Some((Ok(chunk), Some(transfer)));
                 }
                 Some(Err(error)) => {
-                    Counters::bump(&transfer.client.inner.counters.transport_errors);
+                    transfer
+                        .client
+                        .count(|c| Counters::bump(&c.transport_errors));
                     transfer.last_error = Some(error.without_url());
                     transfer.body = None;
                 }
@@ -337,7 +339,7 @@ async fn next_chunk(
         }
         tokio::time::sleep(inner.policy.backoff(transfer.retries, None)).await;
         transfer.retries += 1;
-        Counters::bump(&inner.counters.retries);
+        client.count(|c| Counters::bump(&c.retries));
         tracing::debug!(
             url = %display_url(&transfer.url),
             delivered = transfer.delivered,

@@ -57,6 +57,9 @@ pub struct BackupOptions {
     pub attachment_concurrency: usize,
     /// Tags stored in the snapshot.
     pub tags: Vec<String>,
+    /// The base's name, when the caller knows it (from one listing of the bases for several);
+    /// otherwise the backup lists the bases to learn it.
+    pub base_name: Option<String>,
 }
 
 impl BackupOptions {
@@ -69,6 +72,7 @@ impl BackupOptions {
             attachments: true,
             attachment_concurrency: 8,
             tags: Vec::new(),
+            base_name: None,
         }
     }
 
@@ -284,7 +288,8 @@ type Pages = tokio::sync::mpsc::Receiver<Result<Vec<Record>, AirtableError>>;
 /// starts from, and the attachment downloads that run while the records are listed.
 struct BaseRun<'a> {
     repo: &'a Repository,
-    client: &'a Client,
+    /// Counts this base's requests apart from other bases backed up at the same time.
+    client: Client,
     options: &'a BackupOptions,
     progress: Arc<dyn Progress>,
     writer: BlobWriter,
@@ -344,12 +349,13 @@ impl<'a> BaseRun<'a> {
         let writer = repo.writer();
         BaseRun {
             repo,
-            client,
+            // Its own counters: other bases may be backed up at the same time.
+            client: client.counting_apart(),
             options,
             progress,
             time,
             started,
-            counters_before: client.counters(),
+            counters_before: ClientCounters::default(),
             stats_before: writer.stats(),
             writer,
             attachments: Arc::default(),
@@ -373,6 +379,9 @@ impl<'a> BaseRun<'a> {
 
     /// The base's name as the list of bases gives it; its id when the list does not name it.
     async fn base_name(&self) -> Result<String, BackupError> {
+        if let Some(name) = &self.options.base_name {
+            return Ok(name.clone());
+        }
         let name = match self.client.list_bases().await {
             Ok(bases) => bases
                 .into_iter()

@@ -22,6 +22,16 @@ pub(super) fn for_backup(quiet: bool, label: &str) -> Arc<dyn Progress> {
     }
 }
 
+/// A progress reporter for one of several snapshots running at once: a line every 30 seconds
+/// (bars of several bases would overwrite each other).
+pub(super) fn for_backup_lines(quiet: bool, label: &str) -> Arc<dyn Progress> {
+    if quiet {
+        Arc::new(NoProgress)
+    } else {
+        Arc::new(Lines::new(label))
+    }
+}
+
 /// The right progress reporter for a restore: its passes.
 pub(super) fn for_restore(quiet: bool) -> Arc<dyn Progress> {
     if quiet {

@@ -551,3 +551,100 @@ async fn a_failing_base_does_not_stop_the_others() {
     assert_eq!(objects[1]["outcome"], "ok", "{out}");
     assert!(objects[1]["snapshot_id"].is_string(), "{out}");
 }
+
+/// Several bases are backed up at once (default 10, `--base-concurrency N`), each base's
+/// requests counted apart, each line printed when its base finishes; with 1 they run one after
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_bases_are_backed_up_at_once_and_counted_apart() {
+    let mut options = FakeOptions {
+        preset: Preset::Large,
+        ..FakeOptions::default()
+    };
+    options.large = "bases=3,tables=1,records=150,attachments=0"
+        .parse()
+        .unwrap();
+    let fake = FakeAirtable::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let (code, out, err) = airback_with(&fake, dir.path(), &["init", "--repo", repo]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // The spans of the three snapshots: (start, end) in seconds since the epoch.
+    let run = |concurrency: &'static str| {
+        let fake = &fake;
+        let dir = dir.path().to_owned();
+        async move {
+            let before = fake.counters().api_requests();
+            let (code, out, err) = airback_with(
+                fake,
+                &dir,
+                &[
+                    "snapshot",
+                    "--all-bases",
+                    "--base-concurrency",
+                    concurrency,
+                    "--json",
+                    "--repo",
+                    repo,
+                ],
+            )
+            .await;
+            assert_eq!(code, 0, "{out}{err}");
+            let results: Vec<Value> = out
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect();
+            assert_eq!(results.len(), 3, "{out}");
+            // Each base: its schema and 2 pages; the run lists the bases once, which gives
+            // every base its name. Counted apart, the parts add up to the whole.
+            for r in &results {
+                assert_eq!(r["api_requests"], 3, "{r:#}");
+                assert!(
+                    r["base_name"].as_str().unwrap().starts_with("Large base"),
+                    "{r:#}"
+                );
+            }
+            assert_eq!(fake.counters().api_requests() - before, 3 * 3 + 1);
+            let (code, out, err) =
+                airback_with(fake, &dir, &["snapshots", "--json", "--repo", repo]).await;
+            assert_eq!(code, 0, "{out}{err}");
+            let listed: Value = serde_json::from_str(out.trim()).unwrap();
+            let spans: Vec<(f64, f64)> = results
+                .iter()
+                .map(|r| {
+                    let id = r["snapshot_id"].as_str().unwrap();
+                    let snapshot = listed
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|s| s["id"] == id)
+                        .unwrap_or_else(|| panic!("{id} listed: {listed:#}"));
+                    let start = humantime::parse_rfc3339(snapshot["time"].as_str().unwrap())
+                        .unwrap()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs_f64();
+                    (start, start + r["duration_secs"].as_f64().unwrap())
+                })
+                .collect();
+            spans
+        }
+    };
+    let overlaps = |spans: &[(f64, f64)]| {
+        spans
+            .iter()
+            .enumerate()
+            .any(|(i, a)| spans.iter().skip(i + 1).any(|b| a.0 < b.1 && b.0 < a.1))
+    };
+    let together = run("10").await;
+    assert!(
+        overlaps(&together),
+        "the bases ran one after another: {together:?}"
+    );
+    let one_by_one = run("1").await;
+    assert!(
+        !overlaps(&one_by_one),
+        "the bases overlapped: {one_by_one:?}"
+    );
+}

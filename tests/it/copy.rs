@@ -26,6 +26,7 @@ const TARGET_PASSWORD: &str = "another password for the copy";
 fn base_options() -> FakeOptions {
     FakeOptions {
         large: LargeParams {
+            bases: 1,
             tables: 1,
             records_per_table: 1500,
             attachments: 12,

@@ -88,6 +88,7 @@ fn flip(path: &PathBuf, at: usize) {
 async fn case(object: Object, harm: Harm) {
     let mut s = FakeSetup::start(FakeOptions {
         large: LargeParams {
+            bases: 1,
             tables: 2,
             records_per_table: 1200,
             attachments: 12,

@@ -17,6 +17,7 @@ use crate::support::{self, FakeSetup, airback};
 fn base_options() -> FakeOptions {
     FakeOptions {
         large: LargeParams {
+            bases: 1,
             tables: 3,
             records_per_table: 300,
             attachments: 45,
