@@ -99,7 +99,7 @@ mod secrets;
 
 pub use airtable::{AirtableError, Client, ClientOptions, Token};
 pub use backend::{Backend, BackendError, BackendOptions};
-pub use backup::{BackupError, BackupOptions, BackupSummary, backup_base};
+pub use backup::{BackupError, BackupOptions, BackupSummary, backup_base, backup_base_with};
 pub use check::{CheckOptions, CheckReport, check};
 pub use config::{Config, ConfigError};
 pub use copy::{CopyError, CopyOptions, CopySummary, copy};

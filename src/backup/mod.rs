@@ -316,7 +316,21 @@ pub async fn backup_base(
     options: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupSummary, BackupError> {
-    let mut run = BaseRun::new(repo, client, options, progress);
+    backup_base_with(repo, &repo.writer(), client, options, progress).await
+}
+
+/// [`backup_base`] through `writer`, which other bases backed up at the same time share: one
+/// set of open packs, uploads and processing budget for all of them, so memory does not grow
+/// with the number of bases at once. The summary counts this base's work only (a pack is
+/// counted for the base that filled it).
+pub async fn backup_base_with(
+    repo: &Repository,
+    writer: &BlobWriter,
+    client: &Client,
+    options: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupSummary, BackupError> {
+    let mut run = BaseRun::new(repo, writer, client, options, progress);
     let base_name = run.base_name().await?;
     let (schema, schema_file) = run.save_schema().await?;
     let warnings = options.unmatched_entries(&schema.tables);
@@ -340,13 +354,14 @@ pub async fn backup_base(
 impl<'a> BaseRun<'a> {
     fn new(
         repo: &'a Repository,
+        writer: &BlobWriter,
         client: &'a Client,
         options: &'a BackupOptions,
         progress: Arc<dyn Progress>,
     ) -> Self {
         let started = Instant::now();
         let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        let writer = repo.writer();
+        let writer = writer.counting_apart();
         BaseRun {
             repo,
             // Its own counters: other bases may be backed up at the same time.

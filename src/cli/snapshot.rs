@@ -11,7 +11,7 @@ use super::print::{Printer, Text, count, err};
 use super::settings::Settings;
 use super::{exit, open_repo_at, progress};
 use crate::airtable::Client;
-use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base};
+use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base_with};
 use crate::id::SnapshotId;
 use crate::layout::{self, LayoutJson, SnapshotSummary, Source, TableMeta};
 use crate::repo::snapshot::{NodeKind, Snapshot};
@@ -32,7 +32,7 @@ pub(super) struct SnapshotArgs {
     /// Keep attachment metadata but not their content
     #[arg(long)]
     no_attachments: bool,
-    /// Attachment downloads at once
+    /// Attachment downloads at once (shared among the bases backed up at once)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     attachment_concurrency: Option<u16>,
     /// Tag the snapshots (repeat for several)
@@ -194,9 +194,18 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
         .unwrap_or(BASE_CONCURRENCY)
         .clamp(1, jobs.len().max(1));
     let together = concurrency > 1;
+    // Attachment downloads at once are shared among the bases running at once, so the
+    // buffers of the downloads in flight do not grow with the number of bases.
+    let mut jobs = jobs;
+    for job in &mut jobs {
+        job.attachment_concurrency = (job.attachment_concurrency / concurrency).max(1);
+    }
+    // One writer for all of them: memory stays that of one base whatever the concurrency.
+    let writer = repo.writer();
     let mut runs = futures::stream::iter(jobs.iter().map(|job| {
         let repo = &repo;
         let client = &client;
+        let writer = &writer;
         async move {
             // Bars of several bases at once would overwrite each other: lines instead.
             let progress = if together {
@@ -204,7 +213,10 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
             } else {
                 progress::for_backup(!printer.shows_progress(), &job.base_id)
             };
-            (job, backup_base(repo, client, job, progress).await)
+            (
+                job,
+                backup_base_with(repo, writer, client, job, progress).await,
+            )
         }
     }))
     .buffer_unordered(concurrency);

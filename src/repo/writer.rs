@@ -71,10 +71,15 @@ pub struct WriterStats {
 }
 
 /// Writes blobs into a repository. Cheap to clone; clones share packs and statistics, so many
-/// tasks can save concurrently and one `flush` finishes them all.
+/// tasks can save concurrently and one `flush` finishes them all. A clone made by
+/// [`BlobWriter::counting_apart`] also keeps statistics of its own (one per base when several
+/// are backed up at once through one writer, which bounds memory: one set of open packs,
+/// uploads and processing budget for all of them).
 #[derive(Clone, Debug)]
 pub struct BlobWriter {
     inner: Arc<Inner>,
+    /// Statistics of this clone and the clones made from it.
+    tally: Option<Arc<Mutex<WriterStats>>>,
 }
 
 #[derive(Debug)]
@@ -141,6 +146,7 @@ impl BlobWriter {
         let capacity = pack_capacity(&repo);
         let crypto = repo.crypto().clone();
         BlobWriter {
+            tally: None,
             inner: Arc::new(Inner {
                 repo,
                 permits: Arc::new(Semaphore::new(options.uploads.max(1))),
@@ -168,9 +174,30 @@ impl BlobWriter {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Statistics so far.
+    /// Statistics so far: of every clone, or of this one if it counts apart.
     pub fn stats(&self) -> WriterStats {
-        self.state().stats.clone()
+        match &self.tally {
+            Some(tally) => tally.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => self.state().stats.clone(),
+        }
+    }
+
+    /// A clone that shares everything (packs, uploads, budget, the blobs packed in this run)
+    /// but whose [`BlobWriter::stats`] count only what it and its own clones save, upload and
+    /// index.
+    pub fn counting_apart(&self) -> BlobWriter {
+        BlobWriter {
+            inner: self.inner.clone(),
+            tally: Some(Arc::default()),
+        }
+    }
+
+    /// Applies `count` to the shared statistics and to this clone's own.
+    fn count(&self, st: &mut State, count: impl Fn(&mut WriterStats)) {
+        count(&mut st.stats);
+        if let Some(tally) = &self.tally {
+            count(&mut tally.lock().unwrap_or_else(|e| e.into_inner()));
+        }
     }
 
     /// Whether the blob is stored as `kind` (in the index) or was given to a pack of that kind
@@ -222,8 +249,10 @@ impl BlobWriter {
         let raw = u64::from(blob.raw_length);
         let full = {
             let mut st = self.state();
-            st.stats.blobs_seen += 1;
-            st.stats.bytes_seen += raw;
+            self.count(&mut st, |s| {
+                s.blobs_seen += 1;
+                s.bytes_seen += raw;
+            });
             self.pack_new(&mut st, kind, std::slice::from_ref(&blob))
         };
         for builder in full {
@@ -242,9 +271,11 @@ impl BlobWriter {
             if !st.added.insert((kind, blob.id)) {
                 continue;
             }
-            st.stats.blobs_new += 1;
-            st.stats.bytes_new_raw += u64::from(blob.raw_length);
-            st.stats.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
+            self.count(st, |s| {
+                s.blobs_new += 1;
+                s.bytes_new_raw += u64::from(blob.raw_length);
+                s.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
+            });
             let packer = match kind {
                 BlobKind::Data => &mut st.data,
                 BlobKind::Meta => &mut st.meta,
@@ -342,8 +373,11 @@ impl BlobWriter {
 
         let full = {
             let mut st = self.state();
-            st.stats.blobs_seen += ids.len() as u64;
-            st.stats.bytes_seen += seen_bytes;
+            let n = ids.len() as u64;
+            self.count(&mut st, |s| {
+                s.blobs_seen += n;
+                s.bytes_seen += seen_bytes;
+            });
             self.pack_new(&mut st, kind, &new_blobs)
         };
         for builder in full {
@@ -367,9 +401,11 @@ impl BlobWriter {
         let tag_len = self.tag_len();
         let mut st = self.state();
         if st.added.insert((BlobKind::Meta, id)) {
-            st.stats.blobs_new += 1;
-            st.stats.bytes_new_raw += u64::from(blob.raw_length);
-            st.stats.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
+            self.count(&mut st, |s| {
+                s.blobs_new += 1;
+                s.bytes_new_raw += u64::from(blob.raw_length);
+                s.bytes_new_stored += (blob.stored.len() + tag_len) as u64;
+            });
             st.meta.add(&blob);
             st.dict_copies.push(dict.id);
         }
@@ -439,8 +475,10 @@ impl BlobWriter {
                 return Err(e.into());
             }
             let mut st = this.state();
-            st.stats.packs_written += 1;
-            st.stats.pack_bytes_written += size;
+            this.count(&mut st, |s| {
+                s.packs_written += 1;
+                s.pack_bytes_written += size;
+            });
             st.unindexed_blobs += pack.blobs.len();
             st.unindexed.push(IndexPack {
                 id: pack.id,
@@ -514,8 +552,10 @@ impl BlobWriter {
                 return Err(e);
             }
             let mut st = self.state();
-            st.stats.index_files_written += 1;
-            st.stats.index_bytes_written += size;
+            self.count(&mut st, |s| {
+                s.index_files_written += 1;
+                s.index_bytes_written += size;
+            });
         }
         Ok(())
     }

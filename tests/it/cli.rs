@@ -648,3 +648,76 @@ async fn several_bases_are_backed_up_at_once_and_counted_apart() {
         "the bases overlapped: {one_by_one:?}"
     );
 }
+
+/// Three `airback snapshot` processes, each with its own cache (as on three hosts), back up
+/// three bases into one S3 repository at the same time: every index entry and blob survives
+/// (`check --read-data` is clean from a fresh cache) and each snapshot exports completely.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_snapshot_different_bases_into_one_s3_repository_at_once() {
+    let s3 = crate::support::s3::S3Server::start().await;
+    let location = s3.location("shared");
+    let mut options = FakeOptions::unlimited(Preset::Large);
+    options.large = "bases=3,tables=2,records=250,attachments=8,min=2000,max=60000"
+        .parse()
+        .unwrap();
+    let fake = FakeAirtable::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = |name: &str| dir.path().join(name);
+    let (code, out, err) =
+        airback_with(&fake, &cache("init"), &["init", "--repo", &location]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let bases: Vec<String> = fake.bases().into_iter().map(|b| b.id).collect();
+    assert_eq!(bases.len(), 3);
+    let runs = bases.iter().enumerate().map(|(i, base)| {
+        let fake = &fake;
+        let location = &location;
+        let cache = cache(&format!("host{i}"));
+        async move {
+            airback_with(
+                fake,
+                &cache,
+                &["snapshot", "--base", base, "--json", "--repo", location],
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(runs).await;
+    let mut snapshots = Vec::new();
+    for (code, out, err) in results {
+        assert_eq!(code, 0, "{out}{err}");
+        let summary: Value = serde_json::from_str(out.trim()).unwrap();
+        snapshots.push(summary);
+    }
+    let (code, out, err) = airback_with(
+        &fake,
+        &cache("checker"),
+        &["check", "--read-data", "--repo", &location],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!err.contains("warning"), "{err}");
+    for summary in &snapshots {
+        let id = summary["snapshot_id"].as_str().unwrap();
+        let tar = dir.path().join(format!("{id}.tar"));
+        let (code, out, err) = airback_with(
+            &fake,
+            &cache("checker"),
+            &[
+                "export",
+                id,
+                "-o",
+                tar.to_str().unwrap(),
+                "--json",
+                "--repo",
+                &location,
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{out}{err}");
+        let export: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(export["records"], summary["records"], "{export:#}");
+        assert_eq!(export["records"], 500);
+        assert_eq!(export["attachments"], summary["attachments"], "{export:#}");
+        assert_eq!(export["missing_attachments"], 0, "{export:#}");
+    }
+}
