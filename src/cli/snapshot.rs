@@ -196,7 +196,6 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     let together = concurrency > 1;
     // Attachment downloads at once are shared among the bases running at once, so the
     // buffers of the downloads in flight do not grow with the number of bases.
-    let mut jobs = jobs;
     for job in &mut jobs {
         job.attachment_concurrency = (job.attachment_concurrency / concurrency).max(1);
     }
