@@ -2144,3 +2144,23 @@ async fn write_counters_name_the_records_each_write_touched() {
     .collect();
     assert_eq!(written, expected);
 }
+
+/// `peak_api_requests_per_second` is the most API requests received within any one second,
+/// downloads left out.
+#[tokio::test]
+async fn the_peak_request_rate_counts_api_requests_within_one_second() {
+    let api = Api::unlimited(Preset::Demo).await;
+    let base = api.base();
+    assert_eq!(api.fake.counters().peak_api_requests_per_second, 0);
+    for _ in 0..7 {
+        let (status, _) = api.get(&format!("/v0/meta/bases/{base}/tables")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let peak = api.fake.counters().peak_api_requests_per_second;
+    // Seven requests in well under a second (a slow machine may spread them over two).
+    assert!((4..=7).contains(&peak), "{peak}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _) = api.get(&format!("/v0/meta/bases/{base}/tables")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(api.fake.counters().peak_api_requests_per_second, peak);
+}
