@@ -129,20 +129,11 @@ pub(super) fn new_table(
             Role::Link | Role::Inverse => {
                 write.kind = CellKind::Links;
                 let linked = linked_table(field).to_owned();
-                let position = |table_id: &str, field_id: &str| {
-                    let t = stored.schema.tables.iter().position(|t| t.id == table_id);
-                    let f = t.and_then(|t| {
-                        stored.schema.tables[t]
-                            .fields
-                            .iter()
-                            .position(|f| f.id == field_id)
-                    });
-                    (t.unwrap_or(usize::MAX), f.unwrap_or(usize::MAX))
-                };
                 let other_side_creates = recreated.contains(&linked)
                     && selected.contains(&linked)
                     && write.inverse.as_deref().is_some_and(|inverse| {
-                        position(&linked, inverse) < position(&table.id, &field.id)
+                        schema_position(&stored.schema, &linked, inverse)
+                            < schema_position(&stored.schema, &table.id, &field.id)
                     });
                 if other_side_creates {
                     write.write = false;
@@ -307,24 +298,18 @@ pub(super) fn writes_link_side(
     let Some(inverse) = field.inverse_link_field_id() else {
         return true;
     };
-    let linked = field
-        .options
-        .as_ref()
-        .and_then(|o| o.get("linkedTableId"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let linked = linked_table(field);
     if !selected_tables.iter().any(|t| t == linked) {
         return true;
     }
-    let position = |table_id: &str, field_id: &str| {
-        let t = stored.schema.tables.iter().position(|t| t.id == table_id);
-        let f = t.and_then(|t| {
-            stored.schema.tables[t]
-                .fields
-                .iter()
-                .position(|f| f.id == field_id)
-        });
-        (t.unwrap_or(usize::MAX), f.unwrap_or(usize::MAX))
-    };
-    position(&table.id, &field.id) <= position(linked, inverse)
+    schema_position(&stored.schema, &table.id, &field.id)
+        <= schema_position(&stored.schema, linked, inverse)
+}
+
+/// Where a field stands in the schema: (table index, field index); unknown ones last. Of a
+/// link pair, the side that stands first is the one written (or created).
+pub(super) fn schema_position(schema: &BaseSchema, table: &str, field: &str) -> (usize, usize) {
+    let t = schema.tables.iter().position(|t| t.id == table);
+    let f = t.and_then(|t| schema.tables[t].fields.iter().position(|f| f.id == field));
+    (t.unwrap_or(usize::MAX), f.unwrap_or(usize::MAX))
 }
