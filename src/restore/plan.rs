@@ -220,8 +220,9 @@ pub(super) fn build(
     }
     plan.losses.push(Loss {
         table: None,
-        what: "automations, interfaces, extensions, permissions and comments are not readable \
-               through the API, so the snapshot does not hold them"
+        what: "automations, interfaces, extensions and permissions are not readable through \
+               the API, so the snapshot does not hold them; record comments are readable but \
+               not backed up yet"
             .into(),
     });
     plan.losses.push(Loss {
