@@ -151,22 +151,6 @@ pub(crate) enum CellKind {
     Computed,
 }
 
-/// Field types whose cells Airtable computes.
-const COMPUTED_TYPES: &[&str] = &[
-    "formula",
-    "rollup",
-    "multipleLookupValues",
-    "count",
-    "autoNumber",
-    "createdTime",
-    "lastModifiedTime",
-    "createdBy",
-    "lastModifiedBy",
-    "button",
-    "aiText",
-    "externalSyncSource",
-];
-
 impl CellKind {
     /// The kind of a field's cells. Unknown types count as computed: they are compared, never
     /// written.
@@ -174,26 +158,8 @@ impl CellKind {
         match field.field_type.as_str() {
             "multipleRecordLinks" => CellKind::Links,
             "multipleAttachments" => CellKind::Attachments,
-            kind if COMPUTED_TYPES.contains(&kind) => CellKind::Computed,
-            "singleLineText"
-            | "email"
-            | "url"
-            | "multilineText"
-            | "richText"
-            | "phoneNumber"
-            | "barcode"
-            | "singleCollaborator"
-            | "multipleCollaborators"
-            | "number"
-            | "percent"
-            | "currency"
-            | "duration"
-            | "rating"
-            | "checkbox"
-            | "date"
-            | "dateTime"
-            | "singleSelect"
-            | "multipleSelects" => CellKind::Plain,
+            // Writable as read: the types restore creates as themselves.
+            kind if crate::restore::writable_type(kind) => CellKind::Plain,
             _ => CellKind::Computed,
         }
     }

@@ -50,6 +50,7 @@ use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredFile};
 pub use in_place::{InPlaceCheck, InPlaceOptions, InPlaceReport, SAFETY_TAG, restore_in_place};
 pub use journal::{Journal, JournalError};
+pub(crate) use plan::writable_type;
 pub use plan::{Plan, Role, SOURCE_ID_FIELD};
 pub use verify::Fidelity;
 

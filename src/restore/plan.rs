@@ -729,6 +729,12 @@ fn write_options(kind: &str, options: Option<&Map<String, Value>>) -> Option<Opt
     Some(options)
 }
 
+/// Whether a field of type `kind` can be created through the API and its cells written as they
+/// are read (every writable type but links).
+pub(crate) fn writable_type(kind: &str) -> bool {
+    write_options(kind, None).is_some()
+}
+
 /// The options to create `field` with again (write format), or `None` when its type cannot
 /// be created through the API.
 pub(super) fn write_options_of(field: &FieldSchema) -> Option<Option<Value>> {

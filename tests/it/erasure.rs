@@ -190,23 +190,8 @@ async fn a_rewritten_out_attachment_leaves_the_storage_after_forget_prune() {
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 4);
     let export_dir = s.dir.path().join("export");
-    let (code, out, err) = airback(
-        s.dir.path(),
-        &[
-            "export",
-            "latest",
-            "--repo",
-            repo_loc,
-            "-f",
-            "dir",
-            "-o",
-            export_dir.to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let exported: Value = serde_json::from_str(out.trim()).unwrap();
+    let exported =
+        crate::support::export_to_dir(s.dir.path(), repo_loc, "latest", &export_dir).await;
     assert_eq!(exported["missing_attachments"], 0, "{exported}");
     assert_eq!(
         exported["attachments"], list[3]["attachments"],
@@ -333,23 +318,8 @@ async fn a_rewritten_out_record_and_field_are_gone_from_exports_of_the_rewrite()
         "{list}"
     );
     let export_dir = s.dir.path().join("export");
-    let (code, out, err) = airback(
-        s.dir.path(),
-        &[
-            "export",
-            "latest",
-            "--repo",
-            repo_loc,
-            "-f",
-            "dir",
-            "-o",
-            export_dir.to_str().unwrap(),
-            "--json",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let exported: Value = serde_json::from_str(out.trim()).unwrap();
+    let exported =
+        crate::support::export_to_dir(s.dir.path(), repo_loc, "latest", &export_dir).await;
     let before: u64 = s.fake.schema_json(&s.base)["tables"]
         .as_array()
         .unwrap()

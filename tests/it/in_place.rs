@@ -16,30 +16,7 @@ use airback::stored::StoredBase;
 use airback_fake::{FakeCounters, FakeOptions, Preset, Route};
 use serde_json::{Map, Value, json};
 
-use crate::support::FakeSetup;
-
-/// Field types whose cells an in-place restore writes back.
-const PLAIN: &[&str] = &[
-    "singleLineText",
-    "email",
-    "url",
-    "multilineText",
-    "richText",
-    "phoneNumber",
-    "number",
-    "percent",
-    "currency",
-    "duration",
-    "rating",
-    "checkbox",
-    "date",
-    "dateTime",
-    "singleSelect",
-    "multipleSelects",
-    "singleCollaborator",
-    "multipleCollaborators",
-    "barcode",
-];
+use crate::support::{FakeSetup, WRITABLE};
 
 async fn snapshot(s: &FakeSetup) -> StoredBase {
     let summary = backup_base(
@@ -179,7 +156,7 @@ fn differences(
                 let kind = field["type"].as_str().unwrap();
                 if kind != "multipleRecordLinks"
                     && kind != "multipleAttachments"
-                    && !PLAIN.contains(&kind)
+                    && !WRITABLE.contains(&kind)
                 {
                     continue;
                 }
@@ -669,27 +646,8 @@ async fn one_record_comes_back_alone_with_its_links() {
     );
 }
 
-fn airback_command(s: &FakeSetup, args: &[&str]) -> tokio::process::Command {
-    let repo = s.dir.path().join("repo");
-    let mut command = crate::support::command(env!("CARGO_BIN_EXE_airback"));
-    command
-        .args(args)
-        .args(["--repo", repo.to_str().unwrap()])
-        .env("AIRBACK_CACHE_DIR", s.dir.path().join("cli-cache"))
-        .env("AIRTABLE_API_URL", s.fake.url())
-        .env("AIRTABLE_CONTENT_URL", s.fake.url())
-        .env("AIRTABLE_TOKEN", s.fake.token())
-        .env_remove("AIRBACK_REPO")
-        .kill_on_drop(true);
-    command
-}
-
 async fn run_json(s: &FakeSetup, args: &[&str]) -> Value {
-    let out = airback_command(s, args)
-        .arg("--json")
-        .output()
-        .await
-        .unwrap();
+    let out = s.command(args).arg("--json").output().await.unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -764,7 +722,7 @@ async fn an_in_place_restore_killed_at_random_moments_finishes_without_duplicate
         rng.u64(1_000..4_000),
     ];
     for (round, wait) in moments.iter().enumerate() {
-        let mut child = airback_command(&s, &args).arg("--quiet").spawn().unwrap();
+        let mut child = s.command(&args).arg("--quiet").spawn().unwrap();
         let finished =
             tokio::time::timeout(std::time::Duration::from_millis(*wait), child.wait()).await;
         assert!(

@@ -136,24 +136,13 @@ fn repo_size(dir: &Path) -> u64 {
 
 /// Exports snapshot `id` as a folder; returns the export's JSON summary.
 async fn export(dir: &Path, repo: &str, id: &str) -> Value {
-    let out = dir.join(format!("export-{id}"));
-    let (code, stdout, err) = airback(
+    support::export_to_dir(
         &dir.join("cache"),
-        &[
-            "export",
-            id,
-            "--repo",
-            repo,
-            "-f",
-            "dir",
-            "-o",
-            out.to_str().unwrap(),
-            "--json",
-        ],
+        repo,
+        id,
+        &dir.join(format!("export-{id}")),
     )
-    .await;
-    assert_eq!(code, 0, "export {id}: {err}");
-    serde_json::from_str(stdout.trim()).unwrap()
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::FakeSetup;
+use crate::support::{FakeSetup, WRITABLE};
 use airback::backend::{Backend, BackendOptions};
 use airback::backup::{BackupOptions, backup_base};
 use airback::id::SnapshotId;
@@ -55,29 +55,6 @@ async fn restore_into(
     )
     .await
 }
-
-/// Field types whose cells restore writes back as they were.
-const WRITABLE: &[&str] = &[
-    "singleLineText",
-    "email",
-    "url",
-    "multilineText",
-    "richText",
-    "phoneNumber",
-    "number",
-    "percent",
-    "currency",
-    "duration",
-    "rating",
-    "checkbox",
-    "date",
-    "dateTime",
-    "singleSelect",
-    "multipleSelects",
-    "singleCollaborator",
-    "multipleCollaborators",
-    "barcode",
-];
 
 /// What this test found comparing the two bases.
 #[derive(Debug, Default)]
@@ -385,20 +362,6 @@ async fn the_same_restore_run_twice_changes_nothing_the_second_time() {
 }
 
 /// Runs the airback binary against the fake, with the test's cache directory.
-fn airback_command(s: &FakeSetup, repo: &str, args: &[&str]) -> tokio::process::Command {
-    let mut command = crate::support::command(env!("CARGO_BIN_EXE_airback"));
-    command
-        .args(args)
-        .args(["--repo", repo])
-        .env("AIRBACK_CACHE_DIR", s.dir.path().join("cli-cache"))
-        .env("AIRTABLE_API_URL", s.fake.url())
-        .env("AIRTABLE_CONTENT_URL", s.fake.url())
-        .env("AIRTABLE_TOKEN", s.fake.token())
-        .env_remove("AIRBACK_REPO")
-        .kill_on_drop(true);
-    command
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
     let mut options = FakeOptions {
@@ -409,8 +372,8 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
         .parse()
         .unwrap();
     let s = FakeSetup::start(options).await;
-    let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
-    let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
+    let out = s
+        .command(&["snapshot", "--base", &s.base, "--quiet"])
         .output()
         .await
         .unwrap();
@@ -437,10 +400,7 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
         rng.u64(2_000..10_000),
     ];
     for (round, wait) in moments.iter().enumerate() {
-        let mut child = airback_command(&s, &repo, &restore_args)
-            .arg("--quiet")
-            .spawn()
-            .unwrap();
+        let mut child = s.command(&restore_args).arg("--quiet").spawn().unwrap();
         let finished = tokio::time::timeout(Duration::from_millis(*wait), child.wait()).await;
         assert!(
             finished.is_err(),
@@ -449,7 +409,8 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
         child.start_kill().unwrap(); // SIGKILL
         let _ = child.wait().await;
     }
-    let out = airback_command(&s, &repo, &restore_args)
+    let out = s
+        .command(&restore_args)
         .arg("--json")
         .output()
         .await
@@ -494,8 +455,8 @@ async fn a_restore_killed_at_random_moments_finishes_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_writes_a_line_per_pass_when_stderr_is_not_a_terminal() {
     let s = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
-    let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
-    let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
+    let out = s
+        .command(&["snapshot", "--base", &s.base, "--quiet"])
         .output()
         .await
         .unwrap();
@@ -509,7 +470,7 @@ async fn a_restore_writes_a_line_per_pass_when_stderr_is_not_a_terminal() {
         "--name",
         "Progress",
     ];
-    let out = airback_command(&s, &repo, &args).output().await.unwrap();
+    let out = s.command(&args).output().await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let passes: Vec<&str> = err
@@ -533,29 +494,26 @@ async fn a_restore_writes_a_line_per_pass_when_stderr_is_not_a_terminal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_prints_the_plan_and_writes_nothing() {
     let s = FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await;
-    let repo = s.dir.path().join("repo").to_str().unwrap().to_owned();
-    let out = airback_command(&s, &repo, &["snapshot", "--base", &s.base, "--quiet"])
+    let out = s
+        .command(&["snapshot", "--base", &s.base, "--quiet"])
         .output()
         .await
         .unwrap();
     assert!(out.status.success());
     let target = s.fake.add_empty_base("Dry").id;
     let before = s.fake.schema_json(&target);
-    let out = airback_command(
-        &s,
-        &repo,
-        &[
+    let out = s
+        .command(&[
             "restore",
             "latest",
             "--to-base",
             &target,
             "--dry-run",
             "--json",
-        ],
-    )
-    .output()
-    .await
-    .unwrap();
+        ])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -587,21 +545,18 @@ async fn a_dry_run_prints_the_plan_and_writes_nothing() {
     assert!(report["plan"]["losses"].to_string().contains("manualSort"));
 
     // A second base with the name a --workspace restore would use is refused, not adopted.
-    let out = airback_command(
-        &s,
-        &repo,
-        &[
+    let out = s
+        .command(&[
             "restore",
             "latest",
             "--workspace",
             &s.fake.workspace_id(),
             "--name",
             "Dry",
-        ],
-    )
-    .output()
-    .await
-    .unwrap();
+        ])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -104,6 +104,56 @@ pub async fn airback(cache: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `airback export SNAPSHOT --repo REPO -f dir -o OUT --json` with the cache at `cache`,
+/// which must succeed; returns the export's JSON summary.
+pub async fn export_to_dir(
+    cache: &Path,
+    repo: &str,
+    snapshot: &str,
+    out: &Path,
+) -> serde_json::Value {
+    let (code, stdout, err) = airback(
+        cache,
+        &[
+            "export",
+            snapshot,
+            "--repo",
+            repo,
+            "-f",
+            "dir",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "export {snapshot}: {err}");
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// Field types whose cells restore (into a new base or in place) writes back as they were.
+pub const WRITABLE: &[&str] = &[
+    "singleLineText",
+    "email",
+    "url",
+    "multilineText",
+    "richText",
+    "phoneNumber",
+    "number",
+    "percent",
+    "currency",
+    "duration",
+    "rating",
+    "checkbox",
+    "date",
+    "dateTime",
+    "singleSelect",
+    "multipleSelects",
+    "singleCollaborator",
+    "multipleCollaborators",
+    "barcode",
+];
+
 /// The id of the field called `name` in `table`, a table of a base's schema JSON (as
 /// `FakeAirtable::schema_json` gives it).
 pub fn field_id(table: &serde_json::Value, name: &str) -> String {
@@ -251,6 +301,23 @@ pub struct FakeSetup {
 }
 
 impl FakeSetup {
+    /// The binary with `args`, on this setup's repository (`--repo`), with its own cache
+    /// (`cli-cache/`), the fake's URLs and token; killed when dropped.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut command = command(env!("CARGO_BIN_EXE_airback"));
+        command
+            .args(args)
+            .arg("--repo")
+            .arg(self.dir.path().join("repo"))
+            .env("AIRBACK_CACHE_DIR", self.dir.path().join("cli-cache"))
+            .env("AIRTABLE_API_URL", self.fake.url())
+            .env("AIRTABLE_CONTENT_URL", self.fake.url())
+            .env("AIRTABLE_TOKEN", self.fake.token())
+            .env_remove("AIRBACK_REPO")
+            .kill_on_drop(true);
+        command
+    }
+
     /// Starts the fake with `options` and creates the repository.
     pub async fn start(options: airback_fake::FakeOptions) -> FakeSetup {
         use airback::airtable::{Client, ClientOptions, Token};
