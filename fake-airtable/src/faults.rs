@@ -11,6 +11,8 @@
 //!           | "iterexpire=" N      the N-th list request that carries an offset (counting
 //!                                  from 1) finds every iterator expired (once)
 //!           | "missing=" P         a fraction P of attachments answer 404 on every download
+//!           | "urlfail=" P         a fraction P of `{url}` attachment writes fail to fetch,
+//!                                  and the file is dropped without a word
 //!           | "urlexpire=" N       the N-th attachment download finds every URL issued so far
 //!                                  expired (once)
 //!           | "downloads=" ("on" | "off")   whether 5xx and resets also hit attachment
@@ -25,7 +27,9 @@
 //! `slow` delays API requests only; `503`/`502`/`500` and `reset` also hit attachment
 //! downloads unless `downloads=off`. The forced expiries are one-shot triggers. `missing=P`
 //! makes a fraction P of the attachments (chosen by seed and attachment id) answer 404 on
-//! every download, as content lost on the content host would.
+//! every download, as content lost on the content host would. `urlfail=P` makes the fetch of
+//! a fraction P of the URLs written as attachments fail (chosen by seed and URL): Airtable
+//! then drops the file from its cell and reports nothing, which is what restore must catch.
 //!
 //! 5xx answers are decided before a request is handled, so nothing happens on the server.
 //! A reset is decided before but carried out after handling: the request takes effect and the
@@ -60,6 +64,9 @@ pub struct Faults {
     /// Fraction of attachments whose content is gone from the content host: their downloads
     /// answer 404 every time. Which ones is decided by (seed, attachment id).
     pub missing: f64,
+    /// Fraction of `{url}` attachment writes whose fetch fails, so that Airtable drops the
+    /// file without a word. Which ones is decided by (seed, URL).
+    pub url_fail: f64,
 }
 
 impl Default for Faults {
@@ -76,6 +83,7 @@ impl Default for Faults {
             expire_urls_at: None,
             downloads: true,
             missing: 0.0,
+            url_fail: 0.0,
         }
     }
 }
@@ -88,18 +96,25 @@ impl Faults {
 
     /// Whether this attachment's content is gone (see [`Faults::missing`]).
     pub fn is_missing(&self, attachment_id: &str) -> bool {
-        if self.missing <= 0.0 {
-            return false;
-        }
+        self.draw(attachment_id) < self.missing
+    }
+
+    /// Whether fetching this `{url}` attachment fails (see `url_fail`).
+    pub fn url_fetch_fails(&self, url: &str) -> bool {
+        self.draw(url) < self.url_fail
+    }
+
+    /// A number in [0, 1) fixed by the seed and `key`.
+    fn draw(&self, key: &str) -> f64 {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.seed.to_le_bytes());
-        hasher.update(attachment_id.as_bytes());
+        hasher.update(key.as_bytes());
         let draw = u64::from_le_bytes(
             hasher.finalize().as_bytes()[..8]
                 .try_into()
                 .expect("8 bytes"),
         );
-        (draw as f64 / u64::MAX as f64) < self.missing
+        draw as f64 / u64::MAX as f64
     }
 
     /// Whether any random fault can happen.
@@ -179,6 +194,7 @@ impl FromStr for Faults {
                         .map_err(|_| error("expected an integer seed"))?
                 }
                 "missing" => faults.missing = probability(item, value)?,
+                "urlfail" => faults.url_fail = probability(item, value)?,
                 "iterexpire" => faults.expire_iterators_at = Some(count()?),
                 "urlexpire" => faults.expire_urls_at = Some(count()?),
                 "downloads" => {
@@ -231,6 +247,9 @@ impl fmt::Display for Faults {
         }
         if self.missing > 0.0 {
             items.push(format!("missing={}", self.missing));
+        }
+        if self.url_fail > 0.0 {
+            items.push(format!("urlfail={}", self.url_fail));
         }
         if !self.downloads {
             items.push("downloads=off".to_owned());
@@ -342,6 +361,14 @@ mod tests {
         assert_eq!(faults.expire_iterators_at, Some(3));
         assert_eq!(faults.expire_urls_at, Some(1));
         assert!(!faults.downloads);
+        let url_fail: Faults = "urlfail=0.25,seed=3".parse().unwrap();
+        assert_eq!(url_fail.url_fail, 0.25);
+        assert_eq!(url_fail.to_string().parse::<Faults>().unwrap(), url_fail);
+        let fails = (0..400)
+            .filter(|n| url_fail.url_fetch_fails(&format!("https://example.com/{n}")))
+            .count();
+        assert!((60..140).contains(&fails), "{fails} of 400 URLs fail");
+        assert!(!Faults::default().url_fetch_fails("https://example.com/1"));
         assert_eq!("".parse::<Faults>().unwrap(), Faults::default());
         assert_eq!("none".parse::<Faults>().unwrap(), Faults::default());
         assert_eq!(Faults::default().to_string(), "none");

@@ -1331,7 +1331,11 @@ pub(crate) async fn fetch_attachment_task(shared: Arc<Shared>, fetch: PendingFet
     if !shared.settings.url_fetch_delay.is_zero() {
         tokio::time::sleep(shared.settings.url_fetch_delay).await;
     }
-    let fetched = fetch_bytes(&shared.http, &fetch.url).await;
+    let fails = lock(&shared.faults).faults().url_fetch_fails(&fetch.url);
+    let fetched = match fails {
+        true => None,
+        false => fetch_bytes(&shared.http, &fetch.url).await,
+    };
     let stored = fetched.and_then(|(bytes, mime)| {
         let dimensions = content::png_dimensions(&bytes);
         let size = bytes.len() as u64;

@@ -378,21 +378,24 @@ fn print_plan(t: &Text, r: &RestoreReport) -> anyhow::Result<()> {
 /// What a restore did: left out with `--quiet`.
 fn print_report(t: &Text, r: &RestoreReport) -> anyhow::Result<()> {
     t.note(format_args!(
-        "restored snapshot {} into base {}{}: {} records written ({} resumed), {} files uploaded, {} through staging, links of {} records",
+        "restored snapshot {} into base {}{}: {} records written ({} resumed), {} files by URL from the original base, {} uploaded, {} through staging, {} written again after Airtable dropped them; links of {} records written after their records",
         &r.snapshot[..8],
         r.base_id.as_deref().unwrap_or("?"),
         if r.created_base { " (created)" } else { "" },
         r.records_written,
         r.records_resumed,
+        r.attachments_by_url,
         r.attachments_uploaded,
         r.attachments_staged,
+        r.attachments_repaired,
         r.link_records_written
     ))?;
     t.note(format_args!(
-        "{} API requests ({} retried, {} rate-limited) in {:.1} s ({:.2}/s while writing; the floor for this work is {:.0} s)",
+        "{} API requests on the target ({} retried, {} rate-limited), {} on the original base, in {:.1} s ({:.2}/s while writing; the floor for this work is {:.0} s)",
         r.requests,
         r.retries,
         r.rate_limited,
+        r.original_requests,
         r.seconds,
         r.apply_requests as f64 / r.apply_seconds.max(0.001),
         r.floor_seconds

@@ -24,19 +24,19 @@ use crate::stored::StoredFile;
 const STAGING_URL_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// An attachment cell in the target, with the original record and field it restores.
-struct CellRef<'a> {
-    table: &'a str,
-    record: &'a str,
-    field: &'a str,
-    source_record: &'a str,
-    source_field: &'a str,
+pub(super) struct CellRef<'a> {
+    pub(super) table: &'a str,
+    pub(super) record: &'a str,
+    pub(super) field: &'a str,
+    pub(super) source_record: &'a str,
+    pub(super) source_field: &'a str,
 }
 
 /// One attachment to put in a cell.
 #[derive(Debug, Clone)]
-struct Planned {
-    attachment: StoredAttachment,
-    file: StoredFile,
+pub(super) struct Planned {
+    pub(super) attachment: StoredAttachment,
+    pub(super) file: StoredFile,
 }
 
 #[derive(Debug, Default)]
@@ -222,7 +222,7 @@ impl Run<'_> {
 
     /// Appends one file to a cell: directly up to 5 MB, else through staging. Returns the cell
     /// as Airtable answered and whether the file went through staging.
-    async fn add_to_cell(
+    pub(super) async fn add_to_cell(
         &self,
         cell: &CellRef<'_>,
         current: &[Attachment],
@@ -243,6 +243,17 @@ impl Run<'_> {
                 .await?;
             return Ok((record.attachments(cell.field), false));
         }
+        let added = self.stage(cell, want).await?;
+        let written = self.set_cell(cell, current, Some(added)).await?;
+        Ok((written, true))
+    }
+
+    /// Puts a file in the staging store and returns the `{url, filename}` that writes it.
+    pub(super) async fn stage(
+        &self,
+        cell: &CellRef<'_>,
+        want: &Planned,
+    ) -> Result<Value, RestoreError> {
         let Some(staging) = &self.options.staging else {
             return Err(RestoreError::Invalid("a large file needs --staging".into()));
         };
@@ -253,14 +264,12 @@ impl Run<'_> {
         self.journal
             .add_staged(&path, cell.source_record, cell.source_field)?;
         let url = staging.presign_read(&path, STAGING_URL_TTL).await?;
-        let added = json!({"url": url, "filename": want.attachment.filename});
-        let written = self.set_cell(cell, current, Some(added)).await?;
-        Ok((written, true))
+        Ok(json!({"url": url, "filename": want.attachment.filename}))
     }
 
     /// Sets a cell to `keep` (by id) plus, optionally, one new `{url, filename}` object. A
     /// `PATCH` replaces the whole cell, so sending it twice leaves one copy: it is idempotent.
-    async fn set_cell(
+    pub(super) async fn set_cell(
         &self,
         cell: &CellRef<'_>,
         keep: &[Attachment],
@@ -268,6 +277,15 @@ impl Run<'_> {
     ) -> Result<Vec<Attachment>, RestoreError> {
         let mut value: Vec<Value> = keep.iter().map(|a| json!({"id": a.id})).collect();
         value.extend(added);
+        self.write_cell(cell, value).await
+    }
+
+    /// Sets a cell to `items`: `{id}` keeps a file of the cell, `{url, filename}` adds one.
+    pub(super) async fn write_cell(
+        &self,
+        cell: &CellRef<'_>,
+        value: Vec<Value>,
+    ) -> Result<Vec<Attachment>, RestoreError> {
         let update = RecordUpdate {
             id: cell.record.to_owned(),
             fields: Map::from_iter([(cell.field.to_owned(), Value::Array(value))]),

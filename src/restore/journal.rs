@@ -33,6 +33,19 @@ pub struct JournalError(#[from] rusqlite::Error);
 
 type Result<T> = std::result::Result<T, JournalError>;
 
+/// A record the records pass created (see [`Journal::add_created`]).
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The original record id.
+    pub source: String,
+    /// The new record id.
+    pub target: String,
+    /// Whether the create request wrote every link of the record.
+    pub links_done: bool,
+    /// Attachment cells written by URL in the create request: (original field id, files).
+    pub url_cells: Vec<(String, u64)>,
+}
+
 /// What the journal knows about a run when it is opened.
 #[derive(Debug, Clone, Default)]
 pub struct RunState {
@@ -157,6 +170,38 @@ impl Journal {
             )?;
             for (source, target) in pairs {
                 insert.execute(params![self.run, source, target])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records created records in one transaction: original → new id, whether the create
+    /// request wrote all their links, and the attachment cells it wrote by URL (field, files),
+    /// which the attachments pass then leaves alone.
+    pub fn add_created(&self, created: &[Created]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut record = tx.prepare_cached(
+                "INSERT INTO records(run, source_id, target_id, links_done) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(run, source_id) DO UPDATE SET target_id = excluded.target_id,
+                 links_done = excluded.links_done",
+            )?;
+            let mut cell = tx.prepare_cached(
+                "INSERT INTO cells(run, source_record, field, uploaded, done) VALUES (?1, ?2, ?3, ?4, 1)
+                 ON CONFLICT(run, source_record, field) DO UPDATE SET uploaded = excluded.uploaded, done = 1",
+            )?;
+            for c in created {
+                record.execute(params![
+                    self.run,
+                    c.source,
+                    c.target,
+                    i64::from(c.links_done)
+                ])?;
+                for (field, files) in &c.url_cells {
+                    cell.execute(params![self.run, c.source, field, *files as i64])?;
+                }
             }
         }
         tx.commit()?;

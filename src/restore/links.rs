@@ -1,11 +1,14 @@
-//! Pass 2, the links: a `PATCH` of the created side of each link pair, 10 records per
-//! request, a few in flight; Airtable fills the inverse. A `PATCH` sets the whole cell, so a
-//! resent request changes nothing.
+//! Pass 2, the links a cycle deferred: the records pass writes every link whose target
+//! already exists in the create request, so only self-links and the links of a table that
+//! closes a ring of tables are left (see `order.rs`), plus those of records an older run
+//! created without links. A `PATCH` of the created side, 10 records per request, a few in
+//! flight; Airtable fills the inverse. A `PATCH` sets the whole cell, so a resent request
+//! changes nothing.
 //!
 //! It relies on every record having been created (the journal's old → new record id map from
 //! pass 1) and on the link field ids the schema step found. A link to a record outside the
 //! restore is counted and reported. Records whose links are written are marked in the
-//! journal, so that a resumed run skips them.
+//! journal (by pass 1 when its create wrote them all), so that a resumed run skips them.
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Map, Value};
@@ -36,6 +39,7 @@ impl Run<'_> {
             let ids = &self.targets[&table.source_id].clone();
             let journal = &self.journal.clone();
             let link_fields = &link_fields;
+            let order = &self.order;
             let (client, base) = (self.client, &self.base_id.clone());
             // The same pipeline as pass 1: the records that still need their links, mapped to
             // the new ids, 10 per PATCH, a few PATCHes in flight.
@@ -60,7 +64,9 @@ impl Run<'_> {
                         for id in linked.iter().filter_map(Value::as_str) {
                             match journal.target_of(id)? {
                                 Some(new) => mapped.push(Value::String(new)),
-                                None => unmapped += 1,
+                                // Pass 1 counted those of the links it wrote.
+                                None if !order.in_create(field) => unmapped += 1,
+                                None => {}
                             }
                         }
                         if let Some(target_field) = ids.fields.get(field) {

@@ -7,14 +7,19 @@
 //!    makes. Everything is found by name before it is created, so a crash between a create
 //!    and its journal entry creates nothing twice.
 //! 3. **Records** (pass 1, `records.rs`): upserts of 10 records keyed on the original record
-//!    id, without typecast, links or attachments. The old → new id map goes to the journal.
-//! 4. **Attachments** (`attachments.rs`): `uploadAttachment` for files up to 5 MB, one
-//!    request each, in cell order; larger files through a staging store that signs URLs,
-//!    written by URL and checked by re-reading (`staged.rs`, after the links). A half-filled
-//!    cell is re-read before uploading more.
-//! 5. **Links** (pass 2, `links.rs`): `PATCH` of the created side of each pair, 10 records
-//!    per request; Airtable fills the inverse.
-//! 6. **Verify** (`verify`): the target is listed again and compared with the snapshot.
+//!    id, without typecast, tables in the `order.rs` order so that each create carries the
+//!    record's links to tables already written, and its attachment cells as `{url, filename}`
+//!    when the original base still gives their URLs (`originals.rs`). The old → new id map
+//!    goes to the journal.
+//! 4. **Attachments** (`attachments.rs`): the cells not written by URL: `uploadAttachment`
+//!    for files up to 5 MB, one request each, in cell order; larger files through a staging
+//!    store that signs URLs, written by URL and checked by re-reading (`staged.rs`, after the
+//!    links). A half-filled cell is re-read before uploading more.
+//! 5. **Links** (pass 2, `links.rs`): `PATCH` of the links a cycle deferred (self-links,
+//!    rings of tables), 10 records per request; Airtable fills the inverse.
+//! 6. **Verify** (`verify.rs`): the target is listed again and compared with the snapshot;
+//!    attachment cells not equal yet are settled by `repair.rs` (Airtable drops a URL it
+//!    cannot fetch without a word).
 //!
 //! Every request goes through the client's per-base pacer, a few in flight so the 5
 //! requests/s budget is used whole without a 429. The `journal` keeps what each step did,
@@ -29,8 +34,11 @@ mod attachments;
 mod in_place;
 mod journal;
 mod links;
+mod order;
+mod originals;
 mod plan;
 mod records;
+mod repair;
 mod schema;
 mod staged;
 mod verify;
@@ -50,6 +58,8 @@ use crate::progress::Progress;
 use crate::stored::{StoredBase, StoredError, StoredFile};
 pub use in_place::{InPlaceCheck, InPlaceOptions, InPlaceReport, SAFETY_TAG, restore_in_place};
 pub use journal::{Journal, JournalError};
+use order::WriteOrder;
+use originals::Originals;
 pub(crate) use plan::writable_type;
 pub use plan::{Plan, Role, SOURCE_ID_FIELD};
 pub use verify::Fidelity;
@@ -137,12 +147,17 @@ pub enum RestoreError {
 pub struct Workload {
     /// Records to create.
     pub records: u64,
-    /// Records with at least one link cell to write in pass 2.
+    /// Records with a link cell that waits for pass 2 (a self-link or a cycle); every other
+    /// link is written in the create request.
     pub link_records: u64,
-    /// Attachments to upload directly (≤ 5 MB).
+    /// Attachments to upload directly (≤ 5 MB) when the original base cannot give their URLs.
     pub uploads: u64,
-    /// Attachments over 5 MB (through staging, or not restored without it).
+    /// Attachments over 5 MB (by URL from the original or through staging, else not
+    /// restored).
     pub large: u64,
+    /// Attachments that can be written by URL in the create requests, the original base
+    /// being readable (a file it no longer holds is uploaded instead).
+    pub by_url: u64,
     /// Bytes of all attachments to restore.
     pub attachment_bytes: u64,
     /// Attachments whose content the snapshot lacks.
@@ -153,12 +168,12 @@ pub struct Workload {
 
 impl Workload {
     /// The least time the restore can take at 5 requests/s: records/50 s + link updates/50 s
-    /// + one request per upload and schema change, at 5 a second.
+    /// + one request per upload and schema change, at 5 a second (files by URL cost none).
     pub fn floor_seconds(&self) -> f64 {
         let requests = self.records.div_ceil(MAX_RECORDS_PER_WRITE as u64)
             + self.link_records.div_ceil(MAX_RECORDS_PER_WRITE as u64)
             + self.uploads
-            + self.large
+            + self.large.saturating_sub(self.by_url)
             + self.schema_requests;
         requests as f64 / 5.0
     }
@@ -207,6 +222,14 @@ pub struct RestoreReport {
     pub problems: Vec<String>,
     /// The comparison of the target with the snapshot.
     pub fidelity: Option<Fidelity>,
+    /// Files written as `{url, filename}` with URLs from the original base.
+    pub attachments_by_url: u64,
+    /// Files the verification found missing or wrong (Airtable dropped a URL it could not
+    /// fetch) and wrote again.
+    pub attachments_repaired: u64,
+    /// Requests on the original base (its attachment URLs; its own budget, not counted in
+    /// `requests`).
+    pub original_requests: u64,
 }
 
 impl RestoreReport {
@@ -232,12 +255,31 @@ struct Run<'a> {
     options: &'a RestoreOptions,
     journal: Arc<Journal>,
     plan: Arc<Plan>,
+    /// The order of the records pass, and the links it leaves for pass 2.
+    order: WriteOrder,
+    /// The original base, when it is readable (attachment URLs).
+    originals: Option<Originals>,
     /// The target's schema when this run has just read it (used once, by the schema step).
     target_schema: Option<BaseSchema>,
     base_id: String,
     targets: HashMap<String, TargetIds>,
     progress: Arc<dyn Progress>,
     report: RestoreReport,
+}
+
+impl Run<'_> {
+    /// The original base as a source of attachment URLs: only when it is readable and the
+    /// restore verifies (the verification is what finds a URL Airtable failed to fetch).
+    fn url_source(&self) -> Option<&Originals> {
+        self.originals.as_ref().filter(|_| self.options.verify)
+    }
+
+    /// Requests made so far on the original base (they count in the shared counters too).
+    fn original_requests(&self) -> u64 {
+        self.originals
+            .as_ref()
+            .map_or(0, |o| o.client.counters().requests)
+    }
 }
 
 /// Restores `stored` as `options` say. The snapshot's own base is refused as a
@@ -281,7 +323,23 @@ pub async fn restore(
 
     let (plan, target_schema) =
         journal_or_new_plan(stored, client, options, state.plan.as_deref(), &selected).await?;
-    let workload = scan(stored, &plan, options.staging.is_some()).await?;
+    let order = order::write_order(&plan);
+    let has_files = plan
+        .tables
+        .iter()
+        .any(|t| t.fields.iter().any(|f| f.role == Role::Attachments));
+    let originals = match has_files {
+        true => Originals::open(client, stored.base_id()).await,
+        false => None,
+    };
+    let workload = scan(
+        stored,
+        &plan,
+        &order,
+        options.staging.is_some(),
+        originals.is_some() && options.verify,
+    )
+    .await?;
     tracing::debug!("restore: workload {workload:?}");
     let mut report = RestoreReport::new(
         stored,
@@ -304,6 +362,8 @@ pub async fn restore(
         options,
         journal,
         plan: Arc::new(plan),
+        order,
+        originals,
         target_schema,
         base_id: String::new(),
         targets: HashMap::new(),
@@ -313,7 +373,7 @@ pub async fn restore(
     // The apply phase (what the write rate is measured over) starts with the first request
     // that writes or prepares writing; planning and counting above are local.
     let apply_started = Instant::now();
-    let apply_requests_at_start = client.counters().requests;
+    let apply_requests_at_start = client.counters().requests - run.original_requests();
     // Creating a base, a table or a field is not idempotent: when a connection is cut after
     // the request was sent, nobody knows whether it happened. Both steps find what exists by
     // name before creating anything, so they are simply run again.
@@ -337,17 +397,21 @@ pub async fn restore(
     run.links().await?;
     run.settle_staged().await?;
     run.report.apply_seconds = apply_started.elapsed().as_secs_f64();
-    run.report.apply_requests = client.counters().requests - apply_requests_at_start;
+    run.report.apply_requests =
+        client.counters().requests - apply_requests_at_start - run.original_requests();
     if options.verify {
         run.progress
             .phase("verify", Some(run.report.workload.records));
-        let fidelity = verify::verify(&run).await?;
+        let (mut fidelity, unsettled) = verify::verify(&run).await?;
+        run.repair(&mut fidelity, unsettled).await?;
         run.report.fidelity = Some(fidelity);
     }
     run.journal.set_finished()?;
     run.progress.finish();
     let at_end = client.counters();
-    run.report.requests = at_end.requests - requests_at_start;
+    // The original base's requests (attachment URLs) count in the shared counters too.
+    run.report.original_requests = run.original_requests();
+    run.report.requests = at_end.requests - requests_at_start - run.report.original_requests;
     run.report.rate_limited = at_end.rate_limited - at_start.rate_limited;
     run.report.retries = at_end.retries - at_start.retries;
     run.report.seconds = started.elapsed().as_secs_f64();
@@ -432,12 +496,15 @@ impl RestoreReport {
             apply_requests: 0,
             problems: Vec::new(),
             fidelity: None,
+            attachments_by_url: 0,
+            attachments_repaired: 0,
+            original_requests: 0,
         };
-        if report.workload.large > 0 && options.staging.is_none() {
+        let large_lost = report.workload.large.saturating_sub(report.workload.by_url);
+        if large_lost > 0 && options.staging.is_none() {
             report.problems.push(format!(
-                "{} attachments over 5 MB are not restored: pass --staging s3://bucket/prefix to \
-                 restore them, or get them with `airback export`",
-                report.workload.large
+                "{large_lost} attachments over 5 MB are not restored: pass --staging \
+                 s3://bucket/prefix to restore them, or get them with `airback export`"
             ));
         }
         if report.workload.missing > 0 {
@@ -474,7 +541,14 @@ fn run_key(stored: &StoredBase, target: &Target, tables: &[String]) -> String {
 }
 
 /// Counts the work by reading the snapshot (local, no requests).
-async fn scan(stored: &StoredBase, plan: &Plan, staging: bool) -> Result<Workload, RestoreError> {
+/// `by_url`: the original base can give the files' URLs.
+async fn scan(
+    stored: &StoredBase,
+    plan: &Plan,
+    order: &WriteOrder,
+    staging: bool,
+    by_url: bool,
+) -> Result<Workload, RestoreError> {
     let mut work = Workload::default();
     for table in &plan.tables {
         let Some(stored_table) = stored.table(&table.source_id) else {
@@ -484,7 +558,7 @@ async fn scan(stored: &StoredBase, plan: &Plan, staging: bool) -> Result<Workloa
         let link_fields: Vec<&str> = plan
             .links
             .iter()
-            .filter(|l| l.table == table.source_id)
+            .filter(|l| l.table == table.source_id && !order.in_create(&l.field))
             .map(|l| l.field.as_str())
             .collect();
         let attachment_fields: Vec<&str> = table
@@ -506,12 +580,16 @@ async fn scan(stored: &StoredBase, plan: &Plan, staging: bool) -> Result<Workloa
                         None => work.missing += 1,
                         Some(file) if file.size as usize > MAX_UPLOAD_BYTES => {
                             work.large += 1;
-                            if staging {
+                            work.by_url += u64::from(by_url);
+                            if staging || by_url {
                                 work.attachment_bytes += file.size;
                             }
                         }
                         Some(file) => {
-                            work.uploads += 1;
+                            match by_url {
+                                true => work.by_url += 1,
+                                false => work.uploads += 1,
+                            }
                             work.attachment_bytes += file.size;
                         }
                     }

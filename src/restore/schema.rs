@@ -65,6 +65,11 @@ impl Run<'_> {
             }
             let created = self.client.create_base(&workspace, &name, &tables).await?;
             self.base_id = created.id;
+            // The answer holds the tables with their field ids: no need to read them again.
+            self.target_schema = Some(BaseSchema {
+                raw: serde_json::Value::Null,
+                tables: created.tables,
+            });
             self.report.created_base = true;
         }
         self.journal.set_base(&self.base_id)?;
@@ -80,14 +85,15 @@ impl Run<'_> {
             Some(schema) => schema,
             None => self.client.base_schema(&self.base_id).await?,
         };
-        let mut changed = false;
+        // What is created is added to `schema` from the answers, so nothing is read again.
         for table in &self.plan.tables {
             match find_table(&schema, &table.name) {
                 None => {
-                    self.client
+                    let created = self
+                        .client
                         .create_table(&self.base_id, &new_table(table))
                         .await?;
-                    changed = true;
+                    schema.tables.push(created);
                 }
                 Some(existing) => {
                     let missing: Vec<NewField> = new_table(table)
@@ -102,17 +108,17 @@ impl Run<'_> {
                         .collect();
                     let table_id = existing.id.clone();
                     for field in missing {
-                        self.client
+                        let created = self
+                            .client
                             .create_field(&self.base_id, &table_id, &field)
                             .await?;
-                        changed = true;
+                        if let Some(t) = schema.tables.iter_mut().find(|t| t.id == table_id) {
+                            t.fields.push(created);
+                        }
                     }
                 }
             }
             self.progress.items(1);
-        }
-        if changed {
-            schema = self.client.base_schema(&self.base_id).await?;
         }
         for table in &self.plan.tables {
             let target = find_table(&schema, &table.name).ok_or_else(|| {

@@ -5,6 +5,10 @@
 //!
 //! The target's records are spilled into a temporary SQLite file keyed by the original record
 //! id (from the source id field), then the snapshot is streamed past them, so memory stays flat.
+//!
+//! An attachment cell that is not yet equal (Airtable may still be fetching a file written by
+//! URL, or have dropped it) is not counted at once: it is returned as [`Unsettled`], which
+//! `repair.rs` settles (waits for, or writes again) before [`Fidelity::add_files`] counts it.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +17,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::attachments::Planned;
 use super::journal::Journal;
 use super::plan::{self, FieldPlan, Role};
 use super::{RestoreError, Run};
-use crate::airtable::ListRecordsOptions;
+use crate::airtable::{Attachment, ListRecordsOptions};
 use crate::stored::StoredBase;
 
 /// Examples of differences kept per table.
@@ -98,7 +103,127 @@ pub struct Fidelity {
     pub duplicates: u64,
 }
 
+/// An attachment cell the listing found different or still being fetched, with what it
+/// should hold.
+#[derive(Debug, Clone)]
+pub(super) struct Unsettled {
+    /// Its table's index in [`Fidelity::tables`].
+    pub(super) table: usize,
+    /// The field's original type and name.
+    pub(super) source_type: String,
+    pub(super) field_name: String,
+    /// Original table, record and field ids.
+    pub(super) source_table: String,
+    pub(super) source_record: String,
+    pub(super) source_field: String,
+    /// Target table, record and field ids.
+    pub(super) target_table: String,
+    pub(super) target_record: String,
+    pub(super) target_field: String,
+    /// The files it should hold, in order.
+    pub(super) expected: Vec<Planned>,
+    /// Files of the snapshot's cell that cannot be written.
+    pub(super) not_restorable: u64,
+    /// What the target holds now.
+    pub(super) found: Vec<Attachment>,
+}
+
+impl Unsettled {
+    /// Whether every file is there, in order, with its name and size.
+    pub(super) fn is_equal(&self) -> bool {
+        self.found.len() == self.expected.len() && self.equal_prefix() == self.expected.len()
+    }
+
+    /// How many files from the start are there with their name and size.
+    pub(super) fn equal_prefix(&self) -> usize {
+        self.found
+            .iter()
+            .zip(&self.expected)
+            .take_while(|(have, want)| {
+                have.filename == want.attachment.filename && have.size == Some(want.file.size)
+            })
+            .count()
+    }
+
+    /// Counts the cell in `fidelity` as it is now.
+    pub(super) fn count_in(&self, fidelity: &mut Fidelity) {
+        let found: Vec<(&str, Option<u64>)> = self
+            .found
+            .iter()
+            .map(|a| (a.filename.as_str(), a.size))
+            .collect();
+        let equal = match found.len() > self.expected.len() {
+            true => 0,
+            false => self
+                .expected
+                .iter()
+                .zip(&found)
+                .filter(|(want, have)| {
+                    **have == (want.attachment.filename.as_str(), Some(want.file.size))
+                })
+                .count(),
+        };
+        let expected = self.expected.len() as u64;
+        fidelity.add_files(
+            self.table,
+            &self.source_type,
+            (expected, equal as u64, self.not_restorable),
+            || {
+                format!(
+                    "record {}, field `{}`: {equal} of {expected} files match",
+                    self.source_record, self.field_name
+                )
+            },
+        );
+    }
+
+    /// Whether Airtable is still fetching a file of the cell (listed without a size).
+    pub(super) fn is_pending(&self) -> bool {
+        self.found.iter().any(|a| a.size.is_none())
+    }
+}
+
 impl Fidelity {
+    /// Counts one attachment cell: `expected` files, `equal` of them in place.
+    pub(super) fn add_files(
+        &mut self,
+        table: usize,
+        source_type: &str,
+        (expected, equal, not_restorable): (u64, u64, u64),
+        example: impl FnOnce() -> String,
+    ) {
+        let result = &mut self.tables[table];
+        let files = CellStats {
+            cells: expected,
+            equal,
+            different: expected - equal,
+            not_restorable,
+        };
+        result.attachments.add(&files);
+        self.attachments.add(&files);
+        let mut delta = CellStats {
+            not_restorable: u64::from(not_restorable > 0),
+            ..CellStats::default()
+        };
+        if expected > 0 {
+            delta.cells = 1;
+            if equal == expected {
+                delta.equal = 1;
+            } else {
+                delta.different = 1;
+                if result.examples.len() < EXAMPLES {
+                    result.examples.push(example());
+                }
+            }
+        }
+        result.cells.add(&delta);
+        self.cells.add(&delta);
+        self.by_type
+            .entry(source_type.to_owned())
+            .or_default()
+            .add(&delta);
+    }
+
     /// Every record once, every restorable cell and file equal.
     pub fn is_perfect(&self) -> bool {
         self.missing == 0
@@ -108,11 +233,14 @@ impl Fidelity {
     }
 }
 
-/// Compares the target of `run` with its snapshot.
-pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
+/// Compares the target of `run` with its snapshot. Attachment cells that are not equal yet
+/// are returned apart, uncounted.
+pub(super) async fn verify(run: &Run<'_>) -> Result<(Fidelity, Vec<Unsettled>), RestoreError> {
     let (stored, client, base_id, plan) = (run.stored, run.client, &run.base_id, &run.plan);
     let (targets, journal) = (&run.targets, &*run.journal);
-    let (staging, progress) = (run.options.staging.is_some(), &*run.progress);
+    let staging = run.options.staging.is_some() || run.url_source().is_some();
+    let progress = &*run.progress;
+    let mut unsettled = Vec::new();
     let sql = |e: rusqlite::Error| RestoreError::Journal(e.into());
     let mut fidelity = Fidelity::default();
     let dir = tempfile::tempdir()
@@ -121,7 +249,8 @@ pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
     spill
         .execute_batch(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;
-             CREATE TABLE target(source TEXT PRIMARY KEY, record TEXT NOT NULL, copies INTEGER NOT NULL);",
+             CREATE TABLE target(source TEXT PRIMARY KEY, id TEXT NOT NULL, record TEXT NOT NULL,
+                                 copies INTEGER NOT NULL);",
         )
         .map_err(sql)?;
     for table in &plan.tables {
@@ -149,7 +278,7 @@ pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
             {
                 let mut insert = tx
                     .prepare_cached(
-                        "INSERT INTO target(source, record, copies) VALUES (?1, ?2, 1)
+                        "INSERT INTO target(source, id, record, copies) VALUES (?1, ?2, ?3, 1)
                          ON CONFLICT(source) DO UPDATE SET copies = copies + 1",
                     )
                     .map_err(sql)?;
@@ -160,7 +289,9 @@ pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
                         continue;
                     };
                     let text = serde_json::to_string(&record.fields).expect("JSON serializes");
-                    insert.execute(params![source, text]).map_err(sql)?;
+                    insert
+                        .execute(params![source, record.id, text])
+                        .map_err(sql)?;
                 }
             }
             tx.commit().map_err(sql)?;
@@ -171,18 +302,21 @@ pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
             })
             .map_err(sql)? as u64;
 
+        let table_index = fidelity.tables.len();
+        fidelity.tables.push(TableFidelity::default());
+        let mut settled = Vec::new();
         let mut records = stored.records(stored_table);
         while let Some(record) = records.next().await {
             let record = record?;
             result.records_expected += 1;
             progress.items(1);
-            let found: Option<String> = spill
-                .prepare_cached("SELECT record FROM target WHERE source = ?1")
+            let found: Option<(String, String)> = spill
+                .prepare_cached("SELECT id, record FROM target WHERE source = ?1")
                 .map_err(sql)?
-                .query_row(params![record.id], |r| r.get(0))
+                .query_row(params![record.id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(sql)?;
-            let Some(found) = found else {
+            let Some((target_id, found)) = found else {
                 result.missing += 1;
                 if result.examples.len() < EXAMPLES {
                     result
@@ -224,30 +358,33 @@ pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
                     }
                     Outcome::Files {
                         expected,
-                        equal,
                         not_restorable,
                     } => {
-                        result.attachments.add(&CellStats {
-                            cells: expected,
-                            equal,
-                            different: expected - equal,
+                        let cell = Unsettled {
+                            table: table_index,
+                            source_type: field.source_type.clone(),
+                            field_name: field.name.clone(),
+                            source_table: table.source_id.clone(),
+                            source_record: record.id.clone(),
+                            source_field: field.source_id.clone(),
+                            target_table: table_id.clone(),
+                            target_record: target_id.clone(),
+                            target_field: field_ids
+                                .get(&field.source_id)
+                                .cloned()
+                                .unwrap_or_default(),
+                            found: target_cell
+                                .map(Attachment::list_from_cell)
+                                .unwrap_or_default(),
+                            expected,
                             not_restorable,
-                        });
-                        if expected > 0 {
-                            delta.cells = 1;
-                            if equal == expected {
-                                delta.equal = 1;
-                            } else {
-                                delta.different = 1;
-                                if result.examples.len() < EXAMPLES {
-                                    result.examples.push(format!(
-                                        "record {}, field `{}`: {equal} of {expected} files match",
-                                        record.id, field.name
-                                    ));
-                                }
-                            }
+                        };
+                        if cell.is_equal() || cell.target_field.is_empty() {
+                            settled.push(cell);
+                        } else {
+                            unsettled.push(cell);
                         }
-                        delta.not_restorable = u64::from(not_restorable > 0);
+                        continue;
                     }
                 }
                 fidelity
@@ -264,9 +401,12 @@ pub(super) async fn verify(run: &Run<'_>) -> Result<Fidelity, RestoreError> {
         fidelity.duplicates += result.duplicates;
         fidelity.cells.add(&result.cells);
         fidelity.attachments.add(&result.attachments);
-        fidelity.tables.push(result);
+        fidelity.tables[table_index] = result;
+        for cell in settled {
+            cell.count_in(&mut fidelity);
+        }
     }
-    Ok(fidelity)
+    Ok((fidelity, unsettled))
 }
 
 enum Outcome {
@@ -276,8 +416,7 @@ enum Outcome {
     Equal,
     Different,
     Files {
-        expected: u64,
-        equal: u64,
+        expected: Vec<Planned>,
         not_restorable: u64,
     },
 }
@@ -354,41 +493,13 @@ async fn compare(
             for attachment in super::cell_attachments(source) {
                 match stored.attachment(&attachment.id).await? {
                     Some(file) if super::restorable(&file, staging) => {
-                        expected.push((attachment.filename, file.size));
+                        expected.push(Planned { attachment, file });
                     }
                     _ => not_restorable += 1,
                 }
             }
-            let found: Vec<(String, u64)> = target
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|a| {
-                            (
-                                a.get("filename")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_owned(),
-                                a.get("size").and_then(Value::as_u64).unwrap_or(0),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let equal = expected
-                .iter()
-                .zip(&found)
-                .filter(|(want, have)| want == have)
-                .count() as u64;
-            let equal = if found.len() > expected.len() {
-                0
-            } else {
-                equal
-            };
             Ok(Outcome::Files {
-                expected: expected.len() as u64,
-                equal,
+                expected,
                 not_restorable,
             })
         }

@@ -320,7 +320,6 @@ impl FakeSetup {
 
     /// Starts the fake with `options` and creates the repository.
     pub async fn start(options: airback_fake::FakeOptions) -> FakeSetup {
-        use airback::airtable::{Client, ClientOptions, Token};
         let fake = airback_fake::FakeAirtable::start(options).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let location = dir.path().join("repo");
@@ -340,10 +339,7 @@ impl FakeSetup {
         )
         .await
         .unwrap();
-        let mut client_options = ClientOptions::default().with_url(&fake.url());
-        client_options.retry_base_delay = std::time::Duration::from_millis(20);
-        client_options.min_penalty = std::time::Duration::from_secs(1);
-        let client = Client::new(Token::new(fake.token()).unwrap(), client_options).unwrap();
+        let client = client_for(&fake, &fake.token());
         let base = fake.bases()[0].id.clone();
         FakeSetup {
             fake,
@@ -353,4 +349,16 @@ impl FakeSetup {
             dir,
         }
     }
+}
+
+/// A client of `fake` with `token`, retrying fast (as every test client does).
+pub(crate) fn client_for(
+    fake: &airback_fake::FakeAirtable,
+    token: &str,
+) -> airback::airtable::Client {
+    use airback::airtable::{Client, ClientOptions, Token};
+    let mut client_options = ClientOptions::default().with_url(&fake.url());
+    client_options.retry_base_delay = std::time::Duration::from_millis(20);
+    client_options.min_penalty = std::time::Duration::from_secs(1);
+    Client::new(Token::new(token).unwrap(), client_options).unwrap()
 }
