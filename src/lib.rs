@@ -82,6 +82,7 @@ pub mod history;
 pub mod id;
 #[doc(hidden)]
 pub mod internals;
+pub mod metrics;
 pub mod progress;
 pub mod prune;
 pub mod repair;
