@@ -603,6 +603,16 @@ async fn scan(
     Ok(work)
 }
 
+/// The formula that selects these records by id: `OR(RECORD_ID()='rec…',…)` (record ids
+/// need no quoting).
+fn records_formula<S: AsRef<str>>(ids: &[S]) -> String {
+    let terms: Vec<String> = ids
+        .iter()
+        .map(|id| format!("RECORD_ID()='{}'", id.as_ref()))
+        .collect();
+    format!("OR({})", terms.join(","))
+}
+
 fn non_empty(cell: Option<&Value>) -> bool {
     match cell {
         None | Some(Value::Null) => false,

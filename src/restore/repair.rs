@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::attachments::{CellRef, Planned};
 use super::verify::{Fidelity, Unsettled};
-use super::{RestoreError, Run, is_unknown_outcome};
+use super::{RestoreError, Run, is_unknown_outcome, records_formula};
 use crate::airtable::{ListRecordsOptions, MAX_UPLOAD_BYTES};
 
 /// Rounds of waiting and writing again before a cell counts as different.
@@ -204,14 +204,7 @@ impl Run<'_> {
             fields.sort_unstable();
             fields.dedup();
             for chunk in records.chunks(READ_CHUNK) {
-                let formula = format!(
-                    "OR({})",
-                    chunk
-                        .iter()
-                        .map(|id| format!("RECORD_ID()='{id}'"))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                );
+                let formula = records_formula(chunk);
                 let options = ListRecordsOptions {
                     fields: fields.clone(),
                     filter_by_formula: Some(formula),

@@ -493,14 +493,7 @@ pub(super) async fn verify(
         let deleted: HashSet<&String> = tw.delete.iter().collect();
         let mut found = HashSet::new();
         for chunk in ids.chunks(VERIFY_CHUNK) {
-            let formula = format!(
-                "OR({})",
-                chunk
-                    .iter()
-                    .map(|id| format!("RECORD_ID()='{id}'"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
+            let formula = records_formula(chunk);
             let mut records = live
                 .records_matching(&tw.id, Some(formula))
                 .await

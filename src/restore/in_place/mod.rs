@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::plan::{self, Conversion, convert};
-use super::{Journal, RestoreError, Role, StoredAttachment, cell_attachments};
+use super::{Journal, RestoreError, Role, StoredAttachment, cell_attachments, records_formula};
 use crate::airtable::{
     AirtableError, BaseSchema, Client, FieldSchema, MAX_RECORDS_PER_WRITE, MAX_UPLOAD_BYTES,
     NameDescriptionUpdate, NewField, NewRecord, NewTable, Record, RecordUpdate, TableSchema,
