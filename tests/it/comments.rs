@@ -1,0 +1,259 @@
+//! Record comments (issue 15, acceptance 4): snapshots hold every comment for one request per
+//! page of comments of the records that have some, `--no-comments` and a token without the
+//! comments scope leave them out, and export and restore carry them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::support::FakeSetup;
+use airback::backup::{BackupOptions, BackupSummary, CommentsSkipped, backup_base};
+use airback::progress::NoProgress;
+use airback::stored::StoredBase;
+use airback_fake::{FakeOptions, Preset, Route};
+use serde_json::Value;
+
+/// A zoo base (whose generator comments a few records), attachments left out for speed.
+async fn zoo() -> FakeSetup {
+    FakeSetup::start(FakeOptions::unlimited(Preset::Zoo)).await
+}
+
+fn options(s: &FakeSetup) -> BackupOptions {
+    let mut options = BackupOptions::new(&s.base);
+    options.attachments = false;
+    options
+}
+
+async fn backup_with(s: &FakeSetup, options: &BackupOptions) -> (BackupSummary, StoredBase) {
+    let summary = backup_base(&s.repo, &s.client, options, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    (summary.clone(), open(s, &summary).await)
+}
+
+async fn open(s: &FakeSetup, summary: &BackupSummary) -> StoredBase {
+    let manifest = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
+    StoredBase::open(&s.repo, summary.snapshot_id, manifest)
+        .await
+        .unwrap()
+}
+
+/// (table id, table name) of every table of the base.
+fn tables(s: &FakeSetup) -> Vec<(String, String)> {
+    s.fake.schema_json(&s.base)["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap().to_owned(),
+                t["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The fake's comments: table id → record id → comments, oldest first.
+fn fake_comments(s: &FakeSetup) -> HashMap<String, HashMap<String, Vec<Value>>> {
+    tables(s)
+        .into_iter()
+        .map(|(table, _)| {
+            let records = s
+                .fake
+                .comment_counts(&s.base, &table)
+                .into_iter()
+                .map(|(record, _)| {
+                    let comments = s.fake.comments(&s.base, &table, &record);
+                    (record, comments)
+                })
+                .collect();
+            (table, records)
+        })
+        .collect()
+}
+
+/// More comments than the zoo's: two on a record of a second table, and 105 on one record
+/// (two pages of comments).
+fn add_comments(s: &FakeSetup) -> (String, String) {
+    let (links, _) = tables(s)[1].clone();
+    let records = s.fake.records_json(&s.base, &links);
+    let users = s.fake.users();
+    let ada = users[1]["id"].as_str().unwrap();
+    let record = records[0]["id"].as_str().unwrap();
+    s.fake
+        .add_comment(&s.base, &links, record, Some(ada), "first, by Ada")
+        .unwrap();
+    s.fake
+        .add_comment(&s.base, &links, record, None, "second, by the owner")
+        .unwrap();
+    let busy = records[1]["id"].as_str().unwrap().to_owned();
+    for n in 0..105 {
+        s.fake
+            .add_comment(&s.base, &links, &busy, Some(ada), &format!("note {n}"))
+            .unwrap();
+    }
+    (links, busy)
+}
+
+fn listing_requests(s: &FakeSetup) -> u64 {
+    let counters = s.fake.counters();
+    counters.requests(Route::ListRecords) + counters.requests(Route::ListRecordsPost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_holds_every_comment_for_one_request_per_page_of_them() {
+    let s = zoo().await;
+    let (links, busy) = add_comments(&s);
+    let expected = fake_comments(&s);
+    let total: usize = expected
+        .values()
+        .flat_map(|r| r.values())
+        .map(Vec::len)
+        .sum();
+    assert!(total > 110, "{total}");
+    // Both sides from the fake's state: a listing page per 100 records of each table (one
+    // for an empty table), a comments page per 100 comments of each record that has some.
+    let pages: u64 = tables(&s)
+        .iter()
+        .map(|(table, _)| {
+            let records = s.fake.record_count(&s.base, table).unwrap() as u64;
+            records.div_ceil(100).max(1)
+        })
+        .sum();
+    let comment_pages: u64 = expected
+        .values()
+        .flat_map(|r| r.values())
+        .map(|c| (c.len() as u64).div_ceil(100))
+        .sum();
+    let records_with_comments = expected.values().map(|r| r.len() as u64).sum::<u64>();
+    assert_eq!(
+        comment_pages,
+        records_with_comments + 1,
+        "one record has 105"
+    );
+
+    let (lists_before, comments_before) = (
+        listing_requests(&s),
+        s.fake.counters().requests(Route::ListComments),
+    );
+    let (first, stored) = backup_with(&s, &options(&s)).await;
+    assert!(!first.partial, "{first:?}");
+    let listed = listing_requests(&s) - lists_before;
+    let commented = s.fake.counters().requests(Route::ListComments) - comments_before;
+    assert_eq!(listed, pages);
+    assert_eq!(commented, comment_pages);
+    assert_eq!(listed + commented, pages + records_with_comments + 1);
+    assert_eq!(first.comments, total as u64);
+    assert_eq!(first.comments_skipped, None);
+
+    // Every comment, oldest first, exactly as the API gave it.
+    assert!(stored.has_comments());
+    for (table, records) in &expected {
+        let held = stored.comments_by_record(table).await.unwrap();
+        assert_eq!(&held, records, "table {table}");
+        let count: usize = records.values().map(Vec::len).sum();
+        assert_eq!(stored.comment_count(table), count as u64);
+    }
+    // The stored records carry no commentCount: their lines are what they were.
+    let links_table = stored.table(&links).unwrap().clone();
+    use futures::TryStreamExt;
+    let records: Vec<_> = stored.records(&links_table).try_collect().await.unwrap();
+    assert!(records.iter().any(|r| r.id == busy));
+
+    // Nothing changed: the comment files are the same blobs.
+    let (second, again) = backup_with(&s, &options(&s)).await;
+    assert_eq!(second.comments, first.comments);
+    let files = |stored: &StoredBase| {
+        let mut out = Vec::new();
+        for (table, _) in tables(&s) {
+            out.push((table.clone(), stored.comment_count(&table)));
+        }
+        out
+    };
+    assert_eq!(files(&stored), files(&again));
+    let blobs_before = comment_blobs(&s, &first).await;
+    assert_eq!(comment_blobs(&s, &second).await, blobs_before);
+
+    // A new comment on a zoo record: that table's file changes, the other table's does not.
+    let (everything, _) = tables(&s)[0].clone();
+    let (record, _) = s.fake.comment_counts(&s.base, &everything)[0].clone();
+    s.fake
+        .add_comment(&s.base, &everything, &record, None, "one more")
+        .unwrap();
+    let (third, _) = backup_with(&s, &options(&s)).await;
+    assert_eq!(third.comments, first.comments + 1);
+    let blobs_after = comment_blobs(&s, &third).await;
+    assert_eq!(blobs_after[&links], blobs_before[&links]);
+    assert_ne!(blobs_after[&everything], blobs_before[&everything]);
+}
+
+/// The blobs of each comments file of a snapshot, by table id.
+async fn comment_blobs(
+    s: &FakeSetup,
+    summary: &BackupSummary,
+) -> HashMap<String, Vec<airback::id::BlobId>> {
+    use airback::repo::NodeKind;
+    let manifest = s.repo.load_snapshot(&summary.snapshot_id).await.unwrap();
+    let root = s.repo.load_tree(&manifest.tree).await.unwrap();
+    let dir = root.nodes.iter().find(|n| n.name == "comments").unwrap();
+    let NodeKind::Dir { subtree } = &dir.kind else {
+        panic!("comments is a file")
+    };
+    s.repo
+        .load_tree(subtree)
+        .await
+        .unwrap()
+        .nodes
+        .into_iter()
+        .map(|node| match node.kind {
+            NodeKind::File { content, .. } => {
+                (node.name.trim_end_matches(".jsonl").to_owned(), content)
+            }
+            NodeKind::Dir { .. } => panic!("a folder in comments/"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn comments_can_be_turned_off_and_a_token_without_their_scope_skips_them() {
+    let s = zoo().await;
+    // --no-comments: no comment request, and the snapshot says they were turned off.
+    let mut off = options(&s);
+    off.comments = false;
+    let before = s.fake.counters().requests(Route::ListComments);
+    let (summary, stored) = backup_with(&s, &off).await;
+    assert_eq!(s.fake.counters().requests(Route::ListComments), before);
+    assert_eq!(summary.comments_skipped, Some(CommentsSkipped::TurnedOff));
+    assert!(!stored.has_comments());
+    assert_eq!(stored.snapshot.summary["comments_skipped"], "turned_off");
+
+    // A token without data.recordComments:read: the binary warns once, the snapshot is saved
+    // (not partial, exit 0) and says why it has no comments.
+    let token = s
+        .fake
+        .add_token(&["data.records:read", "schema.bases:read"], None);
+    let before = s.fake.counters().requests(Route::ListComments);
+    let out = s
+        .command(&["snapshot", "--base", &s.base, "--no-attachments", "--json"])
+        .env("AIRTABLE_TOKEN", &token)
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("lacks the data.recordComments:read scope"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].starts_with("warning: base "), "{stderr}");
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["comments_skipped"], "no_scope", "{result:#}");
+    assert_eq!(result["partial"], false);
+    assert_eq!(result["outcome"], "ok");
+    // One refused request per record read at once at most, not one per record.
+    let refused = s.fake.counters().requests(Route::ListComments) - before;
+    assert!((1..=4).contains(&refused), "{refused}");
+}
