@@ -257,3 +257,121 @@ async fn comments_can_be_turned_off_and_a_token_without_their_scope_skips_them()
     let refused = s.fake.counters().requests(Route::ListComments) - before;
     assert!((1..=4).contains(&refused), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_hold_every_comment_in_json_and_in_sqlite() {
+    use airback::export::{ExportFormat, ExportOptions, Output, export};
+    let s = zoo().await;
+    add_comments(&s);
+    let expected = fake_comments(&s);
+    let total: usize = expected
+        .values()
+        .flat_map(|r| r.values())
+        .map(Vec::len)
+        .sum();
+    let (_, stored) = backup_with(&s, &options(&s)).await;
+
+    // A folder: comments/<table>.json next to the tables, named in the manifest.
+    let dir = s.dir.path().join("export-dir");
+    let summary = export(
+        &stored,
+        ExportOptions::new(ExportFormat::Dir, Output::Path(dir.clone())),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.comments, total as u64);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["comments"]["count"], total);
+    assert_eq!(manifest["comments"]["backed_up"], true);
+    let mut files = 0;
+    for table in manifest["tables"].as_array().unwrap() {
+        let id = table["id"].as_str().unwrap();
+        let Some(records) = expected.get(id).filter(|r| !r.is_empty()) else {
+            assert!(table["comments"].is_null(), "{table}");
+            continue;
+        };
+        files += 1;
+        let path = table["comments"].as_str().unwrap();
+        assert!(
+            path.starts_with("comments/") && path.ends_with(".json"),
+            "{path}"
+        );
+        let doc: Vec<Value> =
+            serde_json::from_slice(&std::fs::read(dir.join(path)).unwrap()).unwrap();
+        let got: HashMap<String, Vec<Value>> = doc
+            .iter()
+            .map(|item| {
+                (
+                    item["record"].as_str().unwrap().to_owned(),
+                    item["comments"].as_array().unwrap().clone(),
+                )
+            })
+            .collect();
+        assert_eq!(&got, records, "{path}");
+    }
+    assert_eq!(files, expected.values().filter(|r| !r.is_empty()).count());
+    assert!(files >= 3, "{files}");
+
+    // SQLite: one row per comment, in order, with its author and times.
+    let db = s.dir.path().join("export.sqlite");
+    export(
+        &stored,
+        ExportOptions::new(ExportFormat::Sqlite, Output::Path(db.clone())),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM _airback_comments", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, total as i64);
+    for (table, records) in &expected {
+        for (record, comments) in records {
+            let mut query = conn
+                .prepare(
+                    "SELECT id, text, author_name, author_email, created_time, \
+                     parent_comment_id, mentioned FROM _airback_comments \
+                     WHERE table_id = ?1 AND record_id = ?2 ORDER BY position",
+                )
+                .unwrap();
+            let got: Vec<Value> = query
+                .query_map([table, record], |row| {
+                    Ok(serde_json::json!({
+                        "id": row.get::<_, String>(0)?,
+                        "text": row.get::<_, String>(1)?,
+                        "author": row.get::<_, String>(2)?,
+                        "email": row.get::<_, String>(3)?,
+                        "createdTime": row.get::<_, String>(4)?,
+                        "parent": row.get::<_, Option<String>>(5)?,
+                        "mentioned": row.get::<_, Option<String>>(6)?,
+                    }))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            let want: Vec<Value> = comments
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "id": c["id"], "text": c["text"], "author": c["author"]["name"],
+                        "email": c["author"]["email"], "createdTime": c["createdTime"],
+                        "parent": c.get("parentCommentId"),
+                        "mentioned": c.get("mentioned").map(Value::to_string),
+                    })
+                })
+                .collect();
+            assert_eq!(got, want, "{record}");
+        }
+    }
+    let mentioned: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM _airback_comments WHERE mentioned IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(mentioned, 1);
+}
