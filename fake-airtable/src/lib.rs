@@ -671,6 +671,19 @@ impl FakeAirtable {
         author: Option<&str>,
         text: &str,
     ) -> Result<Value, FakeError> {
+        self.add_reply(base_id, table_id, record_id, author, text, None)
+    }
+
+    /// [`FakeAirtable::add_comment`] as a reply to comment `parent` of the same record.
+    pub fn add_reply(
+        &self,
+        base_id: &str,
+        table_id: &str,
+        record_id: &str,
+        author: Option<&str>,
+        text: &str,
+        parent: Option<&str>,
+    ) -> Result<Value, FakeError> {
         let mut world = write(&self.shared.world);
         let (base_index, table_index) = FakeAirtable::locate(&world, base_id, table_id)?;
         let table = &world.bases[base_index].tables[table_index];
@@ -684,7 +697,10 @@ impl FakeAirtable {
                 .ok_or_else(|| FakeError::UnknownUser(user.to_owned()))?,
         };
         let existing = table.comments.get(record_id).map_or(&[][..], Vec::as_slice);
-        let new = comments::parse_create(&json!({ "text": text }), existing)?;
+        let new = comments::parse_create(
+            &json!({ "text": text, "parentCommentId": parent }),
+            existing,
+        )?;
         let comment = comments::add(
             &mut world,
             base_index,
@@ -695,6 +711,30 @@ impl FakeAirtable {
             time::now_ms(),
         );
         Ok(comments::comment_json(&world, &comment))
+    }
+
+    /// Deletes a comment of a record (as someone might in Airtable's interface); false when
+    /// there is no such comment.
+    pub fn delete_comment(
+        &self,
+        base_id: &str,
+        table_id: &str,
+        record_id: &str,
+        comment_id: &str,
+    ) -> bool {
+        let mut world = write(&self.shared.world);
+        let Ok((base_index, table_index)) = FakeAirtable::locate(&world, base_id, table_id) else {
+            return false;
+        };
+        let Some(list) = world.bases[base_index].tables[table_index]
+            .comments
+            .get_mut(record_id)
+        else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|c| c.id != comment_id);
+        before != list.len()
     }
 
     /// A record's comments as the API returns them, oldest first (the API lists newest

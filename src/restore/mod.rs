@@ -14,7 +14,9 @@
 //!    cell is re-read before uploading more.
 //! 5. **Links** (pass 2, `links.rs`): `PATCH` of the created side of each pair, 10 records
 //!    per request; Airtable fills the inverse.
-//! 6. **Verify** (`verify`): the target is listed again and compared with the snapshot.
+//! 6. **Comments** (`comments.rs`): each record comment created again on its new record,
+//!    oldest first, its text prefixed with the original author and time.
+//! 7. **Verify** (`verify`): the target is listed again and compared with the snapshot.
 //!
 //! Every request goes through the client's per-base pacer, a few in flight so the 5
 //! requests/s budget is used whole without a 429. The `journal` keeps what each step did,
@@ -26,6 +28,7 @@
 //! attachment cells that several passes share.
 
 mod attachments;
+mod comments;
 mod in_place;
 mod journal;
 mod links;
@@ -149,6 +152,8 @@ pub struct Workload {
     pub missing: u64,
     /// Schema requests (tables, fields, links, renames).
     pub schema_requests: u64,
+    /// Record comments to create (one request each).
+    pub comments: u64,
 }
 
 impl Workload {
@@ -159,7 +164,8 @@ impl Workload {
             + self.link_records.div_ceil(MAX_RECORDS_PER_WRITE as u64)
             + self.uploads
             + self.large
-            + self.schema_requests;
+            + self.schema_requests
+            + self.comments;
         requests as f64 / 5.0
     }
 }
@@ -207,6 +213,10 @@ pub struct RestoreReport {
     pub problems: Vec<String>,
     /// The comparison of the target with the snapshot.
     pub fidelity: Option<Fidelity>,
+    /// Record comments created in this run.
+    pub comments_written: u64,
+    /// Who they were created as (the token's user); the API cannot set their author or time.
+    pub comments_author: Option<String>,
 }
 
 impl RestoreReport {
@@ -336,6 +346,7 @@ pub async fn restore(
     run.attachments().await?;
     run.links().await?;
     run.settle_staged().await?;
+    run.comments().await?;
     run.report.apply_seconds = apply_started.elapsed().as_secs_f64();
     run.report.apply_requests = client.counters().requests - apply_requests_at_start;
     if options.verify {
@@ -432,6 +443,8 @@ impl RestoreReport {
             apply_requests: 0,
             problems: Vec::new(),
             fidelity: None,
+            comments_written: 0,
+            comments_author: None,
         };
         if report.workload.large > 0 && options.staging.is_none() {
             report.problems.push(format!(
@@ -481,6 +494,7 @@ async fn scan(stored: &StoredBase, plan: &Plan, staging: bool) -> Result<Workloa
             continue;
         };
         work.schema_requests += 1;
+        work.comments += stored.comment_count(&table.source_id);
         let link_fields: Vec<&str> = plan
             .links
             .iter()

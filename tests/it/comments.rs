@@ -375,3 +375,210 @@ async fn exports_hold_every_comment_in_json_and_in_sqlite() {
         .unwrap();
     assert_eq!(mentioned, 1);
 }
+
+/// An empty-preset base ("Table 1", 3 records) with comments on two records: a thread of
+/// three on the first (Ada, then Grace's reply mentioning Alan, then the owner) and one on the
+/// third. Returns (table id, record ids).
+async fn commented_base() -> (FakeSetup, String, Vec<String>) {
+    let s = FakeSetup::start(FakeOptions::unlimited(Preset::Empty)).await;
+    let (table, _) = tables(&s)[0].clone();
+    let records: Vec<String> = s
+        .fake
+        .records_json(&s.base, &table)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let users = s.fake.users();
+    let user = |i: usize| users[i]["id"].as_str().unwrap().to_owned();
+    let first = s
+        .fake
+        .add_comment(
+            &s.base,
+            &table,
+            &records[0],
+            Some(&user(1)),
+            "first, by Ada",
+        )
+        .unwrap();
+    s.fake
+        .add_reply(
+            &s.base,
+            &table,
+            &records[0],
+            Some(&user(2)),
+            &format!("a reply for @[{}]", user(3)),
+            first["id"].as_str(),
+        )
+        .unwrap();
+    s.fake
+        .add_comment(&s.base, &table, &records[0], None, "third, by the owner")
+        .unwrap();
+    s.fake
+        .add_comment(&s.base, &table, &records[2], Some(&user(4)), "only one")
+        .unwrap();
+    (s, table, records)
+}
+
+/// The record of the target base restored from original record `source`: (table id, id).
+fn restored_record(s: &FakeSetup, base: &str, source: &str) -> (String, String) {
+    let schema = s.fake.schema_json(base);
+    for table in schema["tables"].as_array().unwrap() {
+        let Some(field) = table["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == airback::restore::SOURCE_ID_FIELD)
+        else {
+            continue;
+        };
+        let table_id = table["id"].as_str().unwrap();
+        for record in s.fake.records_json(base, table_id) {
+            if record["fields"][field["id"].as_str().unwrap()] == source {
+                return (
+                    table_id.to_owned(),
+                    record["id"].as_str().unwrap().to_owned(),
+                );
+            }
+        }
+    }
+    panic!("record {source} was not restored into {base}")
+}
+
+/// What a restored copy of `original` must look like: created by the token's user, its text
+/// the original author and time, then the original text.
+fn assert_restored(s: &FakeSetup, copy: &Value, original: &Value) {
+    let author = &original["author"];
+    let prefix = format!(
+        "{} ({}), {}: ",
+        author["name"].as_str().unwrap(),
+        author["email"].as_str().unwrap(),
+        original["createdTime"].as_str().unwrap()
+    );
+    let text = copy["text"].as_str().unwrap();
+    assert_eq!(
+        text.strip_prefix(&prefix),
+        original["text"].as_str(),
+        "{copy:#}"
+    );
+    assert_eq!(copy["author"], s.fake.users()[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_creates_every_comment_again_in_order_once() {
+    use airback::restore::{RestoreOptions, Target, restore};
+    let (s, table, records) = commented_base().await;
+    let (_, stored) = backup_with(&s, &options(&s)).await;
+    let target = s.fake.add_empty_base("Restored").id;
+    let journal = s.dir.path().join("journal.sqlite");
+    let restore_options = RestoreOptions::new(Target::Base(target.clone()), Some(journal.clone()));
+    let run = || restore(&stored, &s.client, &restore_options, Arc::new(NoProgress));
+
+    let created_before = s.fake.counters().comments_created;
+    let report = run().await.unwrap();
+    assert_eq!(report.workload.comments, 4);
+    assert_eq!(report.comments_written, 4);
+    assert_eq!(
+        report.comments_author.as_deref(),
+        s.fake.users()[0]["email"].as_str()
+    );
+    assert_eq!(s.fake.counters().comments_created - created_before, 4);
+    assert!(
+        report
+            .plan
+            .losses
+            .iter()
+            .any(|l| l.what.contains("comments are restored as the token's user")),
+        "{:?}",
+        report.plan.losses
+    );
+    for source in [&records[0], &records[2]] {
+        let originals = s.fake.comments(&s.base, &table, source);
+        let (new_table, new_id) = restored_record(&s, &target, source);
+        let copies = s.fake.comments(&target, &new_table, &new_id);
+        assert_eq!(copies.len(), originals.len(), "{source}");
+        for (copy, original) in copies.iter().zip(&originals) {
+            assert_restored(&s, copy, original);
+        }
+        if source == &records[0] {
+            // The reply is a reply to the copy of its parent.
+            assert_eq!(copies[1]["parentCommentId"], copies[0]["id"]);
+            assert!(copies[1]["mentioned"].is_object(), "{:#}", copies[1]);
+        }
+    }
+    let (new_table, new_id) = restored_record(&s, &target, &records[1]);
+    assert!(s.fake.comments(&target, &new_table, &new_id).is_empty());
+
+    // The same restore again: the journal has every comment, none is created.
+    let again = run().await.unwrap();
+    assert_eq!(again.comments_written, 0);
+    assert_eq!(s.fake.counters().comments_created - created_before, 4);
+
+    // A create the journal did not confirm (a crash after the request): the record's comments
+    // are read, and the comment found there is not created twice.
+    let conn = rusqlite::Connection::open(&journal).unwrap();
+    let pending = conn
+        .execute("UPDATE comments SET target = NULL WHERE rowid = 1", [])
+        .unwrap();
+    assert_eq!(pending, 1);
+    let before = s.fake.counters().requests(Route::ListComments);
+    let resumed = run().await.unwrap();
+    assert_eq!(resumed.comments_written, 0);
+    assert_eq!(s.fake.counters().comments_created - created_before, 4);
+    assert_eq!(s.fake.counters().requests(Route::ListComments) - before, 1);
+    let unconfirmed: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM comments WHERE target IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unconfirmed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_brings_back_deleted_records_and_lost_comments() {
+    use airback::restore::{InPlaceOptions, restore_in_place};
+    let (s, table, records) = commented_base().await;
+    let (_, stored) = backup_with(&s, &options(&s)).await;
+    let originals: Vec<Vec<Value>> = records
+        .iter()
+        .map(|r| s.fake.comments(&s.base, &table, r))
+        .collect();
+    // Since the snapshot: the commented first record deleted, the third's comment deleted.
+    s.client
+        .delete_records(&s.base, &table, std::slice::from_ref(&records[0]))
+        .await
+        .unwrap();
+    let lost = originals[2][0]["id"].as_str().unwrap();
+    assert!(s.fake.delete_comment(&s.base, &table, &records[2], lost));
+
+    let in_place = InPlaceOptions {
+        verify: true,
+        journal: Some(s.dir.path().join("in-place.sqlite")),
+        safety_snapshot: Some(options(&s)),
+        ..InPlaceOptions::default()
+    };
+    let report = restore_in_place(&stored, &s.client, &in_place, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.comments_created, 4);
+    let new_id = report.recreated[&records[0]].clone();
+    let copies = s.fake.comments(&s.base, &table, &new_id);
+    assert_eq!(copies.len(), 3);
+    for (copy, original) in copies.iter().zip(&originals[0]) {
+        assert_restored(&s, copy, original);
+    }
+    assert_eq!(copies[1]["parentCommentId"], copies[0]["id"]);
+    let third = s.fake.comments(&s.base, &table, &records[2]);
+    assert_eq!(third.len(), 1);
+    assert_restored(&s, &third[0], &originals[2][0]);
+
+    // Again: everything is there, nothing is created.
+    let again = restore_in_place(&stored, &s.client, &in_place, Arc::new(NoProgress))
+        .await
+        .unwrap();
+    assert_eq!(again.comments_created, 0);
+    assert_eq!(s.fake.comments(&s.base, &table, &new_id).len(), 3);
+    assert_eq!(s.fake.comments(&s.base, &table, &records[2]).len(), 1);
+}
