@@ -582,3 +582,45 @@ async fn an_in_place_restore_brings_back_deleted_records_and_lost_comments() {
     assert_eq!(s.fake.comments(&s.base, &table, &new_id).len(), 3);
     assert_eq!(s.fake.comments(&s.base, &table, &records[2]).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_out_a_record_drops_its_comments() {
+    let (s, table, records) = commented_base().await;
+    let (first, stored) = backup_with(&s, &options(&s)).await;
+    assert_eq!(stored.comment_count(&table), 4);
+    let out = s
+        .command(&[
+            "rewrite",
+            "latest",
+            "--exclude-record",
+            &records[0],
+            "--json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let id: airback::id::SnapshotId = report["rewritten"][0]["snapshot"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(id, first.snapshot_id);
+    let manifest = s.repo.load_snapshot(&id).await.unwrap();
+    assert_eq!(manifest.summary["comments"], 1);
+    let rewritten = StoredBase::open(&s.repo, id, manifest).await.unwrap();
+    let left = rewritten.comments_by_record(&table).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[&records[2]],
+        s.fake.comments(&s.base, &table, &records[2])
+    );
+    assert_eq!(rewritten.comment_count(&table), 1);
+}
