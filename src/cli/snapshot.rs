@@ -482,6 +482,10 @@ fn print_snapshot(
         human_bytes(sum.attachment_bytes),
         human_bytes(sum.size)
     ))?;
+    match sum.comments_skipped {
+        None => t.line(format_args!("  comments:  {}", sum.comments))?,
+        Some(skipped) => t.line(format_args!("  comments:  none: {}", skipped.describe()))?,
+    }
     for table in tables {
         t.line(format_args!(
             "    {:<32} {:>8} records  {:>9}",
