@@ -391,6 +391,7 @@ pub(super) async fn list(settings: &Settings, args: &SnapshotsArgs) -> anyhow::R
                 "base_name": Source::of(s).map(|source| source.base_name),
                 "tables": sum.tables, "records": sum.records,
                 "attachments": sum.attachments, "size": sum.size,
+                "comments": sum.comments, "comments_skipped": sum.comments_skipped,
                 "partial": s.partial, "tags": s.tags,
             })
         })

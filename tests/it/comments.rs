@@ -256,6 +256,18 @@ async fn comments_can_be_turned_off_and_a_token_without_their_scope_skips_them()
     // One refused request per record read at once at most, not one per record.
     let refused = s.fake.counters().requests(Route::ListComments) - before;
     assert!((1..=4).contains(&refused), "{refused}");
+
+    // The listing says why each snapshot holds no comments.
+    let out = s.command(&["snapshots", "--json"]).output().await.unwrap();
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut skipped: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["comments_skipped"].as_str().unwrap())
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped, ["no_scope", "turned_off"], "{rows:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

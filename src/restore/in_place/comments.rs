@@ -85,7 +85,6 @@ pub(super) async fn restore_comments(
                     Ok(new) => {
                         ids.insert(id, new);
                         report.comments_created += 1;
-                        report.write_requests += 1;
                     }
                     Err(AirtableError::Forbidden { .. }) => {
                         report

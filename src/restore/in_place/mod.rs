@@ -126,7 +126,8 @@ pub struct InPlaceReport {
     /// The comparison after writing.
     pub verified: Option<InPlaceCheck>,
     /// Record comments created again (on records created again, and those live records lost
-    /// since the snapshot).
+    /// since the snapshot), one request each; not in `write_requests` (a dry run does not
+    /// count them: it would have to list the live comments).
     pub comments_created: u64,
     /// Who they were created as (the token's user); the API cannot set their author or time.
     pub comments_author: Option<String>,
