@@ -636,3 +636,50 @@ async fn rewriting_out_a_record_drops_its_comments() {
     );
     assert_eq!(rewritten.comment_count(&table), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_may_not_write_comments_restores_the_records_and_names_the_comments() {
+    use airback::airtable::{Client, ClientOptions, Token};
+    use airback::restore::{RestoreOptions, Target, restore};
+    let (s, _, records) = commented_base().await;
+    let (_, stored) = backup_with(&s, &options(&s)).await;
+    let target = s.fake.add_empty_base("Restored").id;
+    let token = s.fake.add_token(
+        &[
+            "data.records:read",
+            "data.records:write",
+            "schema.bases:read",
+            "schema.bases:write",
+            "data.recordComments:read",
+        ],
+        None,
+    );
+    let client = Client::new(
+        Token::new(token).unwrap(),
+        ClientOptions::default().with_url(&s.fake.url()),
+    )
+    .unwrap();
+    let report = restore(
+        &stored,
+        &client,
+        &RestoreOptions::new(Target::Base(target.clone()), None),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.comments_written, 0);
+    assert_eq!(s.fake.counters().comments_created, 0);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with("4 comments are not restored")
+                && p.contains("data.recordComments:write")),
+        "{:?}",
+        report.problems
+    );
+    assert!(!report.is_complete());
+    for record in &records {
+        restored_record(&s, &target, record);
+    }
+}
