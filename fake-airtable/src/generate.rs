@@ -839,7 +839,8 @@ pub(crate) fn demo(world: &mut World) -> usize {
 
 /// The `zoo` preset: every field type (creatable and computed, formula errors included),
 /// two-way links, a self-link, awkward names, empty records, duplicate attachment bytes,
-/// unsafe attachment filenames and an attachment over 5 MB.
+/// unsafe attachment filenames, an attachment over 5 MB, and record comments (a thread with a
+/// reply and a mention).
 pub(crate) fn zoo(world: &mut World) -> usize {
     let mut b = Builder::new_base(world, "Zoo 🦓 every field type", 0x200);
     let everything = b.table(

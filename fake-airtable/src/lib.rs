@@ -45,9 +45,10 @@
 //! 429s carry no `Retry-After` unless [`FakeOptions::retry_after_header`] is set.
 //!
 //! Modules: `state` (the world), `generate` (presets), `render` (records and schema as JSON,
-//! computed values), `write` (record writes), `comments` (record comments), `schema` (meta-API writes), `listing` (pages and
-//! iterators), `formula`, `content` (attachment bytes and URLs), `ratelimit`, `faults`,
-//! `counters`, `server` (routes), `ids`, `time`, `api_error`.
+//! computed values), `write` (record writes), `comments` (record comments), `schema`
+//! (meta-API writes), `listing` (pages and iterators), `formula`, `content` (attachment bytes
+//! and URLs), `ratelimit`, `faults`, `counters`, `server` (routes), `ids`, `time`,
+//! `api_error`.
 
 mod api_error;
 mod comments;
@@ -99,7 +100,7 @@ pub enum Preset {
     /// A small base showing every feature.
     #[default]
     Demo,
-    /// Every field type and every awkward case.
+    /// Every field type and every awkward case (record comments too).
     Zoo,
     /// A big base sized by [`LargeParams`].
     Large,
