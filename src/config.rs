@@ -16,6 +16,7 @@
 //! attachments:                             # defaults for every base
 //!   download: true                         # false: keep attachment metadata, not content (default true)
 //!   concurrency: 8                         # parallel downloads, 1 to 64 (default 8)
+//! comments: true                           # back up record comments (default true)
 //! bases:
 //!   - id: appXXXXXXXXXXXXXX                # required: `app` + 14 letters or digits
 //!     name: CRM                            # optional label, informative only
@@ -30,6 +31,7 @@
 //!       - { table: Sales.EU, field: Margin }
 //!       - { table: Tasks, field: Draft, optional: true }
 //!     attachments: false                   # per-base override: a bool (download) or a map as above
+//!     comments: false                      # per-base override of `comments`
 //!     retention:                           # optional: this base's own keep rules, replacing the top-level ones
 //!       keep_daily: 90
 //! retention:                               # the keep rules `forget --config` applies (restic's)
@@ -135,6 +137,9 @@ pub struct Config {
     pub base_concurrency: Option<usize>,
     /// Attachment settings for every base without its own override.
     pub attachments: AttachmentSettings,
+    /// Whether record comments are backed up, for every base without its own override
+    /// (`None`: the default, yes). Use [`Config::comments_for`] for a base.
+    pub comments: Option<bool>,
     /// The listed bases, in file order, each id at most once.
     pub bases: Vec<BaseConfig>,
     /// The retention policy, if the file has one.
@@ -192,6 +197,8 @@ pub struct BaseConfig {
     pub attachments: Option<AttachmentSettings>,
     /// This base's own keep rules, replacing the top-level `retention` as a whole.
     pub retention: Option<Retention>,
+    /// This base's own `comments` setting; `None` when it has none.
+    pub comments: Option<bool>,
 }
 
 impl BaseConfig {
@@ -204,6 +211,7 @@ impl BaseConfig {
             exclude_fields: Vec::new(),
             attachments: None,
             retention: None,
+            comments: None,
         }
     }
 
@@ -509,6 +517,12 @@ impl Config {
     pub fn attachments_for(&self, base: &BaseConfig) -> AttachmentSettings {
         base.attachments.unwrap_or(self.attachments)
     }
+
+    /// Whether record comments of `base` are backed up: its override, else the top-level
+    /// `comments`, else yes.
+    pub fn comments_for(&self, base: &BaseConfig) -> bool {
+        base.comments.or(self.comments).unwrap_or(true)
+    }
 }
 
 /// Whether `s` is an Airtable id: `prefix` (3 characters) then 14 ASCII letters or digits.
@@ -551,6 +565,7 @@ struct RawConfig {
     #[serde(deserialize_with = "base_concurrency")]
     base_concurrency: Option<usize>,
     attachments: Option<RawAttachments>,
+    comments: Option<bool>,
     bases: Vec<RawBase>,
     retention: Option<Retention>,
     copies: Vec<RawCopy>,
@@ -597,6 +612,8 @@ struct RawBase {
     attachments: Option<RawAttachments>,
     #[serde(default)]
     retention: Option<Retention>,
+    #[serde(default)]
+    comments: Option<bool>,
 }
 
 impl RawConfig {
@@ -755,6 +772,7 @@ impl RawConfig {
                 exclude_fields: b.exclude_fields,
                 attachments: b.attachments.map(|a| a.over(attachments)),
                 retention: b.retention,
+                comments: b.comments,
             })
             .collect();
         Ok(Config {
@@ -765,6 +783,7 @@ impl RawConfig {
             all_bases: self.all_bases,
             base_concurrency: self.base_concurrency,
             attachments,
+            comments: self.comments,
             bases,
             retention: self.retention,
             copies: self
@@ -1150,6 +1169,7 @@ all_bases: false
 attachments:
   download: true
   concurrency: 8
+comments: true
 bases:
   - id: appXXXXXXXXXXXXXX
     name: CRM
@@ -1158,6 +1178,7 @@ bases:
       exclude: [Archive]
     exclude_fields: [\"Tasks.Internal notes\", \"tblAAAAAAAAAAAAAA.fldBBBBBBBBBBBBBB\"]
     attachments: false
+    comments: false
     retention:
       keep_daily: 90
 retention:
@@ -1223,6 +1244,7 @@ retention:
                 download: true,
                 concurrency: 8,
             },
+            comments: Some(true),
             bases: vec![BaseConfig {
                 id: "appXXXXXXXXXXXXXX".into(),
                 name: Some("CRM".into()),
@@ -1242,6 +1264,7 @@ retention:
                     keep_daily: Some(90),
                     ..Retention::default()
                 }),
+                comments: Some(false),
             }],
             retention: Some(Retention {
                 keep_last: Some(3),
@@ -1265,6 +1288,8 @@ retention:
         assert_eq!(config, expected);
         let base = config.base("appXXXXXXXXXXXXXX").unwrap();
         assert!(!config.attachments_for(base).download);
+        assert!(!config.comments_for(base));
+        assert!(config.comments_for(&BaseConfig::new(BASE)));
         assert!(config.base(BASE).is_none());
     }
 

@@ -12,6 +12,8 @@
 //! attachments/                     AttachmentsMeta
 //!   <c>/                           c = attachment_group(id)               AttachmentsMeta
 //!     <attachment id>              the attachment's bytes                 AttachmentMeta
+//! comments/                        only when comments were backed up      CommentsDirMeta
+//!   <table id>.jsonl               one line per record with comments      CommentsMeta
 //! ```
 //!
 //! Everything is stored as a [`serde_json::Value`], whose objects keep their keys sorted, so
@@ -33,7 +35,9 @@ pub(crate) const SCHEMA_FILE: &str = "schema.json";
 pub(crate) const TABLES_DIR: &str = "tables";
 /// The root tree's folder of attachment groups.
 pub(crate) const ATTACHMENTS_DIR: &str = "attachments";
-/// The extension of a table file.
+/// The root tree's folder of comment files (absent when comments were not backed up).
+pub(crate) const COMMENTS_DIR: &str = "comments";
+/// The extension of a table file (and of a comments file).
 const TABLE_FILE_EXTENSION: &str = ".jsonl";
 /// [`Source::kind`] of an Airtable base snapshot.
 pub(crate) const SOURCE_KIND: &str = "airtable-base";
@@ -125,6 +129,55 @@ pub(crate) struct AttachmentMeta {
 
 impl LayoutJson for AttachmentMeta {}
 
+/// The `meta` of a comments file (`comments/<table id>.jsonl`), e.g. `{"comments": 7, "id":
+/// "tblXXXXXXXXXXXXXX", "records": 3}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CommentsMeta {
+    /// The table's id (`tbl…`).
+    pub id: String,
+    /// How many records (lines) the file holds: those with at least one comment.
+    pub records: u64,
+    /// How many comments, in all.
+    pub comments: u64,
+}
+
+impl LayoutJson for CommentsMeta {}
+
+/// The `meta` of the `comments/` folder: `{"comments": 7}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CommentsDirMeta {
+    /// How many comments its files hold, in all.
+    pub comments: u64,
+}
+
+impl LayoutJson for CommentsDirMeta {}
+
+/// Why a snapshot holds no comments although the base may have some (the summary's
+/// `comments_skipped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommentsSkipped {
+    /// `--no-comments`, or `comments: false` in the configuration.
+    TurnedOff,
+    /// The token lacks the `data.recordComments:read` scope.
+    NoScope,
+}
+
+impl CommentsSkipped {
+    /// The reason, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CommentsSkipped::TurnedOff => {
+                "comments were turned off (--no-comments or `comments: false`)"
+            }
+            CommentsSkipped::NoScope => {
+                "the token lacks the data.recordComments:read scope; comments are not in this \
+                 snapshot (add the scope, or pass --no-comments to stop this warning)"
+            }
+        }
+    }
+}
+
 /// A snapshot manifest's `source` for an Airtable base, e.g. `{"base_id":
 /// "appXXXXXXXXXXXXXX", "base_name": "CRM", "kind": "airtable-base"}`. Its strings borrow
 /// from the manifest it is read from.
@@ -185,9 +238,15 @@ pub(crate) struct SnapshotSummary {
     pub attachments: u64,
     /// Their bytes.
     pub attachment_bytes: u64,
-    /// Bytes of every file of the snapshot (schema, tables, attachments) before
+    /// Bytes of every file of the snapshot (schema, tables, attachments, comments) before
     /// deduplication and compression.
     pub size: u64,
+    /// Record comments stored (0 in snapshots written before comments were backed up).
+    pub comments: u64,
+    /// Why the snapshot holds no comments, when they were not backed up; absent when they
+    /// were (and in snapshots written before comments were backed up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comments_skipped: Option<CommentsSkipped>,
 }
 
 impl LayoutJson for SnapshotSummary {}
@@ -229,6 +288,11 @@ pub(crate) fn tables_dir(root: &Tree) -> Option<BlobId> {
     subtree(root, TABLES_DIR)
 }
 
+/// The `comments/` folder of a root tree; `None` when the snapshot holds no comments.
+pub(crate) fn comments_dir(root: &Tree) -> Option<BlobId> {
+    subtree(root, COMMENTS_DIR)
+}
+
 /// The `attachments/` folder of a root tree.
 pub(crate) fn attachments_dir(root: &Tree) -> Option<BlobId> {
     subtree(root, ATTACHMENTS_DIR)
@@ -243,14 +307,21 @@ fn subtree(tree: &Tree, name: &str) -> Option<BlobId> {
         })
 }
 
-/// The root tree of a snapshot: the schema file, `tables/` and `attachments/`.
+/// The root tree of a snapshot: the schema file, `tables/`, `attachments/` and, when
+/// comments were backed up, `comments/`.
 pub(crate) fn root_tree(
     schema: (u64, Vec<BlobId>),
     tables: (BlobId, TablesMeta),
     attachments: (BlobId, AttachmentsMeta),
+    comments: Option<(BlobId, CommentsDirMeta)>,
 ) -> Tree {
     let (size, content) = schema;
-    Tree::new(vec![
+    let comments = comments.map(|(subtree, meta)| Node {
+        name: COMMENTS_DIR.into(),
+        kind: NodeKind::Dir { subtree },
+        meta: meta.to_json(),
+    });
+    let mut nodes = vec![
         Node {
             name: SCHEMA_FILE.into(),
             kind: NodeKind::File {
@@ -272,7 +343,22 @@ pub(crate) fn root_tree(
             },
             meta: attachments.1.to_json(),
         },
-    ])
+    ];
+    nodes.extend(comments);
+    Tree::new(nodes)
+}
+
+/// The node of a table's comments file in `comments/` (named like its table file).
+pub(crate) fn comments_node(meta: &CommentsMeta, size: u64, content: Vec<BlobId>) -> Node {
+    Node {
+        name: table_file(&meta.id),
+        kind: NodeKind::File {
+            size,
+            blob_kind: BlobKind::Meta,
+            content,
+        },
+        meta: meta.to_json(),
+    }
 }
 
 /// The node of a table file in `tables/`.
@@ -352,10 +438,30 @@ mod tests {
             attachments: 3,
             attachment_bytes: 4,
             size: 5,
+            comments: 6,
+            comments_skipped: None,
         };
         assert_eq!(
             serde_json::to_string(&summary.to_json()).unwrap(),
-            r#"{"attachment_bytes":4,"attachments":3,"records":2,"size":5,"tables":1}"#
+            r#"{"attachment_bytes":4,"attachments":3,"comments":6,"records":2,"size":5,"tables":1}"#
+        );
+        let skipped = SnapshotSummary {
+            comments_skipped: Some(CommentsSkipped::NoScope),
+            ..SnapshotSummary::default()
+        };
+        assert_eq!(skipped.to_json()["comments_skipped"], json!("no_scope"));
+        assert_eq!(
+            SnapshotSummary::from_json(&skipped.to_json()),
+            Some(skipped)
+        );
+        assert_eq!(
+            CommentsMeta {
+                id: "tblA".into(),
+                records: 1,
+                comments: 2
+            }
+            .to_json(),
+            json!({"comments": 2, "id": "tblA", "records": 1})
         );
         assert_eq!(TablesMeta { tables: 2 }.to_json(), json!({"tables": 2}));
         assert_eq!(

@@ -677,10 +677,15 @@ impl Repairer<'_> {
     }
 }
 
-/// Whether `line` is one whole record: a JSON object with an `id`.
+/// Whether `line` is one whole record (or one record's comments): a JSON object with an `id`
+/// (or a `record`).
 fn is_record_line(line: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(line)
-        .is_ok_and(|v| v.get("id").is_some_and(|id| id.is_string()))
+    serde_json::from_slice::<serde_json::Value>(line).is_ok_and(|v| {
+        // A record has an `id`; a record's comments (a comments file's line), a `record`.
+        v.get("id")
+            .or_else(|| v.get("record"))
+            .is_some_and(|id| id.is_string())
+    })
 }
 
 /// How a node is named in a loss: its path, and the table name or filename it carries.
@@ -691,5 +696,23 @@ fn describe(node: &Node) -> String {
         format!("table {:?} ({})", table.name, node.name)
     } else {
         format!("`{}`", node.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_record_line;
+
+    #[test]
+    fn whole_lines_are_records_or_a_records_comments() {
+        assert!(is_record_line(
+            br#"{"createdTime":"t","fields":{},"id":"recA"}"#
+        ));
+        assert!(is_record_line(
+            br#"{"comments":[{"id":"comA"}],"record":"recA"}"#
+        ));
+        // The tail of a line cut by a damaged blob.
+        assert!(!is_record_line(br#""id":"comA"}],"record":"recA"}"#));
+        assert!(!is_record_line(br#"{"comments":[]}"#));
     }
 }

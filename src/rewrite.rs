@@ -6,7 +6,8 @@
 //! their ids removed from link cells of other records), excluded fields removed, attachment
 //! objects with an excluded id removed from every cell (lookups included). Lookup, rollup and
 //! formula values that show a removed record's data stay: they carry values, not its id. Unchanged lines keep their bytes and FastCDC resynchronises around the changed
-//! ones, so only chunks near a change are new. An attachment node goes when it is named, or
+//! ones, so only chunks near a change are new. A removed record's comments (`comments/`) go
+//! with it. An attachment node goes when it is named, or
 //! when a removed record or field referred to it and no remaining cell does. The manifest
 //! keeps every field of the original, gains the tag `rewritten` and a `rewritten` record
 //! (counts, never the erased ids).
@@ -24,7 +25,9 @@ use serde_json::Value;
 use crate::airtable::attachment_id;
 use crate::config::FieldRef;
 use crate::id::{BlobId, SnapshotId};
-use crate::layout::{self, AttachmentsMeta, LayoutJson, TableMeta, TablesMeta};
+use crate::layout::{
+    self, AttachmentsMeta, CommentsDirMeta, CommentsMeta, LayoutJson, TableMeta, TablesMeta,
+};
 use crate::repo::{BlobKind, BlobWriter, Exclusive, Node, NodeKind, RepoError, Snapshot, Tree};
 
 /// The tag every rewritten snapshot carries.
@@ -165,6 +168,7 @@ pub async fn rewrite(
         summary_json.attachment_bytes = summary_json
             .attachment_bytes
             .saturating_sub(counts.attachment_bytes);
+        summary_json.comments = summary_json.comments.saturating_sub(counts.comments);
         manifest.summary = summary_json.to_json();
         manifest.rewritten = Some(serde_json::json!({
             "original": id,
@@ -217,6 +221,8 @@ struct Counts {
     attachment_bytes: u64,
     /// Cells changed (attachments removed from them).
     cells: u64,
+    /// Comments removed (with their records).
+    comments: u64,
 }
 
 impl Counts {
@@ -283,6 +289,10 @@ impl Run<'_> {
         if self.counts.is_empty() {
             return Ok(snapshot.tree);
         }
+        let new_comments = match layout::comments_dir(&root) {
+            Some(dir) => self.comments(dir).await?,
+            None => None,
+        };
         let mut nodes = root.nodes.clone();
         for node in &mut nodes {
             match node.name.as_str() {
@@ -297,6 +307,12 @@ impl Run<'_> {
                         subtree: new_attachments.0,
                     };
                     node.meta = new_attachments.1.to_json();
+                }
+                layout::COMMENTS_DIR => {
+                    if let Some((subtree, meta)) = new_comments {
+                        node.kind = NodeKind::Dir { subtree };
+                        node.meta = meta.to_json();
+                    }
                 }
                 _ => {}
             }
@@ -508,6 +524,70 @@ impl Run<'_> {
         let mut bytes = serde_json::to_vec(&record).expect("JSON values serialize");
         bytes.push(b'\n');
         Line::Changed(bytes)
+    }
+
+    /// The `comments/` folder without the comments of the removed records: its new id and
+    /// meta, `None` when no removed record had comments.
+    async fn comments(&mut self, dir: BlobId) -> Result<Option<(BlobId, CommentsDirMeta)>> {
+        if self.options.records.is_empty() {
+            return Ok(None);
+        }
+        let tree = self.repo.load_tree(&dir).await?;
+        let (mut nodes, mut total, mut changed) = (Vec::new(), 0u64, false);
+        for node in tree.nodes {
+            let (NodeKind::File { content, .. }, Some(mut meta)) =
+                (&node.kind, CommentsMeta::from_json(&node.meta))
+            else {
+                nodes.push(node);
+                continue;
+            };
+            let bytes = self.read_file(content).await?;
+            let mut kept = Vec::new();
+            let (mut records, mut comments, mut removed) = (0u64, 0u64, false);
+            for line in bytes.split_inclusive(|b| *b == b'\n') {
+                let parsed = serde_json::from_slice::<Value>(line).ok();
+                let record = parsed.as_ref().and_then(|l| l["record"].as_str());
+                if record.is_some_and(|r| self.options.records.iter().any(|x| x == r)) {
+                    removed = true;
+                    continue;
+                }
+                records += 1;
+                comments += parsed
+                    .as_ref()
+                    .and_then(|l| l["comments"].as_array())
+                    .map_or(0, |c| c.len() as u64);
+                kept.extend_from_slice(line);
+            }
+            if !removed {
+                total += meta.comments;
+                nodes.push(node);
+                continue;
+            }
+            changed = true;
+            self.counts.comments += meta.comments.saturating_sub(comments);
+            self.old_blobs
+                .extend(content.iter().map(|b| (*b, BlobKind::Meta)));
+            if kept.is_empty() {
+                continue;
+            }
+            let size = kept.len() as u64;
+            let mut saver = self.writer.file(BlobKind::Meta);
+            saver.push(&kept).await?;
+            let (ids, _) = saver.finish().await?;
+            self.new_blobs
+                .extend(ids.iter().map(|b| (*b, BlobKind::Meta)));
+            (meta.records, meta.comments) = (records, comments);
+            total += comments;
+            let mut new = layout::comments_node(&meta, size, ids);
+            new.meta = merge_meta(&node.meta, new.meta);
+            nodes.push(new);
+        }
+        if !changed {
+            return Ok(None);
+        }
+        self.old_blobs.insert((dir, BlobKind::Meta));
+        let meta = CommentsDirMeta { comments: total };
+        Ok(Some((self.save_tree(Tree::new(nodes)).await?, meta)))
     }
 
     /// The `attachments/` folder without the attachments named, and without those only the

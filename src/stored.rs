@@ -8,6 +8,7 @@
 //! schema.json                      the meta API's answer
 //! tables/<table id>.jsonl          one record per line, sorted by record id
 //! attachments/<c>/<attachment id>  content; <c> is the id's fourth character
+//! comments/<table id>.jsonl        the comments of each record that has some (newer snapshots)
 //! ```
 //!
 //! Every blob is verified by its hash as it is read ([`Repository::read_blob`]). Names found in
@@ -20,11 +21,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::airtable::{BaseSchema, Record};
 use crate::id::{BlobId, SnapshotId};
-use crate::layout::{self, AttachmentMeta, LayoutJson, TableMeta};
+use crate::layout::{self, AttachmentMeta, CommentsMeta, LayoutJson, TableMeta};
 use crate::repo::snapshot::{NodeKind, Snapshot, Tree};
 use crate::repo::{RepoError, Repository};
 
@@ -72,6 +74,26 @@ impl StoredTable {
     }
 }
 
+/// The comments of one record, as a comments file stores them (one line).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct RecordComments {
+    /// The original record id (`rec…`).
+    pub record: String,
+    /// Its comments, oldest first, each exactly as the API returned it (`id`, `text`,
+    /// `author {id, email, name}`, `createdTime`, `lastUpdatedTime`, `mentioned`,
+    /// `parentCommentId`, ...).
+    pub comments: Vec<Value>,
+}
+
+/// A table's stored comments file.
+#[derive(Debug, Clone)]
+struct CommentsFile {
+    size: u64,
+    content: Vec<BlobId>,
+    /// Comments in it (from its meta; 0 when unreadable).
+    comments: u64,
+}
+
 /// One attachment's stored content.
 #[derive(Debug, Clone)]
 pub struct StoredFile {
@@ -98,6 +120,8 @@ pub struct StoredBase {
     pub tables: Vec<StoredTable>,
     attachment_groups: HashMap<String, BlobId>,
     loaded_groups: Arc<Mutex<HashMap<String, Arc<Tree>>>>,
+    /// Comment files by table id; `None` when the snapshot holds no comments.
+    comment_files: Option<HashMap<String, CommentsFile>>,
 }
 
 impl StoredBase {
@@ -159,6 +183,28 @@ impl StoredBase {
                 }
             }
         }
+        let comment_files = match layout::comments_dir(&root) {
+            None => None,
+            Some(subtree) => {
+                let mut files = HashMap::new();
+                for node in repo.load_tree(&subtree).await?.nodes {
+                    let comments = CommentsMeta::from_json(&node.meta).map_or(0, |m| m.comments);
+                    if let (NodeKind::File { size, content, .. }, Some(table)) =
+                        (node.kind, node.name.strip_suffix(&layout::table_file("")))
+                    {
+                        files.insert(
+                            table.to_owned(),
+                            CommentsFile {
+                                size,
+                                content,
+                                comments,
+                            },
+                        );
+                    }
+                }
+                Some(files)
+            }
+        };
         Ok(StoredBase {
             repo: repo.clone(),
             id,
@@ -167,6 +213,7 @@ impl StoredBase {
             tables,
             attachment_groups,
             loaded_groups: Arc::default(),
+            comment_files,
         })
     }
 
@@ -190,12 +237,60 @@ impl StoredBase {
         self.tables.iter().find(|t| t.id == id)
     }
 
+    /// Whether the snapshot holds record comments: false for snapshots taken without them
+    /// (turned off, no scope) and for those written before comments were backed up.
+    pub fn has_comments(&self) -> bool {
+        self.comment_files.is_some()
+    }
+
+    /// How many comments the snapshot holds for table `table_id` (an original id).
+    pub fn comment_count(&self, table_id: &str) -> u64 {
+        self.comment_files
+            .as_ref()
+            .and_then(|files| files.get(table_id))
+            .map_or(0, |f| f.comments)
+    }
+
+    /// The comments of table `table_id` (an original id): one item per record that has
+    /// comments, sorted by record id. Empty when the snapshot holds none for the table.
+    pub fn comments(
+        &self,
+        table_id: &str,
+    ) -> BoxStream<'static, Result<RecordComments, StoredError>> {
+        let Some(file) = self
+            .comment_files
+            .as_ref()
+            .and_then(|files| files.get(table_id))
+        else {
+            return futures::stream::empty().boxed();
+        };
+        let blobs = blob_stream(self.repo.clone(), file.content.clone(), RECORD_READ_AHEAD)
+            .map_err(StoredError::from);
+        parse_lines(
+            blobs,
+            self.id,
+            format!("the comments of table {table_id}"),
+            file.size,
+        )
+    }
+
+    /// The comments of table `table_id` by record id, read whole.
+    pub async fn comments_by_record(
+        &self,
+        table_id: &str,
+    ) -> Result<HashMap<String, Vec<Value>>, StoredError> {
+        self.comments(table_id)
+            .map_ok(|r| (r.record, r.comments))
+            .try_collect()
+            .await
+    }
+
     /// The table's records, in the stored order (by record id), one at a time. Cells are keyed
     /// by field id; attachment objects carry no URL.
     pub fn records(&self, table: &StoredTable) -> BoxStream<'static, Result<Record, StoredError>> {
         let blobs = blob_stream(self.repo.clone(), table.content.clone(), RECORD_READ_AHEAD)
             .map_err(StoredError::from);
-        parse_lines(blobs, self.id, table.id.clone(), table.size)
+        parse_lines(blobs, self.id, format!("table {}", table.id), table.size)
     }
 
     /// The records of `table` that are not certainly also in `other`, a stored version of the
@@ -227,7 +322,7 @@ impl StoredBase {
         let bytes = futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        parse_lines(bytes, self.id, table.id.clone(), table.size)
+        parse_lines(bytes, self.id, format!("table {}", table.id), table.size)
     }
 
     /// The stored content of attachment `id`, or `None` when the snapshot does not hold it (an
@@ -285,31 +380,30 @@ impl StoredBase {
     }
 }
 
-/// A table file's records parsed from its bytes, one line at a time.
-fn parse_lines(
+/// A JSON-lines file (`file` names it: "table tblX") parsed from its bytes, one line at a
+/// time.
+fn parse_lines<T: DeserializeOwned + Send + 'static>(
     bytes: impl Stream<Item = Result<Bytes, StoredError>> + Send + 'static,
     snapshot: SnapshotId,
-    table_id: String,
+    file: String,
     size: u64,
-) -> BoxStream<'static, Result<Record, StoredError>> {
+) -> BoxStream<'static, Result<T, StoredError>> {
     futures::stream::unfold(
         (bytes.boxed(), Vec::<u8>::new(), 0u64, false),
         move |(mut blobs, mut carry, mut offset, mut done)| {
-            let table_id = table_id.clone();
+            let file = file.clone();
             async move {
                 loop {
                     if let Some(end) = carry.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = carry.drain(..=end).collect();
                         offset += line.len() as u64;
-                        let parsed = serde_json::from_slice::<Record>(&line).map_err(|e| {
-                            StoredError::Layout {
+                        let parsed =
+                            serde_json::from_slice::<T>(&line).map_err(|e| StoredError::Layout {
                                 snapshot,
                                 reason: format!(
-                                    "a record of table {table_id} near byte {offset} is not \
-                                         valid: {e}"
+                                    "a line of {file} near byte {offset} is not valid: {e}"
                                 ),
-                            }
-                        });
+                            });
                         return Some((parsed, (blobs, carry, offset, done)));
                     }
                     if done {
@@ -319,8 +413,7 @@ fn parse_lines(
                         let error = StoredError::Layout {
                             snapshot,
                             reason: format!(
-                                "table {table_id} ends in the middle of a record ({} of {size} \
-                                 bytes)",
+                                "{file} ends in the middle of a line ({} of {size} bytes)",
                                 offset + carry.len() as u64
                             ),
                         };

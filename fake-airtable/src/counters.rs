@@ -26,6 +26,8 @@ pub enum Route {
     UpdateRecords,
     DeleteRecords,
     ListComments,
+    /// `POST /v0/{base}/{table}/{record}/comments`.
+    CreateComment,
     UploadAttachment,
     /// A download from the content host; never rate-limited.
     AttachmentDownload,
@@ -51,6 +53,7 @@ impl Route {
             Route::UpdateRecords => "update_records",
             Route::DeleteRecords => "delete_records",
             Route::ListComments => "list_comments",
+            Route::CreateComment => "create_comment",
             Route::UploadAttachment => "upload_attachment",
             Route::AttachmentDownload => "attachment_download",
             Route::Unknown => "unknown",
@@ -97,6 +100,8 @@ pub struct FakeCounters {
     /// updated (batch, single, upsert), deleted, or given an uploaded attachment. A link
     /// mirrored into a linked record's inverse field does not count for the linked record.
     pub records_written: BTreeMap<String, u64>,
+    /// Comments created through the API (not counted in `records_written`).
+    pub comments_created: u64,
     /// The most API requests (every token and base; downloads not counted) received within
     /// one second: what a client's per-token pacing must keep under 50.
     pub peak_api_requests_per_second: u64,

@@ -388,6 +388,34 @@ impl<'w> Builder<'w> {
         id
     }
 
+    /// A comment on `record` by user `author` (an index in the world's users), a little after
+    /// the previous record or comment; a reply when `parent` is given. Returns its id.
+    pub(crate) fn comment(
+        &mut self,
+        table: usize,
+        record: &str,
+        author: usize,
+        text: &str,
+        parent: Option<&str>,
+    ) -> String {
+        self.clock_ms += self.rng.i64(60_000..3_600_000);
+        let new = super::comments::NewComment {
+            text: text.to_owned(),
+            parent: parent.map(str::to_owned),
+        };
+        let author = (author % self.world.users.len()) as u16;
+        super::comments::add(
+            self.world,
+            self.base,
+            table,
+            record,
+            author,
+            new,
+            self.clock_ms,
+        )
+        .id
+    }
+
     /// Sets a cell; numbers are written as Airtable writes them (`2`, not `2.0`).
     pub(crate) fn set(&mut self, table: usize, record: &str, field: &str, value: Value) {
         let value = match value.as_f64() {
@@ -811,7 +839,8 @@ pub(crate) fn demo(world: &mut World) -> usize {
 
 /// The `zoo` preset: every field type (creatable and computed, formula errors included),
 /// two-way links, a self-link, awkward names, empty records, duplicate attachment bytes,
-/// unsafe attachment filenames and an attachment over 5 MB.
+/// unsafe attachment filenames, an attachment over 5 MB, and record comments (a thread with a
+/// reply and a mention).
 pub(crate) fn zoo(world: &mut World) -> usize {
     let mut b = Builder::new_base(world, "Zoo 🦓 every field type", 0x200);
     let everything = b.table(
@@ -1344,6 +1373,43 @@ pub(crate) fn zoo(world: &mut World) -> usize {
         );
         b.set(synced, &id, &source, json!("Source base A"));
     }
+
+    // Comments, last so that every id generated above stays as it was: one on the first
+    // record, a thread of three (a reply, a mention) on the second, two in other scripts on
+    // the first record of "Таблица".
+    let ids_of = |b: &Builder, table: usize| -> Vec<String> {
+        b.world.bases[b.base].tables[table]
+            .live()
+            .map(|r| r.id.clone())
+            .collect()
+    };
+    let everything_ids = ids_of(&b, everything);
+    let script_ids = ids_of(&b, scripts);
+    b.comment(
+        everything,
+        &everything_ids[0],
+        1,
+        "Checked the numbers; all good.",
+        None,
+    );
+    let mentioned = b.world.users[2].id.clone();
+    let first = b.comment(
+        everything,
+        &everything_ids[1],
+        2,
+        "Is the \"quoted\" note right?\nSecond line 🦓",
+        None,
+    );
+    b.comment(
+        everything,
+        &everything_ids[1],
+        3,
+        &format!("@[{mentioned}] yes, I fixed it"),
+        Some(&first),
+    );
+    b.comment(everything, &everything_ids[1], 0, "Thanks!", None);
+    b.comment(scripts, &script_ids[0], 4, "Проверено ✓", None);
+    b.comment(scripts, &script_ids[0], 1, "確認しました — مرحبا", None);
     b.base
 }
 

@@ -17,6 +17,7 @@ pub(crate) enum IdKind {
     User,
     Workspace,
     Iterator,
+    Comment,
 }
 
 impl IdKind {
@@ -32,6 +33,7 @@ impl IdKind {
             IdKind::User => "usr",
             IdKind::Workspace => "wsp",
             IdKind::Iterator => "itr",
+            IdKind::Comment => "com",
         }
     }
 }

@@ -31,7 +31,8 @@
 //! GET    /v0/{base}/{tableIdOrName}/{record}                   get record
 //! PATCH  /v0/{base}/{tableIdOrName}/{record}  PUT likewise     update record
 //! DELETE /v0/{base}/{tableIdOrName}/{record}                   delete record
-//! GET    /v0/{base}/{tableIdOrName}/{record}/comments          always empty
+//! GET    /v0/{base}/{tableIdOrName}/{record}/comments          list comments, newest first (pages ≤ 100)
+//! POST   /v0/{base}/{tableIdOrName}/{record}/comments          create a comment as the token's user
 //! POST   /v0/{base}/{record}/{field}/uploadAttachment          the content host's upload route
 //! GET    /attachments/{epoch}/{expires_ms}/{att}/{variant}/{sig}  attachment content (not rate-limited)
 //! ```
@@ -44,11 +45,13 @@
 //! 429s carry no `Retry-After` unless [`FakeOptions::retry_after_header`] is set.
 //!
 //! Modules: `state` (the world), `generate` (presets), `render` (records and schema as JSON,
-//! computed values), `write` (record writes), `schema` (meta-API writes), `listing` (pages and
-//! iterators), `formula`, `content` (attachment bytes and URLs), `ratelimit`, `faults`,
-//! `counters`, `server` (routes), `ids`, `time`, `api_error`.
+//! computed values), `write` (record writes), `comments` (record comments), `schema`
+//! (meta-API writes), `listing` (pages and iterators), `formula`, `content` (attachment bytes
+//! and URLs), `ratelimit`, `faults`, `counters`, `server` (routes), `ids`, `time`,
+//! `api_error`.
 
 mod api_error;
+mod comments;
 mod content;
 mod counters;
 mod faults;
@@ -97,7 +100,7 @@ pub enum Preset {
     /// A small base showing every feature.
     #[default]
     Demo,
-    /// Every field type and every awkward case.
+    /// Every field type and every awkward case (record comments too).
     Zoo,
     /// A big base sized by [`LargeParams`].
     Large,
@@ -216,6 +219,8 @@ pub enum FakeError {
     UnknownRecord(String),
     #[error("unknown field `{0}`")]
     UnknownField(String),
+    #[error("unknown user `{0}`")]
+    UnknownUser(String),
     /// The write was refused as the API would refuse it.
     #[error("rejected with {status} {error_type}: {message}")]
     Rejected {
@@ -654,6 +659,126 @@ impl FakeAirtable {
             time::now_ms(),
         )?;
         Ok(())
+    }
+
+    /// Adds a comment to a record as `author` (a user id or email; `None`: the token's user),
+    /// created now, bypassing rate limits and faults: the comment as the API returns it.
+    /// Mentions are written `@[usrXXXXXXXXXXXXXX]` (see [`FakeAirtable::users`]).
+    pub fn add_comment(
+        &self,
+        base_id: &str,
+        table_id: &str,
+        record_id: &str,
+        author: Option<&str>,
+        text: &str,
+    ) -> Result<Value, FakeError> {
+        self.add_reply(base_id, table_id, record_id, author, text, None)
+    }
+
+    /// [`FakeAirtable::add_comment`] as a reply to comment `parent` of the same record.
+    pub fn add_reply(
+        &self,
+        base_id: &str,
+        table_id: &str,
+        record_id: &str,
+        author: Option<&str>,
+        text: &str,
+        parent: Option<&str>,
+    ) -> Result<Value, FakeError> {
+        let mut world = write(&self.shared.world);
+        let (base_index, table_index) = FakeAirtable::locate(&world, base_id, table_id)?;
+        let table = &world.bases[base_index].tables[table_index];
+        if table.record(record_id).is_none() {
+            return Err(FakeError::UnknownRecord(record_id.to_owned()));
+        }
+        let author = match author {
+            None => world.owner,
+            Some(user) => world
+                .user_index(user)
+                .ok_or_else(|| FakeError::UnknownUser(user.to_owned()))?,
+        };
+        let existing = table.comments.get(record_id).map_or(&[][..], Vec::as_slice);
+        let new = comments::parse_create(
+            &json!({ "text": text, "parentCommentId": parent }),
+            existing,
+        )?;
+        let comment = comments::add(
+            &mut world,
+            base_index,
+            table_index,
+            record_id,
+            author,
+            new,
+            time::now_ms(),
+        );
+        Ok(comments::comment_json(&world, &comment))
+    }
+
+    /// Deletes a comment of a record (as someone might in Airtable's interface); false when
+    /// there is no such comment.
+    pub fn delete_comment(
+        &self,
+        base_id: &str,
+        table_id: &str,
+        record_id: &str,
+        comment_id: &str,
+    ) -> bool {
+        let mut world = write(&self.shared.world);
+        let Ok((base_index, table_index)) = FakeAirtable::locate(&world, base_id, table_id) else {
+            return false;
+        };
+        let Some(list) = world.bases[base_index].tables[table_index]
+            .comments
+            .get_mut(record_id)
+        else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|c| c.id != comment_id);
+        before != list.len()
+    }
+
+    /// A record's comments as the API returns them, oldest first (the API lists newest
+    /// first). Empty for an unknown base, table or record.
+    pub fn comments(&self, base_id: &str, table_id: &str, record_id: &str) -> Vec<Value> {
+        let world = read(&self.shared.world);
+        let Ok((base_index, table_index)) = FakeAirtable::locate(&world, base_id, table_id) else {
+            return Vec::new();
+        };
+        world.bases[base_index].tables[table_index]
+            .comments
+            .get(record_id)
+            .map(|list| {
+                list.iter()
+                    .map(|c| comments::comment_json(&world, c))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every record of a table (by id or name) that has comments, with how many, in record
+    /// creation order.
+    pub fn comment_counts(&self, base_id: &str, table_id: &str) -> Vec<(String, usize)> {
+        let world = read(&self.shared.world);
+        let Ok((base_index, table_index)) = FakeAirtable::locate(&world, base_id, table_id) else {
+            return Vec::new();
+        };
+        let table = &world.bases[base_index].tables[table_index];
+        table
+            .live()
+            .map(|r| (r.id.clone(), table.comment_count(&r.id)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The fake's users as `{id, email, name}`; the first is the token's user, the author of
+    /// everything written through the API.
+    pub fn users(&self) -> Vec<Value> {
+        read(&self.shared.world)
+            .users
+            .iter()
+            .map(state::User::to_json)
+            .collect()
     }
 
     /// The bytes of an attachment, read whole (avoid for big ones).

@@ -112,7 +112,7 @@ impl Reader<'_> {
             "fields": fields,
         });
         if options.comment_count {
-            object["commentCount"] = json!(0);
+            object["commentCount"] = json!(table.comment_count(&record.id));
         }
         object
     }

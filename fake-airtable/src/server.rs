@@ -20,6 +20,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::api_error::ApiError;
+use super::comments;
 use super::content::{self, CONTENT_PREFIX, Scratch, UrlCheck, UrlSigner};
 use super::counters::{Counters, Route};
 use super::faults::FaultInjector;
@@ -45,6 +46,7 @@ pub(crate) const SCOPES: &[&str] = &[
     "data.records:read",
     "data.records:write",
     "data.recordComments:read",
+    "data.recordComments:write",
     "schema.bases:read",
     "schema.bases:write",
 ];
@@ -191,6 +193,11 @@ enum Endpoint {
         table: String,
         record: String,
     },
+    CreateComment {
+        base: String,
+        table: String,
+        record: String,
+    },
     UploadAttachment {
         base: String,
         record: String,
@@ -216,6 +223,7 @@ impl Endpoint {
             Endpoint::DeleteRecords { .. } | Endpoint::DeleteRecord { .. } => Route::DeleteRecords,
             Endpoint::GetRecord { .. } => Route::GetRecord,
             Endpoint::ListComments { .. } => Route::ListComments,
+            Endpoint::CreateComment { .. } => Route::CreateComment,
             Endpoint::UploadAttachment { .. } => Route::UploadAttachment,
         }
     }
@@ -237,6 +245,7 @@ impl Endpoint {
             | Endpoint::UpdateRecord { base, .. }
             | Endpoint::DeleteRecord { base, .. }
             | Endpoint::ListComments { base, .. }
+            | Endpoint::CreateComment { base, .. }
             | Endpoint::UploadAttachment { base, .. } => Some(base),
         }
     }
@@ -268,6 +277,7 @@ impl Endpoint {
             | Endpoint::ListRecordsPost { .. }
             | Endpoint::GetRecord { .. } => Some("data.records:read"),
             Endpoint::ListComments { .. } => Some("data.recordComments:read"),
+            Endpoint::CreateComment { .. } => Some("data.recordComments:write"),
             Endpoint::CreateRecords { .. }
             | Endpoint::UpdateRecords { .. }
             | Endpoint::UpdateRecord { .. }
@@ -392,6 +402,11 @@ fn match_endpoint(method: &Method, path: &str) -> Option<Endpoint> {
             record: owned(2),
         },
         ("GET", [_, _, _, "comments"]) => Endpoint::ListComments {
+            base: owned(0),
+            table: owned(1),
+            record: owned(2),
+        },
+        ("POST", [_, _, _, "comments"]) => Endpoint::CreateComment {
             base: owned(0),
             table: owned(1),
             record: owned(2),
@@ -837,19 +852,44 @@ fn dispatch(
             table,
             record,
         } => {
-            for (key, _) in query {
-                if key != "pageSize" && key != "offset" {
-                    return Err(ApiError::invalid_request(format!(
-                        "unknown parameter {key}"
-                    )));
-                }
-            }
             let world = read(&shared.world);
             let (base_index, table_index) = base_and_table(&world, base, table)?;
-            world.bases[base_index].tables[table_index]
+            let table = &world.bases[base_index].tables[table_index];
+            table
                 .record(record)
                 .ok_or_else(ApiError::record_not_found)?;
-            no_fetches(json!({"comments": []}))
+            let comments = table.comments.get(record).map_or(&[][..], Vec::as_slice);
+            no_fetches(comments::list_page(&world, comments, query)?)
+        }
+        Endpoint::CreateComment {
+            base,
+            table,
+            record,
+        } => {
+            require_no_query(query)?;
+            let body = parse_body(body)?;
+            let mut world = write(&shared.world);
+            let (base_index, table_index) = base_and_table(&world, base, table)?;
+            let target = &world.bases[base_index].tables[table_index];
+            target
+                .record(record)
+                .ok_or_else(ApiError::record_not_found)?;
+            let existing = target.comments.get(record).map_or(&[][..], Vec::as_slice);
+            let new = comments::parse_create(&body, existing)?;
+            let author = world.owner;
+            let comment = comments::add(
+                &mut world,
+                base_index,
+                table_index,
+                record,
+                author,
+                new,
+                now_ms(),
+            );
+            shared
+                .counters
+                .update(|counters| counters.comments_created += 1);
+            no_fetches(comments::comment_json(&world, &comment))
         }
         Endpoint::CreateRecords { base, table } => {
             require_no_query(query)?;

@@ -400,6 +400,22 @@ pub(crate) struct Table {
     pub(crate) record_slots: HashMap<String, u32>,
     pub(crate) live_records: usize,
     pub(crate) next_auto_number: u64,
+    /// Comments by record id, oldest first; records without comments have no entry.
+    pub(crate) comments: HashMap<String, Vec<Comment>>,
+}
+
+/// A comment on a record.
+#[derive(Debug, Clone)]
+pub(crate) struct Comment {
+    pub(crate) id: String,
+    /// Index in [`World::users`].
+    pub(crate) author: u16,
+    /// The text, mentions written `@[usrXXXXXXXXXXXXXX]`.
+    pub(crate) text: String,
+    pub(crate) created_ms: i64,
+    /// When it was edited; `None` when never.
+    pub(crate) updated_ms: Option<i64>,
+    pub(crate) parent: Option<String>,
 }
 
 impl Table {
@@ -424,6 +440,7 @@ impl Table {
             record_slots: HashMap::new(),
             live_records: 0,
             next_auto_number: 1,
+            comments: HashMap::new(),
         }
     }
 
@@ -471,12 +488,18 @@ impl Table {
     pub(crate) fn remove_record(&mut self, record_id: &str) -> Option<Record> {
         let slot = self.record_slots.remove(record_id)?;
         self.live_records -= 1;
+        self.comments.remove(record_id);
         self.records[slot as usize].take()
     }
 
     /// Live records in creation order.
     pub(crate) fn live(&self) -> impl Iterator<Item = &Record> {
         self.records.iter().flatten()
+    }
+
+    /// How many comments a record has.
+    pub(crate) fn comment_count(&self, record_id: &str) -> usize {
+        self.comments.get(record_id).map_or(0, Vec::len)
     }
 
     pub(crate) fn next_auto_number(&mut self) -> u64 {

@@ -10,12 +10,14 @@
 //!
 //! - Reads: [`Client::list_bases`], [`Client::base_schema`] (raw JSON plus a typed view),
 //!   [`Client::list_records`] (a [`RecordPager`], page by page or as a stream, restarting by
-//!   itself when Airtable expires the listing iterator), [`Client::get_record`].
+//!   itself when Airtable expires the listing iterator), [`Client::get_record`],
+//!   [`Client::list_comments`].
 //! - Attachments: [`Client::download`] streams a file; [`Client::download_attachment`] also
 //!   refreshes an expired URL by re-reading the record.
 //! - Writes: [`Client::create_records`] and [`Client::update_records`] (batches of 10),
 //!   [`Client::create_table`], [`Client::update_table`], [`Client::create_field`],
-//!   [`Client::update_field`], [`Client::create_base`], [`Client::upload_attachment`].
+//!   [`Client::update_field`], [`Client::create_base`], [`Client::upload_attachment`],
+//!   [`Client::create_comment`].
 //! - [`Client::counters`] reports requests, retries, 429s, errors by status and bytes downloaded.
 //!
 //! Cell values are never interpreted: records keep them as raw JSON, keyed by field id.
@@ -60,6 +62,6 @@ pub use model::{
     ViewSchema, WhoAmI, attachment_id,
 };
 pub use options::ClientOptions;
-pub use reads::{MAX_PAGE_SIZE, MAX_URL_LEN, RecordPager};
+pub use reads::{MAX_COMMENTS_PAGE_SIZE, MAX_PAGE_SIZE, MAX_URL_LEN, RecordPager};
 pub use token::{Token, TokenError};
 pub use writes::{MAX_RECORDS_PER_WRITE, MAX_UPLOAD_BYTES};

@@ -224,6 +224,9 @@ pub struct ListRecordsOptions {
     pub filter_by_formula: Option<String>,
     /// Records per page, 1..=100 (default 100).
     pub page_size: Option<u32>,
+    /// Ask for each record's number of comments (`recordMetadata[]=commentCount`); read it
+    /// with [`RecordPager::next_page_with_comment_counts`](super::RecordPager::next_page_with_comment_counts).
+    pub comment_count: bool,
 }
 
 /// A field to create, in Airtable's write format.

@@ -109,6 +109,35 @@ impl Client {
             .await
     }
 
+    /// Creates a comment on a record (`POST /v0/{base}/{table}/{record}/comments`), as a reply
+    /// to `parent` when given: the comment as Airtable answered it. Its author is the token's
+    /// user and its time now; the API cannot set either. Not idempotent: an unknown outcome is
+    /// [`AirtableError::WriteOutcomeUnknown`]. Needs the `data.recordComments:write` scope.
+    pub async fn create_comment(
+        &self,
+        base_id: &str,
+        table: &str,
+        record_id: &str,
+        text: &str,
+        parent: Option<&str>,
+    ) -> Result<Value, AirtableError> {
+        let mut body = json!({ "text": text });
+        if let Some(parent) = parent {
+            body["parentCommentId"] = json!(parent);
+        }
+        self.execute_json(Call {
+            operation: "create a comment",
+            method: Method::POST,
+            url: self.url(Host::Api, &["v0", base_id, table, record_id, "comments"]),
+            body: Some(json_body(&body)),
+            base: Some(base_id),
+            scope: "data.recordComments:write",
+            not_found: format!("record `{record_id}` in table `{table}` of base `{base_id}`"),
+            idempotent: false,
+        })
+        .await
+    }
+
     /// Sends `records` in batches of at most 10, in order; returns the records as answered.
     async fn write_records<T: serde::Serialize>(
         &self,

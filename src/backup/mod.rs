@@ -8,6 +8,7 @@
 //! schema.json                      the meta API's answer, verbatim (keys sorted)
 //! tables/<table id>.jsonl          one record per line, sorted by record id
 //! attachments/<c>/<attachment id>  content; <c> is the id's fourth character
+//! comments/<table id>.jsonl        the comments of each record that has some, sorted by record id
 //! ```
 //!
 //! Records are listed page by page (the client paces at the rate limit) and spilled into a
@@ -15,7 +16,13 @@
 //! table's size. Attachments are downloaded while the listing goes on, a few at a time, and
 //! streamed through the chunker; one that the previous snapshot of the base already holds
 //! (same id and size) is not downloaded again.
+//!
+//! Comments: the listing asks each record's `commentCount`, and the comments of every record
+//! with one above 0 are read while the listing goes on, a few records at a time, through the
+//! same paced client (the `comments` module). A token without the comments scope costs one
+//! refused request and a warning; the snapshot then says it holds no comments.
 
+mod comments;
 pub(crate) mod records;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -42,6 +49,9 @@ use crate::repo::snapshot::{Node, NodeKind, Snapshot, Tree};
 use crate::repo::{BlobWriter, RepoError, Repository, WriterStats};
 use records::RecordSpill;
 
+pub use crate::layout::CommentsSkipped;
+use comments::Comments;
+
 /// What to back up from one base.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -53,6 +63,8 @@ pub struct BackupOptions {
     pub exclude_fields: Vec<FieldRef>,
     /// Download attachment content (otherwise only their metadata is kept).
     pub attachments: bool,
+    /// Back up record comments (`--no-comments` and `comments: false` turn it off).
+    pub comments: bool,
     /// Attachment downloads at once.
     pub attachment_concurrency: usize,
     /// Tags stored in the snapshot.
@@ -70,6 +82,7 @@ impl BackupOptions {
             tables: TableFilter::default(),
             exclude_fields: Vec::new(),
             attachments: true,
+            comments: true,
             attachment_concurrency: 8,
             tags: Vec::new(),
             base_name: None,
@@ -182,6 +195,11 @@ pub struct BackupSummary {
     /// Filter entries (`tables`, `exclude_fields`) that matched nothing in the base; they are
     /// among the saved snapshot's `problems` too.
     pub warnings: Vec<String>,
+    /// Record comments stored.
+    pub comments: u64,
+    /// Why the snapshot holds no comments, when it does not hold them: turned off, or the
+    /// token lacks the comments scope (a warning, not a problem: the snapshot is not partial).
+    pub comments_skipped: Option<CommentsSkipped>,
 }
 
 /// Why a backup failed. A backup that fails leaves no snapshot (and a valid repository).
@@ -277,12 +295,15 @@ fn lock(attachments: &Mutex<Attachments>) -> MutexGuard<'_, Attachments> {
 struct StoredTables {
     /// Their files' nodes, in schema order.
     nodes: Vec<Node>,
+    /// Their ids, in the same order.
+    ids: Vec<String>,
     /// The records in them.
     records: u64,
 }
 
-/// The pages of a table's listing, as [`prefetch`] hands them over.
-type Pages = tokio::sync::mpsc::Receiver<Result<Vec<Record>, AirtableError>>;
+/// The pages of a table's listing, as [`prefetch`] hands them over: each record with its
+/// number of comments (0 when comments are not asked for).
+type Pages = tokio::sync::mpsc::Receiver<Result<Vec<(Record, u64)>, AirtableError>>;
 
 /// One backup of one base ([`backup_base`]): what its steps need, the counters the summary
 /// starts from, and the attachment downloads that run while the records are listed.
@@ -301,7 +322,12 @@ struct BaseRun<'a> {
     attachments: Arc<Mutex<Attachments>>,
     /// One per download allowed at once (`attachment_concurrency`).
     permits: Arc<Semaphore>,
+    /// Attachment downloads and comment reads under way.
     downloads: JoinSet<()>,
+    /// The comments read so far, shared with the tasks that read them.
+    comments: Arc<Mutex<Comments>>,
+    /// One per record whose comments may be read at once.
+    comment_permits: Arc<Semaphore>,
 }
 
 /// Backs up one base and commits a snapshot.
@@ -337,16 +363,31 @@ pub async fn backup_base_with(
     run.load_previous_attachments().await;
     let tables = run.save_tables(&schema.tables).await?;
     let mut attachments = run.finish_downloads().await?;
+    let comments = std::mem::take(&mut *comments::lock(&run.comments));
+    let stored_comments = comments.save(&run.writer, &tables.ids).await?;
     let attachment_bytes = attachments.nodes.values().map(file_size).sum();
+    let comment_bytes: u64 = stored_comments
+        .as_ref()
+        .map_or(0, |(nodes, _)| nodes.iter().map(file_size).sum());
     let contents = SnapshotSummary {
         tables: tables.nodes.len() as u64,
         records: tables.records,
         attachments: attachments.nodes.len() as u64,
         attachment_bytes,
-        size: schema_file.0 + tables.nodes.iter().map(file_size).sum::<u64>() + attachment_bytes,
+        size: schema_file.0
+            + tables.nodes.iter().map(file_size).sum::<u64>()
+            + attachment_bytes
+            + comment_bytes,
+        comments: stored_comments
+            .as_ref()
+            .map_or(0, |(_, meta)| meta.comments),
+        comments_skipped: comments.skipped,
     };
+    attachments.problems.extend(comments.problems);
     let nodes = std::mem::take(&mut attachments.nodes);
-    let root = run.save_trees(schema_file, tables.nodes, nodes).await?;
+    let root = run
+        .save_trees(schema_file, tables.nodes, nodes, stored_comments)
+        .await?;
     run.commit(root, contents, attachments, base_name, warnings)
         .await
 }
@@ -376,6 +417,8 @@ impl<'a> BaseRun<'a> {
             attachments: Arc::default(),
             permits: Arc::new(Semaphore::new(options.attachment_concurrency.max(1))),
             downloads: JoinSet::new(),
+            comments: Arc::new(Mutex::new(Comments::new(options.comments))),
+            comment_permits: Arc::new(Semaphore::new(comments::CONCURRENCY)),
         }
     }
 
@@ -444,6 +487,7 @@ impl<'a> BaseRun<'a> {
             .collect();
         let mut stored = StoredTables {
             nodes: Vec::new(),
+            ids: Vec::new(),
             records: 0,
         };
         let mut upcoming = tables.first().map(|t| self.start_listing(t));
@@ -456,6 +500,7 @@ impl<'a> BaseRun<'a> {
             stored
                 .nodes
                 .push(self.save_table(table, spill, records).await?);
+            stored.ids.push(table.id.clone());
             stored.records += records;
         }
         Ok(stored)
@@ -470,6 +515,7 @@ impl<'a> BaseRun<'a> {
             } else {
                 Vec::new()
             },
+            comment_count: self.options.comments,
             ..ListRecordsOptions::default()
         };
         prefetch(
@@ -492,6 +538,10 @@ impl<'a> BaseRun<'a> {
             let page = page.map_err(|e| self.airtable(e))?;
             count += page.len() as u64;
             self.progress.items(page.len() as u64);
+            for (record, _) in page.iter().filter(|(_, count)| *count > 0) {
+                self.queue_comments(&table.id, &record.id);
+            }
+            let page: Vec<Record> = page.into_iter().map(|(record, _)| record).collect();
             if self.options.attachments {
                 self.queue_attachments(&table.id, &page);
             }
@@ -569,11 +619,34 @@ impl<'a> BaseRun<'a> {
         });
     }
 
-    /// Waits for the attachment downloads: what they and the reuse gathered.
+    /// Reads the comments of record `record` of table `table` in a task of its own, unless an
+    /// earlier read found that the token may not read comments.
+    fn queue_comments(&mut self, table: &str, record: &str) {
+        if !comments::lock(&self.comments).wanted() {
+            return;
+        }
+        let (client, base) = (self.client.clone(), self.base().to_owned());
+        let (table, record) = (table.to_owned(), record.to_owned());
+        let (comments, permits) = (self.comments.clone(), self.comment_permits.clone());
+        self.downloads.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if !comments::lock(&comments).wanted() {
+                return;
+            }
+            let result = client.list_comments(&base, &table, &record).await;
+            comments::lock(&comments).read(&table, &record, result);
+        });
+    }
+
+    /// Waits for the attachment downloads (and comment reads): what the downloads and the
+    /// reuse gathered.
     async fn finish_downloads(&mut self) -> Result<Attachments, BackupError> {
         while let Some(joined) = self.downloads.join_next().await {
             if let Err(e) = joined {
-                return Err(RepoError::Internal(format!("attachment task failed: {e}")).into());
+                return Err(RepoError::Internal(format!(
+                    "attachment download or comment read failed: {e}"
+                ))
+                .into());
             }
         }
         Ok(std::mem::take(&mut *lock(&self.attachments)))
@@ -585,6 +658,7 @@ impl<'a> BaseRun<'a> {
         schema_file: (u64, Vec<BlobId>),
         tables: Vec<Node>,
         attachments: BTreeMap<String, Node>,
+        comments: Option<(Vec<Node>, layout::CommentsDirMeta)>,
     ) -> Result<BlobId, BackupError> {
         let attachments_meta = AttachmentsMeta {
             attachments: attachments.len() as u64,
@@ -594,10 +668,15 @@ impl<'a> BaseRun<'a> {
             tables: tables.len() as u64,
         };
         let tables_dir = save_tree(&self.writer, Tree::new(tables)).await?;
+        let comments_dir = match comments {
+            Some((nodes, meta)) => Some((save_tree(&self.writer, Tree::new(nodes)).await?, meta)),
+            None => None,
+        };
         let root = layout::root_tree(
             schema_file,
             (tables_dir, tables_meta),
             (attachments_dir, attachments_meta),
+            comments_dir,
         );
         Ok(save_tree(&self.writer, root).await?)
     }
@@ -669,6 +748,8 @@ impl<'a> BaseRun<'a> {
             partial,
             problems: attachments.problems,
             warnings,
+            comments: contents.comments,
+            comments_skipped: contents.comments_skipped,
         })
     }
 }
@@ -678,7 +759,7 @@ fn prefetch(mut pager: crate::airtable::RecordPager) -> Pages {
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         loop {
-            let next = pager.next_page().await.transpose();
+            let next = pager.next_page_with_comment_counts().await.transpose();
             let Some(page) = next else { break };
             let failed = page.is_err();
             if tx.send(page).await.is_err() || failed {

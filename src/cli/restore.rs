@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use super::print::{Text, err};
+use super::print::{Text, count, err};
 use super::settings::Settings;
 use super::snapshot::human_bytes;
 use super::{exit, open_repo, progress};
@@ -316,6 +316,9 @@ fn print_in_place(t: &Text, r: &InPlaceReport) -> anyhow::Result<()> {
         r.requests,
         r.seconds
     ))?;
+    if r.comments_created > 0 {
+        comments_note(t, r.comments_created, r.comments_author.as_deref())?;
+    }
     if let Some(v) = &r.verified {
         t.note(format_args!(
             "verified: {} records read again, {} cells still differ, {} records wrong",
@@ -326,6 +329,16 @@ fn print_in_place(t: &Text, r: &InPlaceReport) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The comments line of a report: who they were created as, and what the API cannot do.
+fn comments_note(t: &Text, written: u64, author: Option<&str>) -> anyhow::Result<()> {
+    t.note(format_args!(
+        "{} restored as {}; authorship and times cannot be set through the API (each comment \
+         starts with its original author and time)",
+        count(written, "comment"),
+        author.unwrap_or("the token's user")
+    ))
 }
 
 /// The plan of a `--dry-run`: the result itself, printed even with `--quiet`.
@@ -363,13 +376,14 @@ fn print_plan(t: &Text, r: &RestoreReport) -> anyhow::Result<()> {
     }
     let w = &r.workload;
     t.line(format_args!(
-        "work: {} records, {} with links, {} uploads and {} files over 5 MB ({}), {} schema requests; at least {:.0} s at 5 requests/s",
+        "work: {} records, {} with links, {} uploads and {} files over 5 MB ({}), {} schema requests, {}; at least {:.0} s at 5 requests/s",
         w.records,
         w.link_records,
         w.uploads,
         w.large,
         human_bytes(w.attachment_bytes),
         w.schema_requests,
+        count(w.comments, "comment"),
         r.floor_seconds
     ))?;
     Ok(())
@@ -390,6 +404,9 @@ fn print_report(t: &Text, r: &RestoreReport) -> anyhow::Result<()> {
         r.attachments_repaired,
         r.link_records_written
     ))?;
+    if r.workload.comments > 0 {
+        comments_note(t, r.comments_written, r.comments_author.as_deref())?;
+    }
     t.note(format_args!(
         "{} API requests on the target ({} retried, {} rate-limited), {} on the original base, in {:.1} s ({:.2}/s while writing; the floor for this work is {:.0} s)",
         r.requests,

@@ -11,7 +11,7 @@ use super::print::{Printer, Text, count, err};
 use super::settings::Settings;
 use super::{exit, open_repo_at, progress};
 use crate::airtable::Client;
-use crate::backup::{BackupError, BackupOptions, BackupSummary, backup_base_with};
+use crate::backup::{BackupError, BackupOptions, BackupSummary, CommentsSkipped, backup_base_with};
 use crate::id::SnapshotId;
 use crate::layout::{self, LayoutJson, SnapshotSummary, Source, TableMeta};
 use crate::repo::snapshot::{NodeKind, Snapshot};
@@ -32,6 +32,9 @@ pub(super) struct SnapshotArgs {
     /// Keep attachment metadata but not their content
     #[arg(long)]
     no_attachments: bool,
+    /// Leave record comments out (they cost one request per record that has comments)
+    #[arg(long)]
+    no_comments: bool,
     /// Attachment downloads at once (shared among the bases backed up at once)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     attachment_concurrency: Option<u16>,
@@ -75,6 +78,7 @@ pub(super) fn configured(config: &crate::config::Config, base: &str) -> Option<B
     let attachments = config.attachments_for(entry);
     o.attachments = attachments.download;
     o.attachment_concurrency = attachments.concurrency;
+    o.comments = config.comments_for(entry);
     Some(o)
 }
 
@@ -104,6 +108,7 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     let defaults = |base: &str| {
         let mut o = BackupOptions::new(base);
         o.tags = args.tag.clone();
+        o.comments = config.and_then(|c| c.comments).unwrap_or(true);
         o
     };
     for base in &args.bases {
@@ -153,6 +158,9 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     for job in &mut jobs {
         if args.no_attachments {
             job.attachments = false;
+        }
+        if args.no_comments {
+            job.comments = false;
         }
         if let Some(n) = args.attachment_concurrency {
             job.attachment_concurrency = usize::from(n);
@@ -286,6 +294,10 @@ fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
     for w in &s.warnings {
         err!("warning: base {}: {w}", s.base_id);
     }
+    // Likewise a token that may not read comments (the snapshot is not partial for that).
+    if let Some(skipped @ CommentsSkipped::NoScope) = s.comments_skipped {
+        err!("warning: base {}: {}", s.base_id, skipped.describe());
+    }
     /// The summary's keys, in their order, then `outcome`.
     #[derive(serde::Serialize)]
     struct WithOutcome<'a> {
@@ -300,7 +312,7 @@ fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
     };
     printer.result(&with_outcome, |t| {
         t.note(format_args!(
-            "snapshot {} of base {} ({}): {}, {}, {} ({} downloaded, {} reused); {} added in {}; {} ({}, {} rate-limited) in {:.1} s",
+            "snapshot {} of base {} ({}): {}, {}, {} ({} downloaded, {} reused), {}; {} added in {}; {} ({}, {} rate-limited) in {:.1} s",
             s.snapshot_id.short(),
             s.base_id,
             s.base_name,
@@ -309,6 +321,11 @@ fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
             count(s.attachments, "attachment"),
             s.attachments_downloaded,
             s.attachments_reused,
+            match s.comments_skipped {
+                None => count(s.comments, "comment"),
+                Some(CommentsSkipped::TurnedOff) => "comments off".to_owned(),
+                Some(CommentsSkipped::NoScope) => "no comments (no scope)".to_owned(),
+            },
             human_bytes(s.bytes_added),
             count(s.objects_written, "object"),
             count(s.api_requests, "API request"),
@@ -374,6 +391,7 @@ pub(super) async fn list(settings: &Settings, args: &SnapshotsArgs) -> anyhow::R
                 "base_name": Source::of(s).map(|source| source.base_name),
                 "tables": sum.tables, "records": sum.records,
                 "attachments": sum.attachments, "size": sum.size,
+                "comments": sum.comments, "comments_skipped": sum.comments_skipped,
                 "partial": s.partial, "tags": s.tags,
             })
         })
@@ -465,6 +483,10 @@ fn print_snapshot(
         human_bytes(sum.attachment_bytes),
         human_bytes(sum.size)
     ))?;
+    match sum.comments_skipped {
+        None => t.line(format_args!("  comments:  {}", sum.comments))?,
+        Some(skipped) => t.line(format_args!("  comments:  none: {}", skipped.describe()))?,
+    }
     for table in tables {
         t.line(format_args!(
             "    {:<32} {:>8} records  {:>9}",

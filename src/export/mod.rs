@@ -7,6 +7,7 @@
 //! schema.json                                    the meta API's answer
 //! tables/<table>.json, tables/<table>.csv        records (cells keyed by field name)
 //! attachments/<table>/<record id>/<filename>     each attachment's bytes
+//! comments/<table>.json                          record comments (tables that have some)
 //! ```
 //!
 //! An export reads the snapshot in passes (via [`StoredBase`], which verifies every blob):
@@ -223,6 +224,8 @@ pub struct ExportSummary {
     pub bytes_written: u64,
     /// Wall time.
     pub duration_secs: f64,
+    /// Record comments exported.
+    pub comments: u64,
 }
 
 /// Why an export failed.
@@ -470,6 +473,11 @@ fn run(
         missing_attachments: layout.missing.len() as u64,
         bytes_written,
         duration_secs: started.elapsed().as_secs_f64(),
+        comments: layout
+            .tables
+            .iter()
+            .map(|t| source.base.comment_count(&t.table.id))
+            .sum(),
     })
 }
 
@@ -513,11 +521,13 @@ fn manifest(base: &StoredBase, layout: &Layout) -> Value {
         .tables
         .iter()
         .map(|t| {
+            let comments = base.comment_count(&t.table.id);
             json!({
                 "id": t.table.id, "name": t.table.name, "records": t.records,
                 "json": t.json_path(), "csv": t.csv_path(),
                 "attachments": format!("attachments/{}", t.stem),
                 "fields": t.columns.len(),
+                "comments": (comments > 0).then(|| t.comments_path()),
             })
         })
         .collect();
@@ -538,6 +548,11 @@ fn manifest(base: &StoredBase, layout: &Layout) -> Value {
             "files": layout.files.len(),
             "bytes": layout.attachment_bytes(),
             "missing": layout.missing,
+        },
+        "comments": {
+            "count": layout.tables.iter().map(|t| base.comment_count(&t.table.id)).sum::<u64>(),
+            "backed_up": base.has_comments(),
+            "skipped": crate::layout::SnapshotSummary::of(s).comments_skipped,
         },
     })
 }

@@ -768,7 +768,7 @@ fn earlier_export(dir: &Path) -> Result<Option<BTreeSet<PathBuf>>, String> {
     let mut files = BTreeSet::from([PathBuf::from("manifest.json"), PathBuf::from("schema.json")]);
     let tables = manifest.get("tables").and_then(|t| t.as_array());
     for table in tables.into_iter().flatten() {
-        for key in ["json", "csv"] {
+        for key in ["json", "csv", "comments"] {
             if let Some(path) = table.get(key).and_then(|p| p.as_str()) {
                 files.insert(safe_relative(path).ok_or_else(|| unsafe_path(path))?);
             }

@@ -54,6 +54,10 @@ impl TableLayout {
     pub(super) fn csv_path(&self) -> String {
         format!("tables/{}.csv", self.stem)
     }
+    /// `comments/<stem>.json`, written for a table with comments only.
+    pub(super) fn comments_path(&self) -> String {
+        format!("comments/{}.json", self.stem)
+    }
 }
 
 /// One attachment file.

@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 
 use super::ExportError;
 use crate::airtable::Record;
-use crate::stored::{StoredBase, StoredError, StoredFile, StoredTable};
+use crate::stored::{RecordComments, StoredBase, StoredError, StoredFile, StoredTable};
 
 /// Records handed to the writer at once (at most two such batches wait).
 const RECORDS_AHEAD: usize = 256;
@@ -41,6 +41,19 @@ impl Source {
         forward(
             &self.rt,
             self.base.records(table),
+            RECORDS_AHEAD,
+            &self.stop,
+        )
+    }
+
+    /// The comments of table `table_id`, one record at a time, sorted by record id.
+    pub(super) fn comments(
+        &self,
+        table_id: &str,
+    ) -> impl Iterator<Item = Result<RecordComments, StoredError>> {
+        forward(
+            &self.rt,
+            self.base.comments(table_id),
             RECORDS_AHEAD,
             &self.stop,
         )

@@ -31,6 +31,7 @@ const TABLES: &str = "_airback_tables";
 const FIELDS: &str = "_airback_fields";
 const LINKS: &str = "_airback_links";
 const ATTACHMENTS: &str = "_airback_attachments";
+const COMMENTS: &str = "_airback_comments";
 
 /// Writes the database at `path` (an empty file). Returns its size.
 pub(super) fn write(
@@ -46,7 +47,7 @@ pub(super) fn write(
     )?;
     let tx = conn.transaction()?;
     let mut names = SqlNames::default();
-    for reserved in [MANIFEST, TABLES, FIELDS, LINKS, ATTACHMENTS] {
+    for reserved in [MANIFEST, TABLES, FIELDS, LINKS, ATTACHMENTS, COMMENTS] {
         names.reserve(reserved);
     }
     tx.execute_batch(&format!(
@@ -67,7 +68,12 @@ pub(super) fn write(
              id TEXT PRIMARY KEY, table_id TEXT NOT NULL, sql_table TEXT NOT NULL,
              record_id TEXT NOT NULL, field_id TEXT NOT NULL, filename TEXT, type TEXT,
              size INTEGER NOT NULL, width INTEGER, height INTEGER, path TEXT NOT NULL,
-             content BLOB, note TEXT);"
+             content BLOB, note TEXT);
+         CREATE TABLE {COMMENTS} (
+             id TEXT PRIMARY KEY, table_id TEXT NOT NULL, sql_table TEXT NOT NULL,
+             record_id TEXT NOT NULL, position INTEGER NOT NULL, author_id TEXT,
+             author_name TEXT, author_email TEXT, text TEXT, created_time TEXT,
+             last_updated_time TEXT, parent_comment_id TEXT, mentioned TEXT);"
     ))?;
 
     // The manifest, one row per key; the schema as the meta API returned it.
@@ -109,6 +115,7 @@ pub(super) fn write(
         insert_records(&tx, source, layout, table, plan, progress)?;
     }
 
+    insert_comments(&tx, source, layout, &sql_tables)?;
     insert_attachments(&tx, source, layout, &sql_tables, progress)?;
     for plan in &plans {
         for link in &plan.links {
@@ -332,6 +339,57 @@ fn insert_records(
         }
     }
     progress.items(batch);
+    Ok(())
+}
+
+/// Every record comment, in `_airback_comments`: `position` orders a record's comments,
+/// oldest first; `mentioned` is JSON text.
+fn insert_comments(
+    tx: &rusqlite::Transaction<'_>,
+    source: &Source,
+    layout: &Layout,
+    sql_tables: &[String],
+) -> Result<(), ExportError> {
+    let mut insert = tx.prepare(&format!(
+        "INSERT OR REPLACE INTO {COMMENTS} (id, table_id, sql_table, record_id, position, \
+         author_id, author_name, author_email, text, created_time, last_updated_time, \
+         parent_comment_id, mentioned) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))?;
+    for (table, sql_table) in layout.tables.iter().zip(sql_tables) {
+        if source.base.comment_count(&table.table.id) == 0 {
+            continue;
+        }
+        for item in source.comments(&table.table.id) {
+            let item = item.map_err(ExportError::reading(format!(
+                "the comments of table `{}`",
+                table.table.name
+            )))?;
+            for (position, comment) in item.comments.iter().enumerate() {
+                let text = |value: &Value| value.as_str().map(str::to_owned);
+                let author = &comment["author"];
+                insert.execute(params![
+                    text(&comment["id"]),
+                    table.table.id,
+                    sql_table,
+                    item.record,
+                    position as i64,
+                    text(&author["id"]),
+                    text(&author["name"]),
+                    text(&author["email"]),
+                    text(&comment["text"]),
+                    text(&comment["createdTime"]),
+                    text(&comment["lastUpdatedTime"]),
+                    text(&comment["parentCommentId"]),
+                    comment
+                        .get("mentioned")
+                        .filter(|m| !m.is_null())
+                        .map(Value::to_string),
+                ])?;
+            }
+        }
+        source.check_stop()?;
+    }
     Ok(())
 }
 

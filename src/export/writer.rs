@@ -1,5 +1,5 @@
 //! Writing a package (tar, zip or folder) in order: `manifest.json`, `schema.json`, each
-//! table's JSON and CSV, then every attachment, streamed. A table's texts are kept in memory
+//! table's JSON and CSV (and comments), then every attachment, streamed. A table's texts are kept in memory
 //! up to 8 MiB each and rendered a second time, as they are written, when larger: a tar needs
 //! each entry's size before its content. Every file reaches the package through a
 //! `ChunkReader`, which checks that exactly the announced bytes come out, and keeps a failure
@@ -51,6 +51,7 @@ pub(super) fn write_package(
     w.bytes("schema.json", pretty(&source.base.schema.raw), false)?;
     for table in &layout.tables {
         w.table(table)?;
+        w.comments(table)?;
     }
     tracing::debug!(
         "export: tables written in {:.2} s",
@@ -117,6 +118,29 @@ impl PackageWriter<'_> {
                 self.text(table, TextKind::Csv, size, None, false)
             }
         }
+    }
+
+    /// A table's comments, `comments/<table>.json`, when it has some: a JSON array with one
+    /// `{"comments":[…],"record":"rec…"}` per line, sorted by record id, each comment as the
+    /// API returned it, oldest first. Held in memory (comments are small).
+    fn comments(&mut self, table: &TableLayout) -> Result<(), ExportError> {
+        if self.source.base.comment_count(&table.table.id) == 0 {
+            return Ok(());
+        }
+        let path = table.comments_path();
+        let mut bytes = b"[".to_vec();
+        for (index, item) in self.source.comments(&table.table.id).enumerate() {
+            let item = item.map_err(ExportError::reading(format!(
+                "the comments of table `{}`",
+                table.table.name
+            )))?;
+            bytes.extend_from_slice(if index == 0 { b"\n" } else { b",\n" });
+            let line = serde_json::json!({"comments": item.comments, "record": item.record});
+            serde_json::to_writer(&mut bytes, &line).expect("JSON values serialize");
+        }
+        self.source.check_stop()?;
+        bytes.extend_from_slice(b"\n]\n");
+        self.bytes(&path, bytes, false)
     }
 
     /// A table's JSON or CSV, rendered as it is written; the CSV captured alongside the JSON

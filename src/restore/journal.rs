@@ -84,7 +84,10 @@ impl Journal {
                 PRIMARY KEY(run, source_record, field));
              CREATE TABLE IF NOT EXISTS staged(
                 run TEXT NOT NULL, path TEXT NOT NULL, source_record TEXT NOT NULL,
-                field TEXT NOT NULL, PRIMARY KEY(run, path));",
+                field TEXT NOT NULL, PRIMARY KEY(run, path));
+             CREATE TABLE IF NOT EXISTS comments(
+                run TEXT NOT NULL, source_comment TEXT NOT NULL, source_record TEXT NOT NULL,
+                target TEXT, PRIMARY KEY(run, source_comment));",
         )?;
         conn.execute("INSERT OR IGNORE INTO runs(run) VALUES (?1)", params![run])?;
         Ok(Journal {
@@ -333,6 +336,38 @@ impl Journal {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The comments of an original record that the run started creating: original comment
+    /// id → the new id, `None` while its create is pending (sent, or about to be, and not
+    /// confirmed: it may exist in the target).
+    pub fn comments_of(&self, source_record: &str) -> Result<HashMap<String, Option<String>>> {
+        let conn = self.conn();
+        let mut query = conn.prepare_cached(
+            "SELECT source_comment, target FROM comments WHERE run = ?1 AND source_record = ?2",
+        )?;
+        let rows = query.query_map(params![self.run, source_record], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records that a comment is about to be created (before the request is sent).
+    pub fn set_comment_pending(&self, source_comment: &str, source_record: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO comments(run, source_comment, source_record) VALUES (?1, ?2, ?3)",
+            params![self.run, source_comment, source_record],
+        )?;
+        Ok(())
+    }
+
+    /// Records the new id of a created comment.
+    pub fn set_comment_target(&self, source_comment: &str, target: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE comments SET target = ?3 WHERE run = ?1 AND source_comment = ?2",
+            params![self.run, source_comment, target],
+        )?;
+        Ok(())
+    }
+
     /// Forgets a staged file once it is removed.
     pub fn remove_staged(&self, path: &str) -> Result<()> {
         self.conn().execute(
@@ -369,6 +404,16 @@ mod tests {
             Some(("recNewA".into(), true))
         );
         assert_eq!(j.cell("recA", "fldF").unwrap(), Some((2, false)));
+        j.set_comment_pending("comA", "recA").unwrap();
+        j.set_comment_pending("comB", "recA").unwrap();
+        j.set_comment_target("comA", "comNewA").unwrap();
+        let comments = Journal::open(Some(&path), "run1")
+            .unwrap()
+            .comments_of("recA")
+            .unwrap();
+        assert_eq!(comments["comA"].as_deref(), Some("comNewA"));
+        assert_eq!(comments["comB"], None);
+        assert_eq!(comments.len(), 2);
         let other = Journal::open(Some(&path), "run2").unwrap();
         assert_eq!(other.target_of("recA").unwrap(), None, "runs are separate");
         assert_eq!(other.record_count().unwrap(), 0);

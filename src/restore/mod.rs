@@ -17,7 +17,9 @@
 //!    links). A half-filled cell is re-read before uploading more.
 //! 5. **Links** (pass 2, `links.rs`): `PATCH` of the links a cycle deferred (self-links,
 //!    rings of tables), 10 records per request; Airtable fills the inverse.
-//! 6. **Verify** (`verify.rs`): the target is listed again and compared with the snapshot;
+//! 6. **Comments** (`comments.rs`): each record comment created again on its new record,
+//!    oldest first, its text prefixed with the original author and time.
+//! 7. **Verify** (`verify.rs`): the target is listed again and compared with the snapshot;
 //!    attachment cells not equal yet are settled by `repair.rs` (Airtable drops a URL it
 //!    cannot fetch without a word).
 //!
@@ -31,6 +33,7 @@
 //! attachment cells that several passes share.
 
 mod attachments;
+mod comments;
 mod in_place;
 mod journal;
 mod links;
@@ -164,6 +167,8 @@ pub struct Workload {
     pub missing: u64,
     /// Schema requests (tables, fields, links, renames).
     pub schema_requests: u64,
+    /// Record comments to create (one request each).
+    pub comments: u64,
 }
 
 impl Workload {
@@ -174,7 +179,8 @@ impl Workload {
             + self.link_records.div_ceil(MAX_RECORDS_PER_WRITE as u64)
             + self.uploads
             + self.large.saturating_sub(self.by_url)
-            + self.schema_requests;
+            + self.schema_requests
+            + self.comments;
         requests as f64 / 5.0
     }
 }
@@ -230,6 +236,10 @@ pub struct RestoreReport {
     /// Requests on the original base (its attachment URLs; its own budget, not counted in
     /// `requests`).
     pub original_requests: u64,
+    /// Record comments created in this run.
+    pub comments_written: u64,
+    /// Who they were created as (the token's user); the API cannot set their author or time.
+    pub comments_author: Option<String>,
 }
 
 impl RestoreReport {
@@ -396,6 +406,7 @@ pub async fn restore(
     run.attachments().await?;
     run.links().await?;
     run.settle_staged().await?;
+    run.comments().await?;
     run.report.apply_seconds = apply_started.elapsed().as_secs_f64();
     run.report.apply_requests =
         client.counters().requests - apply_requests_at_start - run.original_requests();
@@ -499,6 +510,8 @@ impl RestoreReport {
             attachments_by_url: 0,
             attachments_repaired: 0,
             original_requests: 0,
+            comments_written: 0,
+            comments_author: None,
         };
         let large_lost = report.workload.large.saturating_sub(report.workload.by_url);
         if large_lost > 0 && options.staging.is_none() {
@@ -555,6 +568,7 @@ async fn scan(
             continue;
         };
         work.schema_requests += 1;
+        work.comments += stored.comment_count(&table.source_id);
         let link_fields: Vec<&str> = plan
             .links
             .iter()

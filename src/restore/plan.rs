@@ -221,8 +221,13 @@ pub(super) fn build(
     plan.losses.push(Loss {
         table: None,
         what: "automations, interfaces, extensions and permissions are not readable through \
-               the API, so the snapshot does not hold them; record comments are readable but \
-               not backed up yet"
+               the API, so the snapshot does not hold them"
+            .into(),
+    });
+    plan.losses.push(Loss {
+        table: None,
+        what: "comment authors and times: comments are restored as the token's user, each \
+               starting with its original author and time, since the API cannot set either"
             .into(),
     });
     plan.losses.push(Loss {

@@ -154,7 +154,33 @@ impl Zoo {
             let bytes = self.fake.attachment_content(&id).unwrap();
             std::fs::write(dir.join("attachments").join(&id), bytes).unwrap();
         }
+        std::fs::write(
+            dir.join("comments.json"),
+            serde_json::to_vec(&self.comments()).unwrap(),
+        )
+        .unwrap();
         dir
+    }
+
+    /// Table id → record id → its comments (oldest first), for the tables with comments.
+    fn comments(&self) -> BTreeMap<String, BTreeMap<String, Vec<Value>>> {
+        let base = self.base();
+        self.records()
+            .into_iter()
+            .map(|(table, _)| {
+                let records: BTreeMap<String, Vec<Value>> = self
+                    .fake
+                    .comment_counts(&base, &table)
+                    .into_iter()
+                    .map(|(record, _)| {
+                        let comments = self.fake.comments(&base, &table, &record);
+                        (record, comments)
+                    })
+                    .collect();
+                (table, records)
+            })
+            .filter(|(_, records)| !records.is_empty())
+            .collect()
     }
 
     fn total_records(&self) -> usize {
@@ -231,17 +257,30 @@ async fn tar_and_zip_exports_are_complete_safe_and_deterministic() {
 
     let tar = zoo.export_to("a.tar", &[]);
     let zip = zoo.export_to("a.zip", &[]);
+    let comments = zoo.comments();
+    let comment_count: usize = comments
+        .values()
+        .flat_map(|r| r.values())
+        .map(Vec::len)
+        .sum();
+    assert!(comment_count >= 5, "{comment_count}");
     for (kind, package) in [("tar", &tar), ("zip", &zip)] {
         let summary = python_check(kind, package, &expected);
         assert_eq!(summary["records"], zoo.total_records(), "{kind}");
         assert_eq!(summary["attachments"], attachments, "{kind}");
+        assert_eq!(summary["comments"], comment_count, "{kind}");
     }
 
     let (ok, listing, err) = run("tar", &["-tf", tar.to_str().unwrap()]);
     assert!(ok, "tar -tf: {err}");
     let names: Vec<&str> = listing.lines().collect();
-    // manifest, schema, JSON and CSV per table, one file per attachment.
-    assert_eq!(names.len(), 2 + 2 * 5 + attachments, "{listing}");
+    // manifest, schema, JSON and CSV per table, comments of the tables with some, one file
+    // per attachment.
+    assert_eq!(
+        names.len(),
+        2 + 2 * 5 + comments.len() + attachments,
+        "{listing}"
+    );
     assert!(
         names
             .iter()

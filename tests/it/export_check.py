@@ -151,12 +151,38 @@ def main():
                 if seen.setdefault(obj["id"], path) != path:
                     fail(f"attachment {obj['id']} has two paths")
 
+    # Comments: comments/<table>.json for each table with some, one record per item, sorted by
+    # record id, each comment as the API gave it, oldest first.
+    comments_file = os.path.join(expected_dir, "comments.json")
+    expected_comments = json.load(open(comments_file)) if os.path.exists(comments_file) else {}
+    comments = 0
+    for table in manifest["tables"]:
+        expected = expected_comments.get(table["id"], {})
+        path = table.get("comments")
+        if not expected:
+            if path is not None:
+                fail(f"table {table['name']!r} has no comments but the manifest names {path!r}")
+            continue
+        if path not in files:
+            fail(f"table {table['name']!r}: comments file {path!r} is not in the package")
+        doc = json.loads(files[path])
+        commented = [item["record"] for item in doc]
+        if commented != sorted(commented):
+            fail(f"table {table['name']!r}: comments are not sorted by record id")
+        got = {item["record"]: item["comments"] for item in doc}
+        if got != expected:
+            fail(f"table {table['name']!r}: comments {got} != {expected}")
+        comments += sum(len(c) for c in got.values())
+    if expected_comments and manifest["comments"]["count"] != comments:
+        fail(f"the manifest counts {manifest['comments']['count']} comments, not {comments}")
+
     if set(seen) != set(expected_attachments):
         fail(f"attachments {sorted(set(expected_attachments) - set(seen))} are missing")
     unreferenced = [n for n in files if n.startswith("attachments/") and n not in seen.values()]
     if unreferenced:
         fail(f"files no record points to: {unreferenced}")
-    print(json.dumps({"entries": len(files), "records": records, "attachments": len(seen)}))
+    print(json.dumps({"entries": len(files), "records": records, "attachments": len(seen),
+                      "comments": comments}))
 
 
 if __name__ == "__main__":

@@ -2164,3 +2164,125 @@ async fn the_peak_request_rate_counts_api_requests_within_one_second() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(api.fake.counters().peak_api_requests_per_second, peak);
 }
+
+#[tokio::test]
+async fn comments_list_newest_first_in_pages_and_are_created_as_the_token_user() {
+    let api = Api::unlimited(Preset::Zoo).await;
+    let base = api.base();
+    let (table, _) = api.table(&base, "Everything 🦓");
+    // The zoo's comments: listings count them with recordMetadata[]=commentCount only.
+    let (status, page) = api
+        .get(&format!("/v0/{base}/{table}?recordMetadata[]=commentCount"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let counted: Vec<(String, u64)> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["commentCount"].as_u64().unwrap(),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    let mut expected: Vec<(String, u64)> = api
+        .fake
+        .comment_counts(&base, &table)
+        .into_iter()
+        .map(|(id, n)| (id, n as u64))
+        .collect();
+    let mut sorted = counted.clone();
+    sorted.sort();
+    expected.sort();
+    assert_eq!(sorted, expected);
+    assert!(expected.iter().any(|(_, n)| *n == 3), "{expected:?}");
+    let (_, plain) = api.get(&format!("/v0/{base}/{table}")).await;
+    assert!(plain["records"][0].get("commentCount").is_none());
+
+    // The thread of three: newest first, with a reply and a mention.
+    let (record, _) = expected.iter().find(|(_, n)| *n == 3).unwrap().clone();
+    let path = format!("/v0/{base}/{table}/{record}/comments");
+    let (status, listed) = api.get(&path).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let listed = listed["comments"].as_array().unwrap().clone();
+    let mut oldest_first = api.fake.comments(&base, &table, &record);
+    assert_eq!(oldest_first.len(), 3);
+    oldest_first.reverse();
+    assert_eq!(listed, oldest_first);
+    assert!(
+        listed
+            .iter()
+            .all(|c| is_airtable_id(c["id"].as_str().unwrap(), "com"))
+    );
+    let reply = listed
+        .iter()
+        .find(|c| c.get("parentCommentId").is_some())
+        .unwrap();
+    let mentioned = api.fake.users()[2]["id"].as_str().unwrap().to_owned();
+    assert_eq!(reply["mentioned"][&mentioned]["type"], "user");
+    assert_eq!(reply["lastUpdatedTime"], Value::Null);
+
+    // Pages of 2 with an offset; 101 is too many.
+    let (_, first) = api.get(&format!("{path}?pageSize=2")).await;
+    assert_eq!(first["comments"].as_array().unwrap().len(), 2);
+    let offset = first["offset"].as_str().unwrap().to_owned();
+    let (_, second) = api.get(&format!("{path}?pageSize=2&offset={offset}")).await;
+    assert_eq!(second["comments"].as_array().unwrap().len(), 1);
+    assert!(second.get("offset").is_none());
+    assert_eq!(second["comments"][0], listed[2]);
+    let (status, body) = api.get(&format!("{path}?pageSize=101")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // Create: the token's user is the author; a reply names an existing parent.
+    let (status, created) = api
+        .post(
+            &path,
+            json!({"text": "new one", "parentCommentId": listed[0]["id"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["author"], api.fake.users()[0]);
+    assert_eq!(created["parentCommentId"], listed[0]["id"]);
+    let (status, body) = api
+        .post(
+            &path,
+            json!({"text": "x", "parentCommentId": "comAAAAAAAAAAAAAA"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _) = api.post(&path, json!({"text": ""})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.fake.comments(&base, &table, &record).len(), 4);
+    assert_eq!(api.fake.counters().comments_created, 1);
+    assert_eq!(api.fake.counters().requests(Route::CreateComment), 3);
+
+    // Unknown records are 404; a token without the comment scopes is 403.
+    let (status, _) = api
+        .get(&format!("/v0/{base}/{table}/recAAAAAAAAAAAAAA/comments"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let reader = api.fake.add_token(&["data.records:read"], None);
+    for method in [Method::GET, Method::POST] {
+        let response = api
+            .http
+            .request(method, format!("{}{path}", api.fake.url()))
+            .bearer_auth(&reader)
+            .json(&json!({"text": "x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    // Deleting the record deletes its comments.
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("/v0/{base}/{table}/{record}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(api.fake.comments(&base, &table, &record).is_empty());
+}

@@ -19,7 +19,9 @@
 //!    the new ids, attachment cells cut to the files they keep; then uploads of the files
 //!    missing. 10 records per request, computed fields never written, unchanged records never
 //!    named in a request. Of a link pair, only one side is written (Airtable mirrors the other).
-//! 5. **Verify**: the records written are read again (by `RECORD_ID()`) and compared with the
+//! 5. **Comments** (`comments.rs`): the comments the snapshot holds that the live records
+//!    lack (records created again, comments deleted since) are created again.
+//! 6. **Verify**: the records written are read again (by `RECORD_ID()`) and compared with the
 //!    snapshot the same way the plan compared them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,6 +50,7 @@ use crate::stored::{StoredBase, StoredError, StoredTable};
 
 mod apply;
 mod cells;
+mod comments;
 mod schema;
 
 use apply::{Apply, plan_report, verify};
@@ -122,6 +125,12 @@ pub struct InPlaceReport {
     pub problems: Vec<String>,
     /// The comparison after writing.
     pub verified: Option<InPlaceCheck>,
+    /// Record comments created again (on records created again, and those live records lost
+    /// since the snapshot), one request each; not in `write_requests` (a dry run does not
+    /// count them: it would have to list the live comments).
+    pub comments_created: u64,
+    /// Who they were created as (the token's user); the API cannot set their author or time.
+    pub comments_author: Option<String>,
 }
 
 /// The records written, read again.
@@ -415,6 +424,8 @@ pub async fn restore_in_place(
         seconds: 0.0,
         problems,
         verified: None,
+        comments_created: 0,
+        comments_author: None,
     };
 
     if options.dry_run {
@@ -431,6 +442,16 @@ pub async fn restore_in_place(
         };
         apply.run(&mut work).await?;
         let links = apply.links;
+        comments::restore_comments(
+            stored,
+            client,
+            &base,
+            safety.as_ref(),
+            &work,
+            options,
+            &mut report,
+        )
+        .await?;
         if options.verify {
             progress.phase("verify", None);
             report.verified = Some(verify(&live, &work, &links).await?);
