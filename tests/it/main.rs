@@ -6,6 +6,7 @@
 mod airtable_client;
 mod cancel;
 mod cli;
+mod completions;
 mod copy;
 mod damage;
 mod diff;
