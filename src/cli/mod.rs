@@ -15,6 +15,7 @@ mod forget;
 mod history;
 mod key;
 mod logging;
+mod metrics_file;
 mod password;
 pub(crate) mod print;
 mod progress;

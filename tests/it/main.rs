@@ -17,6 +17,7 @@ mod fake_airtable;
 mod forget;
 mod hygiene;
 mod in_place;
+mod metrics;
 mod ops;
 mod password;
 mod prune;
