@@ -13,6 +13,7 @@
 //! # password_command: pass show airback    # optional, a shell command that prints it; a `password:` key is rejected
 //! all_bases: false                         # back up every base the token can see (default false)
 //! base_concurrency: 10                     # bases backed up at once, 1 to 50 (default 10)
+//! metrics_file: /var/lib/node_exporter/textfile/airback.prom # optional: `snapshot` writes Prometheus metrics there (like --metrics-file)
 //! attachments:                             # defaults for every base
 //!   download: true                         # false: keep attachment metadata, not content (default true)
 //!   concurrency: 8                         # parallel downloads, 1 to 64 (default 8)
@@ -94,7 +95,7 @@
 //!   `password_file` or `password_command` (not both, neither empty; a `password:` key is
 //!   rejected), never from the main repository's.
 //!
-//! Relative paths (`token_file`, `password_file`, a local `repository`) are used as written, that is relative to
+//! Relative paths (`token_file`, `password_file`, `metrics_file`, a local `repository`) are used as written, that is relative to
 //! the working directory of the process; use absolute paths for scheduled jobs.
 
 use std::collections::HashMap;
@@ -135,6 +136,9 @@ pub struct Config {
     pub all_bases: bool,
     /// Bases backed up at once, 1 to [`MAX_BASE_CONCURRENCY`] (`None`: the default, 10).
     pub base_concurrency: Option<usize>,
+    /// Where `snapshot` writes the run's Prometheus metrics (as `--metrics-file` does, which
+    /// wins over it), for the node exporter's textfile collector.
+    pub metrics_file: Option<PathBuf>,
     /// Attachment settings for every base without its own override.
     pub attachments: AttachmentSettings,
     /// Whether record comments are backed up, for every base without its own override
@@ -564,6 +568,7 @@ struct RawConfig {
     all_bases: bool,
     #[serde(deserialize_with = "base_concurrency")]
     base_concurrency: Option<usize>,
+    metrics_file: Option<PathBuf>,
     attachments: Option<RawAttachments>,
     comments: Option<bool>,
     bases: Vec<RawBase>,
@@ -782,6 +787,7 @@ impl RawConfig {
             password_command: self.password_command,
             all_bases: self.all_bases,
             base_concurrency: self.base_concurrency,
+            metrics_file: self.metrics_file,
             attachments,
             comments: self.comments,
             bases,
@@ -1166,6 +1172,7 @@ mod tests {
 repository: /srv/backups/airtable
 token_file: /etc/airback/airtable-token
 all_bases: false
+metrics_file: /var/lib/node_exporter/textfile/airback.prom
 attachments:
   download: true
   concurrency: 8
@@ -1240,6 +1247,9 @@ retention:
             password_command: None,
             all_bases: false,
             base_concurrency: None,
+            metrics_file: Some(PathBuf::from(
+                "/var/lib/node_exporter/textfile/airback.prom",
+            )),
             attachments: AttachmentSettings {
                 download: true,
                 concurrency: 8,

@@ -13,6 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::airtable::ClientCounters;
+
 /// How a run ended, as `airback_last_run_status` gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,7 +62,8 @@ pub struct Metrics {
     pub bases: Vec<BaseMetrics>,
     /// The repository's stored bytes (packs), when known.
     pub repository_bytes: Option<u64>,
-    /// Airtable API requests by HTTP status (`ok` for 2xx, else the code), since start.
+    /// Airtable requests (API calls and downloads) by status (`ok` for 2xx, else the code, `none` when no
+    /// answer came), since start; [`api_requests`] counts them from a client's counters.
     pub api_requests: BTreeMap<String, u64>,
     /// 429 answers since start.
     pub rate_limited: u64,
@@ -137,7 +140,7 @@ pub fn render(metrics: &Metrics) -> String {
     family(
         "airback_api_requests_total",
         "counter",
-        "Airtable API requests by answer (ok, or the HTTP status).",
+        "Airtable requests (API calls and attachment downloads) by answer: ok, the HTTP status, or none.",
         metrics
             .api_requests
             .iter()
@@ -151,6 +154,28 @@ pub fn render(metrics: &Metrics) -> String {
         vec![(String::new(), metrics.rate_limited as f64)],
     );
     out
+}
+
+/// [`Metrics::api_requests`] from an Airtable client's counters: its API requests and
+/// attachment downloads (retries included) by answer: `ok` for 2xx, the HTTP status for the
+/// others, `none` for those that got no answer (connection refused or reset, timeout).
+pub fn api_requests(counters: &ClientCounters) -> BTreeMap<String, u64> {
+    let mut by_status: BTreeMap<String, u64> = counters
+        .errors_by_status
+        .iter()
+        .map(|(status, n)| (status.to_string(), *n))
+        .collect();
+    let answered_badly: u64 = counters.errors_by_status.values().sum();
+    let sent = counters.requests + counters.downloads;
+    by_status.insert(
+        "ok".into(),
+        sent.saturating_sub(answered_badly)
+            .saturating_sub(counters.transport_errors),
+    );
+    if counters.transport_errors > 0 {
+        by_status.insert("none".into(), counters.transport_errors);
+    }
+    by_status
 }
 
 /// `{a="x",b="y"}` with values escaped as the format requires (backslash, quote, newline).
@@ -221,5 +246,30 @@ mod tests {
             ..Metrics::default()
         };
         assert!(!render(&never).contains("airback_last_success_timestamp_seconds"));
+    }
+
+    #[test]
+    fn api_requests_count_answers_by_status() {
+        let counters = ClientCounters {
+            requests: 10,
+            downloads: 4,
+            transport_errors: 1,
+            errors_by_status: BTreeMap::from([(429, 2), (503, 1)]),
+            ..ClientCounters::default()
+        };
+        let by_status = api_requests(&counters);
+        assert_eq!(
+            by_status,
+            BTreeMap::from([
+                ("ok".to_string(), 10),
+                ("429".to_string(), 2),
+                ("503".to_string(), 1),
+                ("none".to_string(), 1),
+            ])
+        );
+        assert_eq!(
+            api_requests(&ClientCounters::default()),
+            BTreeMap::from([("ok".to_string(), 0)])
+        );
     }
 }

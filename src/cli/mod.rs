@@ -4,6 +4,7 @@
 //! `print.rs` prints every result.
 
 mod cancel;
+mod completions;
 mod copy;
 #[cfg(feature = "fake")]
 mod demo;
@@ -14,6 +15,7 @@ mod forget;
 mod history;
 mod key;
 mod logging;
+mod metrics_file;
 mod password;
 pub(crate) mod print;
 mod progress;
@@ -147,6 +149,10 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Manage the passwords of an encrypted repository: `key list | add | remove ID | passwd`
     Key(key::KeyArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish); see README
+    Completions(completions::CompletionsArgs),
+    /// Print airback's man page (roff), or write one page per command with --dir
+    Man(completions::ManArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
     FakeAirtable(Box<FakeAirtableArgs>),
@@ -322,7 +328,10 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
     // Every command that uses a repository may take it and its password from the file.
-    if !matches!(cli.command, Command::Demo(_) | Command::FakeAirtable(_)) {
+    if !matches!(
+        cli.command,
+        Command::Demo(_) | Command::FakeAirtable(_) | Command::Completions(_) | Command::Man(_)
+    ) {
         settings.load_config()?;
     }
     let g = &settings;
@@ -344,6 +353,8 @@ async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
         Command::Copy(args) => copy::run(g, args).await,
         Command::Repair(args) => repair::run(g, args).await,
         Command::Key(args) => key::run(g, args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         #[cfg(feature = "fake")]
         Command::FakeAirtable(args) => fake_airtable(args).await,
         #[cfg(not(feature = "fake"))]

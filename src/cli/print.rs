@@ -35,6 +35,17 @@ fn line(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
     }
 }
 
+/// Writes `data` as it is to standard output (a generated script or page), with [`line`]'s
+/// handling of a closed or failing standard output.
+pub(crate) fn bytes(data: &[u8]) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(data).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::anyhow!("cannot write to standard output: {e}")),
+    }
+}
+
 /// Writes one line to standard error; a closed standard error is ignored (there is nowhere
 /// left to say anything).
 pub(crate) fn error_line(args: fmt::Arguments<'_>) {

@@ -7,6 +7,7 @@ use clap::Args;
 use futures::StreamExt;
 use serde_json::json;
 
+use super::metrics_file::{self, RunReport};
 use super::print::{Printer, Text, count, err};
 use super::settings::Settings;
 use super::{exit, open_repo_at, progress};
@@ -45,6 +46,10 @@ pub(super) struct SnapshotArgs {
     /// token's 50 requests/s)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=50))]
     base_concurrency: Option<u16>,
+    /// After the run, write Prometheus metrics of its bases to this file, atomically (for the
+    /// node exporter's textfile collector; see README, "Monitoring")
+    #[arg(long, value_name = "FILE")]
+    metrics_file: Option<PathBuf>,
 }
 
 /// Bases backed up at once by default: 10 × 5 requests/s per base = the 50 requests/s Airtable
@@ -82,9 +87,47 @@ pub(super) fn configured(config: &crate::config::Config, base: &str) -> Option<B
     Some(o)
 }
 
-/// Runs `airback snapshot`.
+/// Runs `airback snapshot`, then writes the metrics file if one is asked for (even when the
+/// run failed: its bases are then reported as failed).
 pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow::Result<u8> {
+    let metrics_file = args.metrics_file.clone().or_else(|| {
+        settings
+            .config
+            .as_ref()
+            .and_then(|c| c.metrics_file.clone())
+    });
+    let mut report = RunReport::default();
+    let result = run(settings, args, &mut report).await;
+    let Some(path) = metrics_file else {
+        return result;
+    };
+    match (metrics_file::write(&path, report).await, result) {
+        (Ok(()), result) => result,
+        (Err(e), Ok(_)) => {
+            err!("error: {e:#}");
+            Ok(exit::ERROR)
+        }
+        // The run's own error says more; the metrics file's follows it.
+        (Err(e), Err(run)) => {
+            err!("error: {e:#}");
+            Err(run)
+        }
+    }
+}
+
+async fn run(
+    settings: &Settings,
+    args: &SnapshotArgs,
+    report: &mut RunReport,
+) -> anyhow::Result<u8> {
     let config = settings.config.as_ref();
+    for base in args
+        .bases
+        .iter()
+        .chain(config.iter().flat_map(|c| c.bases.iter().map(|b| &b.id)))
+    {
+        report.plan(base);
+    }
     let location = settings.location()?;
     let all_bases = args.all_bases || config.is_some_and(|c| c.all_bases);
     if args.bases.is_empty() && config.is_none_or(|c| c.bases.is_empty()) && !all_bases {
@@ -98,10 +141,12 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     }
     let token = settings.token(args.token_file.as_deref(), config)?;
     let client = Client::new(token, settings.client.clone())?;
+    report.client = Some(client.clone());
 
     // The repository first: a wrong password (or no repository) ends the run before any
     // Airtable request, `--all-bases`'s listing included.
     let repo = open_repo_at(settings, &location).await?;
+    report.repo = Some(repo.clone());
 
     // Which bases, with which options.
     let mut jobs: Vec<BackupOptions> = Vec::new();
@@ -154,6 +199,9 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
     }
     if jobs.is_empty() {
         bail!("nothing to back up: pass --base appXXXXXXXXXXXXXX, --all-bases, or --config FILE");
+    }
+    for job in &jobs {
+        report.plan(&job.base_id);
     }
     for job in &mut jobs {
         if args.no_attachments {
@@ -220,19 +268,25 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
             } else {
                 progress::for_backup(!printer.shows_progress(), &job.base_id)
             };
-            (
-                job,
-                backup_base_with(repo, writer, client, job, progress).await,
-            )
+            let started = std::time::Instant::now();
+            let result = backup_base_with(repo, writer, client, job, progress).await;
+            (job, result, started.elapsed())
         }
     }))
     .buffer_unordered(concurrency);
     let mut code = exit::OK;
     let mut failed = Vec::new();
     let mut saved = Vec::new();
-    while let Some((job, result)) = runs.next().await {
+    while let Some((job, result, took)) = runs.next().await {
         match result {
             Ok(summary) => {
+                report.saved(
+                    &job.base_id,
+                    took,
+                    summary.snapshot_id,
+                    summary.partial,
+                    summary.attachments,
+                );
                 if summary.partial && code == exit::OK {
                     code = exit::PARTIAL;
                 }
@@ -240,6 +294,7 @@ pub(super) async fn snapshot(settings: &Settings, args: &SnapshotArgs) -> anyhow
                 saved.push(job.base_id.clone());
             }
             Err(err) => {
+                report.failed(&job.base_id, took);
                 code = exit::ERROR;
                 // "cannot back up base X" says nothing the report line does not.
                 let err = match err {
