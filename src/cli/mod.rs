@@ -21,6 +21,7 @@ mod prune;
 mod repair;
 mod restore;
 mod rewrite;
+mod serve;
 mod settings;
 mod snapshot;
 
@@ -147,6 +148,8 @@ enum Command {
     Repair(repair::RepairArgs),
     /// Manage the passwords of an encrypted repository: `key list | add | remove ID | passwd`
     Key(key::KeyArgs),
+    /// Run as a service: the config's schedules, job history, alerts, metrics and a JSON API
+    Serve(serve::ServeArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
     FakeAirtable(Box<FakeAirtableArgs>),
@@ -248,7 +251,8 @@ pub fn main() -> ExitCode {
         | Command::Demo(_)
         | Command::Repair(_)
         | Command::Rewrite(_)
-        | Command::Prune(_) => true,
+        | Command::Prune(_)
+        | Command::Serve(_) => true,
         Command::Key(key) => key.writes(),
         Command::Forget(forget) => forget.writes(),
         Command::Restore(restore) => restore.writes(),
@@ -258,8 +262,8 @@ pub fn main() -> ExitCode {
         usage_error(
             "--no-lock is for commands that only read a repository (check, export, restore, \
              snapshots, show, key list, forget --dry-run, and copy's source); init, snapshot, \
-             forget, prune, rewrite, repair, key add, key remove, key passwd, demo and restore \
-             --in-place (its safety snapshot) write to one",
+             forget, prune, rewrite, repair, key add, key remove, key passwd, demo, serve and \
+             restore --in-place (its safety snapshot) write to one",
         );
     }
     // clap checks these conflicts only among flags given on the same side of the command
@@ -293,7 +297,14 @@ pub fn main() -> ExitCode {
         }
     };
     let interrupted = cancel::interrupted_message(&cli.command);
-    let result = cancel::run(runtime, run(cli, settings));
+    // `serve` listens for the signals itself: it stops its jobs and exits 0.
+    let result = if matches!(cli.command, Command::Serve(_)) {
+        let done = runtime.block_on(run(cli, settings));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+        Some(done)
+    } else {
+        cancel::run(runtime, run(cli, settings))
+    };
     repeats.report();
     let Some(result) = result else {
         err!("{interrupted}");
@@ -344,6 +355,7 @@ async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
         Command::Copy(args) => copy::run(g, args).await,
         Command::Repair(args) => repair::run(g, args).await,
         Command::Key(args) => key::run(g, args).await,
+        Command::Serve(args) => serve::run(g, args).await,
         #[cfg(feature = "fake")]
         Command::FakeAirtable(args) => fake_airtable(args).await,
         #[cfg(not(feature = "fake"))]
