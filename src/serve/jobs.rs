@@ -180,7 +180,7 @@ impl JobRunner {
         let after = self.client.counters();
         match result {
             Ok(s) => {
-                for w in &s.warnings {
+                for w in s.warnings.iter().filter(|w| !s.problems.contains(w)) {
                     log.push(LogLine::new("warning", scrub(w)));
                 }
                 for p in &s.problems {
@@ -190,21 +190,21 @@ impl JobRunner {
                     ));
                 }
                 let error = s.partial.then(|| {
-                    let items: Vec<String> = s
+                    // What could not be read, and the filter entries that matched nothing.
+                    let mut items: Vec<String> = s
                         .problems
                         .iter()
                         .map(|p| crate::backup::without_urls(p))
                         .collect();
+                    for w in &s.warnings {
+                        if !items.contains(w) {
+                            items.push(w.clone());
+                        }
+                    }
                     scrub(&format!(
                         "snapshot {} is partial; missing: {}",
                         s.snapshot_id.short(),
-                        if items.is_empty() {
-                            "nothing could not be read, but the configuration names tables or \
-                             fields the base does not have"
-                                .to_owned()
-                        } else {
-                            items.join("; ")
-                        }
+                        items.join("; ")
                     ))
                     .into_owned()
                 });

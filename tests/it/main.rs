@@ -23,5 +23,6 @@ mod regressions;
 mod repo;
 mod restore;
 mod secrets;
+mod serve;
 mod snapshot;
 mod support;
