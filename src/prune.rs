@@ -464,8 +464,8 @@ pub async fn prune(repo: &Exclusive, options: &PruneOptions) -> Result<PruneSumm
             .map(|id| async move { repo.delete_pack(&id).await }),
     )
     .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
+    .collect::<Vec<_>>()
+    .await;
     for result in deletions {
         result?;
     }

@@ -72,9 +72,7 @@ pub(super) async fn run(settings: &Settings, args: &ServeArgs) -> anyhow::Result
         None => dirs::state_dir()
             .or_else(dirs::data_local_dir)
             .map(|d| d.join("airback"))
-            .ok_or_else(|| {
-                anyhow!("this system has no state directory: pass --state-dir DIR")
-            })?,
+            .ok_or_else(|| anyhow!("this system has no state directory: pass --state-dir DIR"))?,
     };
     let options = ServeOptions {
         listen: args.listen,
@@ -92,11 +90,9 @@ pub(super) async fn run(settings: &Settings, args: &ServeArgs) -> anyhow::Result
     let repo = open_repo(settings).await?;
     let running = serve::start(options, repo, client, config).await?;
     let url = format!("http://{}", running.addr());
-    settings
-        .printer
-        .result(&json!({"listening": url}), |t| {
-            t.line(format_args!("listening on {url}"))
-        })?;
+    settings.printer.result(&json!({"listening": url}), |t| {
+        t.line(format_args!("listening on {url}"))
+    })?;
     super::cancel::interrupt().await;
     err!("stopping: cancelling the running jobs (the repository stays valid)");
     running.stop().await;

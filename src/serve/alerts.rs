@@ -87,7 +87,10 @@ impl Alerter {
                     .await
             };
             if let Err(e) = result {
-                log.push(LogLine::new("warning", format!("healthchecks ping failed: {e}")));
+                log.push(LogLine::new(
+                    "warning",
+                    format!("healthchecks ping failed: {e}"),
+                ));
             }
         }
         if let Some(url) = &alerts.webhook
@@ -98,7 +101,10 @@ impl Alerter {
         if let Some(command) = &alerts.command
             && let Err(e) = run_command(command, job, &json).await
         {
-            log.push(LogLine::new("warning", format!("alert command failed: {e}")));
+            log.push(LogLine::new(
+                "warning",
+                format!("alert command failed: {e}"),
+            ));
         }
         log
     }
@@ -169,7 +175,10 @@ async fn run_command(command: &str, job: &JobRow, json: &str) -> Result<(), Stri
         .env("AIRBACK_JOB_BASE", job.base.as_deref().unwrap_or(""))
         .env("AIRBACK_JOB_OUTCOME", job.outcome.as_str())
         .env("AIRBACK_JOB_ERROR", job.error.as_deref().unwrap_or(""))
-        .env("AIRBACK_JOB_SNAPSHOT", job.snapshot.as_deref().unwrap_or(""))
+        .env(
+            "AIRBACK_JOB_SNAPSHOT",
+            job.snapshot.as_deref().unwrap_or(""),
+        )
         .env("AIRBACK_JOB_RECORDS", job.figures.records.to_string())
         .env("AIRBACK_JOB_SUMMARY", json)
         .stdin(std::process::Stdio::null())

@@ -87,7 +87,10 @@ impl JobRunner {
 
     /// What the latest snapshot of each base holds, as last read.
     pub fn latest(&self) -> HashMap<String, Latest> {
-        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The bytes of the repository's packs, as last read.
@@ -320,8 +323,7 @@ impl JobRunner {
         let result = async {
             let plan = crate::forget::plan(crate::snapshots::list(&repo).await?, &options)?;
             let removed = crate::forget::remove(&repo, &plan).await?;
-            let pruned =
-                crate::prune::prune(&repo, &crate::prune::PruneOptions::default()).await?;
+            let pruned = crate::prune::prune(&repo, &crate::prune::PruneOptions::default()).await?;
             anyhow::Ok((removed, pruned))
         }
         .await;
@@ -385,7 +387,12 @@ impl JobRunner {
                     .iter()
                     .map(|w| LogLine::new("warning", scrub(w)))
                     .collect();
-                log.extend(report.errors.iter().map(|e| LogLine::new("error", scrub(e))));
+                log.extend(
+                    report
+                        .errors
+                        .iter()
+                        .map(|e| LogLine::new("error", scrub(e))),
+                );
                 if let Some(s) = subset {
                     log.push(LogLine::new(
                         "info",

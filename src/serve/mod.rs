@@ -109,7 +109,11 @@ pub fn job_specs(config: &Config) -> Result<Vec<JobSpec>, ServeError> {
         }
     }
     let zone = config.zone_for(None);
-    if let Some(text) = config.retention.as_ref().and_then(|r| r.schedule.as_deref()) {
+    if let Some(text) = config
+        .retention
+        .as_ref()
+        .and_then(|r| r.schedule.as_deref())
+    {
         specs.push(JobSpec {
             kind: JobKind::Retention,
             base: None,

@@ -227,9 +227,13 @@ mod tests {
     fn bad_expressions_and_zones_say_what_to_write() {
         let e = Schedule::new("15 3 * *", "UTC").unwrap_err().to_string();
         assert!(e.contains("5 fields") && e.contains("15 3 * *"), "{e}");
-        let e = Schedule::new("0 15 3 * * *", "UTC").unwrap_err().to_string();
+        let e = Schedule::new("0 15 3 * * *", "UTC")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("5 fields"), "{e}");
-        let e = Schedule::new("15 3 * * *", "Mars/Olympus").unwrap_err().to_string();
+        let e = Schedule::new("15 3 * * *", "Mars/Olympus")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Mars/Olympus") && e.contains("IANA"), "{e}");
     }
 

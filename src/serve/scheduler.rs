@@ -252,7 +252,9 @@ impl Scheduler {
         let lanes = std::mem::take(&mut *self.lanes.lock().unwrap_or_else(|e| e.into_inner()));
         let now = self.clock.now();
         for lane in lanes.into_values() {
-            let cancelled = lane.running.map(|id| (id, "the service was stopped while the job ran"));
+            let cancelled = lane
+                .running
+                .map(|id| (id, "the service was stopped while the job ran"));
             let waiting = lane
                 .pending
                 .iter()
@@ -289,7 +291,12 @@ mod tests {
 
     impl Gate {
         fn release(&self, id: i64) {
-            let tx = self.release.lock().unwrap().remove(&id).expect("a running job");
+            let tx = self
+                .release
+                .lock()
+                .unwrap()
+                .remove(&id)
+                .expect("a running job");
             tx.send(Outcome::Ok).unwrap();
         }
     }
@@ -308,7 +315,14 @@ mod tests {
         }
     }
 
-    fn setup(now: Timestamp) -> (Arc<Scheduler>, ManualClock, Arc<Gate>, mpsc::UnboundedReceiver<Job>) {
+    fn setup(
+        now: Timestamp,
+    ) -> (
+        Arc<Scheduler>,
+        ManualClock,
+        Arc<Gate>,
+        mpsc::UnboundedReceiver<Job>,
+    ) {
         let clock = ManualClock::new(now);
         let (tx, rx) = mpsc::unbounded_channel();
         let gate = Arc::new(Gate {
@@ -357,7 +371,10 @@ mod tests {
         assert!(started.try_recv().is_err());
         clock.set(ts("2026-03-01T11:00:00Z"));
         let job = started.recv().await.unwrap();
-        assert_eq!((job.base.as_deref(), job.trigger.as_str()), (Some("appA"), "schedule"));
+        assert_eq!(
+            (job.base.as_deref(), job.trigger.as_str()),
+            (Some("appA"), "schedule")
+        );
         gate.release(job.id);
         wait_ended(&s, job.id).await;
         let row = s.history.get(job.id).unwrap().unwrap();
@@ -375,15 +392,46 @@ mod tests {
         let now = ts("2026-03-01T10:30:00Z");
         let (s, clock, gate, mut started) = setup(now);
         // Last ran at 06:00: 07:00, 08:00, 09:00 and 10:00 were missed.
-        let old = s.history.queue(JobKind::Snapshot, Some("appA"), "schedule", ts("2026-03-01T06:00:00Z")).unwrap();
+        let old = s
+            .history
+            .queue(
+                JobKind::Snapshot,
+                Some("appA"),
+                "schedule",
+                ts("2026-03-01T06:00:00Z"),
+            )
+            .unwrap();
         s.history.start(old, ts("2026-03-01T06:00:00Z")).unwrap();
-        s.history.finish(old, ts("2026-03-01T06:01:00Z"), &Ending { outcome: Some(Outcome::Ok), ..Ending::default() }).unwrap();
+        s.history
+            .finish(
+                old,
+                ts("2026-03-01T06:01:00Z"),
+                &Ending {
+                    outcome: Some(Outcome::Ok),
+                    ..Ending::default()
+                },
+            )
+            .unwrap();
         // appB ran at 10:00, in time: nothing missed.
-        let b = s.history.queue(JobKind::Snapshot, Some("appB"), "schedule", ts("2026-03-01T10:00:00Z")).unwrap();
+        let b = s
+            .history
+            .queue(
+                JobKind::Snapshot,
+                Some("appB"),
+                "schedule",
+                ts("2026-03-01T10:00:00Z"),
+            )
+            .unwrap();
         s.history.start(b, ts("2026-03-01T10:00:00Z")).unwrap();
-        let loop_ = tokio::spawn(s.clone().run_schedules(vec![hourly("appA"), hourly("appB")]));
+        let loop_ = tokio::spawn(
+            s.clone()
+                .run_schedules(vec![hourly("appA"), hourly("appB")]),
+        );
         let job = started.recv().await.unwrap();
-        assert_eq!((job.base.as_deref(), job.trigger.as_str()), (Some("appA"), "missed"));
+        assert_eq!(
+            (job.base.as_deref(), job.trigger.as_str()),
+            (Some("appA"), "missed")
+        );
         gate.release(job.id);
         wait_ended(&s, job.id).await;
         settle().await;
@@ -393,29 +441,57 @@ mod tests {
         assert_eq!(s.history.list(Some("appB"), 10).unwrap().len(), 1);
         // The schedule goes on from now: 11:00 for both.
         clock.set(ts("2026-03-01T11:00:00Z"));
-        let mut bases = vec![started.recv().await.unwrap().base, started.recv().await.unwrap().base];
+        let mut bases = vec![
+            started.recv().await.unwrap().base,
+            started.recv().await.unwrap().base,
+        ];
         bases.sort();
-        assert_eq!(bases, vec![Some("appA".to_owned()), Some("appB".to_owned())]);
+        assert_eq!(
+            bases,
+            vec![Some("appA".to_owned()), Some("appB".to_owned())]
+        );
         loop_.abort();
     }
 
     #[tokio::test]
     async fn one_job_per_base_at_a_time_and_bases_in_parallel() {
         let (s, _clock, gate, mut started) = setup(ts("2026-03-01T10:30:00Z"));
-        let first = s.enqueue(JobKind::Snapshot, Some("appA"), "manual").unwrap().unwrap();
+        let first = s
+            .enqueue(JobKind::Snapshot, Some("appA"), "manual")
+            .unwrap()
+            .unwrap();
         assert_eq!(started.recv().await.unwrap().id, first);
         // A second snapshot of appA waits; a third is the same waiting job, not another.
-        let second = s.enqueue(JobKind::Snapshot, Some("appA"), "schedule").unwrap().unwrap();
-        assert_eq!(s.enqueue(JobKind::Snapshot, Some("appA"), "manual").unwrap(), Some(second));
+        let second = s
+            .enqueue(JobKind::Snapshot, Some("appA"), "schedule")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            s.enqueue(JobKind::Snapshot, Some("appA"), "manual")
+                .unwrap(),
+            Some(second)
+        );
         // appB's job and the repository's check run meanwhile.
-        let other = s.enqueue(JobKind::Snapshot, Some("appB"), "manual").unwrap().unwrap();
+        let other = s
+            .enqueue(JobKind::Snapshot, Some("appB"), "manual")
+            .unwrap()
+            .unwrap();
         let check = s.enqueue(JobKind::Check, None, "manual").unwrap().unwrap();
-        let mut ids = vec![started.recv().await.unwrap().id, started.recv().await.unwrap().id];
+        let mut ids = vec![
+            started.recv().await.unwrap().id,
+            started.recv().await.unwrap().id,
+        ];
         ids.sort();
         assert_eq!(ids, vec![other, check]);
         settle().await;
-        assert!(started.try_recv().is_err(), "appA's second job started while its first ran");
-        assert_eq!(s.history.get(second).unwrap().unwrap().outcome, Outcome::Queued);
+        assert!(
+            started.try_recv().is_err(),
+            "appA's second job started while its first ran"
+        );
+        assert_eq!(
+            s.history.get(second).unwrap().unwrap().outcome,
+            Outcome::Queued
+        );
         assert_eq!(s.running(Some("appA")), Some(first));
         gate.release(first);
         assert_eq!(started.recv().await.unwrap().id, second);
@@ -430,15 +506,28 @@ mod tests {
     #[tokio::test]
     async fn stopping_cancels_running_and_waiting_jobs() {
         let (s, _clock, _gate, mut started) = setup(ts("2026-03-01T10:30:00Z"));
-        let running = s.enqueue(JobKind::Snapshot, Some("appA"), "manual").unwrap().unwrap();
+        let running = s
+            .enqueue(JobKind::Snapshot, Some("appA"), "manual")
+            .unwrap()
+            .unwrap();
         started.recv().await.unwrap();
-        let waiting = s.enqueue(JobKind::Snapshot, Some("appA"), "schedule").unwrap().unwrap();
+        let waiting = s
+            .enqueue(JobKind::Snapshot, Some("appA"), "schedule")
+            .unwrap()
+            .unwrap();
         s.stop().await;
-        for (id, why) in [(running, "while the job ran"), (waiting, "before the job started")] {
+        for (id, why) in [
+            (running, "while the job ran"),
+            (waiting, "before the job started"),
+        ] {
             let row = s.history.get(id).unwrap().unwrap();
             assert_eq!(row.outcome, Outcome::Failed);
             assert!(row.error.unwrap().contains(why));
         }
-        assert_eq!(s.enqueue(JobKind::Snapshot, Some("appA"), "manual").unwrap(), None);
+        assert_eq!(
+            s.enqueue(JobKind::Snapshot, Some("appA"), "manual")
+                .unwrap(),
+            None
+        );
     }
 }

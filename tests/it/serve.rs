@@ -49,7 +49,10 @@ impl Served {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("first line: {first:?}"))
             .to_owned();
-        assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
+            "{url}"
+        );
         Served {
             child,
             url,
@@ -126,7 +129,8 @@ async fn csrf(served: &Served, seen: &mut Vec<String>) -> String {
 async fn snapshot_now_then_metrics() {
     let setup = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
     let base = setup.base.clone();
-    let config = format!("bases:\n  - id: {base}\nschedule: \"15 3 * * *\"\ntime_zone: Europe/Berlin\n");
+    let config =
+        format!("bases:\n  - id: {base}\nschedule: \"15 3 * * *\"\ntime_zone: Europe/Berlin\n");
     let served = Served::start(&setup, &config, &[]).await;
     let mut seen = Vec::new();
 
@@ -135,7 +139,11 @@ async fn snapshot_now_then_metrics() {
     let (status, body) = send(served.post(&path), &mut seen).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("X-CSRF-Token"), "{body}");
-    let (status, body) = send(served.post(&path).header("X-CSRF-Token", "wrong"), &mut seen).await;
+    let (status, body) = send(
+        served.post(&path).header("X-CSRF-Token", "wrong"),
+        &mut seen,
+    )
+    .await;
     assert_eq!(status, 403, "{body}");
     let (_, body) = send(served.get("/api/jobs"), &mut seen).await;
     assert_eq!(json(&body)["jobs"], serde_json::json!([]));
@@ -166,15 +174,12 @@ async fn snapshot_now_then_metrics() {
 
     let (status, text) = send(served.get("/metrics"), &mut seen).await;
     assert_eq!(status, 200);
-    let scrape =
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
         scrape
             .samples
             .iter()
-            .find(|s| {
-                s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-            })
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
             .map(|s| match s.value {
                 prometheus_parse::Value::Gauge(v)
                 | prometheus_parse::Value::Counter(v)
@@ -184,12 +189,18 @@ async fn snapshot_now_then_metrics() {
     };
     for (table, n) in &tables {
         assert_eq!(
-            value("airback_snapshot_records", &[("base", &base), ("table", table)]),
+            value(
+                "airback_snapshot_records",
+                &[("base", &base), ("table", table)]
+            ),
             Some(*n as f64),
             "table {table}\n{text}"
         );
     }
-    assert_eq!(value("airback_last_run_status", &[("base", &base)]), Some(1.0));
+    assert_eq!(
+        value("airback_last_run_status", &[("base", &base)]),
+        Some(1.0)
+    );
     let success = value("airback_last_success_timestamp_seconds", &[("base", &base)]).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -224,14 +235,24 @@ async fn snapshot_now_then_metrics() {
     .await;
     assert_eq!(status, 404);
     // A page of another site that rebinds its name to 127.0.0.1 is not answered.
-    let (status, _) = send(served.get("/api/bases").header("Host", "evil.example:80"), &mut seen).await;
+    let (status, _) = send(
+        served.get("/api/bases").header("Host", "evil.example:80"),
+        &mut seen,
+    )
+    .await;
     assert_eq!(status, 403);
 
     // Nothing the service answered holds the Airtable token or the repository's password.
     let secret = setup.fake.token();
     for body in &seen {
-        assert!(!body.contains(&secret), "the Airtable token in an answer: {body}");
-        assert!(!body.contains(TEST_PASSWORD), "the password in an answer: {body}");
+        assert!(
+            !body.contains(&secret),
+            "the Airtable token in an answer: {body}"
+        );
+        assert!(
+            !body.contains(TEST_PASSWORD),
+            "the password in an answer: {body}"
+        );
     }
 
     let (code, stderr) = served.terminate().await;
@@ -271,18 +292,33 @@ async fn access_token_and_loopback_rules() {
     let token = "s3cret-access-token-0123456789";
     let token_file = setup.dir.path().join("access-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let served = Served::start(&setup, &config, &["--auth-token-file", token_file.to_str().unwrap()]).await;
+    let served = Served::start(
+        &setup,
+        &config,
+        &["--auth-token-file", token_file.to_str().unwrap()],
+    )
+    .await;
     let mut seen = Vec::new();
     for path in ["/api/bases", "/metrics", "/api/session"] {
         let (status, _) = send(served.get(path), &mut seen).await;
         assert_eq!(status, 401, "{path}");
-        let (status, _) = send(served.get(path).bearer_auth("wrong-token-wrong-token"), &mut seen).await;
+        let (status, _) = send(
+            served.get(path).bearer_auth("wrong-token-wrong-token"),
+            &mut seen,
+        )
+        .await;
         assert_eq!(status, 401, "{path}");
         let (status, _) = send(served.get(path).bearer_auth(token), &mut seen).await;
         assert_eq!(status, 200, "{path}");
     }
     // The cookie from /login.
-    let (status, _) = send(served.post("/login").json(&serde_json::json!({"token": "nope"})), &mut seen).await;
+    let (status, _) = send(
+        served
+            .post("/login")
+            .json(&serde_json::json!({"token": "nope"})),
+        &mut seen,
+    )
+    .await;
     assert_eq!(status, 401);
     let answer = served
         .post("/login")
@@ -292,17 +328,30 @@ async fn access_token_and_loopback_rules() {
         .unwrap();
     assert_eq!(answer.status(), 200);
     let cookie = answer.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_owned();
-    let csrf = json(&answer.text().await.unwrap())["csrf_token"].as_str().unwrap().to_owned();
-    let (status, _) = send(served.get("/api/bases").header("Cookie", &session), &mut seen).await;
+    let csrf = json(&answer.text().await.unwrap())["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = send(
+        served.get("/api/bases").header("Cookie", &session),
+        &mut seen,
+    )
+    .await;
     assert_eq!(status, 200);
     // Logged in, a POST without the CSRF token is still refused.
     let path = format!("/api/bases/{base}/snapshot");
     let (status, _) = send(served.post(&path).header("Cookie", &session), &mut seen).await;
     assert_eq!(status, 403);
     let (status, body) = send(
-        served.post(&path).header("Cookie", &session).header("X-CSRF-Token", &csrf),
+        served
+            .post(&path)
+            .header("Cookie", &session)
+            .header("X-CSRF-Token", &csrf),
         &mut seen,
     )
     .await;
@@ -402,11 +451,17 @@ alerts: {{healthchecks: {url}/hc/failed/, webhook: {url}/hook/failed}}
     // Partial counts as a failure, naming what is missing.
     find("/hc/partial/start");
     let partial = find("/hc/partial/fail");
-    assert!(partial.contains("partial") && partial.contains("Missing table"), "{partial}");
+    assert!(
+        partial.contains("partial") && partial.contains("Missing table"),
+        "{partial}"
+    );
     // Failure, with the error (a trailing slash in the URL is not doubled).
     find("/hc/failed/start");
     let failed = find("/hc/failed/fail");
-    assert!(failed.contains("failed") && failed.contains(failed_base), "{failed}");
+    assert!(
+        failed.contains("failed") && failed.contains(failed_base),
+        "{failed}"
+    );
     for (name, base, outcome) in [
         ("ok", ok_base.as_str(), "ok"),
         ("partial", partial_base.as_str(), "partial"),
