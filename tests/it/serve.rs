@@ -45,10 +45,13 @@ impl Served {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next_line().await.unwrap().unwrap_or_default();
-        let url = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line: {first:?}"))
-            .to_owned();
+        let Some(url) = first.strip_prefix("listening on ").map(str::to_owned) else {
+            let out = child.wait_with_output().await.unwrap();
+            panic!(
+                "first line {first:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
         assert!(
             url.starts_with("http://127.0.0.1:") && !url.ends_with(":0"),
             "{url}"
@@ -483,4 +486,65 @@ alerts: {{healthchecks: {url}/hc/failed/, webhook: {url}/hook/failed}}
     }
     let (code, stderr) = served.terminate().await;
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// SIGTERM while a snapshot runs (held up by a 429 penalty): the service exits 0, the job is
+/// recorded as failed with why, no lock is left, and the repository checks clean.
+#[tokio::test]
+async fn sigterm_cancels_a_running_snapshot_cleanly() {
+    let setup = FakeSetup::start(FakeOptions {
+        preset: Preset::Demo,
+        ..FakeOptions::default()
+    })
+    .await;
+    let base = setup.base.clone();
+    let served = Served::start(&setup, &format!("bases:\n  - id: {base}\n"), &[]).await;
+    let mut seen = Vec::new();
+    let token = csrf(&served, &mut seen).await;
+    // The base answers 429 for the fake's 30 s penalty: the snapshot waits inside.
+    setup.fake.trigger_rate_limit(&base);
+    let (status, body) = send(
+        served
+            .post(&format!("/api/bases/{base}/snapshot"))
+            .header("X-CSRF-Token", &token),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = json(&body)["job_id"].as_i64().unwrap();
+    let locks = setup.dir.path().join("repo").join("locks");
+    for _ in 0..600 {
+        let (_, body) = send(served.get(&format!("/api/jobs/{id}")), &mut seen).await;
+        if json(&body)["outcome"] == "running" && !crate::support::files_below(&locks).is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, body) = send(served.get(&format!("/api/jobs/{id}")), &mut seen).await;
+    assert_eq!(json(&body)["outcome"], "running", "{body}");
+
+    let (code, stderr) = served.terminate().await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        crate::support::files_below(&locks).is_empty(),
+        "a lock was left"
+    );
+    let db = rusqlite::Connection::open(setup.dir.path().join("state/serve.sqlite")).unwrap();
+    let (outcome, error): (String, String) = db
+        .query_row(
+            "SELECT outcome, error FROM jobs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(outcome, "failed");
+    assert!(error.contains("stopped while the job ran"), "{error}");
+    let out = setup.command(&["check"]).output().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
