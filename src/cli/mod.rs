@@ -285,7 +285,7 @@ pub fn main() -> ExitCode {
     }
     settings::remember_secrets_from_env();
     let settings = Settings::new(&cli.global);
-    let repeats = logging::init(&settings.log);
+    let repeats = logging::init(&settings.log, !matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

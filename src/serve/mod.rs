@@ -5,7 +5,8 @@
 //! One file per concern: [`schedule`] (cron expressions in a time zone, and the clock),
 //! [`scheduler`] (lanes of queued jobs, one job per base at a time, missed runs once at
 //! start), [`jobs`] (what each job does, through the library), [`history`] (the SQLite job
-//! history), [`alerts`] (healthchecks, webhook, command) and [`http`] (the endpoints and their
+//! history), [`joblog`] (the warnings and errors logged inside a job, for its history),
+//! [`alerts`] (healthchecks, webhook, command) and [`http`] (the endpoints and their
 //! security: loopback by default, a bearer token or session cookie, CSRF tokens on POSTs).
 //! This module builds them from the configuration and starts and stops the service; the
 //! command line (`src/cli/serve.rs`) opens the repository and the Airtable client and prints.
@@ -13,6 +14,7 @@
 pub mod alerts;
 pub mod history;
 pub mod http;
+pub mod joblog;
 pub mod jobs;
 pub mod schedule;
 pub mod scheduler;

@@ -9,7 +9,7 @@
 //! (the [`Clock`] is injected; tests move a [`super::schedule::ManualClock`] by hand).
 //!
 //! What a job does is the [`Runner`]'s business; the scheduler records its start and end in
-//! the [`History`].
+//! the [`History`], with the warnings and errors logged inside the job (`super::joblog`).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::history::{Ending, History, HistoryError, JobKind, JobRow, Outcome};
 use super::schedule::{Clock, Schedule};
@@ -174,7 +175,9 @@ impl Scheduler {
                 if let Err(e) = history.start(job.id, this.clock.now()) {
                     tracing::warn!("{e}");
                 }
-                let ending = this.runner.run(job.clone()).await;
+                let (span, capture) = super::joblog::span(job.id);
+                let mut ending = this.runner.run(job.clone()).instrument(span).await;
+                ending.log.extend(super::joblog::take(capture));
                 if let Err(e) = history.finish(job.id, this.clock.now(), &ending) {
                     tracing::warn!("{e}");
                 }
@@ -305,10 +308,13 @@ mod tests {
         fn run(&self, job: Job) -> BoxFuture<Ending> {
             let (tx, rx) = oneshot::channel();
             self.release.lock().unwrap().insert(job.id, tx);
+            let id = job.id;
             self.started.send(job).unwrap();
             Box::pin(async move {
+                let outcome = rx.await.unwrap_or(Outcome::Failed);
+                tracing::warn!("job {id} was let go");
                 Ending {
-                    outcome: Some(rx.await.unwrap_or(Outcome::Failed)),
+                    outcome: Some(outcome),
                     ..Ending::default()
                 }
             })
@@ -501,6 +507,31 @@ mod tests {
         for id in [first, second, other, check] {
             wait_ended(&s, id).await;
         }
+    }
+
+    #[tokio::test]
+    async fn warnings_logged_inside_a_job_are_in_its_history() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let _log = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(crate::serve::joblog::JobLogLayer),
+        );
+        let (s, _clock, gate, mut started) = setup(ts("2026-03-01T10:30:00Z"));
+        let id = s
+            .enqueue(JobKind::Snapshot, Some("appA"), "manual")
+            .unwrap()
+            .unwrap();
+        started.recv().await.unwrap();
+        tracing::warn!("not inside the job");
+        gate.release(id);
+        wait_ended(&s, id).await;
+        let log = s.history.get(id).unwrap().unwrap().log.unwrap();
+        assert_eq!(
+            log,
+            vec![crate::serve::history::LogLine::new(
+                "warning",
+                format!("job {id} was let go")
+            )]
+        );
     }
 
     #[tokio::test]

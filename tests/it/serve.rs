@@ -515,8 +515,7 @@ async fn sigterm_cancels_a_running_snapshot_cleanly() {
     let locks = setup.dir.path().join("repo").join("locks");
     for _ in 0..600 {
         let (_, body) = send(served.get(&format!("/api/jobs/{id}")), &mut seen).await;
-        if json(&body)["outcome"] == "running" && !crate::support::files_below(&locks).is_empty()
-        {
+        if json(&body)["outcome"] == "running" && !crate::support::files_below(&locks).is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -532,11 +531,9 @@ async fn sigterm_cancels_a_running_snapshot_cleanly() {
     );
     let db = rusqlite::Connection::open(setup.dir.path().join("state/serve.sqlite")).unwrap();
     let (outcome, error): (String, String) = db
-        .query_row(
-            "SELECT outcome, error FROM jobs WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT outcome, error FROM jobs WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(outcome, "failed");
     assert!(error.contains("stopped while the job ran"), "{error}");
