@@ -18,9 +18,11 @@ use super::history::LogLine;
 /// Lines kept per job; later ones are counted in one last line.
 const MAX_LINES: usize = 200;
 
+/// The lines kept of one run, and how many more were left out.
+type Kept = (Vec<LogLine>, usize);
+
 /// Lines logged by running jobs, by [`Capture`] key, until [`take`]n.
-static LINES: LazyLock<Mutex<HashMap<u64, (Vec<LogLine>, usize)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static LINES: LazyLock<Mutex<HashMap<u64, Kept>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// The last key handed out: each run of a job gets its own, so two schedulers in one process
 /// (tests) never share lines.
