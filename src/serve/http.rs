@@ -19,7 +19,6 @@
 //! history, the configuration's ids and names, and scrubbed error texts.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -65,12 +64,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The router of the service listening on `addr`.
-pub fn router(
-    service: Arc<Service>,
-    auth: Option<secrecy::SecretString>,
-    _addr: SocketAddr,
-) -> Router {
+/// The router of the service: with `auth`, every request needs that access token.
+pub fn router(service: Arc<Service>, auth: Option<secrecy::SecretString>) -> Router {
     let state = Arc::new(AppState {
         service,
         auth,

@@ -225,7 +225,7 @@ pub async fn start(
         addr: options.listen,
         source,
     })?;
-    let app = http::router(Arc::clone(&service), options.auth_token, addr);
+    let app = http::router(Arc::clone(&service), options.auth_token);
     let (stop_http, stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(async move {
         let served = axum::serve(listener, app)
