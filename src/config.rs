@@ -35,6 +35,9 @@
 //!     comments: false                      # per-base override of `comments`
 //!     retention:                           # optional: this base's own keep rules, replacing the top-level ones
 //!       keep_daily: 90
+//!     schedule: "0 * * * *"                # `serve`: this base's own snapshot schedule (cron, 5 fields)
+//!     time_zone: America/New_York          # `serve`: the zone of this base's schedule
+//!     alerts: { webhook: https://example.com/hook } # `serve`: this base's own alerts, replacing the top-level ones
 //! retention:                               # the keep rules `forget --config` applies (restic's)
 //!   keep_last: 3
 //!   keep_hourly: 24
@@ -47,6 +50,16 @@
 //!   time_zone: UTC                         # calendar of the periods: UTC (default), local, or Europe/Paris...
 //!   after_snapshot: false                  # true: `snapshot --config` runs forget for its bases afterwards
 //!   prune: false                           # with after_snapshot: then prune too (default options)
+//!   schedule: "30 4 * * 0"                 # `serve`: run forget --prune for every base on this schedule
+//! schedule: "15 3 * * *"                   # `serve`: snapshot every base at 03:15 (cron: minute hour day month weekday)
+//! time_zone: Europe/Berlin                 # `serve`: the zone of every schedule: UTC (default), local, or an IANA name
+//! check:                                   # `serve`: verify the repository on a schedule
+//!   schedule: "0 5 * * 0"
+//!   read_data_subset: 5%                   # also read this share of the packs, a different slice each run
+//! alerts:                                  # `serve`: after each job (and before it, for healthchecks)
+//!   healthchecks: https://hc-ping.com/UUID # pinged at <url>/start, <url> on success, <url>/fail on failure or partial
+//!   webhook: https://example.com/hook      # POSTed a JSON summary of each finished job
+//!   command: /usr/local/bin/notify         # run with the summary in AIRBACK_JOB_* variables
 //! copies:                                  # optional: after `snapshot --config`, copy its bases' snapshots there
 //!   - repository: s3://offsite/airtable    # required: an existing repository (`airback init`)
 //!     password_file: /etc/airback/offsite-password # or password_command; neither for an unencrypted one
@@ -91,6 +104,12 @@
 //!   something: a count above zero, `keep_within` or `keep_tags`. A base's own section replaces
 //!   the top-level one for that base as a whole (no key-by-key merging); `time_zone` and
 //!   `after_snapshot` belong to the top-level section only.
+//! - `schedule` values are cron expressions of 5 fields (minute, hour, day of month, month, day
+//!   of week; `*`, lists, ranges, steps, names such as `MON`), evaluated in `time_zone` (the
+//!   top-level one, or the base's own); a base's `schedule` replaces the top-level one for that
+//!   base. `retention.schedule` belongs to the top-level section only. `check.read_data_subset`
+//!   is a percentage from 1% to 100%. `alerts` URLs are http or https; a base's `alerts`
+//!   replaces the top-level ones for that base's jobs as a whole.
 //! - Each `copies` entry names a repository once; its password comes from its own
 //!   `password_file` or `password_command` (not both, neither empty; a `password:` key is
 //!   rejected), never from the main repository's.
@@ -150,6 +169,55 @@ pub struct Config {
     pub retention: Option<Retention>,
     /// Repositories that `snapshot --config` copies its bases' snapshots into, in file order.
     pub copies: Vec<CopyTarget>,
+    /// `serve`: when every base is backed up (a validated cron expression), unless it has its
+    /// own.
+    pub schedule: Option<String>,
+    /// `serve`: the zone the schedules are read in (`UTC`, `local` or an IANA name); `None`
+    /// is UTC.
+    pub time_zone: Option<String>,
+    /// `serve`: the repository check and its schedule.
+    pub check: Option<CheckSchedule>,
+    /// `serve`: where jobs report, unless their base has its own.
+    pub alerts: Alerts,
+}
+
+/// `check:`: `serve` verifies the repository on this schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a map with `schedule` and optionally `read_data_subset`"
+)]
+pub struct CheckSchedule {
+    /// A validated cron expression.
+    pub schedule: String,
+    /// The share of the packs each run downloads and verifies, in percent (1 to 100); each
+    /// run reads the next slice. `None`: only the structure is checked.
+    #[serde(default, deserialize_with = "percent")]
+    pub read_data_subset: Option<u8>,
+}
+
+/// `alerts:`: where `serve` reports jobs. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "a map of healthchecks, webhook, command"
+)]
+pub struct Alerts {
+    /// A healthchecks.io-style check URL: `/start` before a job, the URL itself after a success,
+    /// `/fail` (with the error as body) after a failure or a partial snapshot.
+    pub healthchecks: Option<String>,
+    /// A URL that receives a POST with each finished job's summary as JSON.
+    pub webhook: Option<String>,
+    /// A shell command run after each job, with its summary in `AIRBACK_JOB_*` variables.
+    pub command: Option<String>,
+}
+
+impl Alerts {
+    /// Whether no alert is set.
+    pub fn is_empty(&self) -> bool {
+        self.healthchecks.is_none() && self.webhook.is_none() && self.command.is_none()
+    }
 }
 
 /// A second repository (`copies:`): after each `snapshot --config`, it receives every
@@ -203,6 +271,12 @@ pub struct BaseConfig {
     pub retention: Option<Retention>,
     /// This base's own `comments` setting; `None` when it has none.
     pub comments: Option<bool>,
+    /// `serve`: this base's own snapshot schedule (a validated cron expression).
+    pub schedule: Option<String>,
+    /// `serve`: the zone of this base's schedule, replacing the top-level `time_zone`.
+    pub time_zone: Option<String>,
+    /// `serve`: this base's own alerts, replacing the top-level ones as a whole.
+    pub alerts: Option<Alerts>,
 }
 
 impl BaseConfig {
@@ -216,6 +290,9 @@ impl BaseConfig {
             attachments: None,
             retention: None,
             comments: None,
+            schedule: None,
+            time_zone: None,
+            alerts: None,
         }
     }
 
@@ -360,7 +437,7 @@ impl fmt::Display for FieldRef {
     default,
     deny_unknown_fields,
     expecting = "a map of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, \
-                 keep_yearly, keep_within, keep_tags, time_zone, after_snapshot, prune"
+                 keep_yearly, keep_within, keep_tags, time_zone, after_snapshot, prune, schedule"
 )]
 pub struct Retention {
     /// The most recent snapshots.
@@ -395,6 +472,9 @@ pub struct Retention {
     pub after_snapshot: bool,
     /// With `after_snapshot`: then run `prune` (default options) too. Top-level section only.
     pub prune: bool,
+    /// `serve`: when to run `forget --prune` for every base (a validated cron expression).
+    /// Top-level section only.
+    pub schedule: Option<String>,
 }
 
 impl Retention {
@@ -517,6 +597,27 @@ impl Config {
         self.retention.is_some() || self.bases.iter().any(|b| b.retention.is_some())
     }
 
+    /// The snapshot schedule of `base` and the zone it is read in: its own, else the top-level
+    /// ones (`None`: no scheduled snapshots).
+    pub fn schedule_for<'a>(&'a self, base: &'a BaseConfig) -> Option<(&'a str, &'a str)> {
+        let schedule = base.schedule.as_deref().or(self.schedule.as_deref())?;
+        Some((schedule, self.zone_for(Some(base))))
+    }
+
+    /// The zone of `base`'s schedules (its own, else the top-level one), or of the
+    /// repository-wide ones when `None`; UTC by default.
+    pub fn zone_for<'a>(&'a self, base: Option<&'a BaseConfig>) -> &'a str {
+        base.and_then(|b| b.time_zone.as_deref())
+            .or(self.time_zone.as_deref())
+            .unwrap_or("UTC")
+    }
+
+    /// The alerts of `base`'s jobs (its own, else the top-level ones), or of the
+    /// repository-wide jobs when `None`.
+    pub fn alerts_for<'a>(&'a self, base: Option<&'a BaseConfig>) -> &'a Alerts {
+        base.and_then(|b| b.alerts.as_ref()).unwrap_or(&self.alerts)
+    }
+
     /// The attachment settings that apply to `base`: its override, else the top-level settings.
     pub fn attachments_for(&self, base: &BaseConfig) -> AttachmentSettings {
         base.attachments.unwrap_or(self.attachments)
@@ -574,6 +675,10 @@ struct RawConfig {
     bases: Vec<RawBase>,
     retention: Option<Retention>,
     copies: Vec<RawCopy>,
+    schedule: Option<String>,
+    time_zone: Option<String>,
+    check: Option<CheckSchedule>,
+    alerts: Alerts,
 }
 
 #[derive(Deserialize)]
@@ -619,6 +724,11 @@ struct RawBase {
     retention: Option<Retention>,
     #[serde(default)]
     comments: Option<bool>,
+    schedule: Option<String>,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    alerts: Option<Alerts>,
 }
 
 impl RawConfig {
@@ -713,6 +823,12 @@ impl RawConfig {
                      move them to the top-level `retention` section"
                 ));
             }
+            if !top && r.schedule.is_some() {
+                return Err(format!(
+                    "{name}: `schedule` runs forget --prune for every base; move it to the \
+                     top-level `retention` section"
+                ));
+            }
             if r.prune && !r.after_snapshot {
                 return Err(format!(
                     "{name}: `prune: true` runs after each snapshot's retention, so it needs \
@@ -762,6 +878,7 @@ impl RawConfig {
             }
         }
 
+        validate_serve(&self)?;
         let attachments = self
             .attachments
             .map_or_else(AttachmentSettings::default, |a| {
@@ -778,6 +895,9 @@ impl RawConfig {
                 attachments: b.attachments.map(|a| a.over(attachments)),
                 retention: b.retention,
                 comments: b.comments,
+                schedule: b.schedule,
+                time_zone: b.time_zone,
+                alerts: b.alerts,
             })
             .collect();
         Ok(Config {
@@ -802,7 +922,89 @@ impl RawConfig {
                     bases: c.bases.into_iter().map(|b| b.0).collect(),
                 })
                 .collect(),
+            schedule: self.schedule,
+            time_zone: self.time_zone,
+            check: self.check,
+            alerts: self.alerts,
         })
+    }
+}
+
+/// Checks the keys `serve` uses: every schedule parses as a 5-field cron expression, every
+/// zone is known, every alert URL is http or https and no command is empty.
+fn validate_serve(raw: &RawConfig) -> Result<(), String> {
+    let zone = |name: &str, zone: Option<&str>| -> Result<(), String> {
+        match zone {
+            Some(z) => crate::serve::schedule::zone(z)
+                .map(|_| ())
+                .map_err(|e| format!("{name}: {e}")),
+            None => Ok(()),
+        }
+    };
+    let cron = |name: &str, expr: Option<&str>| -> Result<(), String> {
+        match expr {
+            Some(e) => crate::serve::schedule::parse_cron(e)
+                .map(|_| ())
+                .map_err(|e| format!("{name}: {e}")),
+            None => Ok(()),
+        }
+    };
+    let alerts = |name: &str, a: &Alerts| -> Result<(), String> {
+        for (key, url) in [("healthchecks", &a.healthchecks), ("webhook", &a.webhook)] {
+            if let Some(url) = url {
+                let ok = reqwest::Url::parse(url)
+                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+                if !ok {
+                    return Err(format!(
+                        "{name}.{key}: `{}` is not an http or https URL; write the whole URL, \
+                         such as https://hc-ping.com/UUID",
+                        crate::backend::redact_location(url)
+                    ));
+                }
+            }
+        }
+        if a.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(format!(
+                "{name}.command is empty; give a command to run, or remove the key"
+            ));
+        }
+        Ok(())
+    };
+    zone("`time_zone`", raw.time_zone.as_deref())?;
+    cron("`schedule`", raw.schedule.as_deref())?;
+    cron(
+        "`retention.schedule`",
+        raw.retention.as_ref().and_then(|r| r.schedule.as_deref()),
+    )?;
+    if let Some(check) = &raw.check {
+        cron("`check.schedule`", Some(&check.schedule))?;
+    }
+    alerts("`alerts`", &raw.alerts)?;
+    for b in &raw.bases {
+        let name = format!("base {}", b.id.0);
+        zone(&format!("{name}: `time_zone`"), b.time_zone.as_deref())?;
+        cron(&format!("{name}: `schedule`"), b.schedule.as_deref())?;
+        if let Some(a) = &b.alerts {
+            alerts(&format!("{name}: `alerts`"), a)?;
+        }
+    }
+    Ok(())
+}
+
+/// A percentage written `5%` (or a bare number), 1 to 100.
+fn percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    let value: Option<serde_yaml_ng::Value> = Option::deserialize(d)?;
+    let Some(value) = value else { return Ok(None) };
+    let text = match &value {
+        serde_yaml_ng::Value::String(s) => s.trim().trim_end_matches('%').trim().to_owned(),
+        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    match text.parse::<u8>() {
+        Ok(n @ 1..=100) => Ok(Some(n)),
+        _ => Err(de::Error::custom(
+            "`read_data_subset` is a percentage from 1% to 100%, such as 5%",
+        )),
     }
 }
 
@@ -1188,6 +1390,9 @@ bases:
     comments: false
     retention:
       keep_daily: 90
+    schedule: \"0 * * * *\"
+    time_zone: America/New_York
+    alerts: { webhook: https://example.com/crm }
 retention:
   keep_last: 3
   keep_hourly: 24
@@ -1200,6 +1405,15 @@ retention:
   time_zone: Europe/Paris
   after_snapshot: true
   prune: true
+  schedule: \"30 4 * * 0\"
+schedule: \"15 3 * * *\"
+time_zone: Europe/Berlin
+check:
+  schedule: \"0 5 * * 0\"
+  read_data_subset: 5%
+alerts:
+  healthchecks: https://hc-ping.com/abc
+  command: notify-send airback
 ";
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -1275,6 +1489,12 @@ retention:
                     ..Retention::default()
                 }),
                 comments: Some(false),
+                schedule: Some("0 * * * *".into()),
+                time_zone: Some("America/New_York".into()),
+                alerts: Some(Alerts {
+                    webhook: Some("https://example.com/crm".into()),
+                    ..Alerts::default()
+                }),
             }],
             retention: Some(Retention {
                 keep_last: Some(3),
@@ -1292,15 +1512,68 @@ retention:
                 time_zone: Some("Europe/Paris".into()),
                 after_snapshot: true,
                 prune: true,
+                schedule: Some("30 4 * * 0".into()),
             }),
             copies: vec![],
+            schedule: Some("15 3 * * *".into()),
+            time_zone: Some("Europe/Berlin".into()),
+            check: Some(CheckSchedule {
+                schedule: "0 5 * * 0".into(),
+                read_data_subset: Some(5),
+            }),
+            alerts: Alerts {
+                healthchecks: Some("https://hc-ping.com/abc".into()),
+                webhook: None,
+                command: Some("notify-send airback".into()),
+            },
         };
         assert_eq!(config, expected);
         let base = config.base("appXXXXXXXXXXXXXX").unwrap();
         assert!(!config.attachments_for(base).download);
         assert!(!config.comments_for(base));
         assert!(config.comments_for(&BaseConfig::new(BASE)));
+        assert_eq!(
+            config.schedule_for(base),
+            Some(("0 * * * *", "America/New_York"))
+        );
+        assert_eq!(config.zone_for(None), "Europe/Berlin");
+        assert_eq!(
+            config.alerts_for(Some(base)).webhook.as_deref(),
+            Some("https://example.com/crm")
+        );
+        assert!(config.alerts_for(None).webhook.is_none());
         assert!(config.base(BASE).is_none());
+    }
+
+    #[test]
+    fn serve_keys_are_checked_when_the_file_is_read() {
+        let bad = |text: &str, wanted: &[&str]| {
+            let e = parse(text).unwrap_err().to_string();
+            for w in wanted {
+                assert!(e.contains(w), "{e} lacks {w}");
+            }
+        };
+        bad("schedule: \"15 3 * *\"", &["`schedule`", "5 fields"]);
+        bad("time_zone: Mars/Base", &["`time_zone`", "IANA"]);
+        bad(
+            "check: {schedule: \"0 5 * * 0\", read_data_subset: 150%}",
+            &["1% to 100%"],
+        );
+        bad(
+            "alerts: {webhook: \"ftp://x/y\"}",
+            &["alerts`.webhook", "http or https"],
+        );
+        bad("alerts: {command: \" \"}", &["command is empty"]);
+        bad(
+            "bases: [{id: appXXXXXXXXXXXXXX, retention: {keep_last: 1, schedule: \"0 0 * * *\"}}]",
+            &["top-level `retention`"],
+        );
+        bad(
+            "bases: [{id: appXXXXXXXXXXXXXX, schedule: \"61 * * * *\"}]",
+            &["base appXXXXXXXXXXXXXX: `schedule`"],
+        );
+        let c = parse("check: {schedule: \"0 5 * * 0\", read_data_subset: 10}").unwrap();
+        assert_eq!(c.check.unwrap().read_data_subset, Some(10));
     }
 
     #[test]

@@ -47,6 +47,37 @@ impl Policies {
     }
 }
 
+/// The config's `retention:` sections as policies: the top-level one for every base, a base's
+/// own for that base.
+pub fn policies_of_config(config: &crate::config::Config) -> Policies {
+    Policies {
+        default: config.retention.as_ref().map(policy_of),
+        per_base: config
+            .bases
+            .iter()
+            .filter_map(|b| Some((b.id.clone(), policy_of(b.retention.as_ref()?))))
+            .collect(),
+    }
+}
+
+/// A config `retention:` section as a policy (validated when the config was read).
+pub fn policy_of(r: &crate::config::Retention) -> Policy {
+    let count = |n: Option<u32>| {
+        n.and_then(|n| std::num::NonZeroU32::new(n).map(crate::retention::Keep::Count))
+    };
+    Policy {
+        last: count(r.keep_last),
+        hourly: count(r.keep_hourly),
+        daily: count(r.keep_daily),
+        weekly: count(r.keep_weekly),
+        monthly: count(r.keep_monthly),
+        yearly: count(r.keep_yearly),
+        within: r.keep_within,
+        tags: r.keep_tags.clone(),
+        ..Policy::default()
+    }
+}
+
 /// What [`plan`] needs besides the snapshots.
 #[derive(Debug, Clone)]
 pub struct ForgetOptions {

@@ -90,6 +90,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod rewrite;
+pub mod serve;
 pub mod snapshots;
 pub mod stored;
 

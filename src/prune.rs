@@ -456,10 +456,16 @@ pub async fn prune(repo: &Exclusive, options: &PruneOptions) -> Result<PruneSumm
     }
 
     // 8. Delete the pack objects (a pack already gone counts as deleted).
-    let deletions = futures::stream::iter(candidates.iter().map(|p| repo.delete_pack(&p.id)))
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
+    // Owned ids: a closure over `&CachedPack` makes the future not `Send` (a higher-ranked
+    // lifetime rustc cannot prove), and `serve` runs prune on a spawned task.
+    let ids: Vec<PackId> = candidates.iter().map(|p| p.id).collect();
+    let deletions = futures::stream::iter(
+        ids.into_iter()
+            .map(|id| async move { repo.delete_pack(&id).await }),
+    )
+    .buffer_unordered(8)
+    .collect::<Vec<_>>()
+    .await;
     for result in deletions {
         result?;
     }

@@ -89,6 +89,20 @@ impl BackupOptions {
         }
     }
 
+    /// The options the config file gives `base` (tables, fields, attachments), or `None`
+    /// when it does not list it.
+    pub fn from_config(config: &crate::config::Config, base: &str) -> Option<BackupOptions> {
+        let entry = config.base(base)?;
+        let mut o = BackupOptions::new(base);
+        o.tables = entry.tables.clone();
+        o.exclude_fields = entry.exclude_fields.clone();
+        let attachments = config.attachments_for(entry);
+        o.attachments = attachments.download;
+        o.attachment_concurrency = attachments.concurrency;
+        o.comments = config.comments_for(entry);
+        Some(o)
+    }
+
     /// The ids of the table's fields to back up, and of those left out, in schema order.
     fn fields_to_list(&self, table: &TableSchema) -> (Vec<String>, Vec<String>) {
         let (listed, excluded): (Vec<_>, Vec<_>) = table.fields.iter().partition(|f| {

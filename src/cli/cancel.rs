@@ -59,7 +59,7 @@ pub(super) fn run<T>(runtime: Runtime, command: impl Future<Output = T>) -> Opti
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM; never if neither can be listened for.
-async fn interrupt() {
+pub(super) async fn interrupt() {
     #[cfg(unix)]
     let terminate = async {
         use tokio::signal::unix::{SignalKind, signal};

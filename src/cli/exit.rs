@@ -39,6 +39,9 @@ pub(crate) fn for_error(err: &anyhow::Error) -> u8 {
         {
             return USAGE;
         }
+        if let Some(crate::serve::ServeError::NeedsToken(_)) = cause.downcast_ref() {
+            return USAGE;
+        }
         if let Some(crate::restore::RestoreError::SameBase(_)) = cause.downcast_ref() {
             return USAGE;
         }

@@ -9,7 +9,7 @@ use super::print::{Text, count};
 use super::prune::PruneArgs;
 use super::settings::Settings;
 use super::{exit, open_repo};
-use crate::config::{Config, Retention};
+use crate::config::Config;
 use crate::forget::{self, Action, ForgetOptions, ForgetPlan, Policies};
 use crate::prune::PruneSummary;
 use crate::retention::{CalendarDuration, Keep, Policy, TagList};
@@ -228,32 +228,7 @@ fn zone_name(config: Option<&Config>) -> String {
 
 /// The config's `retention:` sections as policies, and the time zone's name.
 fn policies_of_config(config: &Config) -> (Policies, String) {
-    let zone = zone_name(Some(config));
-    let policies = Policies {
-        default: config.retention.as_ref().map(policy_of),
-        per_base: config
-            .bases
-            .iter()
-            .filter_map(|b| Some((b.id.clone(), policy_of(b.retention.as_ref()?))))
-            .collect(),
-    };
-    (policies, zone)
-}
-
-/// A config `retention:` section as a policy (validated when the config was read).
-fn policy_of(r: &Retention) -> Policy {
-    let count = |n: Option<u32>| n.and_then(|n| std::num::NonZeroU32::new(n).map(Keep::Count));
-    Policy {
-        last: count(r.keep_last),
-        hourly: count(r.keep_hourly),
-        daily: count(r.keep_daily),
-        weekly: count(r.keep_weekly),
-        monthly: count(r.keep_monthly),
-        yearly: count(r.keep_yearly),
-        within: r.keep_within,
-        tags: r.keep_tags.clone(),
-        ..Policy::default()
-    }
+    (forget::policies_of_config(config), zone_name(Some(config)))
 }
 
 /// The zone named by the config: `UTC`, `local` or an IANA name.

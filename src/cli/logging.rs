@@ -1,6 +1,6 @@
 //! Log output on standard error: `AIRBACK_LOG` picks the level (default `warn`, `error` with
 //! `--quiet`); colours only on a terminal (and not with `NO_COLOR`); a warning or error
-//! repeated within a run is printed once, and [`Repeats::report`] says at the end how often it
+//! repeated within a run is printed once (but by `serve`), and [`Repeats::report`] says at the end how often it
 //! happened. After an interruption the log is muted ([`mute`]): the abandoned work's last
 //! failures are not news.
 
@@ -29,8 +29,10 @@ pub(super) fn mute() {
 }
 
 /// Installs the log output for the process. The returned [`Repeats`] reports repeated
-/// messages at the end.
-pub(super) fn init(settings: &LogSettings) -> Repeats {
+/// messages at the end; with `once` false (`serve`, which runs for months) every message is
+/// printed. The warnings and errors logged inside a `serve` job also go to its history
+/// (`crate::serve::joblog`).
+pub(super) fn init(settings: &LogSettings, once: bool) -> Repeats {
     let default = if settings.quiet { "error" } else { "warn" };
     let filter = settings
         .filter
@@ -44,7 +46,8 @@ pub(super) fn init(settings: &LogSettings) -> Repeats {
         .with(tracing_subscriber::filter::filter_fn(|_| {
             !MUTED.load(Ordering::Relaxed)
         }))
-        .with(repeats.clone())
+        .with(once.then(|| repeats.clone()))
+        .with(crate::serve::joblog::JobLogLayer)
         .with(
             tracing_subscriber::fmt::layer()
                 // Secrets seen in locations or the environment never reach the log.

@@ -23,6 +23,7 @@ mod prune;
 mod repair;
 mod restore;
 mod rewrite;
+mod serve;
 mod settings;
 mod snapshot;
 
@@ -153,6 +154,8 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Print airback's man page (roff), or write one page per command with --dir
     Man(completions::ManArgs),
+    /// Run as a service: the config's schedules, job history, alerts, metrics and a JSON API
+    Serve(serve::ServeArgs),
     /// Serve a fake Airtable API for trying airback and for tests (prints its URL and token)
     #[command(hide = true)]
     FakeAirtable(Box<FakeAirtableArgs>),
@@ -254,7 +257,8 @@ pub fn main() -> ExitCode {
         | Command::Demo(_)
         | Command::Repair(_)
         | Command::Rewrite(_)
-        | Command::Prune(_) => true,
+        | Command::Prune(_)
+        | Command::Serve(_) => true,
         Command::Key(key) => key.writes(),
         Command::Forget(forget) => forget.writes(),
         Command::Restore(restore) => restore.writes(),
@@ -264,8 +268,8 @@ pub fn main() -> ExitCode {
         usage_error(
             "--no-lock is for commands that only read a repository (check, export, restore, \
              snapshots, show, key list, forget --dry-run, and copy's source); init, snapshot, \
-             forget, prune, rewrite, repair, key add, key remove, key passwd, demo and restore \
-             --in-place (its safety snapshot) write to one",
+             forget, prune, rewrite, repair, key add, key remove, key passwd, demo, serve and \
+             restore --in-place (its safety snapshot) write to one",
         );
     }
     // clap checks these conflicts only among flags given on the same side of the command
@@ -287,7 +291,7 @@ pub fn main() -> ExitCode {
     }
     settings::remember_secrets_from_env();
     let settings = Settings::new(&cli.global);
-    let repeats = logging::init(&settings.log);
+    let repeats = logging::init(&settings.log, !matches!(cli.command, Command::Serve(_)));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -299,7 +303,14 @@ pub fn main() -> ExitCode {
         }
     };
     let interrupted = cancel::interrupted_message(&cli.command);
-    let result = cancel::run(runtime, run(cli, settings));
+    // `serve` listens for the signals itself: it stops its jobs and exits 0.
+    let result = if matches!(cli.command, Command::Serve(_)) {
+        let done = runtime.block_on(run(cli, settings));
+        runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+        Some(done)
+    } else {
+        cancel::run(runtime, run(cli, settings))
+    };
     repeats.report();
     let Some(result) = result else {
         err!("{interrupted}");
@@ -355,6 +366,7 @@ async fn run(cli: Cli, mut settings: Settings) -> anyhow::Result<u8> {
         Command::Key(args) => key::run(g, args).await,
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
+        Command::Serve(args) => serve::run(g, args).await,
         #[cfg(feature = "fake")]
         Command::FakeAirtable(args) => fake_airtable(args).await,
         #[cfg(not(feature = "fake"))]

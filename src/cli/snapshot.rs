@@ -76,15 +76,7 @@ pub(super) struct ShowArgs {
 
 /// The backup options the config file gives `base`, or `None` when it does not list it.
 pub(super) fn configured(config: &crate::config::Config, base: &str) -> Option<BackupOptions> {
-    let entry = config.bases.iter().find(|b| b.id == base)?;
-    let mut o = BackupOptions::new(base);
-    o.tables = entry.tables.clone();
-    o.exclude_fields = entry.exclude_fields.clone();
-    let attachments = config.attachments_for(entry);
-    o.attachments = attachments.download;
-    o.attachment_concurrency = attachments.concurrency;
-    o.comments = config.comments_for(entry);
-    Some(o)
+    BackupOptions::from_config(config, base)
 }
 
 /// Runs `airback snapshot`, then writes the metrics file if one is asked for (even when the

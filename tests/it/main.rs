@@ -26,5 +26,6 @@ mod regressions;
 mod repo;
 mod restore;
 mod secrets;
+mod serve;
 mod snapshot;
 mod support;

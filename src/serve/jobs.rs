@@ -1,0 +1,468 @@
+//! What `serve`'s jobs do, through the same library calls as the commands: a snapshot of one
+//! base (`backup_base_with`, as `airback snapshot`), retention (`forget` by the config's rules,
+//! then `prune`, as `airback forget --prune`) and `check` (reading the next slice of the data
+//! when the config asks for a share of it).
+//!
+//! All jobs share one repository handle and one Airtable client, so the client's per-base and
+//! per-token pacing holds across bases running at once. Snapshots running at once share one
+//! writer lock and one blob writer (as `snapshot` with several bases does); retention takes
+//! the exclusive lock, so it waits for the running snapshots and checks to end, and those
+//! queued after it wait for it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use tokio::sync::RwLock;
+
+use super::alerts::Alerter;
+use super::history::{Ending, Figures, JobKind, JobRow, LogLine, Outcome};
+use super::scheduler::{BoxFuture, Job, Runner};
+use crate::airtable::Client;
+use crate::backup::{BackupError, BackupOptions, backup_base_with};
+use crate::config::Config;
+use crate::layout::{self, LayoutJson, SnapshotSummary, TableMeta};
+use crate::repo::lock::LockGuard;
+use crate::repo::{BlobWriter, Repository};
+use crate::secrets::scrub;
+
+/// What the latest snapshot of a base holds, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Latest {
+    /// Records per table name.
+    pub records: BTreeMap<String, u64>,
+    /// Attachments.
+    pub attachments: u64,
+    /// When it was taken.
+    pub time: Option<String>,
+}
+
+/// The writer lock and blob writer that the snapshots running at once share.
+#[derive(Default)]
+struct Writers {
+    users: usize,
+    lock: Option<LockGuard>,
+    writer: Option<BlobWriter>,
+}
+
+/// Runs jobs against one repository with one Airtable client.
+pub struct JobRunner {
+    repo: Repository,
+    client: Client,
+    config: Arc<Config>,
+    alerter: Alerter,
+    history: Arc<super::history::History>,
+    /// Read side: snapshots and checks; write side: retention.
+    gate: RwLock<()>,
+    writers: tokio::sync::Mutex<Writers>,
+    latest: Mutex<HashMap<String, Latest>>,
+    repository_bytes: Mutex<Option<u64>>,
+}
+
+impl JobRunner {
+    /// A runner for the configured bases of `config`.
+    pub fn new(
+        repo: Repository,
+        client: Client,
+        config: Arc<Config>,
+        history: Arc<super::history::History>,
+    ) -> JobRunner {
+        JobRunner {
+            repo,
+            client,
+            config,
+            alerter: Alerter::new(),
+            history,
+            gate: RwLock::new(()),
+            writers: tokio::sync::Mutex::new(Writers::default()),
+            latest: Mutex::new(HashMap::new()),
+            repository_bytes: Mutex::new(None),
+        }
+    }
+
+    /// The shared Airtable client (its counters feed `/metrics`).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// What the latest snapshot of each base holds, as last read.
+    pub fn latest(&self) -> HashMap<String, Latest> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The bytes of the repository's packs, as last read.
+    pub fn repository_bytes(&self) -> Option<u64> {
+        *self
+            .repository_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the latest snapshot of every configured base, and the repository's size.
+    pub async fn refresh(&self) {
+        match crate::snapshots::list(&self.repo).await {
+            Ok(all) => {
+                for base in &self.config.bases {
+                    if let Some((_, s)) = all
+                        .iter()
+                        .rfind(|(_, s)| crate::snapshots::base_id(s) == Some(base.id.as_str()))
+                    {
+                        self.remember_latest(&base.id, s).await;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list the snapshots: {}", scrub(&e.to_string())),
+        }
+        self.refresh_size().await;
+    }
+
+    async fn refresh_size(&self) {
+        let repo = self.repo.clone();
+        let sizes = tokio::task::spawn_blocking(move || repo.cache().pack_sizes()).await;
+        if let Ok(Ok(sizes)) = sizes {
+            *self
+                .repository_bytes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(sizes.values().sum());
+        }
+    }
+
+    async fn remember_latest(&self, base: &str, s: &crate::repo::snapshot::Snapshot) {
+        let mut latest = Latest {
+            attachments: SnapshotSummary::of(s).attachments,
+            time: Some(s.time.clone()),
+            ..Latest::default()
+        };
+        if let Ok(root) = self.repo.load_tree(&s.tree).await
+            && let Some(subtree) = layout::tables_dir(&root)
+            && let Ok(tables) = self.repo.load_tree(&subtree).await
+        {
+            for node in tables.nodes {
+                if let Some(meta) = TableMeta::from_json(&node.meta) {
+                    latest.records.insert(meta.name, meta.records);
+                }
+            }
+        }
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(base.to_owned(), latest);
+    }
+
+    /// The alerts of a job.
+    fn alerts(&self, job: &Job) -> &crate::config::Alerts {
+        self.config
+            .alerts_for(job.base.as_deref().and_then(|b| self.config.base(b)))
+    }
+
+    async fn snapshot(&self, base: &str) -> Ending {
+        let Some(options) = BackupOptions::from_config(&self.config, base) else {
+            return failed(format!(
+                "base {base} is not in the configuration file; add it under `bases:`"
+            ));
+        };
+        let _gate = self.gate.read().await;
+        let writer = match self.join_writers().await {
+            Ok(w) => w,
+            Err(e) => return failed(e),
+        };
+        let before = self.client.counters();
+        let result = backup_base_with(
+            &self.repo,
+            &writer,
+            &self.client,
+            &options,
+            Arc::new(crate::progress::NoProgress),
+        )
+        .await;
+        drop(writer);
+        let mut log = self.leave_writers().await;
+        let after = self.client.counters();
+        match result {
+            Ok(s) => {
+                for w in s.warnings.iter().filter(|w| !s.problems.contains(w)) {
+                    log.push(LogLine::new("warning", scrub(w)));
+                }
+                for p in &s.problems {
+                    log.push(LogLine::new(
+                        "warning",
+                        scrub(&crate::backup::without_urls(p)),
+                    ));
+                }
+                let error = s.partial.then(|| {
+                    // What could not be read, and the filter entries that matched nothing.
+                    let mut items: Vec<String> = s
+                        .problems
+                        .iter()
+                        .map(|p| crate::backup::without_urls(p))
+                        .collect();
+                    for w in &s.warnings {
+                        if !items.contains(w) {
+                            items.push(w.clone());
+                        }
+                    }
+                    scrub(&format!(
+                        "snapshot {} is partial; missing: {}",
+                        s.snapshot_id.short(),
+                        items.join("; ")
+                    ))
+                    .into_owned()
+                });
+                if let Ok(snapshot) = self.repo.load_snapshot(&s.snapshot_id).await {
+                    self.remember_latest(base, &snapshot).await;
+                }
+                self.refresh_size().await;
+                Ending {
+                    outcome: Some(if s.partial {
+                        Outcome::Partial
+                    } else {
+                        Outcome::Ok
+                    }),
+                    figures: Figures {
+                        records: s.records,
+                        attachments_downloaded: s.attachments_downloaded,
+                        bytes_added: s.bytes_added,
+                        requests: s.api_requests,
+                        rate_limited: s.rate_limited,
+                    },
+                    snapshot: Some(s.snapshot_id.to_string()),
+                    error,
+                    log,
+                }
+            }
+            Err(e) => {
+                let e = match e {
+                    BackupError::Airtable { source, .. } => anyhow::Error::from(source),
+                    other => anyhow::Error::from(other),
+                };
+                let mut ending = failed(format!(
+                    "base {base} failed, no snapshot was saved for it: {e:#}"
+                ));
+                ending.figures.requests = after.requests.saturating_sub(before.requests);
+                ending.figures.rate_limited =
+                    after.rate_limited.saturating_sub(before.rate_limited);
+                ending.log.splice(0..0, log);
+                ending
+            }
+        }
+    }
+
+    /// Joins the snapshots running at once: the first takes the writer lock (which syncs the
+    /// index) and adopts what an interrupted run left.
+    async fn join_writers(&self) -> Result<BlobWriter, String> {
+        let mut w = self.writers.lock().await;
+        if w.users == 0 {
+            let lock = self
+                .repo
+                .lock_writer("serve")
+                .await
+                .map_err(|e| format!("cannot write the writer lock: {e}"))?;
+            if let Err(e) = self.repo.adopt_unindexed_packs().await {
+                let _ = lock.release().await;
+                return Err(format!(
+                    "cannot list the repository's packs to adopt those an interrupted run \
+                     left: {e}"
+                ));
+            }
+            w.lock = Some(lock);
+            w.writer = Some(self.repo.writer());
+        }
+        w.users += 1;
+        Ok(w.writer.clone().expect("a writer while in use"))
+    }
+
+    /// Leaves the writers; the last one out releases the lock.
+    async fn leave_writers(&self) -> Vec<LogLine> {
+        let mut w = self.writers.lock().await;
+        w.users = w.users.saturating_sub(1);
+        if w.users > 0 {
+            return Vec::new();
+        }
+        w.writer = None;
+        match w.lock.take() {
+            Some(lock) => match lock.release().await {
+                Ok(()) => Vec::new(),
+                Err(e) => vec![LogLine::new(
+                    "warning",
+                    format!("cannot remove the writer lock: {e}"),
+                )],
+            },
+            None => Vec::new(),
+        }
+    }
+
+    async fn retention(&self) -> Ending {
+        if !self.config.has_retention() {
+            return failed("the configuration file has no `retention:` rules".to_owned());
+        }
+        let zone_name = self
+            .config
+            .retention
+            .as_ref()
+            .and_then(|r| r.time_zone.clone())
+            .unwrap_or_else(|| "UTC".to_owned());
+        let zone = match super::schedule::zone(&zone_name) {
+            Ok(z) => z,
+            Err(e) => return failed(format!("retention.time_zone: {e}")),
+        };
+        let options = crate::forget::ForgetOptions {
+            policies: crate::forget::policies_of_config(&self.config),
+            bases: self.config.bases.iter().map(|b| b.id.clone()).collect(),
+            zone,
+            zone_name,
+            now: Timestamp::now(),
+        };
+        let _gate = self.gate.write().await;
+        let repo = match self.repo.lock_exclusive("serve retention").await {
+            Ok(r) => r,
+            Err(e) => return failed(format!("cannot lock the repository: {e}")),
+        };
+        let result = async {
+            let plan = crate::forget::plan(crate::snapshots::list(&repo).await?, &options)?;
+            let removed = crate::forget::remove(&repo, &plan).await?;
+            let pruned = crate::prune::prune(&repo, &crate::prune::PruneOptions::default()).await?;
+            anyhow::Ok((removed, pruned))
+        }
+        .await;
+        let released = repo.release().await;
+        self.refresh().await;
+        match result {
+            Ok((removed, pruned)) => {
+                let mut log = vec![LogLine::new(
+                    "info",
+                    format!(
+                        "removed {removed} snapshot(s); prune deleted {} pack(s) and freed {} \
+                         byte(s)",
+                        pruned.packs.delete, pruned.bytes.deleted
+                    ),
+                )];
+                if let Err(e) = released {
+                    log.push(LogLine::new(
+                        "warning",
+                        format!("cannot remove the lock: {e}"),
+                    ));
+                }
+                Ending {
+                    outcome: Some(Outcome::Ok),
+                    log,
+                    ..Ending::default()
+                }
+            }
+            Err(e) => failed(format!("retention failed: {e:#}")),
+        }
+    }
+
+    async fn check(&self) -> Ending {
+        let subset = self
+            .config
+            .check
+            .as_ref()
+            .and_then(|c| c.read_data_subset)
+            .map(|percent| {
+                let m = 100u32.div_ceil(u32::from(percent)).max(1);
+                let done = self.history.count_ended(JobKind::Check).unwrap_or(0);
+                crate::check::Subset {
+                    n: u32::try_from(done % u64::from(m)).unwrap_or(0) + 1,
+                    m,
+                }
+            });
+        let _gate = self.gate.read().await;
+        let lock = match self.repo.lock(false, "serve check").await {
+            Ok(l) => l,
+            Err(e) => return failed(format!("cannot lock the repository: {e}")),
+        };
+        let options = crate::check::CheckOptions {
+            read_data: false,
+            subset,
+        };
+        let report = crate::check::check(&self.repo, &options).await;
+        let _ = lock.release().await;
+        match report {
+            Ok(report) => {
+                let mut log: Vec<LogLine> = report
+                    .warnings
+                    .iter()
+                    .map(|w| LogLine::new("warning", scrub(w)))
+                    .collect();
+                log.extend(
+                    report
+                        .errors
+                        .iter()
+                        .map(|e| LogLine::new("error", scrub(e))),
+                );
+                if let Some(s) = subset {
+                    log.push(LogLine::new(
+                        "info",
+                        format!(
+                            "read slice {}/{} of the packs: {} pack(s), {} byte(s)",
+                            s.n, s.m, report.packs_read, report.bytes_read
+                        ),
+                    ));
+                }
+                let ok = report.is_ok();
+                Ending {
+                    outcome: Some(if ok { Outcome::Ok } else { Outcome::Failed }),
+                    error: (!ok).then(|| {
+                        format!(
+                            "check found {} error(s); run `airback check` for details and \
+                             `airback repair` to fix them",
+                            report.errors.len()
+                        )
+                    }),
+                    log,
+                    ..Ending::default()
+                }
+            }
+            Err(e) => failed(format!("check failed: {e}")),
+        }
+    }
+}
+
+/// A failed ending with `error` (scrubbed of secrets) as its error and log line.
+fn failed(error: String) -> Ending {
+    let error = scrub(&error).into_owned();
+    Ending {
+        outcome: Some(Outcome::Failed),
+        log: vec![LogLine::new("error", error.clone())],
+        error: Some(error),
+        ..Ending::default()
+    }
+}
+
+impl Runner for Arc<JobRunner> {
+    fn run(&self, job: Job) -> BoxFuture<Ending> {
+        let this = Arc::clone(self);
+        Box::pin(async move {
+            let mut early = this.alerter.started(this.alerts(&job)).await;
+            let mut ending = match (job.kind, job.base.as_deref()) {
+                (JobKind::Snapshot, Some(base)) => this.snapshot(base).await,
+                (JobKind::Snapshot, None) => failed("a snapshot job needs a base".to_owned()),
+                (JobKind::Retention, _) => this.retention().await,
+                (JobKind::Check, _) => this.check().await,
+            };
+            early.append(&mut ending.log);
+            ending.log = early;
+            ending
+        })
+    }
+
+    fn after(&self, job: Job, row: Option<JobRow>) -> BoxFuture<()> {
+        let this = Arc::clone(self);
+        Box::pin(async move {
+            let Some(row) = row else { return };
+            let alerts = this.alerts(&job).clone();
+            if alerts.is_empty() {
+                return;
+            }
+            for line in this.alerter.ended(&alerts, &row).await {
+                tracing::warn!("job {}: {}", job.id, line.text);
+                if let Err(e) = this.history.log(job.id, &line) {
+                    tracing::warn!("{e}");
+                }
+            }
+        })
+    }
+}
