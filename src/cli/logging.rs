@@ -5,11 +5,9 @@
 //! failures are not news.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
@@ -100,7 +98,7 @@ impl<S: Subscriber> Layer<S> for Repeats {
         if level > Level::WARN {
             return true;
         }
-        let mut text = Text::default();
+        let mut text = crate::serve::joblog::EventText::default();
         event.record(&mut text);
         let key = format!("{level} {}", text.0);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,27 +112,6 @@ impl<S: Subscriber> Layer<S> for Repeats {
             seen.index.insert(key, i);
         }
         true
-    }
-}
-
-/// An event's message and fields as one line of text.
-#[derive(Default)]
-struct Text(String);
-
-impl Visit for Text {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let name = field.name();
-        if name.starts_with("log.") {
-            return;
-        }
-        if !self.0.is_empty() {
-            self.0.push(' ');
-        }
-        let _ = if name == "message" {
-            write!(self.0, "{value:?}")
-        } else {
-            write!(self.0, "{name}={value:?}")
-        };
     }
 }
 

@@ -82,11 +82,11 @@ impl Visit for KeyField {
     fn record_debug(&mut self, _field: &Field, _value: &dyn std::fmt::Debug) {}
 }
 
-/// An event's message and fields as one line.
+/// An event's message and fields as one line (also what the CLI's repeat counting keys on).
 #[derive(Default)]
-struct Message(String);
+pub(crate) struct EventText(pub(crate) String);
 
-impl Visit for Message {
+impl Visit for EventText {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         use std::fmt::Write as _;
         let name = field.name();
@@ -134,7 +134,7 @@ where
         else {
             return;
         };
-        let mut text = Message::default();
+        let mut text = EventText::default();
         event.record(&mut text);
         let line = LogLine::new(
             if level == Level::ERROR {
