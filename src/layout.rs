@@ -350,27 +350,24 @@ pub(crate) fn root_tree(
 
 /// The node of a table's comments file in `comments/` (named like its table file).
 pub(crate) fn comments_node(meta: &CommentsMeta, size: u64, content: Vec<BlobId>) -> Node {
-    Node {
-        name: table_file(&meta.id),
-        kind: NodeKind::File {
-            size,
-            blob_kind: BlobKind::Meta,
-            content,
-        },
-        meta: meta.to_json(),
-    }
+    meta_file_node(&meta.id, size, content, meta.to_json())
 }
 
 /// The node of a table file in `tables/`.
 pub(crate) fn table_node(meta: &TableMeta, size: u64, content: Vec<BlobId>) -> Node {
+    meta_file_node(&meta.id, size, content, meta.to_json())
+}
+
+/// A `<table id>.jsonl` file of meta blobs with its node meta.
+fn meta_file_node(table_id: &str, size: u64, content: Vec<BlobId>, meta: Value) -> Node {
     Node {
-        name: table_file(&meta.id),
+        name: table_file(table_id),
         kind: NodeKind::File {
             size,
             blob_kind: BlobKind::Meta,
             content,
         },
-        meta: meta.to_json(),
+        meta,
     }
 }
 
