@@ -21,6 +21,8 @@ pub enum JobKind {
     Retention,
     /// `check`, with a slice of the data read when the config says so.
     Check,
+    /// `restore --in-place` of one record or table, asked for on the web page.
+    Restore,
 }
 
 impl JobKind {
@@ -30,6 +32,7 @@ impl JobKind {
             JobKind::Snapshot => "snapshot",
             JobKind::Retention => "retention",
             JobKind::Check => "check",
+            JobKind::Restore => "restore",
         }
     }
 
@@ -37,6 +40,7 @@ impl JobKind {
         match s {
             "retention" => JobKind::Retention,
             "check" => JobKind::Check,
+            "restore" => JobKind::Restore,
             _ => JobKind::Snapshot,
         }
     }

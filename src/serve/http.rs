@@ -9,6 +9,14 @@
 //! - `POST /api/bases/{base}/snapshot`: queues a snapshot now; 202 with the job's id.
 //! - `POST /login` with `{"token": "..."}`: with an access token, sets a session cookie so a
 //!   browser need not send the token with each request.
+//! - The repository's views ([`super::browse`]): `GET /api/bases/{base}/snapshots`,
+//!   `/api/snapshots/{id}`, `/api/snapshots/{id}/tables/{table}/records?q=&offset=&limit=`,
+//!   `/api/records/{record}/history?base=`, `/api/diff?from=&to=` (`to=live` for the live
+//!   base) and `/api/snapshots/{id}/export?format=zip|sqlite` (a download).
+//! - Restores in place ([`super::inplace`]): `POST /api/snapshots/{id}/restore/plan` (a dry
+//!   run: the changes it would make) and `POST /api/snapshots/{id}/restore` (a job).
+//! - The web page ([`super::web`]): `/`, `/app.js`, `/app.css`, built into the binary; they
+//!   hold no data, so they are served without the access token (the page then asks for it).
 //!
 //! Security: with an access token, every request but `/login` needs `Authorization: Bearer
 //! <token>` or the session cookie (401 otherwise). Without one (loopback only), a request
@@ -43,8 +51,8 @@ pub const SESSION_COOKIE: &str = "airback_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// What the handlers share.
-struct AppState {
-    service: Arc<Service>,
+pub(super) struct AppState {
+    pub(super) service: Arc<Service>,
     auth: Option<secrecy::SecretString>,
     /// Random per process: the cookie value `/login` sets.
     session: String,
@@ -80,13 +88,33 @@ pub fn router(service: Arc<Service>, auth: Option<secrecy::SecretString>) -> Rou
         .route("/api/jobs/{id}", get(job))
         .route("/api/bases/{base}/snapshot", post(snapshot_now))
         .route("/login", post(login))
+        .route(
+            "/api/bases/{base}/snapshots",
+            get(super::browse::base_snapshots),
+        )
+        .route("/api/snapshots/{id}", get(super::browse::snapshot))
+        .route(
+            "/api/snapshots/{id}/tables/{table}/records",
+            get(super::browse::records),
+        )
+        .route("/api/records/{record}/history", get(super::browse::history))
+        .route("/api/diff", get(super::browse::diff))
+        .route("/api/snapshots/{id}/export", get(super::browse::download))
+        .route(
+            "/api/snapshots/{id}/restore/plan",
+            post(super::inplace::plan),
+        )
+        .route("/api/snapshots/{id}/restore", post(super::inplace::apply))
+        .route("/", get(super::web::index))
+        .route("/app.js", get(super::web::script))
+        .route("/app.css", get(super::web::style))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), guard))
         .with_state(state)
 }
 
 /// `{"error": message}` with `status`.
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
@@ -129,6 +157,7 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
     let headers = request.headers();
     let path = request.uri().path().to_owned();
     let is_login = path == "/login";
+    let is_asset = request.method() == Method::GET && super::web::is_asset(&path);
     match &state.auth {
         Some(token) => {
             let bearer = headers
@@ -140,7 +169,7 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
                 });
             let session = cookie(headers, SESSION_COOKIE)
                 .is_some_and(|given| same(given.as_bytes(), state.session.as_bytes()));
-            if !bearer && !session && !is_login {
+            if !bearer && !session && !is_login && !is_asset {
                 let mut answer = error(
                     StatusCode::UNAUTHORIZED,
                     "this service needs its access token: send `Authorization: Bearer <token>`, \
@@ -223,7 +252,7 @@ async fn login(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     answer
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
         crate::secrets::scrub(&e.to_string()).into_owned(),
@@ -233,8 +262,10 @@ fn internal(e: impl std::fmt::Display) -> Response {
 async fn bases(State(state): State<Arc<AppState>>) -> Response {
     let service = &state.service;
     let history = service.scheduler.history();
+    let latest = service.runner.latest();
     let mut out = Vec::new();
     for base in &service.config.bases {
+        let snapshot = latest.get(&base.id);
         let (last, last_ok) = match history.last_ended(JobKind::Snapshot, Some(&base.id)) {
             Ok(found) => found,
             Err(e) => return internal(e),
@@ -255,6 +286,13 @@ async fn bases(State(state): State<Arc<AppState>>) -> Response {
             "last_success": last_ok.and_then(|j| j.ended).map(|t| t.to_string()),
             "health": health,
             "running_job": service.scheduler.running(Some(&base.id)),
+            "latest_snapshot": snapshot.map(|s| json!({
+                "id": s.id,
+                "time": s.time,
+                "base_name": s.base_name,
+                "records": s.records.values().sum::<u64>(),
+                "attachments": s.attachments,
+            })),
         }));
     }
     Json(json!({"bases": out})).into_response()

@@ -1,7 +1,9 @@
 //! What `serve`'s jobs do, through the same library calls as the commands: a snapshot of one
 //! base (`backup_base_with`, as `airback snapshot`), retention (`forget` by the config's rules,
-//! then `prune`, as `airback forget --prune`) and `check` (reading the next slice of the data
-//! when the config asks for a share of it).
+//! then `prune`, as `airback forget --prune`), `check` (reading the next slice of the data
+//! when the config asks for a share of it), and a restore in place of one record or table
+//! asked for on the web page (`restore_in_place`, as `airback restore --in-place`, with its
+//! safety snapshot).
 //!
 //! All jobs share one repository handle and one Airtable client, so the client's per-base and
 //! per-token pacing holds across bases running at once. Snapshots running at once share one
@@ -35,6 +37,10 @@ pub struct Latest {
     pub attachments: u64,
     /// When it was taken.
     pub time: Option<String>,
+    /// Its id.
+    pub id: Option<String>,
+    /// The base's name when it was taken.
+    pub base_name: Option<String>,
 }
 
 /// The writer lock and blob writer that the snapshots running at once share.
@@ -85,6 +91,17 @@ impl JobRunner {
         &self.client
     }
 
+    /// The repository the jobs use.
+    pub fn repo(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Holds off retention (and its prune) while the repository is read outside a job: the
+    /// web page's views.
+    pub async fn reading(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
     /// What the latest snapshot of each base holds, as last read.
     pub fn latest(&self) -> HashMap<String, Latest> {
         self.latest
@@ -106,11 +123,11 @@ impl JobRunner {
         match crate::snapshots::list(&self.repo).await {
             Ok(all) => {
                 for base in &self.config.bases {
-                    if let Some((_, s)) = all
+                    if let Some((id, s)) = all
                         .iter()
                         .rfind(|(_, s)| crate::snapshots::base_id(s) == Some(base.id.as_str()))
                     {
-                        self.remember_latest(&base.id, s).await;
+                        self.remember_latest(&base.id, id, s).await;
                     }
                 }
             }
@@ -130,10 +147,19 @@ impl JobRunner {
         }
     }
 
-    async fn remember_latest(&self, base: &str, s: &crate::repo::snapshot::Snapshot) {
+    async fn remember_latest(
+        &self,
+        base: &str,
+        id: &crate::id::SnapshotId,
+        s: &crate::repo::snapshot::Snapshot,
+    ) {
         let mut latest = Latest {
             attachments: SnapshotSummary::of(s).attachments,
             time: Some(s.time.clone()),
+            id: Some(id.to_string()),
+            base_name: layout::Source::of(s)
+                .map(|source| source.base_name.to_owned())
+                .filter(|name| !name.is_empty()),
             ..Latest::default()
         };
         if let Ok(root) = self.repo.load_tree(&s.tree).await
@@ -212,7 +238,7 @@ impl JobRunner {
                     .into_owned()
                 });
                 if let Ok(snapshot) = self.repo.load_snapshot(&s.snapshot_id).await {
-                    self.remember_latest(base, &snapshot).await;
+                    self.remember_latest(base, &s.snapshot_id, &snapshot).await;
                 }
                 self.refresh_size().await;
                 Ending {
@@ -421,6 +447,111 @@ impl JobRunner {
     }
 }
 
+impl JobRunner {
+    /// Restores `request` in place into `base`, after a safety snapshot.
+    async fn restore(&self, base: &str, request: &super::inplace::RestoreRequest) -> Ending {
+        let _gate = self.gate.read().await;
+        let lock = match self.repo.lock(false, "serve restore --in-place").await {
+            Ok(l) => l,
+            Err(e) => return failed(format!("cannot lock the repository: {e}")),
+        };
+        let result = async {
+            let id: crate::id::SnapshotId = request
+                .snapshot
+                .parse()
+                .map_err(|e| anyhow::anyhow!("snapshot `{}`: {e}", request.snapshot))?;
+            let snapshot = self.repo.load_snapshot(&id).await?;
+            let stored = crate::stored::StoredBase::open(&self.repo, id, snapshot).await?;
+            let options = crate::restore::InPlaceOptions {
+                safety_snapshot: BackupOptions::from_config(&self.config, base),
+                ..request.options()
+            };
+            let report = crate::restore::restore_in_place(
+                &stored,
+                &self.client,
+                &options,
+                Arc::new(crate::progress::NoProgress),
+            )
+            .await?;
+            anyhow::Ok(report)
+        }
+        .await;
+        let released = lock.release().await;
+        let mut ending = match result {
+            Ok(r) => {
+                let mut log = vec![LogLine::new(
+                    "info",
+                    format!(
+                        "restored {}: {} record(s) created, {} updated, {} deleted, {} file(s) \
+                         uploaded, {} comment(s) created; safety snapshot {}",
+                        request.describe(),
+                        r.records_created,
+                        r.records_updated,
+                        r.records_deleted,
+                        r.attachments_uploaded,
+                        r.comments_created,
+                        r.safety_snapshot.as_deref().unwrap_or("none"),
+                    ),
+                )];
+                for (old, new) in &r.recreated {
+                    log.push(LogLine::new(
+                        "info",
+                        format!("record {old} created again as {new}"),
+                    ));
+                }
+                if let Some(v) = &r.verified {
+                    log.push(LogLine::new(
+                        "info",
+                        format!(
+                            "verified: {} record(s) read again, {} cell(s) differ, {} record(s) \
+                             wrong",
+                            v.records, v.cells_differing, v.records_wrong
+                        ),
+                    ));
+                }
+                for p in &r.problems {
+                    log.push(LogLine::new("warning", scrub(p)));
+                }
+                let complete = r.is_complete();
+                Ending {
+                    outcome: Some(if complete {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Partial
+                    }),
+                    figures: Figures {
+                        records: r.records_created + r.records_updated + r.records_deleted,
+                        requests: r.requests,
+                        rate_limited: r.rate_limited,
+                        ..Figures::default()
+                    },
+                    snapshot: r.safety_snapshot.clone(),
+                    error: (!complete).then(|| {
+                        scrub(&format!(
+                            "the restore of {} is incomplete: {}",
+                            request.describe(),
+                            r.problems.join("; ")
+                        ))
+                        .into_owned()
+                    }),
+                    log,
+                }
+            }
+            Err(e) => failed(format!("restore of {} failed: {e:#}", request.describe())),
+        };
+        if let Err(e) = released {
+            ending.log.push(LogLine::new(
+                "warning",
+                format!("cannot remove the lock: {e}"),
+            ));
+        }
+        if let Ok(Some((id, s))) = crate::snapshots::latest(&self.repo, Some(base)).await {
+            self.remember_latest(base, &id, &s).await;
+        }
+        ending
+    }
+}
+
 /// A failed ending with `error` (scrubbed of secrets) as its error and log line.
 fn failed(error: String) -> Ending {
     let error = scrub(&error).into_owned();
@@ -436,12 +567,22 @@ impl Runner for Arc<JobRunner> {
     fn run(&self, job: Job) -> BoxFuture<Ending> {
         let this = Arc::clone(self);
         Box::pin(async move {
-            let mut early = this.alerter.started(this.alerts(&job)).await;
+            // Restores are asked for on the page and watched there: no alerts.
+            let mut early = if job.kind == JobKind::Restore {
+                Vec::new()
+            } else {
+                this.alerter.started(this.alerts(&job)).await
+            };
             let mut ending = match (job.kind, job.base.as_deref()) {
                 (JobKind::Snapshot, Some(base)) => this.snapshot(base).await,
                 (JobKind::Snapshot, None) => failed("a snapshot job needs a base".to_owned()),
                 (JobKind::Retention, _) => this.retention().await,
                 (JobKind::Check, _) => this.check().await,
+                (JobKind::Restore, Some(base)) => match &job.restore {
+                    Some(request) => this.restore(base, request).await,
+                    None => failed("a restore job needs what to restore".to_owned()),
+                },
+                (JobKind::Restore, None) => failed("a restore job needs a base".to_owned()),
             };
             early.append(&mut ending.log);
             ending.log = early;
@@ -453,6 +594,9 @@ impl Runner for Arc<JobRunner> {
         let this = Arc::clone(self);
         Box::pin(async move {
             let Some(row) = row else { return };
+            if job.kind == JobKind::Restore {
+                return;
+            }
             let alerts = this.alerts(&job).clone();
             if alerts.is_empty() {
                 return;

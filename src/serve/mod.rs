@@ -6,18 +6,24 @@
 //! [`scheduler`] (lanes of queued jobs, one job per base at a time, missed runs once at
 //! start), [`jobs`] (what each job does, through the library), [`history`] (the SQLite job
 //! history), [`joblog`] (the warnings and errors logged inside a job, for its history),
-//! [`alerts`] (healthchecks, webhook, command) and [`http`] (the endpoints and their
-//! security: loopback by default, a bearer token or session cookie, CSRF tokens on POSTs).
+//! [`alerts`] (healthchecks, webhook, command), [`http`] (the endpoints and their
+//! security: loopback by default, a bearer token or session cookie, CSRF tokens on POSTs),
+//! `browse` (the web page's views of the repository: snapshots, records, history, diff,
+//! export downloads), [`inplace`] (restoring one record or table in place: plan, then job)
+//! and `web` (the page itself, built into the binary).
 //! This module builds them from the configuration and starts and stops the service; the
 //! command line (`src/cli/serve.rs`) opens the repository and the Airtable client and prints.
 
 pub mod alerts;
+mod browse;
 pub mod history;
 pub mod http;
+pub mod inplace;
 pub mod joblog;
 pub mod jobs;
 pub mod schedule;
 pub mod scheduler;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -144,6 +150,8 @@ pub struct Service {
     pub specs: Vec<JobSpec>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Where the history and temporary exports live.
+    pub state_dir: PathBuf,
 }
 
 /// A started service: its address, and what stops it.
@@ -214,6 +222,7 @@ pub async fn start(
         runner: Arc::clone(&runner),
         specs: specs.clone(),
         clock,
+        state_dir: options.state_dir.clone(),
     });
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await

@@ -35,6 +35,8 @@ pub struct Job {
     pub base: Option<String>,
     /// `schedule`, `missed` or `manual`.
     pub trigger: String,
+    /// What a restore job brings back (`None` for the other kinds).
+    pub restore: Option<super::inplace::RestoreRequest>,
 }
 
 /// A boxed future, as [`Runner`] returns.
@@ -110,11 +112,31 @@ impl Scheduler {
         base: Option<&str>,
         trigger: &str,
     ) -> Result<Option<i64>, HistoryError> {
+        self.push(kind, base, trigger, None)
+    }
+
+    /// Queues a restore of `request` into `base`, behind the base's other jobs (never merged
+    /// with another restore: each brings back its own selection).
+    pub fn enqueue_restore(
+        self: &Arc<Self>,
+        base: &str,
+        request: super::inplace::RestoreRequest,
+    ) -> Result<Option<i64>, HistoryError> {
+        self.push(JobKind::Restore, Some(base), "manual", Some(request))
+    }
+
+    fn push(
+        self: &Arc<Self>,
+        kind: JobKind,
+        base: Option<&str>,
+        trigger: &str,
+        restore: Option<super::inplace::RestoreRequest>,
+    ) -> Result<Option<i64>, HistoryError> {
         if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(None);
         }
         let key = base.map(str::to_owned);
-        {
+        if restore.is_none() {
             let lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(waiting) = lanes
                 .get(&key)
@@ -129,6 +151,7 @@ impl Scheduler {
             kind,
             base: key.clone(),
             trigger: trigger.to_owned(),
+            restore,
         };
         self.lanes
             .lock()

@@ -29,3 +29,4 @@ mod secrets;
 mod serve;
 mod snapshot;
 mod support;
+mod web;

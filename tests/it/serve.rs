@@ -12,16 +12,16 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::support::{FakeSetup, TEST_PASSWORD};
 
 /// A running `airback serve`.
-struct Served {
+pub(crate) struct Served {
     child: tokio::process::Child,
-    url: String,
+    pub(crate) url: String,
     http: reqwest::Client,
 }
 
 impl Served {
     /// Starts `serve` on port 0 with `config` (YAML) and `extra` flags; reads the URL from the
     /// first line.
-    async fn start(setup: &FakeSetup, config: &str, extra: &[&str]) -> Served {
+    pub(crate) async fn start(setup: &FakeSetup, config: &str, extra: &[&str]) -> Served {
         let dir = setup.dir.path();
         let config_path = dir.join("airback.yaml");
         std::fs::write(&config_path, config).unwrap();
@@ -63,16 +63,16 @@ impl Served {
         }
     }
 
-    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(format!("{}{path}", self.url))
     }
 
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.url))
     }
 
     /// SIGTERM, then the exit code and standard error.
-    async fn terminate(self) -> (i32, String) {
+    pub(crate) async fn terminate(self) -> (i32, String) {
         let pid = self.child.id().unwrap();
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -88,7 +88,7 @@ impl Served {
 }
 
 /// Sends the request; returns the status and the body, and keeps the body in `seen`.
-async fn send(
+pub(crate) async fn send(
     request: reqwest::RequestBuilder,
     seen: &mut Vec<String>,
 ) -> (reqwest::StatusCode, String) {
@@ -101,7 +101,7 @@ async fn send(
     (status, body)
 }
 
-fn json(body: &str) -> serde_json::Value {
+pub(crate) fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
@@ -119,7 +119,7 @@ async fn ended(served: &Served, id: i64, seen: &mut Vec<String>) -> serde_json::
     panic!("job {id} did not end");
 }
 
-async fn csrf(served: &Served, seen: &mut Vec<String>) -> String {
+pub(crate) async fn csrf(served: &Served, seen: &mut Vec<String>) -> String {
     let (status, body) = send(served.get("/api/session"), seen).await;
     assert_eq!(status, 200, "{body}");
     json(&body)["csrf_token"].as_str().unwrap().to_owned()
