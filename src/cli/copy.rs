@@ -157,6 +157,35 @@ struct Target<'a> {
     entry: Option<&'a CopyTarget>,
 }
 
+/// Opens every repository of the config's `copies:` for `airback serve`, which copies each
+/// base's snapshots there after its snapshot jobs. A target that cannot be opened stops the
+/// service from starting, with why.
+pub(super) async fn open_copies(
+    settings: &Settings,
+    source: &Repository,
+    config: &Config,
+) -> anyhow::Result<Vec<(crate::config::CopyTarget, Repository)>> {
+    use anyhow::Context as _;
+    let mut out = Vec::new();
+    for entry in &config.copies {
+        let to = Target {
+            location: &entry.repository,
+            password_file: None,
+            variables: false,
+            entry: Some(entry),
+        };
+        let target = open_target(settings, &to).await.with_context(|| {
+            format!(
+                "cannot open the copy repository {} (`copies:` in the config file)",
+                redact_location(&entry.repository)
+            )
+        })?;
+        check_pair(source, &target, &entry.repository, false)?;
+        out.push((entry.clone(), target));
+    }
+    Ok(out)
+}
+
 /// Refuses a target that is the source, and warns when an encrypted source goes into an
 /// unencrypted target.
 fn check_pair(

@@ -87,8 +87,29 @@ pub(super) async fn run(settings: &Settings, args: &ServeArgs) -> anyhow::Result
     let token = settings.token(args.token_file.as_deref(), Some(&config))?;
     crate::secrets::remember(token.expose_secret());
     let client = Client::new(token, settings.client.clone())?;
+    let mut config = config;
+    if config.all_bases {
+        // The bases the token sees now join the listed ones, with the top-level settings;
+        // a base shared with the token later is backed up after a restart.
+        let listed = client
+            .list_bases()
+            .await
+            .context("cannot list the token's bases (`all_bases: true` in the config file)")?;
+        for base in listed {
+            match config.bases.iter_mut().find(|b| b.id == base.id) {
+                Some(entry) => {
+                    entry.name.get_or_insert(base.name);
+                }
+                None => config.bases.push(crate::config::BaseConfig {
+                    name: Some(base.name),
+                    ..crate::config::BaseConfig::new(base.id)
+                }),
+            }
+        }
+    }
     let repo = open_repo(settings).await?;
-    let running = serve::start(options, repo, client, config).await?;
+    let copies = super::copy::open_copies(settings, &repo, &config).await?;
+    let running = serve::start(options, repo, client, config, copies).await?;
     let url = format!("http://{}", running.addr());
     settings.printer.result(&json!({"listening": url}), |t| {
         t.line(format_args!("listening on {url}"))

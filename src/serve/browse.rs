@@ -32,14 +32,15 @@ const PAGE: usize = 50;
 /// The most records one page may ask for.
 const MAX_PAGE: usize = 500;
 
-/// A snapshot as the lists show it.
+/// A snapshot as the lists show it: the keys of `airback snapshots --json` and `short_id`.
 fn snapshot_json(id: &crate::id::SnapshotId, s: &crate::repo::snapshot::Snapshot) -> Value {
     let summary = SnapshotSummary::of(s);
     json!({
         "id": id.to_string(),
         "short_id": id.short(),
         "time": s.time,
-        "base": snapshots::base_id(s),
+        "base_id": snapshots::base_id(s),
+        "base_name": crate::layout::Source::of(s).map(|source| source.base_name),
         "hostname": s.hostname,
         "tags": s.tags,
         "partial": s.partial,
@@ -115,7 +116,6 @@ pub(super) async fn snapshot(
         })
         .collect();
     let mut answer = snapshot_json(&stored.id, &stored.snapshot);
-    answer["base_name"] = json!(stored.base_name());
     answer["table_list"] = json!(tables);
     Json(answer).into_response()
 }

@@ -200,6 +200,9 @@ pub struct Ending {
     pub error: Option<String>,
     /// Warnings and errors.
     pub log: Vec<LogLine>,
+    /// A job to queue once this one is recorded (retention after a snapshot, when the
+    /// config's `retention.after_snapshot` says so); not stored.
+    pub follow_up: Option<JobKind>,
 }
 
 /// The job history. Calls are short and synchronous (a mutex around one connection).
@@ -527,6 +530,7 @@ mod tests {
                 snapshot: Some("abc".into()),
                 error: Some("1 item could not be read: attachment att1".into()),
                 log: vec![LogLine::new("warning", "attachment att1: 404")],
+                follow_up: None,
             };
             h.finish(done, ts("2026-01-01T03:16:00Z"), &ending).unwrap();
             h.log(done, &LogLine::new("warning", "webhook: refused"))

@@ -63,6 +63,8 @@ pub struct JobRunner {
     writers: tokio::sync::Mutex<Writers>,
     latest: Mutex<HashMap<String, Latest>>,
     repository_bytes: Mutex<Option<u64>>,
+    /// The config's `copies:`, opened.
+    copies: Vec<(crate::config::CopyTarget, Repository)>,
 }
 
 impl JobRunner {
@@ -83,7 +85,14 @@ impl JobRunner {
             writers: tokio::sync::Mutex::new(Writers::default()),
             latest: Mutex::new(HashMap::new()),
             repository_bytes: Mutex::new(None),
+            copies: Vec::new(),
         }
+    }
+
+    /// Copies each base's snapshots into these repositories after its snapshot jobs.
+    pub fn with_copies(mut self, copies: Vec<(crate::config::CopyTarget, Repository)>) -> Self {
+        self.copies = copies;
+        self
     }
 
     /// The shared Airtable client (its counters feed `/metrics`).
@@ -241,12 +250,27 @@ impl JobRunner {
                     self.remember_latest(base, &s.snapshot_id, &snapshot).await;
                 }
                 self.refresh_size().await;
+                let mut outcome = if s.partial {
+                    Outcome::Partial
+                } else {
+                    Outcome::Ok
+                };
+                let mut error = error;
+                if let Err(copy_error) = self.copy(base, &mut log).await {
+                    // The snapshot is saved, but not yet where the config wants copies.
+                    outcome = Outcome::Failed;
+                    error = Some(match error {
+                        Some(first) => format!("{first}; {copy_error}"),
+                        None => copy_error,
+                    });
+                }
+                let after_snapshot = self
+                    .config
+                    .retention
+                    .as_ref()
+                    .is_some_and(|r| r.after_snapshot);
                 Ending {
-                    outcome: Some(if s.partial {
-                        Outcome::Partial
-                    } else {
-                        Outcome::Ok
-                    }),
+                    outcome: Some(outcome),
                     figures: Figures {
                         records: s.records,
                         attachments_downloaded: s.attachments_downloaded,
@@ -257,6 +281,7 @@ impl JobRunner {
                     snapshot: Some(s.snapshot_id.to_string()),
                     error,
                     log,
+                    follow_up: after_snapshot.then_some(JobKind::Retention),
                 }
             }
             Err(e) => {
@@ -320,7 +345,68 @@ impl JobRunner {
         }
     }
 
-    async fn retention(&self) -> Ending {
+    /// Copies `base`'s snapshots into each of the config's `copies:` that takes it (those
+    /// already there are skipped), under a read lock on this repository; a line per copy in
+    /// `log`. The error names the copies that failed.
+    async fn copy(&self, base: &str, log: &mut Vec<LogLine>) -> Result<(), String> {
+        let targets: Vec<&(crate::config::CopyTarget, Repository)> = self
+            .copies
+            .iter()
+            .filter(|(entry, _)| entry.bases.is_empty() || entry.bases.iter().any(|b| b == base))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let lock =
+            self.repo.lock(false, "serve copy").await.map_err(|e| {
+                format!("the copies were not made: cannot lock the repository: {e}")
+            })?;
+        let mut failures = Vec::new();
+        for (entry, target) in targets {
+            let shown = crate::backend::redact_location(&entry.repository);
+            let copied = async {
+                let ids: Vec<crate::id::SnapshotId> = crate::snapshots::list(&self.repo)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, s)| crate::snapshots::base_id(s) == Some(base))
+                    .map(|(id, _)| id)
+                    .collect();
+                let options = crate::copy::CopyOptions::default();
+                anyhow::Ok(crate::copy::copy(&self.repo, target, &ids, &options).await?)
+            }
+            .await;
+            match copied {
+                Ok(summary) => log.push(LogLine::new(
+                    "info",
+                    format!(
+                        "copy to {shown}: {} snapshot(s) copied, {} already there",
+                        summary.snapshots.copied, summary.snapshots.skipped
+                    ),
+                )),
+                Err(e) => {
+                    let line = scrub(&format!(
+                        "the snapshot is saved here, but the copy to {shown} failed: {e:#};                          the next run copies it"
+                    ))
+                    .into_owned();
+                    log.push(LogLine::new("error", line.clone()));
+                    failures.push(line);
+                }
+            }
+        }
+        if let Err(e) = lock.release().await {
+            log.push(LogLine::new(
+                "warning",
+                format!("cannot remove the lock: {e}"),
+            ));
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    async fn retention(&self, trigger: &str) -> Ending {
         if !self.config.has_retention() {
             return failed("the configuration file has no `retention:` rules".to_owned());
         }
@@ -349,7 +435,15 @@ impl JobRunner {
         let result = async {
             let plan = crate::forget::plan(crate::snapshots::list(&repo).await?, &options)?;
             let removed = crate::forget::remove(&repo, &plan).await?;
-            let pruned = crate::prune::prune(&repo, &crate::prune::PruneOptions::default()).await?;
+            // After a snapshot (`after_snapshot`), prune only when the config says so; on
+            // its own schedule, retention is `forget --prune`.
+            let prune = trigger != super::scheduler::AFTER_SNAPSHOT
+                || self.config.retention.as_ref().is_some_and(|r| r.prune);
+            let pruned = if prune {
+                Some(crate::prune::prune(&repo, &crate::prune::PruneOptions::default()).await?)
+            } else {
+                None
+            };
             anyhow::Ok((removed, pruned))
         }
         .await;
@@ -357,14 +451,17 @@ impl JobRunner {
         self.refresh().await;
         match result {
             Ok((removed, pruned)) => {
-                let mut log = vec![LogLine::new(
-                    "info",
-                    format!(
+                let text = match pruned {
+                    Some(pruned) => format!(
                         "removed {removed} snapshot(s); prune deleted {} pack(s) and freed {} \
                          byte(s)",
                         pruned.packs.delete, pruned.bytes.deleted
                     ),
-                )];
+                    None => format!(
+                        "removed {removed} snapshot(s); not pruned (`retention.prune` is off)"
+                    ),
+                };
+                let mut log = vec![LogLine::new("info", text)];
                 if let Err(e) = released {
                     log.push(LogLine::new(
                         "warning",
@@ -535,6 +632,7 @@ impl JobRunner {
                         .into_owned()
                     }),
                     log,
+                    follow_up: None,
                 }
             }
             Err(e) => failed(format!("restore of {} failed: {e:#}", request.describe())),
@@ -576,7 +674,7 @@ impl Runner for Arc<JobRunner> {
             let mut ending = match (job.kind, job.base.as_deref()) {
                 (JobKind::Snapshot, Some(base)) => this.snapshot(base).await,
                 (JobKind::Snapshot, None) => failed("a snapshot job needs a base".to_owned()),
-                (JobKind::Retention, _) => this.retention().await,
+                (JobKind::Retention, _) => this.retention(&job.trigger).await,
                 (JobKind::Check, _) => this.check().await,
                 (JobKind::Restore, Some(base)) => match &job.restore {
                     Some(request) => this.restore(base, request).await,

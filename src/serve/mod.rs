@@ -185,12 +185,14 @@ impl Running {
     }
 }
 
-/// Starts the service on an open repository with the Airtable client all jobs share.
+/// Starts the service on an open repository with the Airtable client all jobs share, and
+/// the open repositories of the config's `copies:`.
 pub async fn start(
     options: ServeOptions,
     repo: Repository,
     client: Client,
     config: Config,
+    copies: Vec<(crate::config::CopyTarget, Repository)>,
 ) -> Result<Running, ServeError> {
     options.validate()?;
     let specs = job_specs(&config)?;
@@ -204,12 +206,9 @@ pub async fn start(
         clock.now(),
     )?);
     let config = Arc::new(config);
-    let runner = Arc::new(JobRunner::new(
-        repo,
-        client,
-        Arc::clone(&config),
-        Arc::clone(&history),
-    ));
+    let runner = Arc::new(
+        JobRunner::new(repo, client, Arc::clone(&config), Arc::clone(&history)).with_copies(copies),
+    );
     let scheduler = Scheduler::new(
         history,
         Arc::clone(&clock),

@@ -24,6 +24,9 @@ use tracing::Instrument;
 use super::history::{Ending, History, HistoryError, JobKind, JobRow, Outcome};
 use super::schedule::{Clock, Schedule};
 
+/// The trigger of a job queued by the end of a snapshot (`retention.after_snapshot`).
+pub const AFTER_SNAPSHOT: &str = "after-snapshot";
+
 /// A job to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
@@ -33,7 +36,7 @@ pub struct Job {
     pub kind: JobKind,
     /// Its base, or `None` for the whole repository.
     pub base: Option<String>,
-    /// `schedule`, `missed` or `manual`.
+    /// `schedule`, `missed`, `manual` or `after-snapshot`.
     pub trigger: String,
     /// What a restore job brings back (`None` for the other kinds).
     pub restore: Option<super::inplace::RestoreRequest>,
@@ -201,6 +204,13 @@ impl Scheduler {
                 let (span, capture) = super::joblog::span(job.id);
                 let mut ending = this.runner.run(job.clone()).instrument(span).await;
                 ending.log.extend(super::joblog::take(capture));
+                // The follow-up is queued before the end is recorded, so whoever sees the
+                // job ended sees its follow-up too.
+                if let Some(kind) = ending.follow_up
+                    && let Err(e) = this.enqueue(kind, None, AFTER_SNAPSHOT)
+                {
+                    tracing::warn!("{e}");
+                }
                 if let Err(e) = history.finish(job.id, this.clock.now(), &ending) {
                     tracing::warn!("{e}");
                 }

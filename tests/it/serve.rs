@@ -545,3 +545,103 @@ async fn sigterm_cancels_a_running_snapshot_cleanly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The config's `all_bases`, `copies:` and `retention.after_snapshot` in the service: every
+/// base the token sees is listed; each snapshot job copies its base's snapshots into the copy
+/// repository, then queues retention (trigger `after-snapshot`, no prune without
+/// `retention.prune`), so with `keep_last: 1` the repository keeps one snapshot of the base
+/// and the copy both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_bases_copies_and_retention_after_snapshot() {
+    let setup = FakeSetup::start(FakeOptions::unlimited(Preset::Demo)).await;
+    let base = setup.base.clone();
+    let second = setup.fake.add_empty_base("Second base");
+    let copy = setup.dir.path().join("copy");
+    let (code, out, err) = crate::support::airback(
+        &setup.dir.path().join("copy-cache"),
+        &["init", "--repo", copy.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let password_file = setup.dir.path().join("copy-password");
+    std::fs::write(&password_file, TEST_PASSWORD).unwrap();
+    let config = format!(
+        "all_bases: true\nretention:\n  keep_last: 1\n  after_snapshot: true\ncopies:\n  - \
+         repository: {}\n    password_file: {}\n",
+        copy.display(),
+        password_file.display()
+    );
+    let served = Served::start(&setup, &config, &[]).await;
+    let mut seen = Vec::new();
+
+    let (status, body) = send(served.get("/api/bases"), &mut seen).await;
+    assert_eq!(status, 200, "{body}");
+    let mut ids: Vec<String> = json(&body)["bases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    let mut expected = vec![base.clone(), second.id.clone()];
+    expected.sort();
+    assert_eq!(ids, expected, "all_bases lists every base the token sees");
+
+    let token = csrf(&served, &mut seen).await;
+    for round in 0..2 {
+        let (status, body) = send(
+            served
+                .post(&format!("/api/bases/{base}/snapshot"))
+                .header("X-CSRF-Token", &token),
+            &mut seen,
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let job = ended(&served, json(&body)["job_id"].as_i64().unwrap(), &mut seen).await;
+        assert_eq!(job["outcome"], "ok", "round {round}: {job}");
+        let copied = job["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["text"].as_str().unwrap().contains("1 snapshot(s) copied"));
+        assert!(copied, "round {round}: {job}");
+        // The retention job it queued.
+        // The retention job it queued (recorded before the snapshot job's end is answered).
+        let (_, body) = send(served.get("/api/jobs?limit=1"), &mut seen).await;
+        let newest = json(&body)["jobs"][0].clone();
+        assert_eq!(newest["kind"], "retention", "round {round}: {newest}");
+        let retention = ended(&served, newest["id"].as_i64().unwrap(), &mut seen).await;
+        assert_eq!(retention["trigger"], "after-snapshot", "{retention}");
+        assert_eq!(retention["outcome"], "ok", "{retention}");
+        let text = retention["log"][0]["text"].as_str().unwrap().to_owned();
+        assert!(text.contains("not pruned"), "{text}");
+        assert!(
+            text.starts_with(&format!("removed {round} snapshot(s)")),
+            "{text}"
+        );
+    }
+    let (code, stderr) = served.terminate().await;
+    assert_eq!(code, 0, "{stderr}");
+
+    let count = |out: &[u8]| -> usize {
+        let rows: serde_json::Value = serde_json::from_slice(out).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["base_id"] == base.as_str())
+            .count()
+    };
+    let main = setup
+        .command(&["snapshots", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(count(&main.stdout), 1, "keep_last 1 in the repository");
+    let (code, out, err) = crate::support::airback(
+        &setup.dir.path().join("copy-cache"),
+        &["snapshots", "--json", "--repo", copy.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(count(out.as_bytes()), 2, "both snapshots were copied first");
+}

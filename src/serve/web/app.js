@@ -229,7 +229,7 @@ async function viewSnapshot(id) {
     h("td", {}, t.records), h("td", { class: "hide-narrow" }, t.fields.length),
     h("td", {}, h("button", { class: "secondary small", onclick: () => confirmRestore(s, { table: t.id }, `table “${t.name}”`) }, "Restore table…"))));
   mount(
-    h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Bases"), " › ", h("a", { href: `#/base/${s.base}` }, s.base_name || s.base), " › "),
+    h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Bases"), " › ", h("a", { href: `#/base/${s.base_id}` }, s.base_name || s.base_id), " › "),
     h("h1", {}, `Snapshot ${s.short_id}`),
     h("p", { class: "muted" }, `${fmtTime(s.time)} · ${s.records} records · ${s.attachments} files (${bytes(s.attachment_bytes)}) · ${s.comments} comments · host ${s.hostname}`),
     s.partial ? h("div", { class: "notice" }, "Partial: ", s.problems.join("; ")) : null,
@@ -262,7 +262,7 @@ async function viewTable(id, table, params) {
     shown.map((f, i) => h("td", { class: i ? "val hide-narrow" : "val" }, cellText(r.fields[f.id]))),
     h("td", { class: "hide-narrow" }, h("span", { class: "id" }, r.id)),
     h("td", {}, h("div", { class: "row nowrap" },
-      h("a", { class: "button secondary small", href: `#/record/${r.id}${qs({ base: s.base })}` }, "History"),
+      h("a", { class: "button secondary small", href: `#/record/${r.id}${qs({ base: s.base_id })}` }, "History"),
       h("button", { class: "secondary small", onclick: () => confirmRestore(s, { record: r.id, table: page.table }, `record “${cellText(r.fields[page.primary_field]) || r.id}”`) }, "Restore…")))));
   const to = offset + page.records.length;
   const nav = h("div", { class: "pager" },
@@ -270,7 +270,7 @@ async function viewTable(id, table, params) {
     offset > 0 ? h("a", { class: "button secondary small", href: `#/snapshot/${s.id}/table/${page.table}${qs({ q, offset: Math.max(0, offset - page.limit) })}` }, "← Previous") : null,
     to < page.matched ? h("a", { class: "button secondary small", href: `#/snapshot/${s.id}/table/${page.table}${qs({ q, offset: to })}` }, "Next →") : null);
   mount(
-    h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Bases"), " › ", h("a", { href: `#/base/${s.base}` }, s.base_name || s.base), " › ",
+    h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Bases"), " › ", h("a", { href: `#/base/${s.base_id}` }, s.base_name || s.base_id), " › ",
       h("a", { href: `#/snapshot/${s.id}` }, `Snapshot ${s.short_id}`), " › "),
     h("h1", {}, page.name), form, nav,
     h("div", { class: "scroll" }, h("table", { "data-testid": "records", "data-query": q },
@@ -292,7 +292,7 @@ async function viewHistory(record, params) {
   const items = hist.changes.slice().reverse().map((c) => h("section", { class: "change", "data-testid": "history-change", "data-event": c.event },
     h("div", { class: "row" }, badge(c.event), h("a", { href: `#/snapshot/${c.snapshot}` }, fmtTime(c.time)),
       h("span", { class: "id muted" }, c.snapshot.slice(0, 8)),
-      c.event !== "removed" ? h("button", { class: "secondary small", onclick: () => confirmRestore({ id: c.snapshot, base: hist.base }, { record: hist.record, table: hist.table }, `this version of record ${hist.record}`) }, "Restore this version…") : null),
+      c.event !== "removed" ? h("button", { class: "secondary small", onclick: () => confirmRestore({ id: c.snapshot, base_id: hist.base }, { record: hist.record, table: hist.table }, `this version of record ${hist.record}`) }, "Restore this version…") : null),
     c.fields.length ? changeTable(c.fields, ["Before", "After"]) : h("p", { class: "muted" }, "No visible change.")));
   mount(
     h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Bases"), " › ", h("a", { href: `#/base/${hist.base}` }, hist.base), " › "),
@@ -343,7 +343,7 @@ async function viewDiff(params) {
     h("p", { class: "muted" }, "From snapshot ", h("a", { href: `#/snapshot/${d.from}` }, d.from.slice(0, 8)), " to ",
       d.to === "live" ? "the live base" : h("a", { href: `#/snapshot/${d.to}` }, d.to.slice(0, 8)),
       ". “Restore…” brings a record back as it was in the older snapshot."),
-    diffView(d, { id: d.from, base: d.base }));
+    diffView(d, { id: d.from, base_id: d.base }));
 }
 
 function jobsTable(jobs) {
@@ -392,7 +392,7 @@ async function confirmRestore(snapshot, what, label) {
   const body = document.getElementById("confirm-body");
   const ok = document.getElementById("confirm-ok");
   ok.disabled = true;
-  body.replaceChildren(h("p", {}, `Restore ${label} in the live base ${snapshot.base} as it was in snapshot ${snapshot.id.slice(0, 8)}.`),
+  body.replaceChildren(h("p", {}, `Restore ${label} in the live base ${snapshot.base_id} as it was in snapshot ${snapshot.id.slice(0, 8)}.`),
     h("p", { class: "muted" }, "Reading the live base to plan the changes…"));
   dialog.returnValue = "";
   dialog.showModal();
