@@ -54,20 +54,26 @@ fn snapshot_json(id: &crate::id::SnapshotId, s: &crate::repo::snapshot::Snapshot
     })
 }
 
-/// Opens the snapshot `spec` names (id or unique prefix), or the answer to give instead.
+/// The snapshot `spec` names (id or unique prefix), or the answer to give instead: 404 when
+/// there is none, 400 when the prefix is ambiguous.
+pub(super) async fn resolve(
+    state: &AppState,
+    spec: &str,
+) -> Result<(crate::id::SnapshotId, crate::repo::snapshot::Snapshot), Response> {
+    match snapshots::resolve(state.service.runner.repo(), spec, None).await {
+        Ok(found) => Ok(found),
+        Err(e @ ResolveError::NotFound(_)) => Err(error(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e @ ResolveError::Ambiguous(..)) => Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Opens the snapshot `spec` names, or the answer to give instead.
 async fn open(state: &AppState, spec: &str) -> Result<StoredBase, Response> {
-    let repo = state.service.runner.repo();
-    let (id, snapshot) = match snapshots::resolve(repo, spec, None).await {
-        Ok(found) => found,
-        Err(e @ ResolveError::NotFound(_)) => {
-            return Err(error(StatusCode::NOT_FOUND, e.to_string()));
-        }
-        Err(e @ ResolveError::Ambiguous(..)) => {
-            return Err(error(StatusCode::BAD_REQUEST, e.to_string()));
-        }
-        Err(e) => return Err(internal(e)),
-    };
-    StoredBase::open(repo, id, snapshot).await.map_err(internal)
+    let (id, snapshot) = resolve(state, spec).await?;
+    StoredBase::open(state.service.runner.repo(), id, snapshot)
+        .await
+        .map_err(internal)
 }
 
 /// `GET /api/bases/{base}/snapshots`: the base's snapshots, newest first.

@@ -335,11 +335,17 @@ async fn snapshot_now(State(state): State<Arc<AppState>>, Path(base): Path<Strin
             format!("base {base} is not in the configuration file"),
         );
     }
-    match state
-        .service
-        .scheduler
-        .enqueue(JobKind::Snapshot, Some(&base), "manual")
-    {
+    queued(
+        state
+            .service
+            .scheduler
+            .enqueue(JobKind::Snapshot, Some(&base), "manual"),
+    )
+}
+
+/// The answer to a POST that queued a job: 202 with its id.
+pub(super) fn queued(result: Result<Option<i64>, super::history::HistoryError>) -> Response {
+    match result {
         Ok(Some(id)) => (
             StatusCode::ACCEPTED,
             Json(json!({"job_id": id, "job": format!("/api/jobs/{id}")})),

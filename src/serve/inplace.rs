@@ -16,9 +16,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::http::{AppState, error, internal};
+use super::browse::resolve;
+use super::http::{AppState, error, internal, queued};
 use crate::restore::{InPlaceOptions, RestoreError, restore_in_place};
-use crate::snapshots::{self, ResolveError};
+use crate::snapshots;
 use crate::stored::StoredBase;
 
 /// What to bring back: one record, or one table, of a snapshot.
@@ -80,16 +81,7 @@ async fn prepare(
         .validate()
         .map_err(|m| error(StatusCode::BAD_REQUEST, m))?;
     let repo = state.service.runner.repo();
-    let (id, snapshot) = match snapshots::resolve(repo, spec, None).await {
-        Ok(found) => found,
-        Err(e @ ResolveError::NotFound(_)) => {
-            return Err(error(StatusCode::NOT_FOUND, e.to_string()));
-        }
-        Err(e @ ResolveError::Ambiguous(..)) => {
-            return Err(error(StatusCode::BAD_REQUEST, e.to_string()));
-        }
-        Err(e) => return Err(internal(e)),
-    };
+    let (id, snapshot) = resolve(state, spec).await?;
     let base = snapshots::base_id(&snapshot).unwrap_or_default().to_owned();
     if state.service.config.base(&base).is_none() {
         return Err(error(
@@ -213,17 +205,10 @@ pub(super) async fn apply(
             Err(answer) => return answer,
         }
     };
-    match state
-        .service
-        .scheduler
-        .enqueue_restore(stored.base_id(), request)
-    {
-        Ok(Some(id)) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"job_id": id, "job": format!("/api/jobs/{id}")})),
-        )
-            .into_response(),
-        Ok(None) => error(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping"),
-        Err(e) => internal(e),
-    }
+    queued(
+        state
+            .service
+            .scheduler
+            .enqueue_restore(stored.base_id(), request),
+    )
 }
