@@ -65,6 +65,9 @@ pub struct JobRunner {
     repository_bytes: Mutex<Option<u64>>,
     /// The config's `copies:`, opened.
     copies: Vec<(crate::config::CopyTarget, Repository)>,
+    /// Snapshots that may run at once: their attachment downloads share the configured
+    /// number, so the buffers in flight do not grow with the bases (as `snapshot` does).
+    lanes: usize,
 }
 
 impl JobRunner {
@@ -86,7 +89,14 @@ impl JobRunner {
             latest: Mutex::new(HashMap::new()),
             repository_bytes: Mutex::new(None),
             copies: Vec::new(),
+            lanes: 1,
         }
+    }
+
+    /// Up to `lanes` snapshots run at once.
+    pub fn with_lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes.max(1);
+        self
     }
 
     /// Copies each base's snapshots into these repositories after its snapshot jobs.
@@ -194,11 +204,12 @@ impl JobRunner {
     }
 
     async fn snapshot(&self, base: &str) -> Ending {
-        let Some(options) = BackupOptions::from_config(&self.config, base) else {
+        let Some(mut options) = BackupOptions::from_config(&self.config, base) else {
             return failed(format!(
                 "base {base} is not in the configuration file; add it under `bases:`"
             ));
         };
+        options.attachment_concurrency = (options.attachment_concurrency / self.lanes).max(1);
         let _gate = self.gate.read().await;
         let writer = match self.join_writers().await {
             Ok(w) => w,
