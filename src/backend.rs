@@ -3,7 +3,8 @@
 //!
 //! Locations: a local path (the default), `file:///abs/path`, `memory://` (tests),
 //! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
-//! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
+//! `b2://bucket/prefix`, `webdav://host/path`, `webdavs://host/path` and
+//! `sftp://user@host[:port]/absolute/path` (see the `sftp` module). Query options are passed
 //! to the opendal service (`?endpoint=…&region=…`); for S3, [`S3Defaults`] in the options fill
 //! in what the URI leaves out (the command line reads them from the standard `AWS_*`
 //! variables; this module reads no environment variable, though opendal's S3 service still
@@ -34,6 +35,8 @@ use opendal::{Configurator, ErrorKind, Operator, services};
 use reqsign_core::{ProvideCredential, ProvideCredentialChain};
 
 use crate::secrets;
+
+mod sftp;
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +269,8 @@ pub fn redact_location(location: &str) -> String {
         .split('&')
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if SHOWN_OPTIONS.contains(&k) => format!("{k}={}", strip_password(v)),
+            // An sftp location's options are file paths, never secrets.
+            Some((k, v)) if head.starts_with("sftp://") => format!("{k}={v}"),
             Some((k, _)) => format!("{k}=***"),
             None => kv.to_string(),
         })
@@ -369,6 +374,10 @@ impl Backend {
             None => local(location)?,
             Some(("file", path)) => local(path)?,
             Some(("memory", _)) => Operator::new(services::Memory::default()).map_err(storage)?,
+            Some(("sftp", rest)) => {
+                let location = sftp::SftpLocation::parse(rest).map_err(invalid)?;
+                sftp::operator(location, options.timeout).map_err(storage)?
+            }
             Some((scheme, rest)) => {
                 let (authority_and_path, query) = rest.split_once('?').unwrap_or((rest, ""));
                 let (authority, path) = authority_and_path
@@ -423,7 +432,7 @@ impl Backend {
                     other => {
                         return Err(invalid(format!(
                             "unknown scheme `{other}`; use a local path, s3://, gcs://, \
-                             azblob://, b2://, webdav://, webdavs:// or memory://"
+                             azblob://, b2://, webdav://, webdavs://, sftp:// or memory://"
                         )));
                     }
                 };
