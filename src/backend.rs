@@ -284,11 +284,12 @@ fn strip_password(url: &str) -> String {
     };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) => {
+        // A user name without a password (`sftp://user@host`) is shown as it is.
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
         }
-        None => url.to_string(),
+        _ => url.to_string(),
     }
 }
 
@@ -1087,6 +1088,13 @@ mod tests {
         assert!(shown.contains("account_name=acct"), "{shown}");
         let shown = redact_location("webdavs://alice:hunter2@dav.example.com/backups");
         assert_eq!(shown, "webdavs://alice:***@dav.example.com/backups");
+        let shown = redact_location("sftp://alice:hunter2@nas/srv?key=/k/id&known_hosts=/k/kh");
+        assert_eq!(
+            shown,
+            "sftp://alice:***@nas/srv?key=/k/id&known_hosts=/k/kh"
+        );
+        let shown = redact_location("sftp://alice@nas:2222/srv?key=/k/id");
+        assert_eq!(shown, "sftp://alice@nas:2222/srv?key=/k/id");
         let text = sanitize_error_text(
             "request to https://host/b/k?X-Amz-Signature=abc&sig=SECRET failed",
         );

@@ -27,5 +27,6 @@ mod repo;
 mod restore;
 mod secrets;
 mod serve;
+mod sftp;
 mod snapshot;
 mod support;
