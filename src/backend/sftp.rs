@@ -89,12 +89,11 @@ impl SftpLocation {
                  as in `sftp://{userinfo}@{hostport}/srv/backups/airback`"
             ));
         }
-        if path.starts_with("/~") {
+        if let Some(below_home) = path.strip_prefix("/~") {
             return Err(format!(
-                "the path `{}` is relative to the home folder; sftp locations take absolute \
-                 paths: write the full path, as in `/home/{userinfo}/{}`",
-                &path[1..],
-                path[2..].trim_start_matches('/')
+                "the path `~{below_home}` is relative to the home folder; sftp locations take \
+                 absolute paths: write the full path, as in `/home/{userinfo}/{}`",
+                below_home.trim_start_matches('/')
             ));
         }
         let root = path.trim_end_matches('/');
@@ -680,7 +679,7 @@ impl Service for SftpService {
         let loc = &self.core.location;
         ServiceInfo::new(
             "sftp",
-            &format!("{}/", loc.root),
+            format!("{}/", loc.root),
             format!("{}@{}", loc.user, loc.host_port()),
         )
     }
@@ -1112,5 +1111,25 @@ mod tests {
         let err = parse("sftp://me:hunter2@nas/r").unwrap_err();
         assert!(err.contains("takes no password"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_location_is_an_invalid_location_that_shows_no_password() {
+        use crate::backend::{Backend, BackendError, BackendOptions};
+        let err = Backend::open("sftp://me:hunter2@nas/r", &BackendOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, BackendError::InvalidLocation { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("sftp://me:***@nas/r") && !text.contains("hunter2"),
+            "{text}"
+        );
+        let err = Backend::open("sftp://nas/r", &BackendOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("needs a user name"), "{err}");
+        // A good location opens without connecting.
+        let backend = Backend::open("sftp://me@192.0.2.1/r?key=/k", &BackendOptions::default());
+        assert_eq!(backend.unwrap().location(), "sftp://me@192.0.2.1/r?key=/k");
     }
 }

@@ -326,3 +326,122 @@ async fn a_key_with_a_passphrase_is_sent_to_the_agent() {
         "{err}"
     );
 }
+
+/// An ssh-agent of the test's own, killed when dropped.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts an agent holding `key`.
+    fn start(key: &std::path::Path) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent runs (package openssh-client)");
+        let agent = Agent {
+            child,
+            socket,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !agent.socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ssh-agent did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = std::process::Command::new("ssh-add")
+            .arg("-q")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "ssh-add failed");
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with `SSH_AUTH_SOCK` set to `agent` (or unset).
+async fn airback_with_agent(
+    cache: &std::path::Path,
+    agent: Option<&std::path::Path>,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut command = crate::support::command(env!("CARGO_BIN_EXE_airback"));
+    command
+        .args(args)
+        .env("AIRBACK_CACHE_DIR", cache)
+        .env_remove("AIRBACK_REPO")
+        .env_remove("SSH_AUTH_SOCK");
+    if let Some(agent) = agent {
+        command.env("SSH_AUTH_SOCK", agent);
+    }
+    let out = command.output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Without `key=`, the ssh agent's keys log in; with no agent at all, the error says how to
+/// give a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_file_the_ssh_agent_logs_in() {
+    let sshd = Sshd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let location = format!(
+        "sftp://{}@127.0.0.1:{}{}/agent?known_hosts={}",
+        sshd.user,
+        sshd.port,
+        sshd.data().display(),
+        sshd.known_hosts().display()
+    );
+    let (code, _, err) = airback_with_agent(dir.path(), None, &["init", "--repo", &location]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no `key=FILE` in the location and no ssh agent") && err.contains("ssh-add"),
+        "{err}"
+    );
+
+    // An agent with a key the server does not know.
+    let stranger = dir.path().join("stranger_ed25519");
+    keygen(&stranger);
+    let agent = Agent::start(&stranger);
+    let (code, _, err) = airback_with_agent(
+        dir.path(),
+        Some(&agent.socket),
+        &["init", "--repo", &location],
+    )
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("refused all 1 keys of the ssh agent"), "{err}");
+    drop(agent);
+
+    let agent = Agent::start(&sshd.key());
+    let (code, out, err) = airback_with_agent(
+        dir.path(),
+        Some(&agent.socket),
+        &["init", "--repo", &location],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(sshd.data().join("agent/config").exists());
+}
