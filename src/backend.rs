@@ -17,7 +17,8 @@
 //! Local folders are read through opendal but written here: each object goes to `tmp/` first
 //! (created 0600, whatever the umask), is synced, and renamed into place; folders are created
 //! 0700. A leftover in `tmp/` (a write cut short by a full disk or a file-size limit) is found
-//! by [`Backend::tmp_leftovers`].
+//! by [`Backend::tmp_leftovers`]. `sftp://` stages its writes in `tmp/` the same way, over the
+//! connection, and its leftovers are found and removed alike.
 //!
 //! A write cancelled before its rename (Ctrl-C) leaves no temporary file: the local write runs
 //! to its end on a blocking thread, and [`remove_abandoned_temp_files`] sweeps `tmp/` on exit.
@@ -687,15 +688,16 @@ impl Backend {
             .map_err(|e| self.err("delete", path, e))
     }
 
-    /// Files in a local repository's `tmp/` last written more than `older_than` ago: writes
-    /// that were interrupted (disk full, a file-size limit, a killed process). Younger ones may
-    /// be another process's writes in progress. Other storages have no `tmp/`: empty.
+    /// Files in a local or `sftp://` repository's `tmp/` last written more than `older_than`
+    /// ago: writes that were interrupted (disk full, a file-size limit, a killed process, a
+    /// dropped connection). Younger ones may be another process's writes in progress. Other
+    /// storages have no `tmp/`: empty.
     pub async fn tmp_leftovers(
         &self,
         older_than: Duration,
     ) -> Result<Vec<TmpLeftover>, BackendError> {
         let Some(root) = &self.local else {
-            return Ok(Vec::new());
+            return self.remote_tmp_leftovers(older_than).await;
         };
         let dir = root.join(TMP_DIR);
         tokio::task::spawn_blocking(move || leftovers_in(&dir, older_than))
@@ -712,6 +714,11 @@ impl Backend {
         older_than: Duration,
     ) -> Result<Vec<TmpLeftover>, BackendError> {
         let leftovers = self.tmp_leftovers(older_than).await?;
+        if self.local.is_none() {
+            for leftover in &leftovers {
+                self.delete(&format!("{TMP_DIR}/{}", leftover.name)).await?;
+            }
+        }
         if let Some(root) = &self.local {
             for leftover in &leftovers {
                 let path = root.join(TMP_DIR).join(&leftover.name);
@@ -727,7 +734,48 @@ impl Backend {
     }
 }
 
-/// Where local writes are staged before they are renamed into place.
+impl Backend {
+    /// [`Backend::tmp_leftovers`] of a storage other than a local folder: only `sftp://`
+    /// stages its writes in `tmp/` (see the `sftp` module); the others have none.
+    async fn remote_tmp_leftovers(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<TmpLeftover>, BackendError> {
+        if self.op.info().scheme() != sftp::SCHEME {
+            return Ok(Vec::new());
+        }
+        let dir = format!("{TMP_DIR}/");
+        Self::count(&self.counters.list, 1);
+        let entries = match self.op.list(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", &dir, e)),
+        };
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for entry in entries {
+            let meta = entry.metadata();
+            if !meta.is_file() {
+                continue;
+            }
+            let age = meta
+                .last_modified()
+                .and_then(|t| now.duration_since(SystemTime::from(t)).ok())
+                .unwrap_or_default();
+            if age > older_than {
+                out.push(TmpLeftover {
+                    name: entry.name().to_string(),
+                    size: meta.content_length(),
+                    age,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// Where local writes (and those of `sftp://`) are staged before they are renamed into place.
 const TMP_DIR: &str = "tmp";
 
 /// A file in `tmp/` not written for this long is an interrupted write's leftover, not a write

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use opendal::raw::{
     OpCopy, OpCreateDir, OpDelete, OpList, OpPresign, OpRead, OpRename, OpStat, OpWrite,
-    RpCreateDir, RpPresign, RpRead, RpRename, RpStat, Service, ServiceInfo, oio,
+    RpCreateDir, RpPresign, RpRead, RpRename, RpStat, Service, ServiceInfo, Timestamp, oio,
 };
 use opendal::{
     Buffer, Builder, BytesRange, Capability, Error, ErrorKind, Metadata, MetadataBuilder,
@@ -39,6 +39,9 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// The scheme of the service (its `ServiceInfo`).
+pub(super) const SCHEME: &str = "sftp";
 
 /// An `sftp://` location, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -678,7 +681,7 @@ impl Service for SftpService {
     fn info(&self) -> ServiceInfo {
         let loc = &self.core.location;
         ServiceInfo::new(
-            "sftp",
+            SCHEME,
             format!("{}/", loc.root),
             format!("{}@{}", loc.user, loc.host_port()),
         )
@@ -780,11 +783,17 @@ impl Service for SftpService {
 }
 
 fn to_metadata(meta: &FileAttributes) -> Metadata {
-    if meta.is_dir() {
-        MetadataBuilder::dir().build()
+    let mut builder = if meta.is_dir() {
+        MetadataBuilder::dir()
     } else {
-        MetadataBuilder::file(meta.len()).build()
+        MetadataBuilder::file(meta.len())
+    };
+    if let Some(mtime) = meta.mtime
+        && let Ok(time) = Timestamp::from_second(i64::from(mtime))
+    {
+        builder.last_modified(time);
     }
+    builder.build()
 }
 
 /// Reads a range of an object whole (the backend reads objects or ranges of them whole).

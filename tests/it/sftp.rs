@@ -445,3 +445,52 @@ async fn without_a_key_file_the_ssh_agent_logs_in() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(sshd.data().join("agent/config").exists());
 }
+
+/// Temporary files that interrupted writes left in an sftp repository's `tmp/` are found
+/// (check warns of them) and removed (the next snapshot does) once an hour old; younger ones
+/// may be writes in progress and stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_interrupted_writes_in_tmp_are_found_and_removed() {
+    use airback::backend::TMP_LEFTOVER_AGE;
+    let sshd = Sshd::start().await;
+    let backend = open_backend(&sshd.location("leftovers"));
+    assert!(
+        backend
+            .tmp_leftovers(TMP_LEFTOVER_AGE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    backend.write("data/x", b"x".to_vec()).await.unwrap();
+    let tmp = sshd.data().join("leftovers/tmp");
+    std::fs::write(tmp.join("old.0123"), [0u8; 10]).unwrap();
+    let status = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .arg(tmp.join("old.0123"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(tmp.join("young.4567"), b"y").unwrap();
+
+    let found = backend.tmp_leftovers(TMP_LEFTOVER_AGE).await.unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].name.as_str(), found[0].size), ("old.0123", 10));
+    assert!(found[0].age > Duration::from_secs(7000), "{found:?}");
+    let removed = backend
+        .remove_tmp_leftovers(TMP_LEFTOVER_AGE)
+        .await
+        .unwrap();
+    let names = |l: &[airback::backend::TmpLeftover]| -> Vec<(String, u64)> {
+        l.iter().map(|l| (l.name.clone(), l.size)).collect()
+    };
+    assert_eq!(names(&removed), names(&found));
+    assert!(!tmp.join("old.0123").exists());
+    assert!(tmp.join("young.4567").exists());
+    assert!(
+        backend
+            .tmp_leftovers(TMP_LEFTOVER_AGE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
