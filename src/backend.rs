@@ -3,7 +3,8 @@
 //!
 //! Locations: a local path (the default), `file:///abs/path`, `memory://` (tests),
 //! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
-//! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
+//! `b2://bucket/prefix`, `webdav://host/path`, `webdavs://host/path` and
+//! `sftp://user@host[:port]/absolute/path` (see the `sftp` module). Query options are passed
 //! to the opendal service (`?endpoint=…&region=…`); for S3, [`S3Defaults`] in the options fill
 //! in what the URI leaves out (the command line reads them from the standard `AWS_*`
 //! variables; this module reads no environment variable, though opendal's S3 service still
@@ -16,7 +17,8 @@
 //! Local folders are read through opendal but written here: each object goes to `tmp/` first
 //! (created 0600, whatever the umask), is synced, and renamed into place; folders are created
 //! 0700. A leftover in `tmp/` (a write cut short by a full disk or a file-size limit) is found
-//! by [`Backend::tmp_leftovers`].
+//! by [`Backend::tmp_leftovers`]. `sftp://` stages its writes in `tmp/` the same way, over the
+//! connection, and its leftovers are found and removed alike.
 //!
 //! A write cancelled before its rename (Ctrl-C) leaves no temporary file: the local write runs
 //! to its end on a blocking thread, and [`remove_abandoned_temp_files`] sweeps `tmp/` on exit.
@@ -34,6 +36,8 @@ use opendal::{Configurator, ErrorKind, Operator, services};
 use reqsign_core::{ProvideCredential, ProvideCredentialChain};
 
 use crate::secrets;
+
+mod sftp;
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +270,8 @@ pub fn redact_location(location: &str) -> String {
         .split('&')
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if SHOWN_OPTIONS.contains(&k) => format!("{k}={}", strip_password(v)),
+            // An sftp location's options are file paths, never secrets.
+            Some((k, v)) if head.starts_with("sftp://") => format!("{k}={v}"),
             Some((k, _)) => format!("{k}=***"),
             None => kv.to_string(),
         })
@@ -279,11 +285,12 @@ fn strip_password(url: &str) -> String {
     };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) => {
+        // A user name without a password (`sftp://user@host`) is shown as it is.
+        Some((userinfo, host)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
             format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
         }
-        None => url.to_string(),
+        _ => url.to_string(),
     }
 }
 
@@ -369,6 +376,10 @@ impl Backend {
             None => local(location)?,
             Some(("file", path)) => local(path)?,
             Some(("memory", _)) => Operator::new(services::Memory::default()).map_err(storage)?,
+            Some(("sftp", rest)) => {
+                let location = sftp::SftpLocation::parse(rest).map_err(invalid)?;
+                sftp::operator(location, options.timeout).map_err(storage)?
+            }
             Some((scheme, rest)) => {
                 let (authority_and_path, query) = rest.split_once('?').unwrap_or((rest, ""));
                 let (authority, path) = authority_and_path
@@ -423,7 +434,7 @@ impl Backend {
                     other => {
                         return Err(invalid(format!(
                             "unknown scheme `{other}`; use a local path, s3://, gcs://, \
-                             azblob://, b2://, webdav://, webdavs:// or memory://"
+                             azblob://, b2://, webdav://, webdavs://, sftp:// or memory://"
                         )));
                     }
                 };
@@ -677,15 +688,16 @@ impl Backend {
             .map_err(|e| self.err("delete", path, e))
     }
 
-    /// Files in a local repository's `tmp/` last written more than `older_than` ago: writes
-    /// that were interrupted (disk full, a file-size limit, a killed process). Younger ones may
-    /// be another process's writes in progress. Other storages have no `tmp/`: empty.
+    /// Files in a local or `sftp://` repository's `tmp/` last written more than `older_than`
+    /// ago: writes that were interrupted (disk full, a file-size limit, a killed process, a
+    /// dropped connection). Younger ones may be another process's writes in progress. Other
+    /// storages have no `tmp/`: empty.
     pub async fn tmp_leftovers(
         &self,
         older_than: Duration,
     ) -> Result<Vec<TmpLeftover>, BackendError> {
         let Some(root) = &self.local else {
-            return Ok(Vec::new());
+            return self.remote_tmp_leftovers(older_than).await;
         };
         let dir = root.join(TMP_DIR);
         tokio::task::spawn_blocking(move || leftovers_in(&dir, older_than))
@@ -702,6 +714,11 @@ impl Backend {
         older_than: Duration,
     ) -> Result<Vec<TmpLeftover>, BackendError> {
         let leftovers = self.tmp_leftovers(older_than).await?;
+        if self.local.is_none() {
+            for leftover in &leftovers {
+                self.delete(&format!("{TMP_DIR}/{}", leftover.name)).await?;
+            }
+        }
         if let Some(root) = &self.local {
             for leftover in &leftovers {
                 let path = root.join(TMP_DIR).join(&leftover.name);
@@ -717,7 +734,48 @@ impl Backend {
     }
 }
 
-/// Where local writes are staged before they are renamed into place.
+impl Backend {
+    /// [`Backend::tmp_leftovers`] of a storage other than a local folder: only `sftp://`
+    /// stages its writes in `tmp/` (see the `sftp` module); the others have none.
+    async fn remote_tmp_leftovers(
+        &self,
+        older_than: Duration,
+    ) -> Result<Vec<TmpLeftover>, BackendError> {
+        if self.op.info().scheme() != sftp::SCHEME {
+            return Ok(Vec::new());
+        }
+        let dir = format!("{TMP_DIR}/");
+        Self::count(&self.counters.list, 1);
+        let entries = match self.op.list(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", &dir, e)),
+        };
+        let now = SystemTime::now();
+        let mut out = Vec::new();
+        for entry in entries {
+            let meta = entry.metadata();
+            if !meta.is_file() {
+                continue;
+            }
+            let age = meta
+                .last_modified()
+                .and_then(|t| now.duration_since(SystemTime::from(t)).ok())
+                .unwrap_or_default();
+            if age > older_than {
+                out.push(TmpLeftover {
+                    name: entry.name().to_string(),
+                    size: meta.content_length(),
+                    age,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// Where local writes (and those of `sftp://`) are staged before they are renamed into place.
 const TMP_DIR: &str = "tmp";
 
 /// A file in `tmp/` not written for this long is an interrupted write's leftover, not a write
@@ -1078,6 +1136,13 @@ mod tests {
         assert!(shown.contains("account_name=acct"), "{shown}");
         let shown = redact_location("webdavs://alice:hunter2@dav.example.com/backups");
         assert_eq!(shown, "webdavs://alice:***@dav.example.com/backups");
+        let shown = redact_location("sftp://alice:hunter2@nas/srv?key=/k/id&known_hosts=/k/kh");
+        assert_eq!(
+            shown,
+            "sftp://alice:***@nas/srv?key=/k/id&known_hosts=/k/kh"
+        );
+        let shown = redact_location("sftp://alice@nas:2222/srv?key=/k/id");
+        assert_eq!(shown, "sftp://alice@nas:2222/srv?key=/k/id");
         let text = sanitize_error_text(
             "request to https://host/b/k?X-Amz-Signature=abc&sig=SECRET failed",
         );

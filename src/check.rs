@@ -270,7 +270,7 @@ pub async fn check(repo: &Repository, options: &CheckOptions) -> Result<CheckRep
     let used = find_damaged_snapshots(repo, &snapshots, &index, &damage, &mut report).await;
     report_unreferenced(repo, &index, &used, &mut report)?;
 
-    // 7. Leftovers of interrupted writes in a local repository's `tmp/`.
+    // 7. Leftovers of interrupted writes in a local (or sftp) repository's `tmp/`.
     for leftover in repo
         .backend()
         .tmp_leftovers(crate::backend::TMP_LEFTOVER_AGE)

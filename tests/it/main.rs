@@ -27,6 +27,7 @@ mod repo;
 mod restore;
 mod secrets;
 mod serve;
+mod sftp;
 mod snapshot;
 mod support;
 mod web;

@@ -20,7 +20,7 @@ use crate::support::{
 // ---------------------------------------------------------------------------------------------
 // Backend conformance: the same contract on every service.
 
-async fn conformance(backend: Backend) {
+pub(crate) async fn conformance(backend: Backend) {
     backend.write("a/b/one", b"hello".to_vec()).await.unwrap();
     let big = random_bytes(3 * 1024 * 1024 + 17, 1);
     backend.write("a/b/two", big.clone()).await.unwrap();
