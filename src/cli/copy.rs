@@ -193,8 +193,8 @@ async fn open_target(settings: &Settings, to: &Target<'_>) -> anyhow::Result<Rep
     };
     let password = || settings.target_password(to.password_file, to.variables, to.entry, &shown);
     use super::OpenFailure;
-    match super::open_with_password(settings, to.location, password).await {
-        Ok(repo) => Ok(repo),
+    match super::open_with_password(settings, to.location, password, None).await {
+        Ok((repo, _)) => Ok(repo),
         Err(OpenFailure::WrongPassword {
             error: RepoError::WrongPassword { key_files, .. },
             origin,

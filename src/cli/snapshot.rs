@@ -10,7 +10,7 @@ use serde_json::json;
 use super::metrics_file::{self, RunReport};
 use super::print::{Printer, Text, count, err};
 use super::settings::Settings;
-use super::{exit, open_repo_at, progress};
+use super::{exit, open_repo_for_writer, progress};
 use crate::airtable::Client;
 use crate::backup::{BackupError, BackupOptions, BackupSummary, CommentsSkipped, backup_base_with};
 use crate::id::SnapshotId;
@@ -137,7 +137,10 @@ async fn run(
 
     // The repository first: a wrong password (or no repository) ends the run before any
     // Airtable request, `--all-bases`'s listing included.
-    let repo = open_repo_at(settings, &location).await?;
+    // The writer lock is written before the index is read for deduplication
+    // (docs/FORMAT.md, "Deletion"): a prune running now or later then keeps what this run
+    // may rely on. Opening takes it, so the index is listed once.
+    let (repo, writer_lock) = open_repo_for_writer(settings, &location, "snapshot").await?;
     report.repo = Some(repo.clone());
 
     // Which bases, with which options.
@@ -222,12 +225,6 @@ async fn run(
         }
         Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
     }
-    // The writer lock before the index is read for deduplication (docs/FORMAT.md,
-    // "Deletion"): a prune running now or later then keeps what this run may rely on.
-    let writer_lock = repo
-        .lock_writer("snapshot")
-        .await
-        .context("cannot write the writer lock")?;
     // Once, before the first base (`backup_base` leaves it to its caller).
     repo.adopt_unindexed_packs()
         .await

@@ -378,6 +378,49 @@ impl Repository {
         cache: CacheChoice,
         password: Option<&Password>,
     ) -> Result<Repository> {
+        let repo = Self::unlock(backend, config, config_bytes, cache, password).await?;
+        repo.finish_open().await?;
+        Ok(repo)
+    }
+
+    /// [`Repository::open_with_config`] for a writer (`snapshot`): the writer lock for
+    /// `operation` is written before the index is read, so the one listing of `index/` that
+    /// opening makes is also the one the deletion rules require after the lock
+    /// ([`Repository::lock_writer`] lists it again).
+    pub async fn open_with_config_for_writer(
+        backend: Backend,
+        config: RepoConfig,
+        config_bytes: &[u8],
+        cache: CacheChoice,
+        password: Option<&Password>,
+        operation: &str,
+    ) -> Result<(Repository, lock::LockGuard)> {
+        let repo = Self::unlock(backend, config, config_bytes, cache, password).await?;
+        let guard = repo.hold_writer(operation).await?;
+        if let Err(e) = repo.finish_open().await {
+            let _ = guard.release().await;
+            return Err(e);
+        }
+        Ok((repo, guard))
+    }
+
+    /// Brings the cache up to date with the index files and loads the dictionaries.
+    async fn finish_open(&self) -> Result<()> {
+        // The index first: it says which dictionaries have a copy in a pack.
+        self.sync_index().await?;
+        self.load_dictionaries().await?;
+        Ok(())
+    }
+
+    /// Unlocks the master key (format 2) and opens the local cache: the part of opening that
+    /// reads only `config` and `keys/`.
+    async fn unlock(
+        backend: Backend,
+        config: RepoConfig,
+        config_bytes: &[u8],
+        cache: CacheChoice,
+        password: Option<&Password>,
+    ) -> Result<Repository> {
         let location = backend.location().to_string();
         let (crypto, key_id) = if config.is_encrypted() {
             let password = password.ok_or(RepoError::PasswordRequired { location })?;
@@ -414,9 +457,6 @@ impl Repository {
                 writer_session: std::sync::Mutex::new(None),
             }),
         };
-        // The index first: it says which dictionaries have a copy in a pack.
-        repo.sync_index().await?;
-        repo.load_dictionaries().await?;
         Ok(repo)
     }
 
@@ -1084,6 +1124,11 @@ impl Repository {
         let bytes = codec::encode_file(self.crypto(), ObjectKind::Snapshot, snapshot);
         let id = SnapshotId::of(&bytes);
         self.backend().write(&snapshot_path(&id), bytes).await?;
+        // Listings then find its manifest in the cache (`crate::snapshots`), not in storage.
+        let text = serde_json::to_string(snapshot).expect("snapshots serialize");
+        if let Err(e) = self.cache().set_value(&format!("snapshot:{id}"), &text) {
+            tracing::debug!("cannot keep snapshot {id} in the cache: {e}");
+        }
         Ok(id)
     }
 

@@ -1,0 +1,231 @@
+//! Request economy (issue 17): the storage requests each command makes, counted by the S3
+//! server (so that requests opendal makes on its own, such as paged listings, are seen), and
+//! the bound on an unchanged nightly snapshot of a repository of 30 snapshots.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use airback::NoProgress;
+use airback::repo::{CacheChoice, Repository};
+use airback::{BackupOptions, backup_base};
+use airback_fake::{FakeAirtable, FakeOptions, LargeParams, Preset};
+use serde_json::{Map, Value, json};
+
+use crate::cli::airback_with;
+use crate::support::{self, s3::S3Server};
+
+/// Requests by the kind a storage service bills them as: `LIST`, `HEAD`, `GET`, `PUT`
+/// (uploads, multipart parts and their start and end included) and `DELETE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Kinds {
+    pub list: u64,
+    pub head: u64,
+    pub get: u64,
+    pub put: u64,
+    pub delete: u64,
+}
+
+impl Kinds {
+    /// Classifies the S3 server's log lines (`<operation> <uri>`) by operation.
+    pub fn of(log: &[String]) -> Kinds {
+        let mut k = Kinds::default();
+        for line in log {
+            let op = line.split(' ').next().unwrap_or("");
+            let counter = if op.starts_with("List") {
+                &mut k.list
+            } else if op.starts_with("Head") {
+                &mut k.head
+            } else if op.starts_with("Get") {
+                &mut k.get
+            } else if op.starts_with("Delete") {
+                &mut k.delete
+            } else {
+                &mut k.put
+            };
+            *counter += 1;
+        }
+        k
+    }
+
+    pub fn total(&self) -> u64 {
+        self.list + self.head + self.get + self.put + self.delete
+    }
+
+    /// The same figures from a command's `storage_requests` in `--json`.
+    pub fn from_json(v: &Value) -> Kinds {
+        let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+        Kinds {
+            list: n("LIST"),
+            head: n("HEAD"),
+            get: n("GET"),
+            put: n("PUT"),
+            delete: n("DELETE"),
+        }
+    }
+}
+
+impl std::fmt::Display for Kinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "| {} | {} | {} | {} | {} | {} |",
+            self.list,
+            self.head,
+            self.get,
+            self.put,
+            self.delete,
+            self.total()
+        )
+    }
+}
+
+/// A table of 300 records (three pages) and 12 attachments.
+fn base_options() -> FakeOptions {
+    FakeOptions {
+        large: LargeParams {
+            bases: 1,
+            tables: 1,
+            records_per_table: 300,
+            attachments: 12,
+            min_attachment_bytes: 20_000,
+            max_attachment_bytes: 150_000,
+            size_skew: 1.0,
+        },
+        ..FakeOptions::unlimited(Preset::Large)
+    }
+}
+
+/// An S3 repository, a base and the binary's cache.
+struct Setup {
+    s3: S3Server,
+    fake: FakeAirtable,
+    base: String,
+    location: String,
+    cache: std::path::PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let s3 = S3Server::start().await;
+        let fake = FakeAirtable::start(base_options()).await.unwrap();
+        let base = fake.bases()[0].id.clone();
+        let dir = tempfile::tempdir().unwrap();
+        let location = s3.location("economy");
+        Setup {
+            cache: dir.path().join("cache"),
+            s3,
+            fake,
+            base,
+            location,
+            dir,
+        }
+    }
+
+    /// Runs the binary with the repository and the cache; returns its parsed `--json` output
+    /// (one document per line) and the server's count of the requests it made.
+    async fn run(&self, args: &[&str]) -> (Vec<Value>, Kinds, Vec<String>) {
+        self.run_at(&self.location, &self.cache, args).await
+    }
+
+    async fn run_at(
+        &self,
+        location: &str,
+        cache: &Path,
+        args: &[&str],
+    ) -> (Vec<Value>, Kinds, Vec<String>) {
+        let mark = self.s3.requests().len();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--repo", location, "--json"]);
+        let (code, out, err) = airback_with(&self.fake, cache, &all).await;
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        let log = self.s3.requests()[mark..].to_vec();
+        let docs = out
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        (docs, Kinds::of(&log), log)
+    }
+
+    /// `n` snapshots of the base taken by the library through the binary's cache (fast: an
+    /// unpaced client), as earlier nights would have.
+    async fn history(&self, n: usize) {
+        let backend = support::open_backend(&self.location);
+        let repo = Repository::open(
+            backend,
+            CacheChoice::Dir(self.cache.clone()),
+            support::password(),
+        )
+        .await
+        .unwrap();
+        let client_options = airback::ClientOptions::default()
+            .with_url(&self.fake.url())
+            .unpaced();
+        let client = airback::Client::new(
+            airback::Token::new(self.fake.token()).unwrap(),
+            client_options,
+        )
+        .unwrap();
+        for _ in 0..n {
+            repo.adopt_unindexed_packs().await.unwrap();
+            backup_base(
+                &repo,
+                &client,
+                &BackupOptions::new(&self.base),
+                Arc::new(NoProgress),
+            )
+            .await
+            .unwrap();
+        }
+    }
+
+    /// Changes `share` of the records' notes.
+    fn change(&self, share: f64, seed: u64) {
+        let schema = self.fake.schema_json(&self.base);
+        let table = &schema["tables"][0];
+        let table_id = table["id"].as_str().unwrap();
+        let notes = support::field_id(table, "Notes");
+        let records = self.fake.records_json(&self.base, table_id);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let count = ((records.len() as f64 * share).ceil() as usize).max(1);
+        for record in rng.choose_multiple(records.iter(), count) {
+            let mut fields = Map::new();
+            fields.insert(
+                notes.clone(),
+                json!(format!("changed {seed}: {}", rng.u64(..))),
+            );
+            self.fake
+                .update_record_fields(&self.base, table_id, record["id"].as_str().unwrap(), fields)
+                .unwrap();
+        }
+    }
+}
+
+/// The bound of issue 17: an unchanged nightly snapshot of a base in an S3 repository of 30
+/// snapshots makes at most 5 PUTs and 20 requests in all, as the server counts them, and its
+/// `--json` reports what the server counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_requests() {
+    let s = Setup::new().await;
+    s.run(&["init"]).await;
+    s.history(29).await;
+    // The 30th through the binary, as every night.
+    s.run(&["snapshot", "--base", &s.base]).await;
+    let (docs, counted, log) = s.run(&["snapshot", "--base", &s.base]).await;
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert_eq!(docs[0]["outcome"], "ok", "{docs:?}");
+    eprintln!("unchanged nightly: {counted}\n{}", log.join("\n"));
+    assert!(
+        counted.put <= 5 && counted.total() <= 20,
+        "an unchanged nightly made {} PUTs and {} requests in all (LIST {}, HEAD {}, GET {}, \
+         DELETE {}):\n{}",
+        counted.put,
+        counted.total(),
+        counted.list,
+        counted.head,
+        counted.get,
+        counted.delete,
+        log.join("\n")
+    );
+}
