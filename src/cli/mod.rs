@@ -515,6 +515,24 @@ async fn read_lock(
     Ok(Some(repo.lock(false, operation).await?))
 }
 
+/// A command's `--json` result with the storage requests the command made, by kind
+/// (`storage_requests`: `LIST`, `GET`, `HEAD`, `PUT`, `DELETE`, `bytes_read`,
+/// `bytes_written`), from the opening of the repository until the result is printed.
+#[derive(serde::Serialize)]
+struct WithRequests<'a, T: serde::Serialize> {
+    #[serde(flatten)]
+    result: &'a T,
+    storage_requests: crate::backend::RequestStats,
+}
+
+/// `result` with the requests made so far through `backend` (and its clones).
+fn with_requests<'a, T: serde::Serialize>(result: &'a T, backend: &Backend) -> WithRequests<'a, T> {
+    WithRequests {
+        result,
+        storage_requests: backend.requests(),
+    }
+}
+
 /// Releases what [`read_lock`] took.
 async fn release(lock: Option<LockGuard>) -> anyhow::Result<()> {
     if let Some(lock) = lock {
@@ -583,6 +601,7 @@ async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
         "version": config.version,
         "encrypted": encrypted,
         "key_id": key,
+        "storage_requests": backend.requests(),
     });
     s.printer.result(&created, |t| {
         t.note(format_args!(
@@ -604,7 +623,7 @@ async fn check(s: &Settings, args: &CheckArgs) -> anyhow::Result<u8> {
     let report = crate::check::check(&repo, &options).await;
     release(lock).await?;
     let report = report?;
-    s.printer.result(&report, |t| {
+    s.printer.result(&with_requests(&report, repo.backend()), |t| {
         for w in &report.warnings {
             t.note(format_args!("warning: {w}"))?;
         }

@@ -225,8 +225,9 @@ async fn run(
         }
         Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
     }
-    // Once, before the first base (`backup_base` leaves it to its caller).
-    repo.adopt_unindexed_packs()
+    // Once, before the first base (`backup_base` leaves it to its caller), and only when due:
+    // the first run from this cache, after an interrupted run, or a week after the last one.
+    repo.adopt_unindexed_packs_if_due()
         .await
         .context("cannot list the repository's packs to adopt those an interrupted run left")?;
     // Several bases at once, each still paced at 5 requests/s by the client's per-base gate
@@ -279,7 +280,7 @@ async fn run(
                 if summary.partial && code == exit::OK {
                     code = exit::PARTIAL;
                 }
-                print_summary(printer, &summary)?;
+                print_summary(printer, &summary, backend.requests())?;
                 saved.push(job.base_id.clone());
             }
             Err(err) => {
@@ -307,6 +308,9 @@ async fn run(
         );
     }
     writer_lock.release().await?;
+    if failed.is_empty() {
+        repo.snapshot_run_finished();
+    }
     if let Some(config) = config.filter(|c| c.retention.as_ref().is_some_and(|r| r.after_snapshot))
         && !saved.is_empty()
         && let Err(e) = super::forget::after_snapshot(settings, &repo, config, saved.clone()).await
@@ -332,7 +336,12 @@ fn print_failure(printer: Printer, base: &str, err: &anyhow::Error) {
     let _ = printer.result(&failure, |_| Ok(()));
 }
 
-fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
+/// Prints a base's summary; `storage_requests` are the run's so far (see the README).
+fn print_summary(
+    printer: Printer,
+    s: &BackupSummary,
+    storage_requests: crate::backend::RequestStats,
+) -> anyhow::Result<()> {
     // Filter entries that matched nothing: printed even with --quiet or --json, since a
     // nightly run would otherwise drop a renamed table without a word.
     for w in &s.warnings {
@@ -348,11 +357,13 @@ fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
         #[serde(flatten)]
         summary: &'a BackupSummary,
         outcome: &'static str,
+        storage_requests: crate::backend::RequestStats,
     }
     let outcome = if s.partial { "partial" } else { "ok" };
     let with_outcome = WithOutcome {
         summary: s,
         outcome,
+        storage_requests,
     };
     printer.result(&with_outcome, |t| {
         t.note(format_args!(

@@ -284,6 +284,15 @@ fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> RepoError {
     }
 }
 
+/// A snapshot run lists `data/` (to adopt leftover packs and notice lost ones) at least this
+/// often from each cache, and after a run from that cache that did not finish.
+pub const PACK_LISTING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Cache keys: when a snapshot run last listed `data/`, and whether one is under way (or was
+/// interrupted).
+const PACKS_LISTED_KEY: &str = "packs-listed";
+const RUN_UNDER_WAY_KEY: &str = "snapshot-run-under-way";
+
 impl Repository {
     /// Creates a repository at the backend's location: format 2 with a first key when
     /// `options.encryption` holds a password, else format 1. Fails if one exists (a `config`,
@@ -957,6 +966,55 @@ impl Repository {
                 .await?;
         }
         Ok(count)
+    }
+
+    /// [`Repository::adopt_unindexed_packs`] when its listing of `data/` is due for a snapshot
+    /// run: this cache never listed the packs, or a snapshot run from it did not finish (it may
+    /// have left packs no index lists), or the last listing is older than
+    /// [`PACK_LISTING_INTERVAL`]. Returns the packs adopted, or `None` when the listing was not
+    /// due. Either way it records that a snapshot run is under way, until
+    /// [`Repository::snapshot_run_finished`].
+    ///
+    /// Skipping the listing weakens nothing the deletion rules rely on (they rest on the index
+    /// and the locks): leftovers of another host's crashed run are adopted at the next listing
+    /// (meanwhile their content may be stored again), and a pack lost from storage is noticed
+    /// by that listing, by `check`, or by the first read that misses it.
+    pub async fn adopt_unindexed_packs_if_due(&self) -> Result<Option<usize>> {
+        let now = std::time::SystemTime::now();
+        let value = |key: &str| {
+            self.cache()
+                .get_value(key)
+                .ok()
+                .flatten()
+                .filter(|v| !v.is_empty())
+        };
+        let interrupted = value(RUN_UNDER_WAY_KEY).is_some();
+        let recent = value(PACKS_LISTED_KEY)
+            .and_then(|t| humantime::parse_rfc3339(&t).ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age < PACK_LISTING_INTERVAL);
+        let stamp = humantime::format_rfc3339_seconds(now).to_string();
+        self.set_cache_value(RUN_UNDER_WAY_KEY, &stamp);
+        if recent && !interrupted {
+            return Ok(None);
+        }
+        let adopted = self.adopt_unindexed_packs().await?;
+        self.set_cache_value(PACKS_LISTED_KEY, &stamp);
+        Ok(Some(adopted))
+    }
+
+    /// Records that the snapshot run [`Repository::adopt_unindexed_packs_if_due`] began
+    /// finished with every base's snapshot saved, so the next run need not list `data/`.
+    pub fn snapshot_run_finished(&self) {
+        self.set_cache_value(RUN_UNDER_WAY_KEY, "");
+    }
+
+    /// Stores a value in the cache's key-value table; a cache that cannot be written only
+    /// costs the next run requests.
+    fn set_cache_value(&self, key: &str, value: &str) {
+        if let Err(e) = self.cache().set_value(key, value) {
+            tracing::debug!("cannot store `{key}` in the cache: {e}");
+        }
     }
 
     /// Downloads a whole pack and checks that it hashes to its name and that every blob in it

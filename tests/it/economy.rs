@@ -216,6 +216,18 @@ async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_
     assert_eq!(docs.len(), 1, "{docs:?}");
     assert_eq!(docs[0]["outcome"], "ok", "{docs:?}");
     eprintln!("unchanged nightly: {counted}\n{}", log.join("\n"));
+    let lists = |dir: &str| {
+        log.iter()
+            .filter(|r| r.starts_with("List") && r.ends_with(&format!("prefix=economy/{dir}/")))
+            .count()
+    };
+    // `data/` and `snapshots/` are not listed; `index/` once, after the writer lock (a prune's
+    // marks must be seen: docs/FORMAT.md, "Deletion", rules 1 and 4).
+    assert_eq!(
+        (lists("data"), lists("snapshots"), lists("index")),
+        (0, 0, 1),
+        "{log:#?}"
+    );
     assert!(
         counted.put <= 5 && counted.total() <= 20,
         "an unchanged nightly made {} PUTs and {} requests in all (LIST {}, HEAD {}, GET {}, \
@@ -228,4 +240,42 @@ async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_
         counted.delete,
         log.join("\n")
     );
+}
+
+/// The listing of `data/` (adoption of leftover packs, lost packs noticed) is made by the
+/// first snapshot run from a cache, after a run that did not finish, and a week after the last
+/// one; not by every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_runs_list_the_packs_when_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo").to_str().unwrap().to_owned();
+    let backend = support::open_backend(&location);
+    Repository::init(&backend, &support::init_options())
+        .await
+        .unwrap();
+    let repo = Repository::open(
+        backend,
+        CacheChoice::Dir(dir.path().join("cache")),
+        support::password(),
+    )
+    .await
+    .unwrap();
+    let lists = async || {
+        let before = repo.backend().requests().list;
+        let listed = repo.adopt_unindexed_packs_if_due().await.unwrap();
+        let made = repo.backend().requests().list - before;
+        assert_eq!(made, u64::from(listed.is_some()), "{listed:?}");
+        listed.is_some()
+    };
+    assert!(lists().await, "a new cache lists the packs");
+    assert!(lists().await, "a run that did not finish is followed by a listing");
+    repo.snapshot_run_finished();
+    assert!(!lists().await, "a finished run with a fresh listing is not");
+    repo.snapshot_run_finished();
+    let old = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() - airback::repo::PACK_LISTING_INTERVAL,
+    )
+    .to_string();
+    repo.cache().set_value("packs-listed", &old).unwrap();
+    assert!(lists().await, "a week after the last listing, the packs are listed again");
 }
