@@ -286,7 +286,8 @@ fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> RepoError {
 
 /// A snapshot run lists `data/` (to adopt leftover packs and notice lost ones) at least this
 /// often from each cache, and after a run from that cache that did not finish.
-pub const PACK_LISTING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+pub const PACK_LISTING_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Cache keys: when a snapshot run last listed `data/`, and whether one is under way (or was
 /// interrupted).

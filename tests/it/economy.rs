@@ -151,10 +151,15 @@ impl Setup {
     /// `n` snapshots of the base taken by the library through the binary's cache (fast: an
     /// unpaced client), as earlier nights would have.
     async fn history(&self, n: usize) {
-        let backend = support::open_backend(&self.location);
+        self.history_at(&self.location, &self.cache, n).await;
+    }
+
+    /// [`Setup::history`] in the repository at `location` with the cache `cache`.
+    async fn history_at(&self, location: &str, cache: &Path, n: usize) {
+        let backend = support::open_backend(location);
         let repo = Repository::open(
             backend,
-            CacheChoice::Dir(self.cache.clone()),
+            CacheChoice::Dir(cache.to_path_buf()),
             support::password(),
         )
         .await
@@ -215,6 +220,16 @@ async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_
     let (docs, counted, log) = s.run(&["snapshot", "--base", &s.base]).await;
     assert_eq!(docs.len(), 1, "{docs:?}");
     assert_eq!(docs[0]["outcome"], "ok", "{docs:?}");
+    // `--json` says what the server counted, but the lock's removal after the result.
+    let reported = Kinds::from_json(&docs[0]["storage_requests"]);
+    assert_eq!(
+        Kinds {
+            delete: reported.delete + 1,
+            ..reported
+        },
+        counted,
+        "{docs:?}\n{log:#?}"
+    );
     eprintln!("unchanged nightly: {counted}\n{}", log.join("\n"));
     let lists = |dir: &str| {
         log.iter()
@@ -268,7 +283,10 @@ async fn snapshot_runs_list_the_packs_when_due() {
         listed.is_some()
     };
     assert!(lists().await, "a new cache lists the packs");
-    assert!(lists().await, "a run that did not finish is followed by a listing");
+    assert!(
+        lists().await,
+        "a run that did not finish is followed by a listing"
+    );
     repo.snapshot_run_finished();
     assert!(!lists().await, "a finished run with a fresh listing is not");
     repo.snapshot_run_finished();
@@ -277,5 +295,90 @@ async fn snapshot_runs_list_the_packs_when_due() {
     )
     .to_string();
     repo.cache().set_value("packs-listed", &old).unwrap();
-    assert!(lists().await, "a week after the last listing, the packs are listed again");
+    assert!(
+        lists().await,
+        "a week after the last listing, the packs are listed again"
+    );
+}
+
+/// The table of docs/BENCHMARKS.md, "Request economy": the requests each command makes on S3
+/// (counted by the server) and on a local folder (counted by airback, `storage_requests` in
+/// `--json`), for a base of 300 records and 12 attachments in a repository of 30 snapshots.
+/// `cargo test --test it request_economy_table -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints the table of docs/BENCHMARKS.md"]
+async fn request_economy_table() {
+    let s = Setup::new().await;
+    let local = s.dir.path().join("local").to_str().unwrap().to_owned();
+    let local_cache = s.dir.path().join("local-cache");
+    let mut rows: Vec<(String, Kinds, Kinds)> = Vec::new();
+    // Runs `args` on both repositories: the server's count on S3, the `--json` one locally
+    // (the last document's, plus the lock's removal where the result precedes it).
+    async fn both(
+        s: &Setup,
+        local: &str,
+        local_cache: &Path,
+        args: &[&str],
+        lock_after: bool,
+    ) -> (Kinds, Kinds, Vec<Value>) {
+        let (_, on_s3, _) = s.run(args).await;
+        let (docs, _, _) = s.run_at(local, local_cache, args).await;
+        let mut on_disk = Kinds::from_json(&docs.last().unwrap()["storage_requests"]);
+        on_disk.delete += u64::from(lock_after);
+        (on_s3, on_disk, docs)
+    }
+    let (a, b, _) = both(&s, &local, &local_cache, &["init"], false).await;
+    rows.push(("init".into(), a, b));
+    let snapshot = ["snapshot", "--base", s.base.as_str()];
+    let (a, b, _) = both(&s, &local, &local_cache, &snapshot, true).await;
+    rows.push(("first snapshot".into(), a, b));
+    // 28 more nights, then one through the binary: 30 snapshots.
+    s.history(28).await;
+    s.history_at(&local, &local_cache, 28).await;
+    both(&s, &local, &local_cache, &snapshot, true).await;
+    let (a, b, _) = both(&s, &local, &local_cache, &snapshot, true).await;
+    rows.push(("unchanged nightly (31st snapshot)".into(), a, b));
+    s.change(0.01, 1);
+    let (a, b, _) = both(&s, &local, &local_cache, &snapshot, true).await;
+    rows.push(("1 % of records changed".into(), a, b));
+    let (a, b, _) = both(&s, &local, &local_cache, &["check"], false).await;
+    rows.push(("check".into(), a, b));
+    let (a, b, _) = both(&s, &local, &local_cache, &["check", "--read-data"], false).await;
+    rows.push(("check --read-data".into(), a, b));
+    let out = s.dir.path().join("export-s3");
+    let out_local = s.dir.path().join("export-local");
+    let (_, a, _) = s
+        .run(&["export", "latest", "-f", "dir", "-o", out.to_str().unwrap()])
+        .await;
+    let (docs, _, _) = s
+        .run_at(
+            &local,
+            &local_cache,
+            &[
+                "export",
+                "latest",
+                "-f",
+                "dir",
+                "-o",
+                out_local.to_str().unwrap(),
+            ],
+        )
+        .await;
+    rows.push((
+        "export (folder)".into(),
+        a,
+        Kinds::from_json(&docs[0]["storage_requests"]),
+    ));
+    let workspace = s.fake.workspace_id();
+    let restore = ["restore", "latest", "--workspace", workspace.as_str()];
+    let (a, b, _) = both(&s, &local, &local_cache, &restore, true).await;
+    rows.push(("restore (new base)".into(), a, b));
+    println!(
+        "| command | S3: LIST | HEAD | GET | PUT | DELETE | all | local folder: LIST | HEAD | GET | PUT | DELETE | all |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (what, a, b) in rows {
+        let b = b.to_string();
+        println!("| {what} {a} {}", b.trim_start_matches("| "));
+    }
 }
