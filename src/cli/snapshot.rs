@@ -226,8 +226,9 @@ async fn run(
         Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
     }
     // Once, before the first base (`backup_base` leaves it to its caller), and only when due:
-    // the first run from this cache, after an interrupted run, or a week after the last one.
-    repo.adopt_unindexed_packs_if_due()
+    // while it takes one request, the first run from this cache, after an interrupted run, or
+    // a week after the last one.
+    repo.adopt_unindexed_packs_if_due(crate::repo::PACKS_LISTED_EVERY_RUN)
         .await
         .context("cannot list the repository's packs to adopt those an interrupted run left")?;
     // Several bases at once, each still paced at 5 requests/s by the client's per-base gate

@@ -289,6 +289,11 @@ fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> RepoError {
 pub const PACK_LISTING_INTERVAL: std::time::Duration =
     std::time::Duration::from_secs(7 * 24 * 3600);
 
+/// Up to this many packs (a page of an S3, GCS or B2 listing), every snapshot run lists
+/// `data/`: the listing costs one request, and a lost pack is noticed by the next run. Beyond,
+/// [`PACK_LISTING_INTERVAL`] applies, so a run's requests do not grow with the repository.
+pub const PACKS_LISTED_EVERY_RUN: usize = 1000;
+
 /// Cache keys: when a snapshot run last listed `data/`, and whether one is under way (or was
 /// interrupted).
 const PACKS_LISTED_KEY: &str = "packs-listed";
@@ -970,17 +975,21 @@ impl Repository {
     }
 
     /// [`Repository::adopt_unindexed_packs`] when its listing of `data/` is due for a snapshot
-    /// run: this cache never listed the packs, or a snapshot run from it did not finish (it may
-    /// have left packs no index lists), or the last listing is older than
-    /// [`PACK_LISTING_INTERVAL`]. Returns the packs adopted, or `None` when the listing was not
-    /// due. Either way it records that a snapshot run is under way, until
-    /// [`Repository::snapshot_run_finished`].
+    /// run: the index knows at most `every_run_up_to` packs ([`PACKS_LISTED_EVERY_RUN`]: one
+    /// page of a listing, so a lost pack is noticed by the next run), or this cache never listed the packs, or a
+    /// snapshot run from it did not finish (it may have left packs no index lists), or the
+    /// last listing is older than [`PACK_LISTING_INTERVAL`]. Returns the packs adopted, or
+    /// `None` when the listing was not due. Either way it records that a snapshot run is under
+    /// way, until [`Repository::snapshot_run_finished`].
     ///
     /// Skipping the listing weakens nothing the deletion rules rely on (they rest on the index
     /// and the locks): leftovers of another host's crashed run are adopted at the next listing
     /// (meanwhile their content may be stored again), and a pack lost from storage is noticed
     /// by that listing, by `check`, or by the first read that misses it.
-    pub async fn adopt_unindexed_packs_if_due(&self) -> Result<Option<usize>> {
+    pub async fn adopt_unindexed_packs_if_due(
+        &self,
+        every_run_up_to: usize,
+    ) -> Result<Option<usize>> {
         let now = std::time::SystemTime::now();
         let value = |key: &str| {
             self.cache()
@@ -990,13 +999,18 @@ impl Repository {
                 .filter(|v| !v.is_empty())
         };
         let interrupted = value(RUN_UNDER_WAY_KEY).is_some();
+        let this = self.clone();
+        let packs = tokio::task::spawn_blocking(move || this.cache().pack_sizes())
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??
+            .len();
         let recent = value(PACKS_LISTED_KEY)
             .and_then(|t| humantime::parse_rfc3339(&t).ok())
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|age| age < PACK_LISTING_INTERVAL);
         let stamp = humantime::format_rfc3339_seconds(now).to_string();
         self.set_cache_value(RUN_UNDER_WAY_KEY, &stamp);
-        if recent && !interrupted {
+        if recent && !interrupted && packs > every_run_up_to {
             return Ok(None);
         }
         let adopted = self.adopt_unindexed_packs().await?;

@@ -236,11 +236,12 @@ async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_
             .filter(|r| r.starts_with("List") && r.ends_with(&format!("prefix=economy/{dir}/")))
             .count()
     };
-    // `data/` and `snapshots/` are not listed; `index/` once, after the writer lock (a prune's
-    // marks must be seen: docs/FORMAT.md, "Deletion", rules 1 and 4).
+    // `snapshots/` is not listed; `index/` once, after the writer lock (a prune's marks must
+    // be seen: docs/FORMAT.md, "Deletion", rules 1 and 4); `data/` once, since the repository
+    // has fewer packs than a page holds (see `snapshot_runs_list_the_packs_when_due`).
     assert_eq!(
         (lists("data"), lists("snapshots"), lists("index")),
-        (0, 0, 1),
+        (1, 0, 1),
         "{log:#?}"
     );
     assert!(
@@ -257,9 +258,9 @@ async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_
     );
 }
 
-/// The listing of `data/` (adoption of leftover packs, lost packs noticed) is made by the
-/// first snapshot run from a cache, after a run that did not finish, and a week after the last
-/// one; not by every run.
+/// The listing of `data/` (adoption of leftover packs, lost packs noticed) is made by every
+/// snapshot run while it is one page; beyond, by the first run from a cache, after a run that
+/// did not finish, and a week after the last one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_runs_list_the_packs_when_due() {
     let dir = tempfile::tempdir().unwrap();
@@ -277,11 +278,31 @@ async fn snapshot_runs_list_the_packs_when_due() {
     .unwrap();
     let lists = async || {
         let before = repo.backend().requests().list;
-        let listed = repo.adopt_unindexed_packs_if_due().await.unwrap();
+        let listed = repo.adopt_unindexed_packs_if_due(0).await.unwrap();
         let made = repo.backend().requests().list - before;
         assert_eq!(made, u64::from(listed.is_some()), "{listed:?}");
         listed.is_some()
     };
+    // A snapshot, so that the index knows a pack (more than the `0` passed above).
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let client = airback::Client::new(
+        airback::Token::new(fake.token()).unwrap(),
+        airback::ClientOptions::default()
+            .with_url(&fake.url())
+            .unpaced(),
+    )
+    .unwrap();
+    let base = fake.bases()[0].id.clone();
+    backup_base(
+        &repo,
+        &client,
+        &BackupOptions::new(&base),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
     assert!(lists().await, "a new cache lists the packs");
     assert!(
         lists().await,
@@ -298,6 +319,14 @@ async fn snapshot_runs_list_the_packs_when_due() {
     assert!(
         lists().await,
         "a week after the last listing, the packs are listed again"
+    );
+    repo.snapshot_run_finished();
+    assert!(
+        repo.adopt_unindexed_packs_if_due(airback::repo::PACKS_LISTED_EVERY_RUN)
+            .await
+            .unwrap()
+            .is_some(),
+        "a repository of fewer packs than a page holds is listed by every run"
     );
 }
 
