@@ -213,7 +213,8 @@ impl Setup {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_requests() {
     let s = Setup::new().await;
-    s.run(&["init"]).await;
+    let (docs, counted, _) = s.run(&["init"]).await;
+    assert_eq!(Kinds::from_json(&docs[0]["storage_requests"]), counted);
     s.history(29).await;
     // The 30th through the binary, as every night.
     s.run(&["snapshot", "--base", &s.base]).await;
@@ -230,6 +231,8 @@ async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_
         counted,
         "{docs:?}\n{log:#?}"
     );
+    assert_eq!(docs[0]["attachments_downloaded"], 0, "{docs:?}");
+    assert_eq!(docs[0]["attachments_reused"], 12, "{docs:?}");
     eprintln!("unchanged nightly: {counted}\n{}", log.join("\n"));
     let lists = |dir: &str| {
         log.iter()
@@ -256,6 +259,18 @@ async fn an_unchanged_nightly_snapshot_of_a_30_snapshot_s3_repository_makes_few_
         counted.delete,
         log.join("\n")
     );
+    // Commands that remove their lock before the result report every request.
+    for args in [
+        &["check"][..],
+        &["forget", "--keep-last", "100", "--dry-run"],
+    ] {
+        let (docs, counted, log) = s.run(args).await;
+        assert_eq!(
+            Kinds::from_json(&docs[0]["storage_requests"]),
+            counted,
+            "{args:?}: {docs:?}\n{log:#?}"
+        );
+    }
 }
 
 /// The listing of `data/` (adoption of leftover packs, lost packs noticed) is made by every
