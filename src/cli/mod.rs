@@ -623,35 +623,35 @@ async fn check(s: &Settings, args: &CheckArgs) -> anyhow::Result<u8> {
     let report = crate::check::check(&repo, &options).await;
     release(lock).await?;
     let report = report?;
-    s.printer
-        .result(&with_requests(&report, repo.backend()), |t| {
-            for w in &report.warnings {
-                t.note(format_args!("warning: {w}"))?;
+    let shown = with_requests(&report, repo.backend());
+    s.printer.result(&shown, |t| {
+        for w in &report.warnings {
+            t.note(format_args!("warning: {w}"))?;
+        }
+        for e in &report.errors {
+            t.line(format_args!("error: {e}"))?;
+        }
+        t.note(format_args!(
+            "checked {}, {}, {}, {}{}",
+            count(report.snapshots as u64, "snapshot"),
+            count(report.index_files as u64, "index file"),
+            count(report.packs as u64, "pack"),
+            count(report.blobs as u64, "blob"),
+            if report.packs_read > 0 {
+                format!(
+                    "; read {} ({})",
+                    count(report.packs_read as u64, "pack"),
+                    count(report.bytes_read, "byte")
+                )
+            } else {
+                String::new()
             }
-            for e in &report.errors {
-                t.line(format_args!("error: {e}"))?;
-            }
-            t.note(format_args!(
-                "checked {}, {}, {}, {}{}",
-                count(report.snapshots as u64, "snapshot"),
-                count(report.index_files as u64, "index file"),
-                count(report.packs as u64, "pack"),
-                count(report.blobs as u64, "blob"),
-                if report.packs_read > 0 {
-                    format!(
-                        "; read {} ({})",
-                        count(report.packs_read as u64, "pack"),
-                        count(report.bytes_read, "byte")
-                    )
-                } else {
-                    String::new()
-                }
-            ))?;
-            if report.is_ok() {
-                t.note(format_args!("no errors were found"))?;
-            }
-            Ok(())
-        })?;
+        ))?;
+        if report.is_ok() {
+            t.note(format_args!("no errors were found"))?;
+        }
+        Ok(())
+    })?;
     if report.is_ok() {
         Ok(exit::OK)
     } else {
