@@ -399,11 +399,23 @@ pub async fn backup_base_with(
     };
     attachments.problems.extend(comments.problems);
     let nodes = std::mem::take(&mut attachments.nodes);
+    let stored_attachments = attachment_contents(&nodes);
     let root = run
         .save_trees(schema_file, tables.nodes, nodes, stored_comments)
         .await?;
-    run.commit(root, contents, attachments, base_name, warnings)
-        .await
+    let summary = run
+        .commit(root, contents, attachments, base_name, warnings)
+        .await?;
+    remember_latest(
+        repo,
+        options.base_id.as_str(),
+        LatestOfBase {
+            snapshot: summary.snapshot_id,
+            tree: root,
+            attachments: stored_attachments,
+        },
+    );
+    Ok(summary)
 }
 
 impl<'a> BaseRun<'a> {
@@ -891,30 +903,103 @@ async fn save_fanout(
     save_tree(writer, Tree::new(dirs)).await
 }
 
-/// The attachments of the base's latest snapshot, to skip downloading them again. Reads the
-/// repository itself (not only the cache), so a deleted cache costs no downloads.
+/// What the local cache remembers of the latest snapshot of a base this cache saw (key
+/// `latest:<base id>`): the next run of the base reuses its attachments without listing
+/// `snapshots/` or reading its trees. Only a hint: an attachment is reused only if every blob
+/// of it is still stored in a live pack (`Attachments::claim`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct LatestOfBase {
+    snapshot: SnapshotId,
+    /// The snapshot's root tree.
+    tree: BlobId,
+    /// Its attachments: id → (size, content).
+    attachments: HashMap<String, (u64, Vec<BlobId>)>,
+}
+
+fn latest_key(base: &str) -> String {
+    format!("latest:{base}")
+}
+
+/// The size and content of each attachment node, by attachment id.
+fn attachment_contents(nodes: &BTreeMap<String, Node>) -> HashMap<String, (u64, Vec<BlobId>)> {
+    nodes
+        .iter()
+        .filter_map(|(id, node)| match &node.kind {
+            NodeKind::File { size, content, .. } => Some((id.clone(), (*size, content.clone()))),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Records `latest` as the base's latest snapshot in the local cache. A cache that cannot be
+/// written costs the next run a listing of `snapshots/` and the reading of a few trees.
+fn remember_latest(repo: &Repository, base: &str, latest: LatestOfBase) {
+    let text = serde_json::to_string(&latest).expect("the latest snapshot serializes");
+    if let Err(e) = repo.cache().set_value(&latest_key(base), &text) {
+        tracing::debug!("cannot remember the latest snapshot of {base} in the cache: {e}");
+    }
+}
+
+/// The attachments of the base's latest snapshot, to skip downloading them again. The local
+/// cache's record of the latest snapshot this cache saw of the base comes first (no request);
+/// without one, the repository itself is read (not only the cache: a deleted cache costs no
+/// downloads), and what it gives is remembered for the next run. A snapshot of the base that
+/// another process saved since is not seen: its attachments are downloaded again, which costs
+/// time, never correctness.
 async fn previous_attachments(
     repo: &Repository,
     base: &str,
 ) -> HashMap<String, (u64, Vec<BlobId>)> {
-    let mut out = HashMap::new();
-    let Ok(Some((_, snapshot))) = crate::snapshots::latest(repo, Some(base)).await else {
-        return out;
+    let cached = repo
+        .cache()
+        .get_value(&latest_key(base))
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str::<LatestOfBase>(&text).ok());
+    if let Some(latest) = cached {
+        return latest.attachments;
+    }
+    let Ok(Some((snapshot_id, snapshot))) = crate::snapshots::latest(repo, Some(base)).await else {
+        return HashMap::new();
     };
-    let Ok(root) = repo.load_tree(&snapshot.tree).await else {
-        return out;
+    let (attachments, complete) = stored_attachments(repo, &snapshot.tree).await;
+    if complete {
+        remember_latest(
+            repo,
+            base,
+            LatestOfBase {
+                snapshot: snapshot_id,
+                tree: snapshot.tree,
+                attachments: attachments.clone(),
+            },
+        );
+    }
+    attachments
+}
+
+/// The attachments in the snapshot tree `root`, read from the repository, and whether every
+/// tree could be read (only then is the result remembered).
+async fn stored_attachments(
+    repo: &Repository,
+    root: &BlobId,
+) -> (HashMap<String, (u64, Vec<BlobId>)>, bool) {
+    let mut out = HashMap::new();
+    let Ok(root) = repo.load_tree(root).await else {
+        return (out, false);
     };
     let Some(subtree) = layout::attachments_dir(&root) else {
-        return out;
+        return (out, true);
     };
     let Ok(dirs) = repo.load_tree(&subtree).await else {
-        return out;
+        return (out, false);
     };
+    let mut complete = true;
     for dir in dirs.nodes {
         let NodeKind::Dir { subtree } = dir.kind else {
             continue;
         };
         let Ok(group) = repo.load_tree(&subtree).await else {
+            complete = false;
             continue;
         };
         for node in group.nodes {
@@ -923,5 +1008,5 @@ async fn previous_attachments(
             }
         }
     }
-    out
+    (out, complete)
 }

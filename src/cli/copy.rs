@@ -69,7 +69,23 @@ pub(super) async fn run(settings: &Settings, args: &CopyArgs) -> anyhow::Result<
     .await;
     release(lock).await?;
     let summary = result?;
-    settings.printer.result(&summary, |t| print(t, &summary))?;
+    /// `storage_requests`: both sides', from their opening.
+    #[derive(serde::Serialize)]
+    struct WithRequests<'a> {
+        #[serde(flatten)]
+        summary: &'a crate::copy::CopySummary,
+        storage_requests: crate::copy::Requests,
+    }
+    let with_requests = WithRequests {
+        summary: &summary,
+        storage_requests: crate::copy::Requests {
+            source: source.backend().requests(),
+            target: target.backend().requests(),
+        },
+    };
+    settings
+        .printer
+        .result(&with_requests, |t| print(t, &summary))?;
     Ok(exit::OK)
 }
 
@@ -222,8 +238,8 @@ async fn open_target(settings: &Settings, to: &Target<'_>) -> anyhow::Result<Rep
     };
     let password = || settings.target_password(to.password_file, to.variables, to.entry, &shown);
     use super::OpenFailure;
-    match super::open_with_password(settings, to.location, password).await {
-        Ok(repo) => Ok(repo),
+    match super::open_with_password(settings, to.location, password, None).await {
+        Ok((repo, _)) => Ok(repo),
         Err(OpenFailure::WrongPassword {
             error: RepoError::WrongPassword { key_files, .. },
             origin,

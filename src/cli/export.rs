@@ -91,14 +91,19 @@ pub(super) async fn export(settings: &Settings, args: &ExportArgs) -> anyhow::Re
     .await;
     super::release(lock).await?;
     let summary = result?;
-    print_summary(printer, &destination, &summary)?;
+    print_summary(printer, &destination, &summary, repo.backend())?;
     Ok(exit::OK)
 }
 
 /// Prints the summary (`printer` writes to standard error when standard output carries the
 /// archive).
-fn print_summary(printer: Printer, destination: &str, s: &ExportSummary) -> anyhow::Result<()> {
-    printer.result(s, |t| {
+fn print_summary(
+    printer: Printer,
+    destination: &str,
+    s: &ExportSummary,
+    backend: &crate::backend::Backend,
+) -> anyhow::Result<()> {
+    printer.result(&super::with_requests(s, backend), |t| {
         let rate = if s.duration_secs > 0.0 {
             format!(
                 " ({}/s of attachments)",

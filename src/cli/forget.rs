@@ -91,6 +91,7 @@ pub(super) async fn run(settings: &Settings, args: &ForgetArgs) -> anyhow::Resul
     let (policies, zone_name) = policies(settings.config.as_ref(), args)?;
     let zone = time_zone(&zone_name)?;
     let repo = open_repo(settings).await?;
+    let backend = repo.backend().clone();
     let options = ForgetOptions {
         policies,
         bases: args.base.clone(),
@@ -125,7 +126,7 @@ pub(super) async fn run(settings: &Settings, args: &ForgetArgs) -> anyhow::Resul
         removed,
         prune: pruned.as_ref(),
     };
-    settings.printer.result(&report, |t| {
+    settings.printer.result(&super::with_requests(&report, &backend), |t| {
         print(t, &plan, args.dry_run, removed)?;
         match &pruned {
             Some(summary) => super::prune::print(t, summary),

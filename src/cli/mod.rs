@@ -409,8 +409,30 @@ async fn open_repo(s: &Settings) -> anyhow::Result<Repository> {
 async fn open_repo_at(s: &Settings, location: &str) -> anyhow::Result<Repository> {
     let shown = redact_location(location);
     let password = || s.password(password::Purpose::Open(&shown));
-    match open_with_password(s, location, password).await {
-        Ok(repo) => Ok(repo),
+    Ok(open_or_explain(open_with_password(s, location, password, None).await)?.0)
+}
+
+/// [`open_repo_at`] for a writer: the writer lock for `operation` is written before the
+/// index is read (see [`Repository::open_with_config_for_writer`]).
+async fn open_repo_for_writer(
+    s: &Settings,
+    location: &str,
+    operation: &str,
+) -> anyhow::Result<(Repository, LockGuard)> {
+    let shown = redact_location(location);
+    let password = || s.password(password::Purpose::Open(&shown));
+    let (repo, guard) =
+        open_or_explain(open_with_password(s, location, password, Some(operation)).await)?;
+    Ok((
+        repo,
+        guard.context("internal error: the writer lock was not taken")?,
+    ))
+}
+
+/// The error of a failed [`open_with_password`] as [`open_repo_at`] words it.
+fn open_or_explain<T>(opened: Result<T, OpenFailure>) -> anyhow::Result<T> {
+    match opened {
+        Ok(opened) => Ok(opened),
         // A wrong password names where it came from, never what it is.
         Err(OpenFailure::WrongPassword { error, origin }) => {
             Err(anyhow::Error::new(error).context(format!("{origin} is wrong")))
@@ -435,7 +457,8 @@ enum OpenFailure {
 
 /// Opens the repository at `location`: reads its `config`, then asks `password` for one only
 /// when the repository is encrypted, then unlocks it. `open_repo_at` and `copy`'s target
-/// differ only in where the password comes from and how they word the errors.
+/// differ only in where the password comes from and how they word the errors. With `writer`,
+/// it also takes a writer lock for that operation before it reads the index.
 async fn open_with_password(
     s: &Settings,
     location: &str,
@@ -443,7 +466,8 @@ async fn open_with_password(
         (secrecy::SecretBox<[u8]>, password::Origin),
         password::PasswordError,
     >,
-) -> Result<Repository, OpenFailure> {
+    writer: Option<&str>,
+) -> Result<(Repository, Option<LockGuard>), OpenFailure> {
     let backend = Repository::backend_for(location, &s.backend).map_err(OpenFailure::Repo)?;
     let (config, bytes) = Repository::read_config(&backend)
         .await
@@ -454,16 +478,24 @@ async fn open_with_password(
     } else {
         None
     };
-    let opened = Repository::open_with_config(
-        backend,
-        config,
-        &bytes,
-        s.cache.clone(),
-        password.as_ref().map(|(p, _)| p),
-    )
-    .await;
+    let key = password.as_ref().map(|(p, _)| p);
+    let opened = match writer {
+        None => Repository::open_with_config(backend, config, &bytes, s.cache.clone(), key)
+            .await
+            .map(|repo| (repo, None)),
+        Some(operation) => Repository::open_with_config_for_writer(
+            backend,
+            config,
+            &bytes,
+            s.cache.clone(),
+            key,
+            operation,
+        )
+        .await
+        .map(|(repo, guard)| (repo, Some(guard))),
+    };
     match (opened, password) {
-        (Ok(repo), _) => Ok(repo),
+        (Ok(opened), _) => Ok(opened),
         (Err(error @ RepoError::WrongPassword { .. }), Some((_, origin))) => {
             Err(OpenFailure::WrongPassword { error, origin })
         }
@@ -481,6 +513,24 @@ async fn read_lock(
         return Ok(None);
     }
     Ok(Some(repo.lock(false, operation).await?))
+}
+
+/// A command's `--json` result with the storage requests the command made, by kind
+/// (`storage_requests`: `LIST`, `GET`, `HEAD`, `PUT`, `DELETE`, `bytes_read`,
+/// `bytes_written`), from the opening of the repository until the result is printed.
+#[derive(serde::Serialize)]
+struct WithRequests<'a, T: serde::Serialize> {
+    #[serde(flatten)]
+    result: &'a T,
+    storage_requests: crate::backend::RequestStats,
+}
+
+/// `result` with the requests made so far through `backend` (and its clones).
+fn with_requests<'a, T: serde::Serialize>(result: &'a T, backend: &Backend) -> WithRequests<'a, T> {
+    WithRequests {
+        result,
+        storage_requests: backend.requests(),
+    }
 }
 
 /// Releases what [`read_lock`] took.
@@ -551,6 +601,7 @@ async fn init(s: &Settings, args: &InitArgs) -> anyhow::Result<u8> {
         "version": config.version,
         "encrypted": encrypted,
         "key_id": key,
+        "storage_requests": backend.requests(),
     });
     s.printer.result(&created, |t| {
         t.note(format_args!(
@@ -572,7 +623,8 @@ async fn check(s: &Settings, args: &CheckArgs) -> anyhow::Result<u8> {
     let report = crate::check::check(&repo, &options).await;
     release(lock).await?;
     let report = report?;
-    s.printer.result(&report, |t| {
+    let shown = with_requests(&report, repo.backend());
+    s.printer.result(&shown, |t| {
         for w in &report.warnings {
             t.note(format_args!("warning: {w}"))?;
         }

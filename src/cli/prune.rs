@@ -60,10 +60,15 @@ impl PruneArgs {
 /// Runs `airback prune`.
 pub(super) async fn run(settings: &Settings, args: &PruneArgs) -> anyhow::Result<u8> {
     let repo = open_repo(settings).await?.lock_exclusive("prune").await?;
+    let backend = repo.backend().clone();
     let result = prune::prune(&repo, &args.options()).await;
     repo.release().await?;
     let summary = result?;
-    settings.printer.result(&summary, |t| print(t, &summary))?;
+    settings
+        .printer
+        .result(&super::with_requests(&summary, &backend), |t| {
+            print(t, &summary)
+        })?;
     Ok(exit::OK)
 }
 

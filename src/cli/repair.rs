@@ -46,7 +46,9 @@ pub(super) async fn run(settings: &Settings, args: &RepairArgs) -> anyhow::Resul
 
 async fn index(printer: Printer, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
     let report = repair::repair_index(repo, dry_run).await?;
-    printer.result(&report, |t| print_index(t, &report, dry_run))?;
+    printer.result(&super::with_requests(&report, repo.backend()), |t| {
+        print_index(t, &report, dry_run)
+    })?;
     Ok(exit::OK)
 }
 
@@ -96,7 +98,9 @@ fn print_index(t: &Text, report: &repair::IndexRepair, dry_run: bool) -> anyhow:
 
 async fn snapshots(printer: Printer, repo: &Exclusive, dry_run: bool) -> anyhow::Result<u8> {
     let report = repair::repair_snapshots(repo, dry_run).await?;
-    printer.result(&report, |t| print_snapshots(t, &report, dry_run))?;
+    printer.result(&super::with_requests(&report, repo.backend()), |t| {
+        print_snapshots(t, &report, dry_run)
+    })?;
     Ok(exit::OK)
 }
 

@@ -145,7 +145,7 @@ async fn run_locked(
     let printer = settings.printer;
     let progress = progress::for_restore(!printer.shows_progress() || args.dry_run);
     let report = restore(&stored, &client, &options, progress).await?;
-    printer.result(&report, |t| {
+    printer.result(&super::with_requests(&report, repo.backend()), |t| {
         if args.dry_run {
             print_plan(t, &report)
         } else {
@@ -221,7 +221,9 @@ async fn in_place_locked(
     let printer = settings.printer;
     let progress = progress::for_restore(!printer.shows_progress() || args.dry_run);
     let report = restore_in_place(&stored, &client, &options, progress).await?;
-    printer.result(&report, |t| print_in_place(t, &report))?;
+    printer.result(&super::with_requests(&report, repo.backend()), |t| {
+        print_in_place(t, &report)
+    })?;
     if !report.problems.is_empty() && !printer.is_json() {
         err!(
             "warning: not everything {} brought back:",

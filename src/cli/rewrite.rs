@@ -46,6 +46,7 @@ fn parse_field(s: &str) -> Result<FieldRef, String> {
 /// Runs `airback rewrite`.
 pub(super) async fn run(settings: &Settings, args: &RewriteArgs) -> anyhow::Result<u8> {
     let repo = open_repo(settings).await?.lock_exclusive("rewrite").await?;
+    let backend = repo.backend().clone();
     let result = async {
         let all = crate::snapshots::list(&repo).await?;
         let in_bases = |s: &crate::repo::Snapshot| {
@@ -74,7 +75,7 @@ pub(super) async fn run(settings: &Settings, args: &RewriteArgs) -> anyhow::Resu
     .await;
     repo.release().await?;
     let summary = result?;
-    settings.printer.result(&summary, |t| {
+    settings.printer.result(&super::with_requests(&summary, &backend), |t| {
         for r in &summary.rewritten {
             let what = format!(
                 "{} removed, {} removed, {} removed",

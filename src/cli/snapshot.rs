@@ -10,7 +10,7 @@ use serde_json::json;
 use super::metrics_file::{self, RunReport};
 use super::print::{Printer, Text, count, err};
 use super::settings::Settings;
-use super::{exit, open_repo_at, progress};
+use super::{exit, open_repo_for_writer, progress};
 use crate::airtable::Client;
 use crate::backup::{BackupError, BackupOptions, BackupSummary, CommentsSkipped, backup_base_with};
 use crate::id::SnapshotId;
@@ -137,7 +137,10 @@ async fn run(
 
     // The repository first: a wrong password (or no repository) ends the run before any
     // Airtable request, `--all-bases`'s listing included.
-    let repo = open_repo_at(settings, &location).await?;
+    // The writer lock is written before the index is read for deduplication
+    // (docs/FORMAT.md, "Deletion"): a prune running now or later then keeps what this run
+    // may rely on. Opening takes it, so the index is listed once.
+    let (repo, writer_lock) = open_repo_for_writer(settings, &location, "snapshot").await?;
     report.repo = Some(repo.clone());
 
     // Which bases, with which options.
@@ -222,14 +225,10 @@ async fn run(
         }
         Err(e) => tracing::warn!("cannot remove leftovers of interrupted writes: {e}"),
     }
-    // The writer lock before the index is read for deduplication (docs/FORMAT.md,
-    // "Deletion"): a prune running now or later then keeps what this run may rely on.
-    let writer_lock = repo
-        .lock_writer("snapshot")
-        .await
-        .context("cannot write the writer lock")?;
-    // Once, before the first base (`backup_base` leaves it to its caller).
-    repo.adopt_unindexed_packs()
+    // Once, before the first base (`backup_base` leaves it to its caller), and only when due:
+    // while it takes one request, the first run from this cache, after an interrupted run, or
+    // a week after the last one.
+    repo.adopt_unindexed_packs_if_due(crate::repo::PACKS_LISTED_EVERY_RUN)
         .await
         .context("cannot list the repository's packs to adopt those an interrupted run left")?;
     // Several bases at once, each still paced at 5 requests/s by the client's per-base gate
@@ -282,7 +281,7 @@ async fn run(
                 if summary.partial && code == exit::OK {
                     code = exit::PARTIAL;
                 }
-                print_summary(printer, &summary)?;
+                print_summary(printer, &summary, backend.requests())?;
                 saved.push(job.base_id.clone());
             }
             Err(err) => {
@@ -310,6 +309,9 @@ async fn run(
         );
     }
     writer_lock.release().await?;
+    if failed.is_empty() {
+        repo.snapshot_run_finished();
+    }
     if let Some(config) = config.filter(|c| c.retention.as_ref().is_some_and(|r| r.after_snapshot))
         && !saved.is_empty()
         && let Err(e) = super::forget::after_snapshot(settings, &repo, config, saved.clone()).await
@@ -335,7 +337,12 @@ fn print_failure(printer: Printer, base: &str, err: &anyhow::Error) {
     let _ = printer.result(&failure, |_| Ok(()));
 }
 
-fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
+/// Prints a base's summary; `storage_requests` are the run's so far (see the README).
+fn print_summary(
+    printer: Printer,
+    s: &BackupSummary,
+    storage_requests: crate::backend::RequestStats,
+) -> anyhow::Result<()> {
     // Filter entries that matched nothing: printed even with --quiet or --json, since a
     // nightly run would otherwise drop a renamed table without a word.
     for w in &s.warnings {
@@ -351,11 +358,13 @@ fn print_summary(printer: Printer, s: &BackupSummary) -> anyhow::Result<()> {
         #[serde(flatten)]
         summary: &'a BackupSummary,
         outcome: &'static str,
+        storage_requests: crate::backend::RequestStats,
     }
     let outcome = if s.partial { "partial" } else { "ok" };
     let with_outcome = WithOutcome {
         summary: s,
         outcome,
+        storage_requests,
     };
     printer.result(&with_outcome, |t| {
         t.note(format_args!(

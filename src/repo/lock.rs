@@ -255,9 +255,15 @@ impl Repository {
     /// refreshed for [`WRITER_REFRESH_LIMIT`] or was taken more than [`WRITER_AGE_LIMIT`]
     /// ago, because a prune may then have deleted packs the snapshot relies on.
     pub async fn lock_writer(&self, operation: &str) -> Result<LockGuard> {
+        let guard = self.hold_writer(operation).await?;
+        self.sync_index().await?;
+        Ok(guard)
+    }
+
+    /// Writes a writer lock and records the session; the caller reads the index next.
+    pub(crate) async fn hold_writer(&self, operation: &str) -> Result<LockGuard> {
         let guard = self.hold(false, true, operation).await?;
         self.set_writer_session(Some(guard.session.clone()));
-        self.sync_index().await?;
         Ok(guard)
     }
 

@@ -284,6 +284,21 @@ fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> RepoError {
     }
 }
 
+/// A snapshot run lists `data/` (to adopt leftover packs and notice lost ones) at least this
+/// often from each cache, and after a run from that cache that did not finish.
+pub const PACK_LISTING_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Up to this many packs (a page of an S3, GCS or B2 listing), every snapshot run lists
+/// `data/`: the listing costs one request, and a lost pack is noticed by the next run. Beyond,
+/// [`PACK_LISTING_INTERVAL`] applies, so a run's requests do not grow with the repository.
+pub const PACKS_LISTED_EVERY_RUN: usize = 1000;
+
+/// Cache keys: when a snapshot run last listed `data/`, and whether one is under way (or was
+/// interrupted).
+const PACKS_LISTED_KEY: &str = "packs-listed";
+const RUN_UNDER_WAY_KEY: &str = "snapshot-run-under-way";
+
 impl Repository {
     /// Creates a repository at the backend's location: format 2 with a first key when
     /// `options.encryption` holds a password, else format 1. Fails if one exists (a `config`,
@@ -378,6 +393,49 @@ impl Repository {
         cache: CacheChoice,
         password: Option<&Password>,
     ) -> Result<Repository> {
+        let repo = Self::unlock(backend, config, config_bytes, cache, password).await?;
+        repo.finish_open().await?;
+        Ok(repo)
+    }
+
+    /// [`Repository::open_with_config`] for a writer (`snapshot`): the writer lock for
+    /// `operation` is written before the index is read, so the one listing of `index/` that
+    /// opening makes is also the one the deletion rules require after the lock
+    /// ([`Repository::lock_writer`] lists it again).
+    pub async fn open_with_config_for_writer(
+        backend: Backend,
+        config: RepoConfig,
+        config_bytes: &[u8],
+        cache: CacheChoice,
+        password: Option<&Password>,
+        operation: &str,
+    ) -> Result<(Repository, lock::LockGuard)> {
+        let repo = Self::unlock(backend, config, config_bytes, cache, password).await?;
+        let guard = repo.hold_writer(operation).await?;
+        if let Err(e) = repo.finish_open().await {
+            let _ = guard.release().await;
+            return Err(e);
+        }
+        Ok((repo, guard))
+    }
+
+    /// Brings the cache up to date with the index files and loads the dictionaries.
+    async fn finish_open(&self) -> Result<()> {
+        // The index first: it says which dictionaries have a copy in a pack.
+        self.sync_index().await?;
+        self.load_dictionaries().await?;
+        Ok(())
+    }
+
+    /// Unlocks the master key (format 2) and opens the local cache: the part of opening that
+    /// reads only `config` and `keys/`.
+    async fn unlock(
+        backend: Backend,
+        config: RepoConfig,
+        config_bytes: &[u8],
+        cache: CacheChoice,
+        password: Option<&Password>,
+    ) -> Result<Repository> {
         let location = backend.location().to_string();
         let (crypto, key_id) = if config.is_encrypted() {
             let password = password.ok_or(RepoError::PasswordRequired { location })?;
@@ -414,9 +472,6 @@ impl Repository {
                 writer_session: std::sync::Mutex::new(None),
             }),
         };
-        // The index first: it says which dictionaries have a copy in a pack.
-        repo.sync_index().await?;
-        repo.load_dictionaries().await?;
         Ok(repo)
     }
 
@@ -919,6 +974,64 @@ impl Repository {
         Ok(count)
     }
 
+    /// [`Repository::adopt_unindexed_packs`] when its listing of `data/` is due for a snapshot
+    /// run: the index knows at most `every_run_up_to` packs ([`PACKS_LISTED_EVERY_RUN`]: one
+    /// page of a listing, so a lost pack is noticed by the next run), or this cache never listed the packs, or a
+    /// snapshot run from it did not finish (it may have left packs no index lists), or the
+    /// last listing is older than [`PACK_LISTING_INTERVAL`]. Returns the packs adopted, or
+    /// `None` when the listing was not due. Either way it records that a snapshot run is under
+    /// way, until [`Repository::snapshot_run_finished`].
+    ///
+    /// Skipping the listing weakens nothing the deletion rules rely on (they rest on the index
+    /// and the locks): leftovers of another host's crashed run are adopted at the next listing
+    /// (meanwhile their content may be stored again), and a pack lost from storage is noticed
+    /// by that listing, by `check`, or by the first read that misses it.
+    pub async fn adopt_unindexed_packs_if_due(
+        &self,
+        every_run_up_to: usize,
+    ) -> Result<Option<usize>> {
+        let now = std::time::SystemTime::now();
+        let value = |key: &str| {
+            self.cache()
+                .get_value(key)
+                .ok()
+                .flatten()
+                .filter(|v| !v.is_empty())
+        };
+        let interrupted = value(RUN_UNDER_WAY_KEY).is_some();
+        let this = self.clone();
+        let packs = tokio::task::spawn_blocking(move || this.cache().pack_sizes())
+            .await
+            .map_err(|e| RepoError::Internal(e.to_string()))??
+            .len();
+        let recent = value(PACKS_LISTED_KEY)
+            .and_then(|t| humantime::parse_rfc3339(&t).ok())
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|age| age < PACK_LISTING_INTERVAL);
+        let stamp = humantime::format_rfc3339_seconds(now).to_string();
+        self.set_cache_value(RUN_UNDER_WAY_KEY, &stamp);
+        if recent && !interrupted && packs > every_run_up_to {
+            return Ok(None);
+        }
+        let adopted = self.adopt_unindexed_packs().await?;
+        self.set_cache_value(PACKS_LISTED_KEY, &stamp);
+        Ok(Some(adopted))
+    }
+
+    /// Records that the snapshot run [`Repository::adopt_unindexed_packs_if_due`] began
+    /// finished with every base's snapshot saved, so the next run need not list `data/`.
+    pub fn snapshot_run_finished(&self) {
+        self.set_cache_value(RUN_UNDER_WAY_KEY, "");
+    }
+
+    /// Stores a value in the cache's key-value table; a cache that cannot be written only
+    /// costs the next run requests.
+    fn set_cache_value(&self, key: &str, value: &str) {
+        if let Err(e) = self.cache().set_value(key, value) {
+            tracing::debug!("cannot store `{key}` in the cache: {e}");
+        }
+    }
+
     /// Downloads a whole pack and checks that it hashes to its name and that every blob in it
     /// opens (format 2) and decodes to its id. Adoption uses it: a pack no index vouches for is
     /// trusted only after this. Packs are at most a few tens of MiB, and adoption is rare
@@ -1084,6 +1197,11 @@ impl Repository {
         let bytes = codec::encode_file(self.crypto(), ObjectKind::Snapshot, snapshot);
         let id = SnapshotId::of(&bytes);
         self.backend().write(&snapshot_path(&id), bytes).await?;
+        // Listings then find its manifest in the cache (`crate::snapshots`), not in storage.
+        let text = serde_json::to_string(snapshot).expect("snapshots serialize");
+        if let Err(e) = self.cache().set_value(&format!("snapshot:{id}"), &text) {
+            tracing::debug!("cannot keep snapshot {id} in the cache: {e}");
+        }
         Ok(id)
     }
 

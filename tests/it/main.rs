@@ -11,6 +11,7 @@ mod completions;
 mod copy;
 mod damage;
 mod diff;
+mod economy;
 mod encryption;
 mod erasure;
 mod export;

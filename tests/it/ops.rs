@@ -439,9 +439,11 @@ async fn a_snapshot_of_two_bases_lists_the_packs_once() {
     // An unknown base fails after its turn has begun: a listing per base would show as two.
     let unknown = "appUnknownBase000";
     let before = s3.requests().len();
+    // A cache that never listed the packs (a later run from the same cache lists them only
+    // when due: see `economy`).
     let (code, out, err) = run(
         &fake,
-        &cache,
+        &dir.path().join("another cache"),
         &[
             "snapshot", "--repo", &location, "--base", unknown, "--base", &base,
         ],
