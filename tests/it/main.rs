@@ -27,5 +27,6 @@ mod repo;
 mod restore;
 mod secrets;
 mod serve;
+mod servers;
 mod snapshot;
 mod support;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod s3;
+pub mod servers;
 
 use airback::backend::{Backend, BackendOptions};
 use airback::id::{BlobId, SnapshotId};
