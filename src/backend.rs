@@ -3,7 +3,8 @@
 //!
 //! Locations: a local path (the default), `file:///abs/path`, `memory://` (tests),
 //! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
-//! `b2://bucket/prefix`, `webdav://host/path` and `webdavs://host/path`. Query options are passed
+//! `webdav://host/path` and `webdavs://host/path` (Backblaze B2 through its S3-compatible
+//! endpoint: `b2://` is refused with a message that says so). Query options are passed
 //! to the opendal service (`?endpoint=…&region=…`); for S3, [`S3Defaults`] in the options fill
 //! in what the URI leaves out (the command line reads them from the standard `AWS_*`
 //! variables; this module reads no environment variable, though opendal's S3 service still
@@ -413,8 +414,11 @@ impl Backend {
                         "azblob"
                     }
                     "b2" => {
-                        opts.insert("bucket".into(), authority.into());
-                        "b2"
+                        return Err(invalid(
+                            "b2:// is not supported; use B2's S3-compatible endpoint: \
+                             s3://bucket/prefix?endpoint=https://s3.REGION.backblazeb2.com&region=REGION"
+                                .into(),
+                        ));
                     }
                     "webdav" | "webdavs" => {
                         let http = if scheme == "webdavs" { "https" } else { "http" };
@@ -424,7 +428,7 @@ impl Backend {
                     other => {
                         return Err(invalid(format!(
                             "unknown scheme `{other}`; use a local path, s3://, gcs://, \
-                             azblob://, b2://, webdav://, webdavs:// or memory://"
+                             azblob://, webdav://, webdavs:// or memory://"
                         )));
                     }
                 };
@@ -1175,6 +1179,20 @@ mod tests {
         assert!(
             !debug.contains("SECRETKEY2") && !debug.contains("PASS2"),
             "{debug}"
+        );
+    }
+
+    #[test]
+    fn b2_is_refused_with_the_s3_compatible_location_to_use() {
+        let err = Backend::open("b2://bucket/prefix", &BackendOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, BackendError::InvalidLocation { .. })
+                && text.contains("b2:// is not supported")
+                && text.contains(
+                    "s3://bucket/prefix?endpoint=https://s3.REGION.backblazeb2.com&region=REGION"
+                ),
+            "{text}"
         );
     }
 
