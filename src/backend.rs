@@ -36,6 +36,9 @@ use reqsign_core::{ProvideCredential, ProvideCredentialChain};
 
 use crate::secrets;
 
+#[doc(hidden)]
+pub mod faults;
+
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -92,13 +95,17 @@ pub struct BackendOptions {
     pub connections: usize,
     /// Retries of a failed request (jittered exponential backoff).
     pub retries: usize,
-    /// Time limit of one request without I/O progress.
+    /// Time limit of one request, and of each step of a read or write without I/O progress.
     pub timeout: Duration,
     /// Create a local directory that does not exist yet (only `init` does; other commands
     /// must not leave empty folders behind a mistyped path).
     pub create: bool,
     /// Settings of `s3://` locations that their query string leaves out.
     pub s3: S3Defaults,
+    /// Tests only: storage faults injected from a seeded plan, below the timeout and retry
+    /// layers. `None` (the default) everywhere else.
+    #[doc(hidden)]
+    pub faults: Option<faults::FaultPlan>,
 }
 
 /// Settings of an `s3://` location used where its query string does not give them (the
@@ -153,6 +160,7 @@ impl Default for BackendOptions {
             timeout: Duration::from_secs(120),
             create: false,
             s3: S3Defaults::default(),
+            faults: None,
         }
     }
 }
@@ -445,8 +453,18 @@ impl Backend {
                 }
             }
         };
+        // Faults sit right above the service, so that timeouts and retries see them as they
+        // see a real service's failures.
+        let op = match &options.faults {
+            Some(plan) => op.layer(faults::FaultLayer(plan.clone())),
+            None => op,
+        };
         let op = op
-            .layer(TimeoutLayer::new().with_io_timeout(options.timeout))
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(options.timeout)
+                    .with_io_timeout(options.timeout),
+            )
             .layer(
                 RetryLayer::new()
                     .with_jitter()

@@ -1,14 +1,25 @@
 //! Every storage service against a real server on 127.0.0.1 (tests/it/support/servers.rs):
 //! the backend conformance suite and one end-to-end run through the CLI for Azure Blob
-//! (Azurite), GCS (gcp-storage-emulator), WebDAV (WsgiDAV) and S3 (moto).
+//! (Azurite), GCS (gcp-storage-emulator), WebDAV (WsgiDAV) and S3 (moto); the conformance
+//! suite once more through injected faults for those and fs, memory and the in-process S3
+//! server; and a snapshot with `check --read-data` through faults.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use airback::backend::faults::FaultPlan;
+use airback::backend::{Backend, BackendOptions};
+use airback::backup::{BackupOptions, backup_base};
+use airback::check::{CheckOptions, check};
+use airback::progress::NoProgress;
+use airback::repo::{CacheChoice, Repository};
 use airback_fake::{FakeAirtable, FakeOptions, Preset};
 use serde_json::Value;
 
 use crate::cli::airback_with;
 use crate::repo::conformance;
 use crate::restore::compare_bases;
-use crate::support::open_backend;
+use crate::support::{client_for, open_backend, password};
 use crate::support::s3::S3Server;
 use crate::support::servers::{Server, Service};
 
@@ -162,4 +173,171 @@ async fn end_to_end_s3_in_process() {
 async fn end_to_end_local_folder() {
     let dir = tempfile::tempdir().unwrap();
     end_to_end(dir.path().join("repo").to_str().unwrap(), None).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same through injected faults (src/backend/faults.rs).
+
+/// Options that run every request of a backend through the seeded fault plan `plan`, with a
+/// 1 s timeout (hung requests wait 1.5 s) and enough retries that a fault never wins.
+fn faulty(plan: &FaultPlan) -> BackendOptions {
+    BackendOptions {
+        create: true,
+        timeout: Duration::from_secs(1),
+        retries: 10,
+        faults: Some(plan.clone()),
+        ..BackendOptions::default()
+    }
+}
+
+/// A fault plan: a quarter of the requests meet a fault.
+fn plan(seed: u64) -> FaultPlan {
+    FaultPlan::new(seed, 0.25, Duration::from_millis(1500))
+}
+
+/// The conformance suite through faults: every operation still keeps its contract.
+async fn conformance_through_faults(location: &str, seed: u64) {
+    let plan = plan(seed);
+    conformance(Backend::open(location, &faulty(&plan)).unwrap()).await;
+    let injected = plan.injected();
+    let shown = airback::backend::redact_location(location);
+    eprintln!("faults injected in {shown}: {injected:?}");
+    assert!(
+        injected.values().sum::<u64>() >= 3,
+        "too few faults were injected to test anything: {injected:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_fs() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance_through_faults(dir.path().to_str().unwrap(), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_memory() {
+    conformance_through_faults("memory://", 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_s3() {
+    let server = S3Server::start().await;
+    conformance_through_faults(&server.location("faults"), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_s3_moto() {
+    let server = Server::start(Service::Moto).await;
+    conformance_through_faults(&server.location("faults"), 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_azblob() {
+    let server = Server::start(Service::Azblob).await;
+    conformance_through_faults(&server.location("faults"), 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_gcs() {
+    let server = Server::start(Service::Gcs).await;
+    conformance_through_faults(&server.location("faults"), 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_webdav() {
+    let server = Server::start(Service::Webdav).await;
+    conformance_through_faults(&server.location("faults"), 7).await;
+}
+
+/// A snapshot of the demo base and `check --read-data` through faults, by the library (the
+/// fault plan is a `BackendOptions` field, which the binary never sets): either the snapshot
+/// completes and the check through the same faults is clean, or the snapshot fails with an
+/// error that names what it could not do, and the repository stays valid. A check without
+/// faults, from a fresh cache, is clean either way.
+async fn snapshot_and_check_through_faults(location: &str, options: BackendOptions) -> bool {
+    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
+        .await
+        .unwrap();
+    let base = fake.bases()[0].id.clone();
+    Repository::init(&open_backend(location), &crate::support::init_options())
+        .await
+        .unwrap();
+    let plan = options.faults.clone().unwrap();
+    let repo = Repository::open(
+        Backend::open(location, &options).unwrap(),
+        CacheChoice::Memory,
+        password(),
+    )
+    .await
+    .unwrap();
+    let client = client_for(&fake, &fake.token());
+    let outcome = backup_base(&repo, &client, &BackupOptions::new(&base), Arc::new(NoProgress)).await;
+    let completed = match outcome {
+        Ok(summary) => {
+            assert!(summary.records > 0, "{summary:?}");
+            let report = check(
+                &repo,
+                &CheckOptions {
+                    read_data: true,
+                    subset: None,
+                },
+            )
+            .await
+            .expect("check --read-data through faults");
+            assert!(report.is_ok(), "check through faults: {:#?}", report.errors);
+            assert_eq!(report.snapshots, 1);
+            true
+        }
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!("the snapshot through faults failed: {text}");
+            assert!(
+                text.contains("cannot") && text.contains("injected fault"),
+                "not a clear error: {text}"
+            );
+            false
+        }
+    };
+    eprintln!("faults injected: {:?}", plan.injected());
+    assert!(!plan.injected().is_empty(), "no fault was injected");
+    drop(repo);
+    let clean = Repository::open(open_backend(location), CacheChoice::Memory, password())
+        .await
+        .unwrap();
+    let report = check(
+        &clean,
+        &CheckOptions {
+            read_data: true,
+            subset: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "check without faults: {:#?}", report.errors);
+    assert_eq!(report.snapshots, usize::from(completed));
+    completed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_and_check_through_faults_complete_clean_on_s3() {
+    let server = S3Server::start().await;
+    let plan = plan(11);
+    let completed =
+        snapshot_and_check_through_faults(&server.location("faults"), faulty(&plan)).await;
+    assert!(completed, "with 10 retries every fault is overcome");
+    assert!(plan.injected().values().sum::<u64>() >= 5, "{:?}", plan.injected());
+}
+
+/// Without retries, a fault ends the snapshot: the error says what failed, and the repository
+/// is still valid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_ended_by_a_fault_leaves_a_valid_repository() {
+    let server = S3Server::start().await;
+    let plan = FaultPlan::new(12, 0.25, Duration::from_millis(1500));
+    let options = BackendOptions {
+        retries: 0,
+        ..faulty(&plan)
+    };
+    let completed = snapshot_and_check_through_faults(&server.location("faults"), options).await;
+    assert!(!completed, "a quarter of the requests failing without retries ends the snapshot");
 }
