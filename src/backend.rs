@@ -687,9 +687,7 @@ impl Backend {
         if let Some(content_type) = self.content_type() {
             writer = writer.content_type(content_type);
         }
-        let mut writer = writer
-            .await
-            .map_err(|e| self.err("write", path, e))?;
+        let mut writer = writer.await.map_err(|e| self.err("write", path, e))?;
         while let Some(chunk) = chunks.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,

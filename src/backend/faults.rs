@@ -10,9 +10,11 @@
 //! - fail after the bytes of a write reached the service (the object is stored; the answer is
 //!   lost), after which the retried write sends the whole object again.
 //!
-//! Which request meets which fault depends on the plan's seed, the operation, the path and how
-//! many times that operation was already tried on that path, not on the order in which
-//! concurrent requests arrive: the same plan gives the same faults run after run.
+//! Which request meets which fault depends on the plan's seed, the operation, the top folder
+//! of the path (`data`, `index`, `keys`, ...) and how many requests of that operation went to
+//! that folder before: the same plan gives the same sequence of faults to each kind of request
+//! run after run, whatever the random names of keys and encrypted packs (only which of
+//! several concurrent requests gets a fault may vary).
 //!
 //! Only [`super::BackendOptions::faults`] turns it on; it is `None` unless a test sets it.
 //! Writes to local folders bypass opendal (see `write_local`), and so these faults.
@@ -41,7 +43,7 @@ pub struct FaultPlan {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Attempts so far, by operation and path.
+    /// Attempts so far, by operation and top folder.
     attempts: Mutex<HashMap<(&'static str, String), u64>>,
     /// Faults injected so far, by kind.
     injected: Mutex<BTreeMap<&'static str, u64>>,
@@ -95,18 +97,19 @@ impl FaultPlan {
 
     /// The fault the next attempt of `op` on `path` meets, if any, counted as injected.
     fn next(&self, op: &'static str, path: &str) -> Option<Fault> {
+        let folder = path.trim_start_matches('/').split('/').next().unwrap_or("");
         let attempt = {
             let mut attempts = self
                 .state
                 .attempts
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let n = attempts.entry((op, path.to_string())).or_default();
+            let n = attempts.entry((op, folder.to_string())).or_default();
             *n += 1;
             *n
         };
         let mut h = self.seed ^ 0x9e37_79b9_7f4a_7c15;
-        for byte in op.bytes().chain([0]).chain(path.bytes()) {
+        for byte in op.bytes().chain([0]).chain(folder.bytes()) {
             h = (h ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
         let roll = splitmix(h ^ attempt.wrapping_mul(0xbf58_476d_1ce4_e5b9));
@@ -177,9 +180,7 @@ fn injected_error(fault: Fault, op: &'static str, path: &str) -> Error {
         Fault::Status500 => "injected fault: 500 Internal Server Error",
         Fault::Status503 => "injected fault: 503 Service Unavailable",
         Fault::Reset => "injected fault: connection reset by peer",
-        Fault::FailAfterWrite => {
-            "injected fault: connection reset after the object was uploaded"
-        }
+        Fault::FailAfterWrite => "injected fault: connection reset after the object was uploaded",
         Fault::Hang | Fault::SlowRead => "injected fault",
     };
     Error::new(ErrorKind::Unexpected, message)

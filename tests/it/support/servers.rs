@@ -148,7 +148,9 @@ impl Server {
                 "azblob://{BUCKET}/{prefix}?endpoint={endpoint}/{AZURE_ACCOUNT}\
                  &account_name={AZURE_ACCOUNT}&account_key={AZURE_KEY}"
             ),
-            Service::Gcs => format!("gcs://{BUCKET}/{prefix}?endpoint={endpoint}&skip_signature=true"),
+            Service::Gcs => {
+                format!("gcs://{BUCKET}/{prefix}?endpoint={endpoint}&skip_signature=true")
+            }
             Service::Webdav => format!(
                 "webdav://{DAV_USER}:{DAV_PASSWORD}@{}/{BUCKET}/{prefix}",
                 endpoint.trim_start_matches("http://")
