@@ -3,9 +3,10 @@
 //! fails to start on it is started again on another): Azurite (Azure Blob), gcp-storage-emulator
 //! (GCS), WsgiDAV (WebDAV) and moto (S3).
 //!
-//! They are installed by `.ci/run` under `$AIRBACK_TEST_SERVERS` (default
-//! `~/.cache/airback-test-servers`): a Python venv in `venv/` and an npm prefix in `npm/`. A test
-//! whose server is missing fails and says to run `bash .ci/run`; it never passes silently.
+//! They are installed by `.ci/test-servers` (which `.ci/run` calls) under
+//! `$AIRBACK_TEST_SERVERS` (default `~/.cache/airback-test-servers`): a Python venv in `venv/`
+//! and an npm prefix in `npm/`. A test whose server is missing fails and says to run
+//! `bash .ci/run`; it never passes silently.
 //!
 //! Each server runs in a process group of its own, which [`Server`]'s `Drop` kills, so it stops
 //! with the test, panicking or not. A watchdog in the same group kills the group when the test
@@ -61,8 +62,8 @@ fn program(rel: &str, service: Service) -> PathBuf {
     assert!(
         path.is_file(),
         "the test server for {service:?} is not installed: {} is missing. Run `bash .ci/run` \
-         once (it installs the test servers into {}), or set AIRBACK_TEST_SERVERS to where \
-         they are",
+         once, or just `bash .ci/test-servers` (either installs the test servers into {}), \
+         or set AIRBACK_TEST_SERVERS to where they are",
         path.display(),
         install_dir().display()
     );
