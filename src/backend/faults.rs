@@ -345,9 +345,8 @@ impl oio::Read for FaultReader {
     }
 
     async fn read(&self, range: BytesRange) -> Result<(RpRead, Buffer)> {
-        match self.plan.before("read", &self.path).await? {
-            Some(Fault::SlowRead) => tokio::time::sleep(self.plan.slow).await,
-            _ => {}
+        if let Some(Fault::SlowRead) = self.plan.before("read", &self.path).await? {
+            tokio::time::sleep(self.plan.slow).await;
         }
         self.inner.read(range).await
     }
