@@ -112,16 +112,25 @@ impl Server {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
             let mut child = spawn(service, port, &dir);
-            match wait_ready(service, port, &mut child).await {
-                Ok(()) => {
-                    let mut server = Server {
-                        service,
-                        endpoint: format!("http://127.0.0.1:{port}"),
-                        started_in: Duration::ZERO,
-                        process: child,
-                        _dir: dir,
-                    };
-                    server.create_bucket().await;
+            if let Err(why) = wait_ready(service, port, &mut child).await {
+                last_failure = why;
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.wait();
+                continue;
+            }
+            let mut server = Server {
+                service,
+                endpoint: format!("http://127.0.0.1:{port}"),
+                started_in: Duration::ZERO,
+                process: child,
+                _dir: dir,
+            };
+            // Another test's server may have taken the port first: then this one has exited
+            // (or the bucket cannot be made), and it starts again on another port.
+            match server.create_bucket().await {
+                Ok(()) if server.process.try_wait().unwrap().is_none() => {
                     server.started_in = began.elapsed();
                     eprintln!(
                         "{service:?} server started on port {port} in {:.2} s",
@@ -129,13 +138,8 @@ impl Server {
                     );
                     return server;
                 }
-                Err(why) => {
-                    last_failure = why;
-                    let _ = std::process::Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{}", child.id())])
-                        .status();
-                    let _ = child.wait();
-                }
+                Ok(()) => last_failure = format!("{service:?} server exited"),
+                Err(why) => last_failure = why,
             }
         }
         panic!("the {service:?} test server did not start: {last_failure}");
@@ -173,11 +177,11 @@ impl Server {
         }
     }
 
-    async fn create_bucket(&self) {
+    async fn create_bucket(&self) -> Result<(), String> {
         let client = reqwest::Client::new();
         let response = match self.service {
             // gcp-storage-emulator creates it (`--default-bucket`).
-            Service::Gcs => return,
+            Service::Gcs => return Ok(()),
             // moto checks no signature.
             Service::Moto => client.put(format!("{}/{BUCKET}", self.endpoint)).send(),
             Service::Webdav => client
@@ -210,14 +214,17 @@ impl Server {
                     .send()
             }
         };
-        let response = response.await.unwrap();
+        let response = response.await.map_err(|e| e.to_string())?;
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "creating the bucket on the {:?} server: {status} {body}",
-            self.service
-        );
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "creating the bucket on the {:?} server: {status} {body}",
+                self.service
+            ))
+        }
     }
 }
 
