@@ -3,8 +3,9 @@
 //!
 //! Locations: a local path (the default), `file:///abs/path`, `memory://` (tests),
 //! `s3://bucket/prefix`, `gcs://bucket/prefix`, `azblob://container/prefix`,
-//! `b2://bucket/prefix`, `webdav://host/path`, `webdavs://host/path` and
-//! `sftp://user@host[:port]/absolute/path` (see the `sftp` module). Query options are passed
+//! `webdav://host/path`, `webdavs://host/path` and `sftp://user@host[:port]/absolute/path`
+//! (see the `sftp` module; Backblaze B2 through its S3-compatible endpoint: `b2://` is
+//! refused with a message that says so). Query options are passed
 //! to the opendal service (`?endpoint=…&region=…`); for S3, [`S3Defaults`] in the options fill
 //! in what the URI leaves out (the command line reads them from the standard `AWS_*`
 //! variables; this module reads no environment variable, though opendal's S3 service still
@@ -38,6 +39,8 @@ use reqsign_core::{ProvideCredential, ProvideCredentialChain};
 use crate::secrets;
 
 mod sftp;
+#[doc(hidden)]
+pub mod faults;
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -95,13 +98,17 @@ pub struct BackendOptions {
     pub connections: usize,
     /// Retries of a failed request (jittered exponential backoff).
     pub retries: usize,
-    /// Time limit of one request without I/O progress.
+    /// Time limit of one request, and of each step of a read or write without I/O progress.
     pub timeout: Duration,
     /// Create a local directory that does not exist yet (only `init` does; other commands
     /// must not leave empty folders behind a mistyped path).
     pub create: bool,
     /// Settings of `s3://` locations that their query string leaves out.
     pub s3: S3Defaults,
+    /// Tests only: storage faults injected from a seeded plan, below the timeout and retry
+    /// layers. `None` (the default) everywhere else.
+    #[doc(hidden)]
+    pub faults: Option<faults::FaultPlan>,
 }
 
 /// Settings of an `s3://` location used where its query string does not give them (the
@@ -156,6 +163,7 @@ impl Default for BackendOptions {
             timeout: Duration::from_secs(120),
             create: false,
             s3: S3Defaults::default(),
+            faults: None,
         }
     }
 }
@@ -253,6 +261,7 @@ const SHOWN_OPTIONS: &[&str] = &[
     "enable_virtual_host_style",
     "default_storage_class",
     "scope",
+    "skip_signature",
 ];
 
 /// The location with the values of secret query options replaced by `***` and any password
@@ -423,8 +432,11 @@ impl Backend {
                         "azblob"
                     }
                     "b2" => {
-                        opts.insert("bucket".into(), authority.into());
-                        "b2"
+                        return Err(invalid(
+                            "b2:// is not supported; use B2's S3-compatible endpoint: \
+                             s3://bucket/prefix?endpoint=https://s3.REGION.backblazeb2.com&region=REGION"
+                                .into(),
+                        ));
                     }
                     "webdav" | "webdavs" => {
                         let http = if scheme == "webdavs" { "https" } else { "http" };
@@ -434,7 +446,7 @@ impl Backend {
                     other => {
                         return Err(invalid(format!(
                             "unknown scheme `{other}`; use a local path, s3://, gcs://, \
-                             azblob://, b2://, webdav://, webdavs://, sftp:// or memory://"
+                             azblob://, webdav://, webdavs://, sftp:// or memory://"
                         )));
                     }
                 };
@@ -451,8 +463,18 @@ impl Backend {
                 }
             }
         };
+        // Faults sit right above the service, so that timeouts and retries see them as they
+        // see a real service's failures.
+        let op = match &options.faults {
+            Some(plan) => op.layer(faults::FaultLayer(plan.clone())),
+            None => op,
+        };
         let op = op
-            .layer(TimeoutLayer::new().with_io_timeout(options.timeout))
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(options.timeout)
+                    .with_io_timeout(options.timeout),
+            )
             .layer(
                 RetryLayer::new()
                     .with_jitter()
@@ -522,11 +544,22 @@ impl Backend {
                 .and_then(|r| r.map_err(io_failure))
                 .map_err(|e| self.err("write", path, e));
         }
-        self.op
-            .write(path, bytes)
+        let mut write = self.op.write_with(path, bytes);
+        if let Some(content_type) = self.content_type() {
+            write = write.content_type(content_type);
+        }
+        write
             .await
             .map(|_| ())
             .map_err(|e| self.err("write", path, e))
+    }
+
+    /// The content type objects are written with, where the service needs one: GCS stores an
+    /// object uploaded without one with none, and servers of its API (the emulator the tests
+    /// run, tests/it/support/servers.rs) then describe it with a `null` content type that
+    /// opendal cannot read. Google's own service would say `application/octet-stream`.
+    fn content_type(&self) -> Option<&'static str> {
+        (self.op.info().scheme() == "gcs").then_some("application/octet-stream")
     }
 
     /// Reads a whole object.
@@ -596,7 +629,8 @@ impl Backend {
         Ok(out)
     }
 
-    /// Writes an object from a stream of chunks, without holding it whole in memory.
+    /// Writes an object from a stream of chunks, without holding it whole in memory (but on
+    /// services that take an object in one request only, WebDAV, which get it gathered).
     pub async fn write_stream<E: std::fmt::Display>(
         &self,
         path: &str,
@@ -634,11 +668,36 @@ impl Backend {
                 .await
                 .map_err(|e| self.err("write", path, io_failure(e)));
         }
-        let mut writer = self
-            .op
-            .writer(path)
-            .await
-            .map_err(|e| self.err("write", path, e))?;
+        if !self.op.info().capability().write_can_multi {
+            // The service takes an object in one request (WebDAV's PUT): gather it first.
+            let mut whole = Vec::new();
+            while let Some(chunk) = chunks.next().await {
+                match chunk {
+                    Ok(chunk) => whole.extend_from_slice(&chunk),
+                    Err(e) => {
+                        return Err(self.err(
+                            "write",
+                            path,
+                            opendal::Error::new(ErrorKind::Unexpected, e.to_string()),
+                        ));
+                    }
+                }
+            }
+            Self::count(&self.counters.bytes_written, whole.len() as u64);
+            let mut write = self.op.write_with(path, whole);
+            if let Some(content_type) = self.content_type() {
+                write = write.content_type(content_type);
+            }
+            return write
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err("write", path, e));
+        }
+        let mut writer = self.op.writer_with(path);
+        if let Some(content_type) = self.content_type() {
+            writer = writer.content_type(content_type);
+        }
+        let mut writer = writer.await.map_err(|e| self.err("write", path, e))?;
         while let Some(chunk) = chunks.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
@@ -1200,6 +1259,20 @@ mod tests {
         assert!(
             !debug.contains("SECRETKEY2") && !debug.contains("PASS2"),
             "{debug}"
+        );
+    }
+
+    #[test]
+    fn b2_is_refused_with_the_s3_compatible_location_to_use() {
+        let err = Backend::open("b2://bucket/prefix", &BackendOptions::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, BackendError::InvalidLocation { .. })
+                && text.contains("b2:// is not supported")
+                && text.contains(
+                    "s3://bucket/prefix?endpoint=https://s3.REGION.backblazeb2.com&region=REGION"
+                ),
+            "{text}"
         );
     }
 

@@ -34,7 +34,7 @@
 //! # let (api_url, token, base_id) = (fake.url(), fake.token(), fake.bases()[0].id.clone());
 //! # let dir = tempfile::tempdir()?;
 //! # let folder = dir.path().join("repo");
-//! // A repository in a local folder (S3, GCS, Azure, B2, SFTP and WebDAV locations work too).
+//! // A repository in a local folder (S3, GCS, Azure, SFTP and WebDAV locations work too).
 //! let options = BackendOptions { create: true, ..BackendOptions::default() };
 //! let backend = Backend::open(folder.to_str().unwrap(), &options)?;
 //! // Encrypted with a key wrapped by this password (Argon2id: about half a second).

@@ -60,7 +60,7 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Args)]
 struct GlobalArgs {
-    /// Repository location: a local path, or s3://bucket/prefix, gcs://, azblob://, b2://, webdav://
+    /// Repository location: a local path, or s3://bucket/prefix, gcs://, azblob://, webdav://
     #[arg(
         short = 'r',
         long,

@@ -29,6 +29,7 @@ mod restore;
 mod secrets;
 mod serve;
 mod sftp;
+mod servers;
 mod snapshot;
 mod support;
 mod web;

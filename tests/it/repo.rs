@@ -63,6 +63,19 @@ pub(crate) async fn conformance(backend: Backend) {
     backend.delete("a/three").await.unwrap();
     assert_eq!(backend.size("a/three").await.unwrap(), None);
     backend.delete("a/three").await.unwrap(); // deleting a missing object is fine
+
+    // A streamed write (restore stages attachments so), in pieces of any size.
+    let pieces: Vec<Result<bytes::Bytes, std::io::Error>> =
+        [&big[..10], &big[10..70_000], &big[70_000..]]
+            .into_iter()
+            .map(|piece| Ok(bytes::Bytes::copy_from_slice(piece)))
+            .collect();
+    backend
+        .write_stream("c/streamed", futures::stream::iter(pieces))
+        .await
+        .unwrap();
+    assert_eq!(backend.read("c/streamed").await.unwrap(), big);
+    backend.delete("c/streamed").await.unwrap();
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 pub mod s3;
 pub mod sshd;
+pub mod servers;
 
 use airback::backend::{Backend, BackendOptions};
 use airback::id::{BlobId, SnapshotId};
