@@ -38,9 +38,9 @@ use reqsign_core::{ProvideCredential, ProvideCredentialChain};
 
 use crate::secrets;
 
-mod sftp;
 #[doc(hidden)]
 pub mod faults;
+mod sftp;
 
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -47,6 +47,9 @@ pub struct Latest {
 #[derive(Default)]
 struct Writers {
     users: usize,
+    /// A snapshot of this group failed: it may have left packs no index lists, so the next
+    /// group lists `data/`.
+    failed: bool,
     lock: Option<LockGuard>,
     writer: Option<BlobWriter>,
 }
@@ -225,7 +228,7 @@ impl JobRunner {
         )
         .await;
         drop(writer);
-        let mut log = self.leave_writers().await;
+        let mut log = self.leave_writers(result.is_ok()).await;
         let after = self.client.counters();
         match result {
             Ok(s) => {
@@ -322,7 +325,12 @@ impl JobRunner {
                 .lock_writer("serve")
                 .await
                 .map_err(|e| format!("cannot write the writer lock: {e}"))?;
-            if let Err(e) = self.repo.adopt_unindexed_packs().await {
+            // Only when due, as `snapshot` does (one listing per 1,000 packs otherwise).
+            if let Err(e) = self
+                .repo
+                .adopt_unindexed_packs_if_due(crate::repo::PACKS_LISTED_EVERY_RUN)
+                .await
+            {
                 let _ = lock.release().await;
                 return Err(format!(
                     "cannot list the repository's packs to adopt those an interrupted run \
@@ -336,14 +344,18 @@ impl JobRunner {
         Ok(w.writer.clone().expect("a writer while in use"))
     }
 
-    /// Leaves the writers; the last one out releases the lock.
-    async fn leave_writers(&self) -> Vec<LogLine> {
+    /// Leaves the writers (`ok`: this snapshot was saved); the last one out releases the lock.
+    async fn leave_writers(&self, ok: bool) -> Vec<LogLine> {
         let mut w = self.writers.lock().await;
         w.users = w.users.saturating_sub(1);
+        w.failed |= !ok;
         if w.users > 0 {
             return Vec::new();
         }
         w.writer = None;
+        if !std::mem::take(&mut w.failed) {
+            self.repo.snapshot_run_finished();
+        }
         match w.lock.take() {
             Some(lock) => match lock.release().await {
                 Ok(()) => Vec::new(),

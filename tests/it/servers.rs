@@ -359,6 +359,21 @@ async fn snapshot_and_check_through_faults(location: &str, options: BackendOptio
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_conformance_through_faults_sftp() {
+    let sshd = crate::support::sshd::Sshd::start().await;
+    conformance_through_faults(&sshd.location("faults"), 9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_and_check_through_faults_complete_clean_on_sftp() {
+    let sshd = crate::support::sshd::Sshd::start().await;
+    let plan = plan(104);
+    let completed =
+        snapshot_and_check_through_faults(&sshd.location("faults"), faulty(&plan)).await;
+    assert!(completed, "with 10 retries every fault is overcome");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_and_check_through_faults_complete_clean_on_s3() {
     let server = S3Server::start().await;
     let plan = plan(11);

@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests.
 
 pub mod s3;
-pub mod sshd;
 pub mod servers;
+pub mod sshd;
 
 use airback::backend::{Backend, BackendOptions};
 use airback::id::{BlobId, SnapshotId};
