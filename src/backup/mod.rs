@@ -414,7 +414,8 @@ pub async fn backup_base_with(
             tree: root,
             attachments: stored_attachments,
         },
-    );
+    )
+    .await;
     Ok(summary)
 }
 
@@ -931,13 +932,36 @@ fn attachment_contents(nodes: &BTreeMap<String, Node>) -> HashMap<String, (u64, 
         .collect()
 }
 
-/// Records `latest` as the base's latest snapshot in the local cache. A cache that cannot be
-/// written costs the next run a listing of `snapshots/` and the reading of a few trees.
-fn remember_latest(repo: &Repository, base: &str, latest: LatestOfBase) {
-    let text = serde_json::to_string(&latest).expect("the latest snapshot serializes");
-    if let Err(e) = repo.cache().set_value(&latest_key(base), &text) {
-        tracing::debug!("cannot remember the latest snapshot of {base} in the cache: {e}");
+/// Records `latest` as the base's latest snapshot in the local cache, on a blocking thread
+/// (about 150 bytes an attachment to serialize and write). A cache that cannot be written
+/// costs the next run a listing of `snapshots/` and the reading of a few trees.
+async fn remember_latest(repo: &Repository, base: &str, latest: LatestOfBase) {
+    let (repo, base) = (repo.clone(), base.to_owned());
+    let written = tokio::task::spawn_blocking(move || {
+        let text = serde_json::to_string(&latest).expect("the latest snapshot serializes");
+        if let Err(e) = repo.cache().set_value(&latest_key(&base), &text) {
+            tracing::debug!("cannot remember the latest snapshot of {base} in the cache: {e}");
+        }
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::debug!("cannot remember the latest snapshot in the cache: {e}");
     }
+}
+
+/// The cache's record of the base's latest snapshot, read and parsed on a blocking thread.
+async fn cached_latest(repo: &Repository, base: &str) -> Option<LatestOfBase> {
+    let (repo, key) = (repo.clone(), latest_key(base));
+    tokio::task::spawn_blocking(move || {
+        repo.cache()
+            .get_value(&key)
+            .ok()
+            .flatten()
+            .and_then(|text| serde_json::from_str::<LatestOfBase>(&text).ok())
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// The attachments of the base's latest snapshot, to skip downloading them again. The local
@@ -950,13 +974,7 @@ async fn previous_attachments(
     repo: &Repository,
     base: &str,
 ) -> HashMap<String, (u64, Vec<BlobId>)> {
-    let cached = repo
-        .cache()
-        .get_value(&latest_key(base))
-        .ok()
-        .flatten()
-        .and_then(|text| serde_json::from_str::<LatestOfBase>(&text).ok());
-    if let Some(latest) = cached {
+    if let Some(latest) = cached_latest(repo, base).await {
         return latest.attachments;
     }
     let Ok(Some((snapshot_id, snapshot))) = crate::snapshots::latest(repo, Some(base)).await else {
@@ -972,7 +990,8 @@ async fn previous_attachments(
                 tree: snapshot.tree,
                 attachments: attachments.clone(),
             },
-        );
+        )
+        .await;
     }
     attachments
 }
