@@ -211,6 +211,13 @@ pub(super) async fn records(
         matched += 1;
     }
     let schema = stored.schema.table(&stored_table.id);
+    let links = match schema {
+        Some(schema) => match link_names(&stored, schema, &page).await {
+            Ok(links) => links,
+            Err(e) => return internal(e),
+        },
+        None => serde_json::Map::new(),
+    };
     Json(json!({
         "snapshot": stored.id.to_string(),
         "table": stored_table.id,
@@ -222,8 +229,65 @@ pub(super) async fn records(
         "offset": offset,
         "limit": limit,
         "records": page,
+        "links": links,
     }))
     .into_response()
+}
+
+/// The primary field's text of each record the page's link cells point at, by record id,
+/// read from the same snapshot (one pass over each linked table, stopping once all are
+/// found), so the page shows names rather than `rec…` ids.
+async fn link_names(
+    stored: &StoredBase,
+    schema: &crate::airtable::TableSchema,
+    page: &[Value],
+) -> Result<serde_json::Map<String, Value>, crate::stored::StoredError> {
+    let mut wanted: std::collections::BTreeMap<String, std::collections::HashSet<String>> =
+        std::collections::BTreeMap::new();
+    for field in schema
+        .fields
+        .iter()
+        .filter(|f| f.field_type == "multipleRecordLinks")
+    {
+        let Some(linked) = field
+            .options
+            .as_ref()
+            .and_then(|o| o.get("linkedTableId"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        for record in page {
+            if let Some(ids) = record["fields"][&field.id].as_array() {
+                let set = wanted.entry(linked.to_owned()).or_default();
+                set.extend(ids.iter().filter_map(Value::as_str).map(str::to_owned));
+            }
+        }
+    }
+    let mut names = serde_json::Map::new();
+    for (table_id, mut ids) in wanted {
+        let (Some(table), Some(table_schema)) =
+            (stored.table(&table_id), stored.schema.table(&table_id))
+        else {
+            continue;
+        };
+        let primary = table_schema.primary_field_id.clone();
+        let mut records = stored.records(table);
+        while !ids.is_empty()
+            && let Some(record) = records.next().await
+        {
+            let record = record?;
+            if ids.remove(&record.id) {
+                let name = match record.fields.get(&primary) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                names.insert(record.id, Value::String(name));
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// The query of a record's history.

@@ -356,6 +356,46 @@ async fn the_page_api_pages_searches_downloads_and_guards() {
     got.sort();
     assert_eq!(got, expected);
 
+    // Link cells come with the linked records' names (their primary field in the snapshot).
+    let (status, body) = send(
+        served
+            .get(&format!("/api/snapshots/{short}/tables/{table}/records"))
+            .header("Authorization", bearer),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let page = json(&body);
+    let schema = setup.fake.schema_json(&base);
+    let mut names = Map::new();
+    for t in schema["tables"].as_array().unwrap() {
+        let primary = t["primaryFieldId"].as_str().unwrap();
+        for r in setup.fake.records_json(&base, t["id"].as_str().unwrap()) {
+            names.insert(
+                r["id"].as_str().unwrap().to_owned(),
+                r["fields"][primary].clone(),
+            );
+        }
+    }
+    let link_fields: Vec<String> = tasks["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["type"] == "multipleRecordLinks")
+        .map(|f| f["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut linked = 0;
+    for record in page["records"].as_array().unwrap() {
+        for field in &link_fields {
+            for id in record["fields"][field].as_array().into_iter().flatten() {
+                let id = id.as_str().unwrap();
+                assert_eq!(page["links"][id], names[id], "{id}");
+                linked += 1;
+            }
+        }
+    }
+    assert!(linked > 0, "the demo's Tasks link to Projects");
+
     // A search: a word of one record's title, in other case; every match holds it.
     let primary = tasks["primary_field"].as_str().unwrap();
     let title = in_fake[3]["fields"][primary].as_str().unwrap();

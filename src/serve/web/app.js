@@ -69,11 +69,13 @@ function bytes(n) {
   return `${i ? n.toFixed(1) : n} ${u[i]}`;
 }
 
-/** A cell value as short text: links, attachments and collaborators by their names. */
-function cellText(v) {
+/** A cell value as short text: links (by the names in `links`, when given), attachments and
+ * collaborators by their names. */
+function cellText(v, links) {
   if (v === null || v === undefined) return "";
   if (v === true) return "✓";
-  if (Array.isArray(v)) return v.map(cellText).join(", ");
+  if (typeof v === "string" && links && links[v] !== undefined) return links[v] || v;
+  if (Array.isArray(v)) return v.map((x) => cellText(x, links)).join(", ");
   if (typeof v === "object") {
     return v.filename || v.name || v.email || v.label || v.id || JSON.stringify(v);
   }
@@ -259,7 +261,7 @@ async function viewTable(id, table, params) {
     },
   }, search, h("button", { class: "small" }, "Search"));
   const rows = page.records.map((r) => h("tr", { "data-testid": "record-row", "data-record": r.id },
-    shown.map((f, i) => h("td", { class: i ? "val hide-narrow" : "val" }, cellText(r.fields[f.id]))),
+    shown.map((f, i) => h("td", { class: i ? "val hide-narrow" : "val" }, cellText(r.fields[f.id], page.links))),
     h("td", { class: "hide-narrow" }, h("span", { class: "id" }, r.id)),
     h("td", {}, h("div", { class: "row nowrap" },
       h("a", { class: "button secondary small", href: `#/record/${r.id}${qs({ base: s.base_id })}` }, "History"),
