@@ -27,6 +27,9 @@ use crate::layout::SnapshotSummary;
 use crate::snapshots::{self, ResolveError};
 use crate::stored::StoredBase;
 
+/// Exports prepared at once.
+static EXPORTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Records per page when the page does not say.
 const PAGE: usize = 50;
 /// The most records one page may ask for.
@@ -386,6 +389,13 @@ pub(super) async fn download(
                 format!("unknown export format `{other}`; ask for `zip` or `sqlite`"),
             );
         }
+    };
+    // Each export is a whole package on disk before its first byte is sent: a few at a time.
+    let Ok(_slot) = EXPORTS.try_acquire() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "two exports are being prepared already; download again when one is done",
+        );
     };
     let file = {
         let _reading = state.service.runner.reading().await;

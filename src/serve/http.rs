@@ -151,6 +151,25 @@ fn loopback_host(headers: &HeaderMap) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a browser says the request comes from another site's page: `Sec-Fetch-Site` other
+/// than `same-origin` or `none` (typed in the address bar), or an `Origin` whose host is not
+/// the request's `Host`. Scripts (curl, Prometheus) send neither and pass.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return true;
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_none_or(|(_, rest)| !rest.eq_ignore_ascii_case(host)),
+        _ => false,
+    }
+}
+
 /// Authentication, the Host check, CSRF on POSTs, and headers that keep browsers from caching
 /// or framing the answers.
 async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -189,6 +208,15 @@ async fn guard(State(state): State<Arc<AppState>>, request: Request, next: Next)
             );
         }
         None => {}
+    }
+    // Another site's page may send requests here (an image, a form, a no-cors fetch) even if
+    // it cannot read the answers; browsers say where a request comes from, so such requests
+    // are refused before they cost anything (an export, a live diff).
+    if !is_asset && cross_site(headers) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "a request from another site's page is refused; open this service's own page",
+        );
     }
     if request.method() != Method::GET && request.method() != Method::HEAD && !is_login {
         let given = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());

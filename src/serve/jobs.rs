@@ -71,6 +71,9 @@ pub struct JobRunner {
     /// Snapshots that may run at once: their attachment downloads share the configured
     /// number, so the buffers in flight do not grow with the bases (as `snapshot` does).
     lanes: usize,
+    /// The restore journal (`restore.sqlite` in the state directory), so a restore cut by a
+    /// stop resumes without writing anything twice.
+    journal: Option<std::path::PathBuf>,
 }
 
 impl JobRunner {
@@ -93,7 +96,14 @@ impl JobRunner {
             repository_bytes: Mutex::new(None),
             copies: Vec::new(),
             lanes: 1,
+            journal: None,
         }
+    }
+
+    /// Keeps the restores' journal in `path`.
+    pub fn with_journal(mut self, path: std::path::PathBuf) -> Self {
+        self.journal = Some(path);
+        self
     }
 
     /// Up to `lanes` snapshots run at once.
@@ -571,6 +581,17 @@ impl JobRunner {
     /// Restores `request` in place into `base`, after a safety snapshot.
     async fn restore(&self, base: &str, request: &super::inplace::RestoreRequest) -> Ending {
         let _gate = self.gate.read().await;
+        // The safety snapshot takes a writer lock of its own, and the repository handle keeps
+        // one writer session: so no snapshot may run meanwhile. Wait until the snapshots
+        // running now are done, and hold their door shut until the restore ends.
+        let _no_snapshots = loop {
+            let writers = self.writers.lock().await;
+            if writers.users == 0 {
+                break writers;
+            }
+            drop(writers);
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        };
         let lock = match self.repo.lock(false, "serve restore --in-place").await {
             Ok(l) => l,
             Err(e) => return failed(format!("cannot lock the repository: {e}")),
@@ -584,6 +605,7 @@ impl JobRunner {
             let stored = crate::stored::StoredBase::open(&self.repo, id, snapshot).await?;
             let options = crate::restore::InPlaceOptions {
                 safety_snapshot: BackupOptions::from_config(&self.config, base),
+                journal: self.journal.clone(),
                 ..request.options()
             };
             let report = crate::restore::restore_in_place(

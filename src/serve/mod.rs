@@ -200,6 +200,8 @@ pub async fn start(
         path: options.state_dir.clone(),
         source,
     })?;
+    // Exports a stopped service was preparing for a download: nobody will fetch them.
+    let _ = std::fs::remove_dir_all(options.state_dir.join("exports"));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let history = Arc::new(History::open(
         &options.state_dir.join("serve.sqlite"),
@@ -207,7 +209,10 @@ pub async fn start(
     )?);
     let config = Arc::new(config);
     let runner = Arc::new(
-        JobRunner::new(repo, client, Arc::clone(&config), Arc::clone(&history)).with_copies(copies),
+        JobRunner::new(repo, client, Arc::clone(&config), Arc::clone(&history))
+            .with_copies(copies)
+            .with_lanes(options.concurrency.clamp(1, config.bases.len().max(1)))
+            .with_journal(options.state_dir.join("restore.sqlite")),
     );
     let scheduler = Scheduler::new(
         history,

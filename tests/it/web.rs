@@ -292,6 +292,44 @@ async fn the_page_api_pages_searches_downloads_and_guards() {
         assert_eq!(status, 401, "{path}: {body}");
     }
 
+    // Another site's page cannot make the service work, even with the token (an image or a
+    // no-cors fetch would carry a session cookie's twin: the browser's own headers).
+    for (name, value) in [
+        ("Sec-Fetch-Site", "cross-site"),
+        ("Sec-Fetch-Site", "same-site"),
+        ("Origin", "http://evil.example"),
+        ("Origin", "null"),
+    ] {
+        let (status, body) = send(
+            served
+                .get(&format!("/api/snapshots/{short}/export?format=zip"))
+                .header("Authorization", bearer)
+                .header(name, value),
+            &mut seen,
+        )
+        .await;
+        assert_eq!(status, 403, "{name}: {value}: {body}");
+        assert!(body.contains("another site"), "{body}");
+    }
+    let answer = served
+        .get("/")
+        .header("Sec-Fetch-Site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the page itself may be linked to");
+    let own_origin = served.url.clone();
+    let (status, body) = send(
+        served
+            .get(&format!("/api/bases/{base}/snapshots"))
+            .header("Authorization", bearer)
+            .header("Origin", &own_origin)
+            .header("Sec-Fetch-Site", "same-origin"),
+        &mut seen,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
     // The snapshot and its tables, by a short id.
     let (status, body) = send(
         served

@@ -100,8 +100,18 @@ try {
   if (after !== before + 1) throw new Error(`${before} snapshots before and ${after} after "snapshot now"`);
   await shot("08-base-after-snapshot");
 
-  step("restore the deleted record in place, through the confirmation");
+  step("a restore cancelled while its plan loads never runs");
   await page.goto(diffUrl);
+  const changedRow = page.locator(`[data-testid=diff-changed][data-record=${changed}]`);
+  await changedRow.waitFor();
+  const planned = page.waitForResponse((r) => r.url().endsWith("/restore/plan"));
+  await changedRow.getByText("Restore…").click();
+  await page.keyboard.press("Escape");
+  await planned;
+  await page.waitForLoadState("networkidle");
+  if (await page.locator("#confirm").evaluate((d) => d.open)) throw new Error("the cancelled confirmation is open");
+
+  step("restore the deleted record in place, through the confirmation");
   const removed = page.locator(`[data-testid=diff-removed][data-record=${deleted}]`);
   await removed.waitFor();
   await removed.getByText("Restore…").click();
@@ -120,6 +130,9 @@ try {
   await shot("10-restore-job");
   if (restored !== "ok") throw new Error(`the restore job ended ${restored}`);
   const restoreJob = Number(page.url().split("/").pop());
+  const jobs = await page.evaluate(async () => (await (await fetch("/api/jobs")).json()).jobs);
+  const restores = jobs.filter((j) => j.kind === "restore").length;
+  if (restores !== 1) throw new Error(`${restores} restore jobs ran, not 1`);
 
   step("the pages on a phone");
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });

@@ -3,7 +3,7 @@
 // put in the page with textContent (never as HTML), so a cell cannot inject markup.
 "use strict";
 
-const state = { csrf: null, timer: null };
+const state = { csrf: null, timer: null, route: 0, confirm: 0 };
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -28,7 +28,7 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(method, path, body) {
+async function api(method, path, body, retried) {
   const headers = { Accept: "application/json" };
   if (method !== "GET") {
     headers["Content-Type"] = "application/json";
@@ -41,6 +41,11 @@ async function api(method, path, body) {
   let data = null;
   try { data = await res.json(); } catch (_) { /* not JSON */ }
   if (res.status === 401) { showLogin(); throw new ApiError(401, "the service needs its access token"); }
+  if (res.status === 403 && method !== "GET" && !retried && data && /CSRF/.test(data.error || "")) {
+    // The service restarted since this page loaded: its CSRF token is new.
+    state.csrf = (await api("GET", "/api/session")).csrf_token;
+    return api(method, path, body, true);
+  }
   if (!res.ok) throw new ApiError(res.status, (data && data.error) || `HTTP ${res.status}`);
   return data;
 }
@@ -74,7 +79,7 @@ function bytes(n) {
 function cellText(v, links) {
   if (v === null || v === undefined) return "";
   if (v === true) return "✓";
-  if (typeof v === "string" && links && links[v] !== undefined) return links[v] || v;
+  if (typeof v === "string" && links && Object.hasOwn(links, v)) return links[v] || v;
   if (Array.isArray(v)) return v.map((x) => cellText(x, links)).join(", ");
   if (typeof v === "object") {
     return v.filename || v.name || v.email || v.label || v.id || JSON.stringify(v);
@@ -95,7 +100,11 @@ function qs(params) {
   return s ? `?${s}` : "";
 }
 
+/** Thrown by mount() when the user has moved on: the old view's answer is dropped. */
+class Stale extends Error {}
+
 function mount(...nodes) {
+  if (state.mounting !== state.route) throw new Stale();
   const main = document.getElementById("main");
   main.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
 }
@@ -105,6 +114,7 @@ function failure(e) {
 }
 
 function every(ms, fn) {
+  if (state.mounting !== state.route) return;
   stopTimer();
   state.timer = setInterval(fn, ms);
 }
@@ -261,7 +271,8 @@ async function viewTable(id, table, params) {
     },
   }, search, h("button", { class: "small" }, "Search"));
   const rows = page.records.map((r) => h("tr", { "data-testid": "record-row", "data-record": r.id },
-    shown.map((f, i) => h("td", { class: i ? "val hide-narrow" : "val" }, cellText(r.fields[f.id], page.links))),
+    shown.map((f, i) => h("td", { class: i ? "val hide-narrow" : "val" },
+      cellText(r.fields[f.id], f.type === "multipleRecordLinks" ? page.links : null))),
     h("td", { class: "hide-narrow" }, h("span", { class: "id" }, r.id)),
     h("td", {}, h("div", { class: "row nowrap" },
       h("a", { class: "button secondary small", href: `#/record/${r.id}${qs({ base: s.base_id })}` }, "History"),
@@ -390,6 +401,9 @@ async function viewJob(id) {
 // Restore in place, behind a confirmation that shows the plan
 
 async function confirmRestore(snapshot, what, label) {
+  // A ticket per confirmation: the answer to one the user closed is dropped, never shown in
+  // (or confirmed by) a later one.
+  const ticket = ++state.confirm;
   const dialog = document.getElementById("confirm");
   const body = document.getElementById("confirm-body");
   const ok = document.getElementById("confirm-ok");
@@ -402,21 +416,24 @@ async function confirmRestore(snapshot, what, label) {
   try {
     plan = await api("POST", `/api/snapshots/${encodeURIComponent(snapshot.id)}/restore/plan`, what);
   } catch (e) {
-    body.append(failure(e));
+    if (ticket === state.confirm && dialog.open) body.append(failure(e));
     return;
   }
+  if (ticket !== state.confirm || !dialog.open) return;
   const p = plan.plan;
   const nothing = p.changes.summary.added + p.changes.summary.removed + p.changes.summary.changed === 0 && !p.fields_created && !p.tables_created;
   body.replaceChildren(...[
     h("p", {}, `Restore ${label} in the live base ${plan.base} as it was in snapshot ${plan.request.snapshot.slice(0, 8)}.`),
     h("p", { "data-testid": "plan-summary" },
       nothing ? "The live base already matches the snapshot: nothing to write."
-        : `This will create ${p.changes.summary.added} record(s), update ${p.changes.summary.changed} and delete ${p.changes.summary.removed}, in ${p.write_requests} write request(s). A safety snapshot of the live base is taken first, so this can be undone.`),
+        : `This will create ${p.changes.summary.added} record(s), update ${p.changes.summary.changed} and delete ${p.changes.summary.removed}` +
+          (p.tables_created || p.fields_created ? `, and create ${p.tables_created} table(s) and ${p.fields_created} field(s) again` : "") +
+          `, in ${p.write_requests} write request(s). Records added since the snapshot are kept. A snapshot of the live base is taken first (tagged before-undo), so the cells written can be put back; records created again stay until deleted.`),
     p.problems.length ? h("div", { class: "notice" }, p.problems.join("; ")) : null,
     h("div", { "data-testid": "plan-changes" }, diffPlan(p.changes, plan.created))].filter(Boolean));
   ok.disabled = nothing;
   const choice = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
-  if (choice !== "ok") return;
+  if (choice !== "ok" || ticket !== state.confirm) return;
   try {
     const r = await api("POST", `/api/snapshots/${encodeURIComponent(plan.request.snapshot)}/restore`, what);
     location.hash = `#/job/${r.job_id}`;
@@ -452,20 +469,28 @@ function diffPlan(changes, created) {
 async function refresh(view) {
   // Re-render without flicker or losing scroll when polling.
   const y = window.scrollY;
-  try { await view(); } catch (e) { if (e.status !== 401) { stopTimer(); mount(failure(e)); } }
+  const ticket = state.route;
+  state.mounting = ticket;
+  try { await view(); } catch (e) {
+    if (e instanceof Stale) return;
+    if (e.status !== 401 && ticket === state.route) { stopTimer(); mount(failure(e)); }
+  }
   window.scrollTo(0, y);
 }
 
 async function route() {
   stopTimer();
-  const hash = location.hash.replace(/^#/, "") || "/";
-  const [path, query] = hash.split("?");
-  const params = new URLSearchParams(query || "");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  for (const a of document.querySelectorAll("nav a")) {
-    a.classList.toggle("active", (a.dataset.nav === "jobs") === (parts[0] === "jobs" || parts[0] === "job"));
-  }
+  // Each navigation gets a ticket; a slower earlier view finding another ticket gives up.
+  const ticket = ++state.route;
+  state.mounting = ticket;
   try {
+    const hash = location.hash.replace(/^#/, "") || "/";
+    const [path, query] = hash.split("?");
+    const params = new URLSearchParams(query || "");
+    const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    for (const a of document.querySelectorAll("nav a")) {
+      a.classList.toggle("active", (a.dataset.nav === "jobs") === (parts[0] === "jobs" || parts[0] === "job"));
+    }
     if (!state.csrf) state.csrf = (await api("GET", "/api/session")).csrf_token;
     if (parts.length === 0) await viewBases();
     else if (parts[0] === "base" && parts[1]) await viewBase(parts[1]);
@@ -477,7 +502,10 @@ async function route() {
     else if (parts[0] === "job" && parts[1]) await viewJob(parts[1]);
     else mount(h("h1", {}, "Not found"), h("p", {}, h("a", { href: "#/" }, "Back to the bases")));
   } catch (e) {
-    if (e.status !== 401) mount(failure(e));
+    if (!(e instanceof Stale) && e.status !== 401 && ticket === state.route) {
+      state.mounting = ticket;
+      mount(failure(e));
+    }
   }
 }
 
