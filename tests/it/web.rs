@@ -17,30 +17,7 @@ use airback_fake::{FakeOptions, Preset};
 use serde_json::{Map, Value, json};
 
 use crate::serve::Served;
-use crate::support::FakeSetup;
-
-/// Field types a restore writes back (computed ones are the fake's to fill in).
-const WRITABLE: &[&str] = &[
-    "singleLineText",
-    "multilineText",
-    "richText",
-    "email",
-    "url",
-    "phoneNumber",
-    "number",
-    "currency",
-    "percent",
-    "duration",
-    "rating",
-    "checkbox",
-    "date",
-    "dateTime",
-    "singleSelect",
-    "multipleSelects",
-    "singleCollaborator",
-    "multipleCollaborators",
-    "multipleRecordLinks",
-];
+use crate::support::{FakeSetup, WRITABLE};
 
 /// What the browser test runs with.
 struct Tools {
@@ -90,12 +67,12 @@ fn find(setup: &FakeSetup, table: &str, field: &str, value: &str) -> Vec<Value> 
         .collect()
 }
 
-/// The record's writable cells; attachments by filename and size.
+/// The record's writable cells and links; attachments by filename and size.
 fn writable_cells(record: &Value, types: &Map<String, Value>) -> Map<String, Value> {
     let mut out = Map::new();
     for (field, value) in record["fields"].as_object().unwrap() {
         let kind = types.get(field).and_then(Value::as_str).unwrap_or("");
-        if WRITABLE.contains(&kind) {
+        if WRITABLE.contains(&kind) || kind == "multipleRecordLinks" {
             out.insert(field.clone(), value.clone());
         } else if kind == "multipleAttachments" {
             let files: Vec<Value> = value
