@@ -53,6 +53,7 @@ fn snapshot_json(id: &crate::id::SnapshotId, s: &crate::repo::snapshot::Snapshot
         "attachments": summary.attachments,
         "attachment_bytes": summary.attachment_bytes,
         "comments": summary.comments,
+        "comments_skipped": summary.comments_skipped,
         "size": summary.size,
     })
 }

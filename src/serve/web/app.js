@@ -225,7 +225,7 @@ async function viewBase(base) {
   mount(
     h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Bases"), " › "),
     h("div", { class: "row" }, h("h1", {}, info ? baseName(info) : base), info ? badge(info.running_job ? "running" : info.health) : null),
-    h("div", { class: "row" }, snapshotNowButton(base), compare),
+    h("div", { class: "row" }, info ? snapshotNowButton(base) : null, compare),
     snapshots.length
       ? h("div", { class: "scroll" }, h("table", { "data-testid": "snapshots" },
         h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, "Taken"), h("th", {}, "Records"),
@@ -243,7 +243,8 @@ async function viewSnapshot(id) {
   mount(
     h("div", { class: "crumbs" }, h("a", { href: "#/" }, "Bases"), " › ", h("a", { href: `#/base/${s.base_id}` }, s.base_name || s.base_id), " › "),
     h("h1", {}, `Snapshot ${s.short_id}`),
-    h("p", { class: "muted" }, `${fmtTime(s.time)} · ${s.records} records · ${s.attachments} files (${bytes(s.attachment_bytes)}) · ${s.comments} comments · host ${s.hostname}`),
+    h("p", { class: "muted" }, `${fmtTime(s.time)} · ${s.records} records · ${s.attachments} files (${bytes(s.attachment_bytes)}) · ` +
+      (s.comments_skipped ? `comments not backed up (${s.comments_skipped.replace(/_/g, " ")})` : `${s.comments} comments`) + ` · host ${s.hostname}`),
     s.partial ? h("div", { class: "notice" }, "Partial: ", s.problems.join("; ")) : null,
     h("div", { class: "row" },
       h("a", { class: "button secondary small", href: `/api/snapshots/${s.id}/export?format=zip`, download: "", "data-testid": "export-zip" }, "Download zip"),
@@ -279,7 +280,10 @@ async function viewTable(id, table, params) {
       h("button", { class: "secondary small", onclick: () => confirmRestore(s, { record: r.id, table: page.table }, `record “${cellText(r.fields[page.primary_field]) || r.id}”`) }, "Restore…")))));
   const to = offset + page.records.length;
   const nav = h("div", { class: "pager" },
-    h("span", { class: "muted" }, page.matched ? `${offset + 1}–${to} of ${page.matched}${q ? ` matching (${page.total} in all)` : ""}` : "no records"),
+    h("span", { class: "muted" }, !page.matched ? "no records"
+      : page.records.length ? `${offset + 1}–${to} of ${page.matched}${q ? ` matching (${page.total} in all)` : ""}`
+        : `nothing on this page: ${page.matched} record(s) in all`),
+    offset > 0 && !page.records.length ? h("a", { class: "button secondary small", href: `#/snapshot/${s.id}/table/${page.table}${qs({ q })}` }, "First page") : null,
     offset > 0 ? h("a", { class: "button secondary small", href: `#/snapshot/${s.id}/table/${page.table}${qs({ q, offset: Math.max(0, offset - page.limit) })}` }, "← Previous") : null,
     to < page.matched ? h("a", { class: "button secondary small", href: `#/snapshot/${s.id}/table/${page.table}${qs({ q, offset: to })}` }, "Next →") : null);
   mount(
