@@ -125,6 +125,19 @@ pub(crate) async fn csrf(served: &Served, seen: &mut Vec<String>) -> String {
     json(&body)["csrf_token"].as_str().unwrap().to_owned()
 }
 
+/// `POST /api/bases/{base}/snapshot` with the CSRF token: asserts 202; the queued job's id.
+async fn snapshot_now(served: &Served, base: &str, token: &str, seen: &mut Vec<String>) -> i64 {
+    let (status, body) = send(
+        served
+            .post(&format!("/api/bases/{base}/snapshot"))
+            .header("X-CSRF-Token", token),
+        seen,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    json(&body)["job_id"].as_i64().unwrap()
+}
+
 /// `snapshot now` through the API, then `/metrics` read by a Prometheus text parser: the
 /// records of each table are the fake's; no answer holds the Airtable token or the password;
 /// SIGTERM ends the service with 0.
@@ -418,15 +431,7 @@ alerts: {{healthchecks: {url}/hc/failed/, webhook: {url}/hook/failed}}
     let token = csrf(&served, &mut seen).await;
     let mut outcomes = Vec::new();
     for base in [ok_base.as_str(), partial_base.as_str(), failed_base] {
-        let (status, body) = send(
-            served
-                .post(&format!("/api/bases/{base}/snapshot"))
-                .header("X-CSRF-Token", &token),
-            &mut seen,
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
-        let id = json(&body)["job_id"].as_i64().unwrap();
+        let id = snapshot_now(&served, base, &token, &mut seen).await;
         outcomes.push(ended(&served, id, &mut seen).await);
     }
     assert_eq!(outcomes[0]["outcome"], "ok", "{}", outcomes[0]);
@@ -503,15 +508,7 @@ async fn sigterm_cancels_a_running_snapshot_cleanly() {
     let token = csrf(&served, &mut seen).await;
     // The base answers 429 for the fake's 30 s penalty: the snapshot waits inside.
     setup.fake.trigger_rate_limit(&base);
-    let (status, body) = send(
-        served
-            .post(&format!("/api/bases/{base}/snapshot"))
-            .header("X-CSRF-Token", &token),
-        &mut seen,
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    let id = json(&body)["job_id"].as_i64().unwrap();
+    let id = snapshot_now(&served, &base, &token, &mut seen).await;
     let locks = setup.dir.path().join("repo").join("locks");
     for _ in 0..600 {
         let (_, body) = send(served.get(&format!("/api/jobs/{id}")), &mut seen).await;
@@ -589,15 +586,8 @@ async fn all_bases_copies_and_retention_after_snapshot() {
 
     let token = csrf(&served, &mut seen).await;
     for round in 0..2 {
-        let (status, body) = send(
-            served
-                .post(&format!("/api/bases/{base}/snapshot"))
-                .header("X-CSRF-Token", &token),
-            &mut seen,
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
-        let job = ended(&served, json(&body)["job_id"].as_i64().unwrap(), &mut seen).await;
+        let id = snapshot_now(&served, &base, &token, &mut seen).await;
+        let job = ended(&served, id, &mut seen).await;
         assert_eq!(job["outcome"], "ok", "round {round}: {job}");
         let copied = job["log"]
             .as_array()

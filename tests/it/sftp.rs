@@ -6,10 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use airback::backend::{Backend, BackendOptions};
-use airback_fake::{FakeAirtable, FakeOptions, Preset};
-use serde_json::Value;
 
-use crate::cli::airback_with;
 use crate::support::sshd::{Sshd, keygen};
 use crate::support::{airback, files_below, open_backend};
 
@@ -123,63 +120,7 @@ async fn a_failed_stream_leaves_neither_object_nor_temporary_file() {
 async fn end_to_end_on_sftp() {
     let sshd = Sshd::start().await;
     let location = sshd.location("e2e");
-    let fake = FakeAirtable::start(FakeOptions::unlimited(Preset::Demo))
-        .await
-        .unwrap();
-    let base = fake.bases()[0].id.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = dir.path().join("cache");
-    let run = |args: Vec<String>| {
-        let (fake, cache) = (&fake, &cache);
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (code, out, err) = airback_with(fake, cache, &args).await;
-            assert_eq!(code, 0, "airback {args:?}: {out}{err}");
-            out
-        }
-    };
-    let args = |list: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
-        args.extend(["--repo".to_string(), location.clone()]);
-        args
-    };
-    let out = run(args(&["init"])).await;
-    assert!(out.contains("created airback repository"), "{out}");
-    let out = run(args(&["snapshot", "--base", &base, "--json"])).await;
-    let summary: Value = serde_json::from_str(out.trim()).unwrap();
-    let id = summary["snapshot_id"].as_str().unwrap().to_string();
-    assert!(summary["records"].as_u64().unwrap() > 0, "{summary:#}");
-    let out = run(args(&["check", "--read-data"])).await;
-    assert!(out.contains("no errors were found"), "{out}");
-    let tar = dir.path().join("export.tar");
-    let out = run(args(&[
-        "export",
-        &id,
-        "-o",
-        tar.to_str().unwrap(),
-        "--json",
-    ]))
-    .await;
-    let export: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(export["records"], summary["records"], "{export:#}");
-    assert_eq!(export["missing_attachments"], 0, "{export:#}");
-    let workspace = fake.workspace_id();
-    let bases_before = fake.bases().len();
-    run(args(&[
-        "restore",
-        &id,
-        "--workspace",
-        &workspace,
-        "--name",
-        "Restored over SFTP",
-        "--quiet",
-    ]))
-    .await;
-    let bases = fake.bases();
-    assert_eq!(bases.len(), bases_before + 1);
-    let restored = bases.iter().find(|b| b.id != base).unwrap();
-    let tables = |id: &str| fake.schema_json(id)["tables"].as_array().unwrap().len();
-    assert_eq!(tables(&restored.id), tables(&base));
+    crate::servers::end_to_end(&location, None).await;
     // The repository is on the server's disk, objects only (tmp/ is empty).
     let files = files_below(&sshd.data().join("e2e"));
     assert!(

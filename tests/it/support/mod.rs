@@ -133,6 +133,15 @@ pub async fn export_to_dir(
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (for servers that cannot be told port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Field types whose cells restore (into a new base or in place) writes back as they were.
 pub const WRITABLE: &[&str] = &[
     "singleLineText",

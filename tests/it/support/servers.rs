@@ -70,15 +70,6 @@ fn program(rel: &str, service: Service) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running server; killed with its process group when dropped.
 pub struct Server {
     /// The service it speaks.
@@ -110,7 +101,7 @@ impl Server {
         let mut last_failure = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
-            let port = free_port();
+            let port = super::free_port();
             let mut child = spawn(service, port, &dir);
             if let Err(why) = wait_ready(service, port, &mut child).await {
                 last_failure = why;

@@ -47,7 +47,7 @@ impl Sshd {
         // The port is the OS's choice: bound and released, then given to sshd; another
         // process could take it in between, so a failed start tries another one.
         for _ in 0..5 {
-            let port = free_port();
+            let port = super::free_port();
             let config = path.join("sshd_config");
             std::fs::write(&config, sshd_config(path, port)).unwrap();
             let log = std::fs::File::create(path.join("sshd.log")).unwrap();
@@ -237,14 +237,6 @@ fn sshd_config(dir: &Path, port: u16) -> String {
          Subsystem sftp internal-sftp\n\
          LogLevel VERBOSE\n"
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn current_user() -> String {
